@@ -1,0 +1,1 @@
+"""genserve's HTTP service."""

@@ -1,0 +1,70 @@
+"""The service's error hierarchy: each error knows its HTTP status and machine-readable code."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """An error the client should see, answered as {"error": {"code", "message"}}."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class InvalidParameter(ServiceError):
+    status_code = 422
+    code = "invalid_parameter"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ModelNotFound(ServiceError):
+    status_code = 404
+    code = "model_not_found"
+
+
+class VersionNotFound(ServiceError):
+    status_code = 404
+    code = "version_not_found"
+
+
+class ModelNotReady(ServiceError):
+    status_code = 503
+    code = "model_not_ready"
+
+
+class Overloaded(ServiceError):
+    """The queue is full; the client should retry after `retry_after_s` seconds."""
+
+    status_code = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after_s))})
+        self.retry_after_s = retry_after_s
+
+
+class ShuttingDown(ServiceError):
+    status_code = 503
+    code = "shutting_down"
+
+    def __init__(self, message: str = "the service is shutting down") -> None:
+        super().__init__(message, headers={"Retry-After": "5"})
+
+
+class DeadlineExceeded(ServiceError):
+    status_code = 504
+    code = "deadline_exceeded"
+
+
+class ModelCallFailed(ServiceError):
+    """The model call for a batch raised; details are logged, not returned."""
+
+    status_code = 500
+    code = "model_call_failed"

@@ -1,0 +1,1 @@
+"""Code shared by genserve's training side and its service: the model-store contract."""

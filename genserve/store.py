@@ -1,0 +1,211 @@
+"""The model-store contract shared by `training/` (writer) and `app/` (reader).
+
+Layout::
+
+    <store>/<name>/<version>/            version: a positive integer, never reused
+        saved_model.pb, variables/       TF-Serving-compatible SavedModel
+        genserve.json                    ModelMetadata
+        evaluation.json                  EvaluationRecord (optional, written later)
+        COMPLETE                         written last; versions without it are ignored
+
+The SavedModel's ``serving_default`` signature takes ``z`` float32 ``[None, latent_dim]``
+(plus ``label`` int32 ``[None]`` for conditional models) and returns ``images`` uint8
+``[None, H, W, C]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+SIGNATURE_NAME = "serving_default"
+LATENT_INPUT = "z"
+LABEL_INPUT = "label"
+IMAGES_OUTPUT = "images"
+METADATA_FILE = "genserve.json"
+EVALUATION_FILE = "evaluation.json"
+COMPLETE_MARKER = "COMPLETE"
+TEMP_PREFIX = ".tmp-"
+FORMAT_VERSION = 1
+
+MODEL_NAME_PATTERN = r"[a-z0-9][a-z0-9._-]*"
+_MODEL_NAME_RE = re.compile(rf"^{MODEL_NAME_PATTERN}$")
+_MAX_NAME_LENGTH = 64
+
+ModelKind = Literal["dcgan", "cdcgan", "vae"]
+
+
+class ModelMetadata(BaseModel):
+    """What a published version is: enough to serve it without inspecting the graph."""
+
+    format_version: int = FORMAT_VERSION
+    name: str
+    kind: ModelKind
+    latent_dim: int = Field(gt=0)
+    image_shape: tuple[int, int, int]
+    channels: int = Field(gt=0)
+    class_names: list[str] | None = None
+    dataset: str
+    training_config: dict[str, Any] = Field(default_factory=dict)
+    epochs: int = Field(ge=0)
+    seed: int | None = None
+    created: str = Field(default_factory=lambda: utc_now())
+    framework_versions: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def conditional(self) -> bool:
+        return self.class_names is not None and self.kind == "cdcgan"
+
+
+class EvaluationRecord(BaseModel):
+    """Sample-quality numbers for one version, computed after publication."""
+
+    dataset: str
+    num_samples: int
+    fid: float
+    inception_score: float
+    real_fid: float | None = None
+    real_inception_score: float | None = None
+    classifier_accuracy: float | None = None
+    created: str = Field(default_factory=lambda: utc_now())
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def validate_model_name(name: str) -> str:
+    """Return `name` if it is a safe model name, else raise ValueError saying what is allowed."""
+    if len(name) > _MAX_NAME_LENGTH or not _MODEL_NAME_RE.match(name):
+        raise ValueError(
+            f"invalid model name {name!r}: use 1-{_MAX_NAME_LENGTH} characters matching {MODEL_NAME_PATTERN}"
+        )
+    return name
+
+
+def model_dir(store: Path, name: str) -> Path:
+    return Path(store) / validate_model_name(name)
+
+
+def version_dir(store: Path, name: str, version: int) -> Path:
+    if version < 1:
+        raise ValueError(f"version must be a positive integer, got {version}")
+    return model_dir(store, name) / str(version)
+
+
+def is_complete(path: Path) -> bool:
+    return (path / COMPLETE_MARKER).is_file()
+
+
+def _numeric_children(folder: Path) -> list[int]:
+    if not folder.is_dir():
+        return []
+    return sorted(int(child.name) for child in folder.iterdir() if child.name.isdigit() and child.is_dir())
+
+
+def list_versions(store: Path, name: str) -> list[int]:
+    """Complete versions of a model, oldest first."""
+    folder = model_dir(store, name)
+    return [v for v in _numeric_children(folder) if is_complete(folder / str(v))]
+
+
+def latest_version(store: Path, name: str) -> int | None:
+    versions = list_versions(store, name)
+    return versions[-1] if versions else None
+
+
+def list_models(store: Path) -> list[str]:
+    """Names of models that have at least one complete version, sorted."""
+    root = Path(store)
+    if not root.is_dir():
+        return []
+    names = []
+    for child in sorted(root.iterdir()):
+        if child.is_dir() and _MODEL_NAME_RE.match(child.name) and list_versions(root, child.name):
+            names.append(child.name)
+    return names
+
+
+def next_version(store: Path, name: str) -> int:
+    """One above every numbered folder, complete or not, so no version number is ever reused."""
+    existing = _numeric_children(model_dir(store, name))
+    return (existing[-1] + 1) if existing else 1
+
+
+def read_metadata(path: Path) -> ModelMetadata:
+    return ModelMetadata.model_validate_json((Path(path) / METADATA_FILE).read_text())
+
+
+def read_evaluation(path: Path) -> EvaluationRecord | None:
+    file = Path(path) / EVALUATION_FILE
+    if not file.is_file():
+        return None
+    return EvaluationRecord.model_validate_json(file.read_text())
+
+
+def write_json_atomic(file: Path, payload: dict[str, Any]) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    file = Path(file)
+    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=file.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, file)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_evaluation(path: Path, record: EvaluationRecord) -> None:
+    write_json_atomic(Path(path) / EVALUATION_FILE, record.model_dump(mode="json"))
+
+
+def publish_version(
+    store: Path,
+    metadata: ModelMetadata,
+    write_model: Callable[[Path], None],
+) -> Path:
+    """Publish a new version atomically and return its folder.
+
+    `write_model(folder)` writes the SavedModel into a temporary folder inside the model's
+    folder; it is then renamed to the next free version number, and the completion marker is
+    written last. An existing version is never touched.
+    """
+    folder = model_dir(store, metadata.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=folder))
+    try:
+        write_model(staging)
+        write_json_atomic(staging / METADATA_FILE, metadata.model_dump(mode="json"))
+        target = _rename_to_next_version(staging, metadata.name, Path(store))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    (target / COMPLETE_MARKER).write_text(utc_now() + "\n")
+    return target
+
+
+def _rename_to_next_version(staging: Path, name: str, store: Path) -> Path:
+    for _ in range(100):
+        target = version_dir(store, name, next_version(store, name))
+        try:
+            # mkdir claims the number; a concurrent publisher that lost the race moves on.
+            target.mkdir()
+        except FileExistsError:
+            continue
+        os.replace(staging, target)
+        return target
+    raise RuntimeError(f"could not claim a version number for {name!r}")

@@ -1,0 +1,1 @@
+"""genserve's training side: datasets, models, checkpoints and export to the model store."""
