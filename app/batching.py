@@ -1,0 +1,395 @@
+"""Adaptive batching: concurrent requests for a few images each become one model call.
+
+Requests wait in a FIFO of images. One consumer task per model closes a batch when it holds
+`max_batch_size` images or `max_delay_ms` after the oldest waiting image arrived, then runs the model
+on a worker thread. Large requests are split across batches and reassembled in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import functools
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+import numpy as np
+
+from app.errors import DeadlineExceeded, ModelCallFailed, Overloaded, ServiceError, ShuttingDown
+
+logger = logging.getLogger(__name__)
+
+RunBatch = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+class BatchObserver(Protocol):
+    """Receives batching metrics; implementations must be cheap, and their errors are only logged."""
+
+    def on_batch(
+        self, *, images: int, requests: int, padding: int, queue_wait_s: list[float], model_call_s: float
+    ) -> None: ...
+
+    def on_reject(self, reason: str) -> None: ...
+
+    def on_queue_depth(self, images: int) -> None: ...
+
+
+class NullObserver:
+    """An observer that ignores everything; subclass it to override only the hooks you need."""
+
+    def on_batch(
+        self, *, images: int, requests: int, padding: int, queue_wait_s: list[float], model_call_s: float
+    ) -> None:
+        pass
+
+    def on_reject(self, reason: str) -> None:
+        pass
+
+    def on_queue_depth(self, images: int) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """How requests are grouped into model calls."""
+
+    max_batch_size: int = 32
+    max_delay_ms: float = 5.0
+    max_queue_images: int = 1024
+    allowed_batch_sizes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1 (1 disables batching), got {self.max_batch_size}")
+        if self.max_delay_ms < 0:
+            raise ValueError(f"max_delay_ms must be >= 0 (0 never waits), got {self.max_delay_ms}")
+        if self.max_queue_images < 1:
+            raise ValueError(f"max_queue_images must be >= 1, got {self.max_queue_images}")
+        sizes = self.allowed_batch_sizes
+        if sizes and (sizes[0] < 1 or list(sizes) != sorted(set(sizes))):
+            raise ValueError(f"allowed_batch_sizes must be positive and strictly increasing, got {sizes}")
+        if sizes and sizes[-1] != self.max_batch_size:
+            raise ValueError(f"allowed_batch_sizes must end with max_batch_size ({self.max_batch_size})")
+
+
+@dataclass
+class BatcherStats:
+    """Counters since start: `batches` and `images`/`padding` cover successful calls, `model_calls` all."""
+
+    batches: int = 0
+    model_calls: int = 0
+    images: int = 0
+    padding: int = 0
+
+
+@dataclass(eq=False)
+class _Request:
+    inputs: dict[str, np.ndarray]
+    size: int
+    deadline: float | None
+    future: asyncio.Future[np.ndarray]
+    arrived: float = field(default_factory=time.monotonic)
+    taken: int = 0  # images already handed to batches
+    outputs: list[np.ndarray] = field(default_factory=list)
+    received: int = 0
+
+    @property
+    def remaining(self) -> int:
+        return self.size - self.taken
+
+
+class _Slice(NamedTuple):
+    request: _Request
+    start: int
+    stop: int
+
+    def inputs(self) -> dict[str, np.ndarray]:
+        return {name: array[self.start : self.stop] for name, array in self.request.inputs.items()}
+
+
+def _leading_dim(inputs: dict[str, np.ndarray]) -> int:
+    """The shared batch dimension k >= 1 of a request's arrays, or ValueError."""
+    dims = {
+        name: array.shape[0] if isinstance(array, np.ndarray) and array.ndim else 0
+        for name, array in inputs.items()
+    }
+    if not dims or len(set(dims.values())) != 1 or 0 in dims.values():
+        raise ValueError(f"inputs must be numpy arrays sharing a leading dimension k >= 1, got {dims}")
+    return next(iter(dims.values()))
+
+
+def _pad_rows(array: np.ndarray, size: int) -> np.ndarray:
+    missing = size - array.shape[0]
+    if missing == 0:
+        return array
+    # Repeating a real row keeps padded inputs in-distribution, so they cannot trip the model.
+    return np.concatenate([array, np.repeat(array[-1:], missing, axis=0)])
+
+
+def _call_model(run_batch: RunBatch, parts: list[dict[str, np.ndarray]], batch_size: int) -> list[np.ndarray]:
+    """Concatenate, pad, run and split back per part; runs on the worker thread to keep the loop free."""
+    inputs = {key: _pad_rows(np.concatenate([part[key] for part in parts]), batch_size) for key in parts[0]}
+    outputs = np.asarray(run_batch(inputs))
+    if outputs.ndim == 0 or outputs.shape[0] != batch_size:
+        raise ValueError(f"model returned shape {outputs.shape} for a batch of {batch_size}")
+    sizes = [next(iter(part.values())).shape[0] for part in parts]
+    return np.split(outputs[: sum(sizes)], np.cumsum(sizes)[:-1])
+
+
+class Batcher:
+    """Groups concurrent `submit` calls for one model into batched calls of `run_batch`."""
+
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        config: BatchingConfig,
+        *,
+        name: str = "model",
+        observer: BatchObserver | None = None,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.stats = BatcherStats()
+        self._run_batch = run_batch
+        self._observer: BatchObserver = observer or NullObserver()
+        self._executor = executor
+        self._owns_executor = executor is None
+        self._queue: deque[_Request] = deque()
+        self._queued_images = 0
+        self._in_flight: list[_Slice] = []
+        # Since Python 3.10 asyncio primitives bind to the loop on first use, so this is safe before start().
+        self._wakeup = asyncio.Event()
+        self._consumer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._drain = True
+        self._call_s_estimate = 0.0
+
+    @property
+    def queued_images(self) -> int:
+        return self._queued_images
+
+    @property
+    def in_flight_images(self) -> int:
+        return sum(piece.stop - piece.start for piece in self._in_flight)
+
+    @property
+    def running(self) -> bool:
+        return self._consumer is not None and not self._consumer.done() and not self._closing
+
+    async def start(self) -> None:
+        if self._consumer is not None or self._closing:
+            raise RuntimeError(f"batcher {self.name!r} was already started or stopped; create a new one")
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batcher-{self.name}")
+        self._consumer = asyncio.get_running_loop().create_task(self._consume(), name=f"batcher-{self.name}")
+
+    async def submit(self, inputs: dict[str, np.ndarray], *, deadline: float | None = None) -> np.ndarray:
+        """Queue `inputs` (k images) and return the model's k outputs in order."""
+        size = _leading_dim(inputs)
+        if self._closing:
+            self._reject("shutdown")
+            raise ShuttingDown()
+        if self._consumer is None:
+            raise RuntimeError(f"batcher {self.name!r} is not started; await start() first")
+        if self._queued_images + size > self.config.max_queue_images:
+            self._reject("overload")
+            limit = self.config.max_queue_images
+            message = f"{self.name!r} has {self._queued_images} of {limit} images queued; asked for {size}"
+            raise Overloaded(message, retry_after_s=self._retry_after_s())
+        if deadline is not None and time.monotonic() >= deadline:
+            self._reject("deadline")
+            raise DeadlineExceeded("the request deadline passed before it was queued")
+        request = _Request(inputs, size, deadline, asyncio.get_running_loop().create_future())
+        self._queue.append(request)
+        self._queued_images += size
+        self._report_depth()
+        self._wakeup.set()
+        return await self._await_result(request)
+
+    async def stop(self, *, drain: bool = True, timeout_s: float = 30.0) -> None:
+        """Refuse new work, optionally finish queued work within `timeout_s`, and fail what is left."""
+        self._closing = True
+        self._drain = drain
+        self._wakeup.set()
+        consumer = self._consumer
+        if consumer is not None and not consumer.done():
+            if drain:
+                await asyncio.wait({consumer}, timeout=timeout_s)
+            if not consumer.done():
+                consumer.cancel()
+                await asyncio.wait({consumer})
+        self._fail_remaining(ShuttingDown, "shutdown")
+        if self._owns_executor and self._executor is not None:
+            # A model call still running cannot be interrupted; let its thread finish on its own.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _await_result(self, request: _Request) -> np.ndarray:
+        timeout = None if request.deadline is None else max(0.0, request.deadline - time.monotonic())
+        try:
+            await asyncio.wait({request.future}, timeout=timeout)
+        except asyncio.CancelledError:
+            if request.future.done() and not request.future.cancelled():
+                request.future.exception()  # mark it retrieved so asyncio does not log it as lost
+            self._drop(request, None, "disconnect")
+            raise
+        if request.future.done():
+            return request.future.result()
+        self._drop(request, None, "deadline")
+        raise DeadlineExceeded("the request deadline passed before its images were generated")
+
+    async def _consume(self) -> None:
+        try:
+            while await self._wait_for_batch():
+                await self._run(self._take_batch())
+        except Exception:
+            logger.exception("batcher %r stopped unexpectedly", self.name)
+            self._closing = True
+            self._fail_remaining(lambda: ModelCallFailed("the batcher stopped unexpectedly"), None)
+
+    async def _wait_for_batch(self) -> bool:
+        """Wait until a batch should close; False once the consumer should exit."""
+        while True:
+            self._wakeup.clear()
+            if self._closing and not self._drain:
+                return False
+            head = self._live_head()
+            if head is None:
+                if self._closing:
+                    return False
+                await self._wakeup.wait()
+                continue
+            # Timing from the head's arrival means time spent behind a busy model counts toward the delay.
+            delay_s = head.arrived + self.config.max_delay_ms / 1000 - time.monotonic()
+            if self._closing or delay_s <= 0:
+                return True
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), delay_s)
+
+    def _live_head(self) -> _Request | None:
+        """The oldest request with images still to send, dropping finished and expired ones on the way."""
+        now = time.monotonic()
+        while self._queue:
+            request = self._queue[0]
+            if request.future.done() or request.remaining == 0:
+                self._queue.popleft()
+            elif request.deadline is not None and now >= request.deadline:
+                self._queue.popleft()
+                self._drop(request, DeadlineExceeded("the request deadline passed while queued"), "deadline")
+            else:
+                return request
+        return None
+
+    def _take_batch(self) -> list[_Slice]:
+        """Take up to max_batch_size images greedily; a request that does not fit leaves its rest queued."""
+        slices: list[_Slice] = []
+        room = self.config.max_batch_size
+        while room > 0 and (request := self._live_head()) is not None:
+            take = min(room, request.remaining)
+            slices.append(_Slice(request, request.taken, request.taken + take))
+            request.taken += take
+            self._queued_images -= take
+            room -= take
+        self._report_depth()
+        return slices
+
+    async def _run(self, slices: list[_Slice]) -> None:
+        if not slices:
+            return
+        images = sum(piece.stop - piece.start for piece in slices)
+        batch_size = self._padded_size(images)
+        self._in_flight = slices
+        started = time.monotonic()
+        self.stats.model_calls += 1
+        parts = [piece.inputs() for piece in slices]
+        loop = asyncio.get_running_loop()
+        try:
+            call = functools.partial(_call_model, self._run_batch, parts, batch_size)
+            outputs = await loop.run_in_executor(self._executor, call)
+        except Exception:
+            logger.exception("model call for %r failed (batch of %d images)", self.name, images)
+            for piece in slices:
+                self._drop(piece.request, ModelCallFailed(f"the model call for {self.name!r} failed"), None)
+            self._in_flight = []
+            return
+        model_call_s = time.monotonic() - started
+        self._in_flight = []
+        self._record(slices, images, batch_size - images, started, model_call_s)
+        for piece, output in zip(slices, outputs, strict=True):
+            self._deliver(piece.request, output)
+
+    def _deliver(self, request: _Request, output: np.ndarray) -> None:
+        if request.future.done():
+            return  # the caller gave up; its rows were computed but nobody wants them
+        # Slices of one request arrive in order because batches run one at a time.
+        request.outputs.append(output)
+        request.received += output.shape[0]
+        if request.received == request.size:
+            outputs = request.outputs
+            request.future.set_result(outputs[0] if len(outputs) == 1 else np.concatenate(outputs))
+
+    def _drop(self, request: _Request, error: ServiceError | None, reason: str | None) -> None:
+        """Finish a request early; its unsent images leave the queue and never reach the model."""
+        if request.future.done():
+            return
+        if request.remaining:
+            self._queued_images -= request.remaining
+            request.taken = request.size
+            with contextlib.suppress(ValueError):
+                self._queue.remove(request)
+            self._report_depth()
+        if error is None:
+            request.future.cancel()
+        else:
+            request.future.set_exception(error)
+        if reason is not None:
+            self._reject(reason)
+
+    def _fail_remaining(self, make_error: Callable[[], ServiceError], reason: str | None) -> None:
+        for request in [piece.request for piece in self._in_flight] + list(self._queue):
+            self._drop(request, make_error(), reason)
+        self._in_flight = []
+        self._queue.clear()
+
+    def _padded_size(self, images: int) -> int:
+        sizes = self.config.allowed_batch_sizes
+        return sizes[bisect.bisect_left(sizes, images)] if sizes else images
+
+    def _retry_after_s(self) -> int:
+        batches_ahead = math.ceil((self._queued_images + self.in_flight_images) / self.config.max_batch_size)
+        seconds_per_batch = self._call_s_estimate + self.config.max_delay_ms / 1000
+        return max(1, math.ceil(batches_ahead * seconds_per_batch))
+
+    def _record(self, slices: list[_Slice], images: int, padding: int, started: float, call_s: float) -> None:
+        self.stats.batches += 1
+        self.stats.images += images
+        self.stats.padding += padding
+        # A moving average follows load changes without being thrown by a single slow call.
+        previous = self._call_s_estimate or call_s
+        self._call_s_estimate = 0.8 * previous + 0.2 * call_s
+        waits = [started - piece.request.arrived for piece in slices]
+        self._notify(
+            lambda: self._observer.on_batch(
+                images=images, requests=len(slices), padding=padding, queue_wait_s=waits, model_call_s=call_s
+            )
+        )
+
+    def _reject(self, reason: str) -> None:
+        self._notify(lambda: self._observer.on_reject(reason))
+
+    def _report_depth(self) -> None:
+        depth = self._queued_images
+        self._notify(lambda: self._observer.on_queue_depth(depth))
+
+    def _notify(self, hook: Callable[[], None]) -> None:
+        try:
+            hook()
+        except Exception:
+            logger.exception("batch observer for %r raised; ignoring", self.name)

@@ -1,0 +1,59 @@
+"""Service settings: one pydantic-settings class, read once at start-up (env prefix GENSERVE_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told through the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="GENSERVE_", env_file=None, extra="ignore")
+
+    model_store: Path = Field(Path("model_store"), description="Folder holding <name>/<version>/ models.")
+    default_model: str | None = Field(None, description="Model used when a request names none.")
+    host: str = Field("127.0.0.1", description="Address `python -m app` binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `python -m app` listens on.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Logging level.")
+
+    max_n: int = Field(64, ge=1, le=4096, description="Most images one /generate call may ask for.")
+    max_steps: int = Field(64, ge=2, le=1024, description="Most frames one /interpolate call may ask for.")
+    max_batch_size: int = Field(32, ge=1, description="Images per model call; 1 turns batching off.")
+    max_delay_ms: float = Field(
+        5.0, ge=0, description="How long a batch waits for more work after its first."
+    )
+    max_queue_images: int = Field(1024, ge=1, description="Queued images beyond which requests get 503.")
+    allowed_batch_sizes: Annotated[list[int], NoDecode] = Field(
+        default_factory=list, description="Comma-separated batch sizes to pad to (fixed shapes for XLA/GPU)."
+    )
+    request_timeout_s: float = Field(30.0, gt=0, description="Deadline of one generation request.")
+    interpolate_max_age_s: int = Field(3600, ge=0, description="Cache-Control max-age of /interpolate.")
+    gpu_memory_limit_mb: int | None = Field(None, ge=1, description="Optional cap on GPU memory per device.")
+
+    @field_validator("allowed_batch_sizes", mode="before")
+    @classmethod
+    def _split_sizes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [int(part) for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check_batch_sizes(self) -> Settings:
+        sizes = self.allowed_batch_sizes
+        if sizes and (sorted(set(sizes)) != sizes or sizes[0] < 1 or sizes[-1] != self.max_batch_size):
+            raise ValueError(
+                "GENSERVE_ALLOWED_BATCH_SIZES must be increasing positive sizes ending at "
+                f"GENSERVE_MAX_BATCH_SIZE ({self.max_batch_size}), got {sizes}"
+            )
+        return self
+
+    @property
+    def warmup_batch_sizes(self) -> list[int]:
+        """Batch sizes the model is called with before it is reported ready."""
+        if self.allowed_batch_sizes:
+            return list(self.allowed_batch_sizes)
+        return sorted({1, min(8, self.max_batch_size), self.max_batch_size})

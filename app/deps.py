@@ -1,0 +1,31 @@
+"""Providers that hand routes the state built in the lifespan."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.config import Settings
+from app.generation import GenerationService
+from app.registry import ModelRegistry
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    registry: ModelRegistry = request.app.state.registry
+    return registry
+
+
+def get_generation(request: Request) -> GenerationService:
+    service: GenerationService = request.app.state.generation
+    return service
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+GenerationDep = Annotated[GenerationService, Depends(get_generation)]

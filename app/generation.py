@@ -1,0 +1,34 @@
+"""Generation through a model version's batcher, with the request deadline applied."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import numpy as np
+
+from app.errors import ModelNotReady
+from app.latents import latents_from_seeds
+from app.registry import ModelVersion
+from genserve import store
+
+
+class GenerationService:
+    """The one path from latents to uint8 images; every route generates through it."""
+
+    def __init__(self, request_timeout_s: float) -> None:
+        self.request_timeout_s = request_timeout_s
+
+    async def latents_for_seeds(self, seeds: list[int], latent_dim: int) -> np.ndarray:
+        return await anyio.to_thread.run_sync(latents_from_seeds, seeds, latent_dim)
+
+    async def generate(
+        self, model_version: ModelVersion, latents: np.ndarray, labels: np.ndarray | None = None
+    ) -> np.ndarray:
+        if model_version.batcher is None:
+            raise ModelNotReady(f"model {model_version.name!r} version {model_version.version} is not loaded")
+        inputs = {store.LATENT_INPUT: latents}
+        if labels is not None:
+            inputs[store.LABEL_INPUT] = labels
+        deadline = time.monotonic() + self.request_timeout_s
+        return await model_version.batcher.submit(inputs, deadline=deadline)

@@ -1,0 +1,81 @@
+"""Builds the FastAPI application: `create_app(settings)` and its lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from functools import partial
+
+import anyio
+from fastapi import FastAPI
+
+from app.batching import Batcher, BatchingConfig
+from app.config import Settings
+from app.docs import install_docs
+from app.error_handlers import install_error_handlers
+from app.generation import GenerationService
+from app.registry import ModelRegistry
+from app.routes import api_router
+from app.runtime import GeneratorRuntime, configure_devices
+
+logger = logging.getLogger(__name__)
+
+_DESCRIPTION = (
+    "Images and latent interpolations from GANs and VAEs trained with genserve, batched across requests."
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The service for `settings` (read from GENSERVE_* environment variables when not given)."""
+    app = FastAPI(
+        title="genserve",
+        description=_DESCRIPTION,
+        version="0.1.0",
+        lifespan=_lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings or Settings()
+    install_error_handlers(app)
+    app.include_router(api_router)
+    install_docs(app)
+    return app
+
+
+def _make_batcher(settings: Settings, name: str, runtime: GeneratorRuntime) -> Batcher:
+    config = BatchingConfig(
+        max_batch_size=settings.max_batch_size,
+        max_delay_ms=settings.max_delay_ms,
+        max_queue_images=settings.max_queue_images,
+        allowed_batch_sizes=tuple(settings.allowed_batch_sizes),
+    )
+    return Batcher(runtime.generate, config, name=name)
+
+
+async def _load_models(registry: ModelRegistry, settings: Settings) -> None:
+    device = await anyio.to_thread.run_sync(configure_devices, settings.gpu_memory_limit_mb)
+    await registry.load_all(device)
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    registry = ModelRegistry(
+        settings.model_store,
+        partial(_make_batcher, settings),
+        default_model=settings.default_model,
+        warmup_batch_sizes=settings.warmup_batch_sizes,
+    )
+    app.state.registry = registry
+    app.state.generation = GenerationService(settings.request_timeout_s)
+    # Models load in the background so /healthz answers at once and /readyz reports progress.
+    loading = asyncio.create_task(_load_models(registry, settings), name="genserve-load-models")
+    try:
+        yield
+    finally:
+        loading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loading
+        await registry.close(drain=True, timeout_s=settings.request_timeout_s)

@@ -1,0 +1,108 @@
+"""Validation of request fields whose limits come from settings or from the model (422 naming the field)."""
+
+from __future__ import annotations
+
+import math
+import secrets
+
+import numpy as np
+
+from app.errors import InvalidParameter
+from app.latents import MAX_SEED
+from genserve import store
+from genserve.store import ModelMetadata
+
+
+def parse_model_name(name: str | None) -> str | None:
+    if name is None:
+        return None
+    try:
+        return store.validate_model_name(name)
+    except ValueError as error:
+        raise InvalidParameter("model", str(error)) from None
+
+
+def parse_version(version: str | int | None) -> int | None:
+    """None or 'latest' means the newest loaded version; otherwise a positive integer."""
+    if version is None or version == "latest":
+        return None
+    text = str(version)
+    if not text.isdigit() or int(text) < 1 or len(text) > 9:
+        raise InvalidParameter("version", f"must be a positive integer or 'latest', got {text!r}")
+    return int(text)
+
+
+def check_range(field: str, value: int, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise InvalidParameter(field, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def check_truncation(psi: float | None) -> float:
+    if psi is None:
+        return 1.0
+    if not (math.isfinite(psi) and 0.0 < psi <= 1.0):
+        raise InvalidParameter("truncation", f"must be in (0, 1], got {psi}")
+    return psi
+
+
+def seed_range(seed: int | None, count: int) -> list[int]:
+    """Seeds seed, seed+1, ... for `count` images; a random start when none is given."""
+    if seed is None:
+        seed = secrets.randbelow(MAX_SEED - count + 2)
+    check_range("seed", seed, 0, MAX_SEED)
+    if seed + count - 1 > MAX_SEED:
+        raise InvalidParameter("seed", f"seed + n - 1 must be at most {MAX_SEED}, got {seed + count - 1}")
+    return list(range(seed, seed + count))
+
+
+def parse_seed_list(text: str, max_count: int) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InvalidParameter("seeds", f"must be comma-separated integers, got {text!r}") from None
+    if not 2 <= len(seeds) <= max_count:
+        raise InvalidParameter("seeds", f"needs between 2 and {max_count} keyframe seeds, got {len(seeds)}")
+    for seed in seeds:
+        check_range("seeds", seed, 0, MAX_SEED)
+    return seeds
+
+
+def check_latents(rows: list[list[float]], latent_dim: int, max_n: int) -> np.ndarray:
+    if not 1 <= len(rows) <= max_n:
+        raise InvalidParameter("latents", f"must hold between 1 and {max_n} vectors, got {len(rows)}")
+    for index, row in enumerate(rows):
+        if len(row) != latent_dim:
+            raise InvalidParameter(
+                "latents", f"vector {index} has length {len(row)}; this model needs {latent_dim}"
+            )
+    latents = np.asarray(rows, dtype=np.float64)
+    if not np.isfinite(latents).all():
+        raise InvalidParameter("latents", "every value must be finite (no NaN or infinity)")
+    if np.abs(latents).max() > 1e4:
+        raise InvalidParameter("latents", "values must lie within ±10000")
+    return latents.astype(np.float32)
+
+
+def labels_for(metadata: ModelMetadata, label: str | int | None, count: int) -> np.ndarray | None:
+    """The class index array for a conditional model; None for unconditional ones."""
+    if not metadata.conditional:
+        if label is not None:
+            raise InvalidParameter("label", f"model {metadata.name!r} is not conditional and takes no label")
+        return None
+    classes = metadata.class_names or []
+    if label is None:
+        raise InvalidParameter(
+            "label", f"this model needs a label: one of {classes} or 0..{len(classes) - 1}"
+        )
+    index = _label_index(label, classes)
+    return np.full((count,), index, dtype=np.int32)
+
+
+def _label_index(label: str | int, classes: list[str]) -> int:
+    text = str(label)
+    if text in classes:
+        return classes.index(text)
+    if text.isdigit() and int(text) < len(classes):
+        return int(text)
+    raise InvalidParameter("label", f"must be one of {classes} or 0..{len(classes) - 1}, got {text!r}")

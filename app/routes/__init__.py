@@ -1,0 +1,11 @@
+"""HTTP routes, one module per resource, assembled in `api_router`."""
+
+from fastapi import APIRouter
+
+from app.routes import generate, health, interpolate, models
+
+api_router = APIRouter()
+api_router.include_router(generate.router)
+api_router.include_router(interpolate.router)
+api_router.include_router(models.router)
+api_router.include_router(health.router)

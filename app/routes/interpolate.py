@@ -1,0 +1,152 @@
+"""GET /interpolate: a deterministic walk through latent space between keyframe seeds."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+import anyio
+import numpy as np
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import JSONResponse, Response
+
+from app import imaging, params
+from app.deps import GenerationDep, RegistryDep, SettingsDep
+from app.errors import InvalidParameter
+from app.latents import interpolation_path, truncate
+from app.registry import ModelVersion
+from app.schemas import AnimationFormat, ErrorResponse, InterpolateJSONResponse, InterpolationMethodName
+
+router = APIRouter(tags=["generation"])
+
+_MEDIA_TYPES = {
+    AnimationFormat.png: "image/png",
+    AnimationFormat.gif: "image/gif",
+    AnimationFormat.webp: "image/webp",
+}
+
+
+@router.get(
+    "/interpolate",
+    responses={
+        200: {
+            "content": {"image/png": {}, "image/gif": {}, "image/webp": {}},
+            "model": InterpolateJSONResponse,
+        },
+        304: {"description": "Not modified (If-None-Match matched the ETag)."},
+        **{code: {"model": ErrorResponse} for code in (404, 422, 500, 503, 504)},
+    },
+)
+async def interpolate(
+    registry: RegistryDep,
+    settings: SettingsDep,
+    generation: GenerationDep,
+    model: Annotated[str | None, Query(description="Model name; the default model when absent.")] = None,
+    version: Annotated[str | None, Query(description="Version number or 'latest'.")] = None,
+    start: Annotated[int | None, Query(description="Seed of the first keyframe.")] = None,
+    end: Annotated[int | None, Query(description="Seed of the last keyframe.")] = None,
+    seeds: Annotated[
+        str | None, Query(description="Keyframe seeds, e.g. 3,7,11 (instead of start/end).")
+    ] = None,
+    steps: Annotated[int, Query(description="Number of frames (2..GENSERVE_MAX_STEPS).")] = 16,
+    method: Annotated[InterpolationMethodName, Query(description="slerp (default) or lerp.")] = (
+        InterpolationMethodName.slerp
+    ),
+    loop: Annotated[bool, Query(description="Return to the first keyframe, for looping animations.")] = False,
+    truncation: Annotated[float | None, Query(description="Truncation psi in (0, 1].")] = None,
+    label: Annotated[str | None, Query(description="Class name or index, for conditional models.")] = None,
+    format: Annotated[AnimationFormat, Query(description="png (frame strip), gif, webp or json.")] = (
+        AnimationFormat.png
+    ),
+    fps: Annotated[int, Query(ge=1, le=60, description="Frames per second of gif/webp.")] = 12,
+    cols: Annotated[int | None, Query(ge=1, le=1024, description="Columns of the png frame grid.")] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Frames along a path through the keyframes' latents; identical requests give identical bytes."""
+    keyframe_seeds = _keyframe_seeds(start, end, seeds, settings.max_steps)
+    params.check_range("steps", steps, 2, settings.max_steps)
+    psi = params.check_truncation(truncation)
+    model_version = registry.resolve(params.parse_model_name(model), params.parse_version(version))
+    labels = params.labels_for(model_version.metadata, label, steps)
+    etag = _etag(
+        model_version,
+        {
+            "seeds": keyframe_seeds,
+            "steps": steps,
+            "method": method.value,
+            "loop": loop,
+            "psi": psi,
+            "label": None if labels is None else int(labels[0]),
+            "format": format.value,
+            "fps": fps,
+            "cols": cols,
+        },
+    )
+    headers = {
+        "ETag": etag,
+        "Cache-Control": f"public, max-age={settings.interpolate_max_age_s}",
+        "X-Model": model_version.name,
+        "X-Model-Version": str(model_version.version),
+    }
+    if if_none_match and _matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    keyframes = await generation.latents_for_seeds(keyframe_seeds, model_version.metadata.latent_dim)
+    latents, positions = interpolation_path(keyframes, steps, method.value, loop=loop)
+    images = await generation.generate(model_version, truncate(latents, psi), labels)
+    if format is AnimationFormat.json:
+        payload = await anyio.to_thread.run_sync(
+            _json_payload, model_version, keyframe_seeds, method.value, images, positions
+        )
+        return JSONResponse(payload, headers=headers)
+    content = await anyio.to_thread.run_sync(_encode, format, images, fps, cols)
+    return Response(content, media_type=_MEDIA_TYPES[format], headers=headers)
+
+
+def _keyframe_seeds(start: int | None, end: int | None, seeds: str | None, max_count: int) -> list[int]:
+    if seeds is not None:
+        if start is not None or end is not None:
+            raise InvalidParameter("seeds", "give either seeds or start/end, not both")
+        return params.parse_seed_list(seeds, max_count)
+    if start is None or end is None:
+        raise InvalidParameter("start", "give both start and end seeds, or seeds=a,b,c")
+    return [params.seed_range(start, 1)[0], _checked_end(end)]
+
+
+def _checked_end(end: int) -> int:
+    try:
+        return params.seed_range(end, 1)[0]
+    except InvalidParameter as error:
+        raise InvalidParameter("end", error.message.split(": ", 1)[-1]) from None
+
+
+def _etag(model_version: ModelVersion, request_key: dict[str, Any]) -> str:
+    """Strong validator: the frames depend only on the resolved version and these fields."""
+    key = json.dumps(
+        {"model": model_version.name, "version": model_version.version, **request_key}, sort_keys=True
+    )
+    return '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
+
+
+def _matches(header: str, etag: str) -> bool:
+    candidates = {part.strip().removeprefix("W/") for part in header.split(",")}
+    return "*" in candidates or etag in candidates
+
+
+def _encode(format: AnimationFormat, images: np.ndarray, fps: int, cols: int | None) -> bytes:
+    if format is AnimationFormat.png:
+        return imaging.encode_grid_png(images, cols or min(len(images), 16))
+    return imaging.encode_animation(images, fps, format.value.upper())
+
+
+def _json_payload(
+    model_version: ModelVersion, seeds: list[int], method: str, images: np.ndarray, positions: np.ndarray
+) -> dict[str, Any]:
+    frames = [
+        {"position": round(float(position), 6), "png_base64": png}
+        for position, png in zip(positions, imaging.encode_png_list_base64(images), strict=True)
+    ]
+    response = InterpolateJSONResponse(
+        model=model_version.name, version=model_version.version, seeds=seeds, method=method, frames=frames
+    )
+    return response.model_dump(mode="json")

@@ -1,0 +1,69 @@
+"""GET /models and /models/{name}: what is loaded, its status, shape and evaluation numbers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fastapi import APIRouter
+
+from app import params
+from app.deps import RegistryDep
+from app.errors import ModelNotFound
+from app.registry import ModelEntry, ModelRegistry, ModelVersion
+from app.schemas import ErrorResponse, ModelInfo, ModelList, VersionInfo
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/models", response_model=ModelList)
+async def list_models(registry: RegistryDep) -> ModelList:
+    """Every model in the store with its versions and their status."""
+    return ModelList(
+        default_model=registry.default_model,
+        device=registry.device.name,
+        models=[_model_info(registry, entry) for entry in registry.entries],
+    )
+
+
+@router.get("/models/{name}", response_model=ModelInfo, responses={404: {"model": ErrorResponse}})
+async def get_model(name: str, registry: RegistryDep) -> ModelInfo:
+    """One model with its versions and their status."""
+    checked = params.parse_model_name(name)
+    entry = registry.get_entry(checked)
+    if entry.name != checked:
+        raise ModelNotFound(f"model {name!r} not found")
+    return _model_info(registry, entry)
+
+
+def _model_info(registry: ModelRegistry, entry: ModelEntry) -> ModelInfo:
+    latest = entry.latest_available()
+    return ModelInfo(
+        name=entry.name,
+        default=entry.name == registry.default_model,
+        latest_available=latest.version if latest else None,
+        versions=[
+            _version_info(registry, v) for v in sorted(entry.versions.values(), key=lambda v: v.version)
+        ],
+    )
+
+
+def _version_info(registry: ModelRegistry, model_version: ModelVersion) -> VersionInfo:
+    info = VersionInfo(
+        version=model_version.version, status=model_version.status.value, error=model_version.error
+    )
+    runtime = model_version.runtime
+    if runtime is None:
+        return info
+    metadata = runtime.metadata
+    evaluation = runtime.evaluation
+    info.kind = metadata.kind
+    info.latent_dim = metadata.latent_dim
+    info.image_shape = list(metadata.image_shape)
+    info.classes = metadata.class_names
+    info.dataset = metadata.dataset
+    info.created = metadata.created
+    info.device = registry.device.name
+    info.evaluation = evaluation.model_dump(mode="json") if evaluation else None
+    if model_version.batcher is not None:
+        info.batching = dataclasses.asdict(model_version.batcher.stats)
+    return info

@@ -1,0 +1,138 @@
+"""Loading one published SavedModel and calling its serving signature (blocking; runs on a worker thread)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genserve import store
+from genserve.store import EvaluationRecord, ModelMetadata
+
+logger = logging.getLogger(__name__)
+
+
+class ModelLoadError(Exception):
+    """The version on disk cannot be served; the message says why."""
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    name: str
+    kind: str  # "GPU" or "CPU"
+
+
+def configure_devices(gpu_memory_limit_mb: int | None = None) -> DeviceInfo:
+    """Use the first GPU when one is visible, growing its memory on demand; the CPU otherwise."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            if gpu_memory_limit_mb:
+                config = tf.config.LogicalDeviceConfiguration(memory_limit=gpu_memory_limit_mb)
+                tf.config.set_logical_device_configuration(gpu, [config])
+            else:
+                tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            # Devices were already initialised by an earlier app in this process; keep their settings.
+            logger.debug("GPU settings already fixed for %s", gpu.name)
+    device = DeviceInfo(name="/GPU:0", kind="GPU") if gpus else DeviceInfo(name="/CPU:0", kind="CPU")
+    logger.info("generation runs on %s (%d GPU(s) visible)", device.name, len(gpus))
+    return device
+
+
+class GeneratorRuntime:
+    """A loaded generator: `generate({"z": [B, latent_dim]}) -> uint8 [B, H, W, C]`."""
+
+    def __init__(self, path: Path, device: DeviceInfo) -> None:
+        self.path = Path(path)
+        self.device = device
+        self.metadata = _read_metadata(self.path)
+        self._signature = _load_signature(self.path, device)
+        self._input_names = _check_signature(self._signature, self.metadata)
+
+    @property
+    def evaluation(self) -> EvaluationRecord | None:
+        try:
+            return store.read_evaluation(self.path)
+        except (OSError, ValueError):
+            logger.warning("ignoring unreadable evaluation file in %s", self.path)
+            return None
+
+    def generate(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        import tensorflow as tf
+
+        missing = set(self._input_names) - set(inputs)
+        if missing:
+            raise ValueError(f"model inputs missing: {sorted(missing)}")
+        with tf.device(self.device.name):
+            tensors = {name: tf.constant(inputs[name]) for name in self._input_names}
+            outputs = self._signature(**tensors)
+        return np.asarray(outputs[store.IMAGES_OUTPUT].numpy())
+
+    def warm_up(self, batch_sizes: list[int]) -> float:
+        """Call the model once per batch size so the first requests don't pay for tracing; returns seconds."""
+        started = time.perf_counter()
+        for size in batch_sizes:
+            inputs = {store.LATENT_INPUT: np.zeros((size, self.metadata.latent_dim), dtype=np.float32)}
+            if store.LABEL_INPUT in self._input_names:
+                inputs[store.LABEL_INPUT] = np.zeros((size,), dtype=np.int32)
+            images = self.generate(inputs)
+            if images.shape != (size, *self.metadata.image_shape):
+                raise ModelLoadError(
+                    f"model returned shape {images.shape}, metadata promises {(size, *self.metadata.image_shape)}"
+                )
+        return time.perf_counter() - started
+
+
+def _read_metadata(path: Path) -> ModelMetadata:
+    try:
+        return store.read_metadata(path)
+    except FileNotFoundError as error:
+        raise ModelLoadError(f"{store.METADATA_FILE} missing in {path}") from error
+    except ValueError as error:
+        raise ModelLoadError(f"{store.METADATA_FILE} in {path} is invalid: {error}") from error
+
+
+def _load_signature(path: Path, device: DeviceInfo) -> Any:
+    import tensorflow as tf
+
+    try:
+        with tf.device(device.name):
+            loaded = tf.saved_model.load(str(path))
+    except Exception as error:  # TF raises many types for a damaged SavedModel
+        raise ModelLoadError(f"SavedModel in {path} cannot be loaded: {error}") from error
+    signature = loaded.signatures.get(store.SIGNATURE_NAME)
+    if signature is None:
+        raise ModelLoadError(f"SavedModel in {path} has no {store.SIGNATURE_NAME!r} signature")
+    # Keep the loaded object alive alongside its signature.
+    signature._genserve_owner = loaded
+    return signature
+
+
+def _check_signature(signature: Any, metadata: ModelMetadata) -> list[str]:
+    """Check the signature against the metadata; return the input names to feed."""
+    import tensorflow as tf
+
+    inputs: dict[str, Any] = signature.structured_input_signature[1]
+    outputs: dict[str, Any] = signature.structured_outputs
+    latent = inputs.get(store.LATENT_INPUT)
+    if latent is None or latent.dtype != tf.float32 or latent.shape.as_list()[-1] != metadata.latent_dim:
+        raise ModelLoadError(
+            f"signature input {store.LATENT_INPUT!r} must be float32 [None, {metadata.latent_dim}], got {latent}"
+        )
+    images = outputs.get(store.IMAGES_OUTPUT)
+    if images is None or images.dtype != tf.uint8:
+        raise ModelLoadError(f"signature output {store.IMAGES_OUTPUT!r} must be uint8, got {images}")
+    expected = list(metadata.image_shape)
+    actual = images.shape.as_list()[1:] if images.shape.rank == 4 else None
+    if actual is None or any(
+        dim is not None and dim != want for dim, want in zip(actual, expected, strict=True)
+    ):
+        raise ModelLoadError(f"signature output shape {images.shape} does not match metadata {expected}")
+    return sorted(inputs)

@@ -1,0 +1,111 @@
+"""Request and response shapes of the HTTP API."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ImageFormat(str, enum.Enum):
+    png = "png"
+    json = "json"
+    npy = "npy"
+    zip = "zip"
+
+
+class AnimationFormat(str, enum.Enum):
+    png = "png"
+    gif = "gif"
+    webp = "webp"
+    json = "json"
+
+
+class InterpolationMethodName(str, enum.Enum):
+    slerp = "slerp"
+    lerp = "lerp"
+
+
+class GenerateBody(BaseModel):
+    """Optional JSON body of POST /generate: the query fields, plus explicit latent vectors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    version: str | int | None = None
+    n: int | None = None
+    seed: int | None = None
+    truncation: float | None = None
+    label: str | int | None = None
+    cols: int | None = None
+    format: ImageFormat | None = None
+    include_latents: bool | None = None
+    latents: list[list[float]] | None = Field(
+        None, description="Generate exactly these vectors (each of the model's latent length)."
+    )
+
+
+class GeneratedImage(BaseModel):
+    seed: int | None
+    png_base64: str
+    latent: list[float] | None = None
+
+
+class GenerateJSONResponse(BaseModel):
+    model: str
+    version: int
+    width: int
+    height: int
+    channels: int
+    images: list[GeneratedImage]
+
+
+class InterpolationFrame(BaseModel):
+    position: float
+    png_base64: str
+
+
+class InterpolateJSONResponse(BaseModel):
+    model: str
+    version: int
+    seeds: list[int]
+    method: str
+    frames: list[InterpolationFrame]
+
+
+class VersionInfo(BaseModel):
+    version: int
+    status: str
+    error: str | None = None
+    kind: str | None = None
+    latent_dim: int | None = None
+    image_shape: list[int] | None = None
+    classes: list[str] | None = None
+    dataset: str | None = None
+    created: str | None = None
+    device: str | None = None
+    evaluation: dict[str, Any] | None = None
+    batching: dict[str, int] | None = None
+
+
+class ModelInfo(BaseModel):
+    name: str
+    default: bool
+    latest_available: int | None
+    versions: list[VersionInfo]
+
+
+class ModelList(BaseModel):
+    default_model: str | None
+    device: str
+    models: list[ModelInfo]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
