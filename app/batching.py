@@ -268,7 +268,7 @@ class Batcher:
                 continue
             # Timing from the head's arrival means time spent behind a busy model counts toward the delay.
             delay_s = head.arrived + self.config.max_delay_ms / 1000 - time.monotonic()
-            if self._closing or delay_s <= 0:
+            if self._closing or delay_s <= 0 or self._queued_images >= self.config.max_batch_size:
                 return True
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), delay_s)

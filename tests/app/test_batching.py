@@ -1,0 +1,400 @@
+"""Batcher behaviour against a fake model whose output is derived from its input."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app.batching import Batcher, BatchingConfig, NullObserver
+from app.errors import DeadlineExceeded, ModelCallFailed, Overloaded, ShuttingDown
+
+WAIT_S = 5.0  # upper bound for anything that should happen "soon"; only reached when a test fails
+
+
+class FakeModel:
+    """Doubles the first column of `z`, records what it saw, and can be held busy or made to fail."""
+
+    def __init__(self, *, hold: bool = False, fail_calls: frozenset[int] = frozenset()) -> None:
+        self.batch_sizes: list[int] = []
+        self.seen: list[float] = []
+        self.fail_calls = fail_calls
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        if not hold:
+            self.release.set()
+        self._lock = threading.Lock()
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        z = inputs["z"]
+        with self._lock:
+            call_index = len(self.batch_sizes)
+            self.batch_sizes.append(len(z))
+            self.seen.extend(z[:, 0].tolist())
+        self.entered.set()
+        self.release.wait(WAIT_S)
+        if call_index in self.fail_calls:
+            raise RuntimeError(f"fake failure in call {call_index}")
+        return z[:, 0] * 2
+
+    async def wait_entered(self) -> None:
+        if not await asyncio.to_thread(self.entered.wait, WAIT_S):
+            raise TimeoutError("the fake model was never called")
+
+
+class RecordingObserver(NullObserver):
+    def __init__(self) -> None:
+        self.batches: list[dict[str, Any]] = []
+        self.rejects: list[str] = []
+
+    def on_batch(
+        self, *, images: int, requests: int, padding: int, queue_wait_s: list[float], model_call_s: float
+    ) -> None:
+        self.batches.append({"images": images, "requests": requests, "padding": padding})
+
+    def on_reject(self, reason: str) -> None:
+        self.rejects.append(reason)
+
+
+class BrokenObserver(NullObserver):
+    def on_batch(
+        self, *, images: int, requests: int, padding: int, queue_wait_s: list[float], model_call_s: float
+    ) -> None:
+        raise RuntimeError("observer bug")
+
+    def on_queue_depth(self, images: int) -> None:
+        raise RuntimeError("observer bug")
+
+
+def latents(*values: float) -> dict[str, np.ndarray]:
+    """A request whose images are identified by the first latent coordinate."""
+    z = np.zeros((len(values), 3), dtype=np.float64)
+    z[:, 0] = values
+    return {"z": z}
+
+
+def doubled(*values: float) -> list[float]:
+    return [2 * value for value in values]
+
+
+@asynccontextmanager
+async def started(
+    model: FakeModel, observer: RecordingObserver | None = None, **config: Any
+) -> AsyncIterator[Batcher]:
+    batcher = Batcher(model, BatchingConfig(**config), name="fake", observer=observer)
+    await batcher.start()
+    try:
+        yield batcher
+    finally:
+        model.release.set()
+        await batcher.stop(drain=False, timeout_s=WAIT_S)
+
+
+async def wait_until_queued(batcher: Batcher, images: int) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while batcher.queued_images != images:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"expected {images} queued images, have {batcher.queued_images}")
+        await asyncio.sleep(0.001)
+
+
+def test_concurrent_submits_each_get_their_own_outputs_in_order() -> None:
+    async def scenario() -> None:
+        model = FakeModel()
+        requests = [tuple(float(10 * i + j) for j in range(1 + i % 3)) for i in range(10)]
+        async with started(model, max_batch_size=4, max_delay_ms=20) as batcher:
+            results = await asyncio.gather(*(batcher.submit(latents(*values)) for values in requests))
+        for values, result in zip(requests, results, strict=True):
+            assert result.tolist() == doubled(*values)
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_small_requests_share_one_model_call() -> None:
+    async def scenario() -> None:
+        model = FakeModel(hold=True)
+        async with started(model, max_batch_size=16, max_delay_ms=50) as batcher:
+            warmup = asyncio.create_task(batcher.submit(latents(0)))
+            await model.wait_entered()
+            tasks = [asyncio.create_task(batcher.submit(latents(i, i + 0.5))) for i in range(1, 9)]
+            await wait_until_queued(batcher, 16)
+            model.release.set()
+            results = await asyncio.gather(warmup, *tasks)
+        assert model.batch_sizes == [1, 16]
+        assert [result.tolist() for result in results[1:]] == [doubled(i, i + 0.5) for i in range(1, 9)]
+        assert batcher.stats.batches == 2
+        assert batcher.stats.images == 17
+
+    asyncio.run(scenario())
+
+
+def test_partial_batch_is_flushed_after_max_delay() -> None:
+    async def scenario() -> None:
+        model = FakeModel()
+        async with started(model, max_batch_size=32, max_delay_ms=100) as batcher:
+            began = time.monotonic()
+            result = await batcher.submit(latents(1, 2, 3))
+            elapsed = time.monotonic() - began
+        assert result.tolist() == doubled(1, 2, 3)
+        assert model.batch_sizes == [3]
+        assert 0.09 <= elapsed < 2.0
+
+    asyncio.run(scenario())
+
+
+def test_full_batch_does_not_wait_for_max_delay() -> None:
+    async def scenario() -> None:
+        model = FakeModel()
+        async with started(model, max_batch_size=4, max_delay_ms=60_000) as batcher:
+            result = await asyncio.wait_for(batcher.submit(latents(1, 2, 3, 4)), WAIT_S)
+        assert result.tolist() == doubled(1, 2, 3, 4)
+        assert model.batch_sizes == [4]
+
+    asyncio.run(scenario())
+
+
+def test_large_request_is_split_across_calls_and_reassembled_in_order() -> None:
+    async def scenario() -> None:
+        model = FakeModel()
+        large = tuple(float(i) for i in range(10))
+        async with started(model, max_batch_size=4, max_delay_ms=20) as batcher:
+            big, small = await asyncio.gather(
+                batcher.submit(latents(*large)), batcher.submit(latents(97, 98, 99))
+            )
+        assert big.tolist() == doubled(*large)
+        assert small.tolist() == doubled(97, 98, 99)
+        # The rest of the large request stays at the head, and the small one fills the gap after it.
+        assert model.batch_sizes == [4, 4, 4, 1]
+        assert model.seen == [*large, 97, 98, 99]
+
+    asyncio.run(scenario())
+
+
+def test_batches_are_padded_to_allowed_sizes_and_padding_is_not_returned() -> None:
+    async def scenario() -> None:
+        model = FakeModel()
+        observer = RecordingObserver()
+        config = {"max_batch_size": 8, "max_delay_ms": 0, "allowed_batch_sizes": (2, 4, 8)}
+        async with started(model, observer, **config) as batcher:
+            result = await batcher.submit(latents(1, 2, 3))
+        assert result.tolist() == doubled(1, 2, 3)
+        assert model.batch_sizes == [4]
+        assert model.seen == [1, 2, 3, 3]  # the last row is repeated
+        assert batcher.stats.padding == 1
+        assert observer.batches == [{"images": 3, "requests": 1, "padding": 1}]
+
+    asyncio.run(scenario())
+
+
+def test_model_failure_reaches_exactly_its_batch_and_later_batches_succeed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> None:
+        model = FakeModel(hold=True, fail_calls=frozenset({0}))
+        async with started(model, max_batch_size=8, max_delay_ms=20) as batcher:
+            failing = [asyncio.create_task(batcher.submit(latents(i))) for i in (1, 2)]
+            await model.wait_entered()
+            later = asyncio.create_task(batcher.submit(latents(3)))
+            await wait_until_queued(batcher, 1)
+            model.release.set()
+            outcomes = await asyncio.gather(*failing, later, return_exceptions=True)
+        assert [type(outcome) for outcome in outcomes[:2]] == [ModelCallFailed, ModelCallFailed]
+        assert isinstance(outcomes[2], np.ndarray)
+        assert outcomes[2].tolist() == doubled(3)
+        assert model.batch_sizes == [2, 1]
+        assert batcher.stats.model_calls == 2
+        assert batcher.stats.batches == 1
+
+    with caplog.at_level(logging.ERROR, logger="app.batching"):
+        asyncio.run(scenario())
+    assert len([record for record in caplog.records if record.levelno >= logging.ERROR]) == 1
+
+
+def test_wrong_output_leading_dim_fails_the_batch() -> None:
+    async def scenario() -> None:
+        def truncating_model(inputs: dict[str, np.ndarray]) -> np.ndarray:
+            return inputs["z"][:-1, 0]
+
+        batcher = Batcher(truncating_model, BatchingConfig(max_batch_size=4, max_delay_ms=0))
+        await batcher.start()
+        with pytest.raises(ModelCallFailed):
+            await batcher.submit(latents(1, 2))
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_full_queue_rejects_at_once_with_retry_after() -> None:
+    async def scenario() -> None:
+        model = FakeModel(hold=True)
+        observer = RecordingObserver()
+        async with started(model, observer, max_batch_size=2, max_queue_images=4) as batcher:
+            in_flight = asyncio.create_task(batcher.submit(latents(0)))
+            await model.wait_entered()
+            queued = asyncio.create_task(batcher.submit(latents(1, 2, 3)))
+            await wait_until_queued(batcher, 3)
+            with pytest.raises(Overloaded) as rejected:
+                await batcher.submit(latents(4, 5))
+            model.release.set()
+            await asyncio.gather(in_flight, queued)
+        assert rejected.value.retry_after_s >= 1
+        assert rejected.value.headers["Retry-After"] == str(rejected.value.retry_after_s)
+        assert observer.rejects == ["overload"]
+        assert 4 not in model.seen
+
+    asyncio.run(scenario())
+
+
+def test_expired_deadline_raises_and_its_rows_never_reach_the_model() -> None:
+    async def scenario() -> None:
+        model = FakeModel(hold=True)
+        observer = RecordingObserver()
+        async with started(model, observer, max_batch_size=4, max_delay_ms=0) as batcher:
+            busy = asyncio.create_task(batcher.submit(latents(0)))
+            await model.wait_entered()
+            with pytest.raises(DeadlineExceeded):
+                await batcher.submit(latents(100, 101), deadline=time.monotonic() + 0.05)
+            with pytest.raises(DeadlineExceeded):
+                await batcher.submit(latents(200), deadline=time.monotonic() - 1)
+            assert batcher.queued_images == 0
+            model.release.set()
+            await busy
+            after = await batcher.submit(latents(5))
+        assert after.tolist() == doubled(5)
+        assert model.seen == [0, 5]
+        assert observer.rejects == ["deadline", "deadline"]
+
+    asyncio.run(scenario())
+
+
+def test_cancelled_submit_never_reaches_the_model() -> None:
+    async def scenario() -> None:
+        model = FakeModel(hold=True)
+        observer = RecordingObserver()
+        async with started(model, observer, max_batch_size=4, max_delay_ms=0) as batcher:
+            busy = asyncio.create_task(batcher.submit(latents(0)))
+            await model.wait_entered()
+            abandoned = asyncio.create_task(batcher.submit(latents(300, 301)))
+            await wait_until_queued(batcher, 2)
+            abandoned.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await abandoned
+            assert batcher.queued_images == 0
+            model.release.set()
+            await busy
+            after = await batcher.submit(latents(6))
+        assert after.tolist() == doubled(6)
+        assert model.seen == [0, 6]
+        assert observer.rejects == ["disconnect"]
+
+    asyncio.run(scenario())
+
+
+def test_max_batch_size_one_makes_one_call_per_image() -> None:
+    async def scenario() -> None:
+        model = FakeModel()
+        async with started(model, max_batch_size=1, max_delay_ms=50) as batcher:
+            results = await asyncio.gather(*(batcher.submit(latents(i, i + 0.5)) for i in range(3)))
+        assert [result.tolist() for result in results] == [doubled(i, i + 0.5) for i in range(3)]
+        assert model.batch_sizes == [1] * 6
+
+    asyncio.run(scenario())
+
+
+def test_stop_with_drain_finishes_queued_work_then_refuses_new_submits() -> None:
+    async def scenario() -> None:
+        model = FakeModel(hold=True)
+        observer = RecordingObserver()
+        batcher = Batcher(model, BatchingConfig(max_batch_size=2, max_delay_ms=60_000), observer=observer)
+        await batcher.start()
+        tasks = [asyncio.create_task(batcher.submit(latents(i))) for i in range(5)]
+        await model.wait_entered()
+        stopping = asyncio.create_task(batcher.stop(drain=True, timeout_s=WAIT_S))
+        await asyncio.sleep(0.01)
+        assert not batcher.running
+        with pytest.raises(ShuttingDown):
+            await batcher.submit(latents(9))
+        model.release.set()
+        results = await asyncio.gather(*tasks)
+        await stopping
+        assert [result.tolist() for result in results] == [doubled(i) for i in range(5)]
+        assert model.batch_sizes == [2, 2, 1]
+        assert observer.rejects == ["shutdown"]
+
+    asyncio.run(scenario())
+
+
+def test_stop_without_drain_fails_queued_and_in_flight_work() -> None:
+    async def scenario() -> None:
+        model = FakeModel(hold=True)
+        batcher = Batcher(model, BatchingConfig(max_batch_size=1, max_delay_ms=0))
+        await batcher.start()
+        tasks = [asyncio.create_task(batcher.submit(latents(i))) for i in range(3)]
+        await model.wait_entered()
+        await batcher.stop(drain=False)
+        model.release.set()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        assert [type(outcome) for outcome in outcomes] == [ShuttingDown] * 3
+        assert model.seen == [0]
+
+    asyncio.run(scenario())
+
+
+def test_observer_errors_do_not_break_serving() -> None:
+    async def scenario() -> None:
+        batcher = Batcher(FakeModel(), BatchingConfig(max_delay_ms=0), observer=BrokenObserver())
+        await batcher.start()
+        result = await batcher.submit(latents(1, 2))
+        await batcher.stop()
+        assert result.tolist() == doubled(1, 2)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {},
+        {"z": np.zeros((0, 3))},
+        {"z": np.zeros((2, 3)), "labels": np.zeros((3,))},
+        {"z": np.float64(1.0)},
+    ],
+    ids=["empty", "zero-images", "mismatched-leading-dims", "scalar"],
+)
+def test_invalid_inputs_raise_value_error(inputs: dict[str, np.ndarray]) -> None:
+    async def scenario() -> None:
+        model = FakeModel()
+        async with started(model) as batcher:
+            with pytest.raises(ValueError):
+                await batcher.submit(inputs)
+        assert model.batch_sizes == []
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"max_batch_size": 0},
+        {"max_delay_ms": -1},
+        {"max_queue_images": 0},
+        {"max_batch_size": 8, "allowed_batch_sizes": (2, 4)},
+        {"max_batch_size": 8, "allowed_batch_sizes": (4, 2, 8)},
+        {"max_batch_size": 8, "allowed_batch_sizes": (0, 8)},
+    ],
+)
+def test_invalid_config_raises_value_error(config: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        BatchingConfig(**config)
+
+
+def test_valid_config_with_allowed_sizes_is_accepted() -> None:
+    config = BatchingConfig(max_batch_size=8, allowed_batch_sizes=(1, 2, 4, 8))
+    assert config.allowed_batch_sizes[-1] == config.max_batch_size
