@@ -1,0 +1,212 @@
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from genserve.store import (
+    EVALUATION_FILE,
+    IMAGES_OUTPUT,
+    SIGNATURE_NAME,
+    ModelMetadata,
+    publish_version,
+    read_evaluation,
+)
+from training.datasets import ImageDataset, load_dataset
+from training.evaluate import (
+    default_cache_dir,
+    evaluate_command,
+    evaluate_version,
+    feature_frechet_distance,
+    frechet_distance,
+    gaussian_fit,
+    generate_images,
+    inception_score,
+)
+
+LATENT_DIM = 8
+
+# --- metrics ---------------------------------------------------------------------------------------------
+
+
+def test_frechet_distance_of_identical_features_is_zero() -> None:
+    features = np.random.RandomState(0).normal(size=(500, 16))
+
+    assert feature_frechet_distance(features, features) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_frechet_distance_of_shifted_features_is_squared_shift() -> None:
+    features = np.random.RandomState(1).normal(size=(400, 6))
+    shift = np.array([3.0, 0.0, 4.0, 0.0, 0.0, 0.0])
+
+    assert feature_frechet_distance(features, features + shift) == pytest.approx(25.0, rel=1e-6)
+
+
+def test_frechet_distance_matches_closed_form_for_commuting_covariances() -> None:
+    # For diagonal covariances the trace term is sum((sqrt(a) - sqrt(b))^2) = (1-3)^2 + (2-1)^2 = 5;
+    # rotating both by the same orthogonal matrix must not change it.
+    rotation, _ = np.linalg.qr(np.random.RandomState(2).normal(size=(2, 2)))
+    first = rotation @ np.diag([1.0, 4.0]) @ rotation.T
+    second = rotation @ np.diag([9.0, 1.0]) @ rotation.T
+    mean = np.zeros(2)
+
+    assert frechet_distance(mean, first, mean, second) == pytest.approx(5.0, rel=1e-9)
+    assert frechet_distance(mean, first, mean + [1.0, 1.0], second) == pytest.approx(7.0, rel=1e-9)
+
+
+def test_gaussian_fit_needs_two_samples() -> None:
+    with pytest.raises(ValueError, match="at least 2"):
+        gaussian_fit(np.zeros((1, 3)))
+
+
+def test_inception_score_of_confident_uniform_predictions_is_the_class_count() -> None:
+    one_hot = np.tile(np.eye(7), (3, 1))
+
+    assert inception_score(one_hot) == pytest.approx(7.0, rel=1e-6)
+
+
+def test_inception_score_of_a_single_predicted_class_is_one() -> None:
+    same = np.tile([[0.0, 1.0, 0.0]], (10, 1))
+
+    assert inception_score(same) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_default_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+    assert default_cache_dir() == tmp_path / "genserve"
+
+
+# --- tiny SavedModels ------------------------------------------------------------------------------------
+
+
+class _NoiseGenerator(tf.Module):
+    """Random projection of the latent to an image: a generator that learned nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        initial = np.random.RandomState(0).normal(size=(LATENT_DIM, 28 * 28 * 3)).astype(np.float32)
+        self.kernel = tf.Variable(initial)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, LATENT_DIM], tf.float32, name="z")])
+    def generate(self, z: tf.Tensor) -> dict[str, tf.Tensor]:
+        pixels = tf.tanh(tf.matmul(z, self.kernel))
+        images = tf.cast(tf.round((pixels + 1.0) * 127.5), tf.uint8)
+        return {IMAGES_OUTPUT: tf.reshape(images, [-1, 28, 28, 3])}
+
+
+class _LabelPainter(tf.Module):
+    """A conditional generator whose images are filled with their class number."""
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, LATENT_DIM], tf.float32, name="z"),
+            tf.TensorSpec([None], tf.int32, name="label"),
+        ]
+    )
+    def generate(self, z: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
+        fill = tf.cast(label, tf.uint8)[:, None, None, None]
+        return {IMAGES_OUTPUT: tf.tile(fill, [1, 4, 4, 1]) + tf.zeros_like(z[:, :1, None, None], tf.uint8)}
+
+
+def _publish(store: Path, module: tf.Module, metadata: ModelMetadata) -> Path:
+    def write_model(folder: Path) -> None:
+        tf.saved_model.save(module, str(folder), signatures={SIGNATURE_NAME: module.generate})
+
+    return publish_version(store, metadata, write_model)
+
+
+@pytest.fixture(scope="module")
+def noise_version(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    metadata = ModelMetadata(
+        name="noise",
+        kind="dcgan",
+        latent_dim=LATENT_DIM,
+        image_shape=(28, 28, 3),
+        channels=3,
+        dataset="shapes",
+        epochs=0,
+    )
+    return _publish(tmp_path_factory.mktemp("store"), _NoiseGenerator(), metadata)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+# --- end to end ------------------------------------------------------------------------------------------
+
+
+def test_evaluate_command_writes_a_record_where_real_beats_noise(
+    noise_version: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = evaluate_command(
+        noise_version, dataset="shapes", data_path=None, num_samples=200, cache_dir=cache_dir, seed=0
+    )
+
+    assert (noise_version / EVALUATION_FILE).is_file()
+    assert read_evaluation(noise_version) == record
+    assert record.dataset == "shapes" and record.num_samples == 200
+    assert record.details["real_num_samples"] == 200
+    numbers = [record.fid, record.inception_score, record.real_fid, record.real_inception_score]
+    assert all(value is not None and math.isfinite(value) for value in numbers)
+    assert record.real_fid is not None and record.real_fid < record.fid
+    assert record.real_inception_score is not None and record.real_inception_score > 2.5
+    assert record.classifier_accuracy is not None and record.classifier_accuracy > 0.9
+    assert "FID" in capsys.readouterr().out
+
+
+def test_second_evaluation_reuses_the_cached_classifier(
+    noise_version: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    train = load_dataset("shapes")
+    held_out = load_dataset("shapes", split="test", limit=50)
+    evaluate_version(noise_version, train=train, held_out=held_out, num_samples=100, cache_dir=cache_dir)
+
+    with caplog.at_level(logging.INFO, logger="training.evaluate"):
+        record = evaluate_version(
+            noise_version, train=train, held_out=held_out, num_samples=100, cache_dir=cache_dir
+        )
+
+    assert "reusing cached classifier" in caplog.text
+    assert len(list((cache_dir / "classifiers").glob("*.keras"))) == 1
+    assert record.details["real_num_samples"] == 50  # capped by the held-out set
+
+
+def test_evaluation_needs_labels(noise_version: Path, tmp_path: Path) -> None:
+    images = np.zeros((4, 28, 28, 3), dtype=np.float32)
+    unlabelled = ImageDataset("folder:x", images, None, None)
+
+    with pytest.raises(ValueError, match="labelled dataset"):
+        evaluate_version(noise_version, train=unlabelled, held_out=unlabelled, cache_dir=tmp_path)
+
+
+def test_generated_shape_must_match_the_dataset(noise_version: Path, cache_dir: Path) -> None:
+    train = load_dataset("shapes", image_size=16)
+
+    with pytest.raises(ValueError, match="image_size"):
+        evaluate_version(noise_version, train=train, held_out=train, num_samples=10, cache_dir=cache_dir)
+
+
+def test_conditional_models_get_every_class_in_turn(tmp_path: Path) -> None:
+    metadata = ModelMetadata(
+        name="painter",
+        kind="cdcgan",
+        latent_dim=LATENT_DIM,
+        image_shape=(4, 4, 1),
+        channels=1,
+        class_names=["a", "b", "c"],
+        dataset="shapes",
+        epochs=0,
+    )
+    version = _publish(tmp_path, _LabelPainter(), metadata)
+
+    images = generate_images(version, 7, batch_size=4)
+
+    assert images.shape == (7, 4, 4, 1) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images[:, 0, 0, 0], [0, 1, 2, 0, 1, 2, 0])
