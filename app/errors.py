@@ -68,3 +68,10 @@ class ModelCallFailed(ServiceError):
 
     status_code = 500
     code = "model_call_failed"
+
+
+class ClientDisconnected(ServiceError):
+    """The client went away before its images were ready; its queued work was dropped."""
+
+    status_code = 499
+    code = "client_closed_request"

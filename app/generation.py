@@ -6,7 +6,9 @@ import time
 
 import anyio
 import numpy as np
+from starlette.requests import Request
 
+from app.disconnect import cancel_on_disconnect
 from app.errors import ModelNotReady
 from app.latents import latents_from_seeds
 from app.registry import ModelVersion
@@ -23,12 +25,19 @@ class GenerationService:
         return await anyio.to_thread.run_sync(latents_from_seeds, seeds, latent_dim)
 
     async def generate(
-        self, model_version: ModelVersion, latents: np.ndarray, labels: np.ndarray | None = None
+        self,
+        model_version: ModelVersion,
+        latents: np.ndarray,
+        labels: np.ndarray | None = None,
+        *,
+        request: Request | None = None,
     ) -> np.ndarray:
+        """Images for `latents` through the version's batcher; dropped if `request`'s client leaves."""
         if model_version.batcher is None:
             raise ModelNotReady(f"model {model_version.name!r} version {model_version.version} is not loaded")
         inputs = {store.LATENT_INPUT: latents}
         if labels is not None:
             inputs[store.LABEL_INPUT] = labels
         deadline = time.monotonic() + self.request_timeout_s
-        return await model_version.batcher.submit(inputs, deadline=deadline)
+        work = model_version.batcher.submit(inputs, deadline=deadline)
+        return await cancel_on_disconnect(request, work)

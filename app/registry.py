@@ -149,6 +149,8 @@ class ModelRegistry:
         return runtime
 
     def get_entry(self, name: str | None) -> ModelEntry:
+        if not self.scanned:
+            raise ModelNotReady("models are still being discovered", headers={"Retry-After": "2"})
         resolved = name or self.default_model
         if resolved is None:
             raise ModelNotFound(f"no models are loaded from {self.store_path.name!r}")

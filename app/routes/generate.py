@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import anyio
 import numpy as np
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from app import imaging, params
@@ -49,6 +49,7 @@ class _Images:
     },
 )
 async def generate(
+    http_request: Request,
     registry: RegistryDep,
     settings: SettingsDep,
     generation: GenerationDep,
@@ -82,7 +83,7 @@ async def generate(
     model_version = registry.resolve(
         params.parse_model_name(request.model), params.parse_version(request.version)
     )
-    result = await _generate_images(request, model_version, generation, settings.max_n)
+    result = await _generate_images(request, model_version, generation, settings.max_n, http_request)
     headers = _headers(model_version, result.seeds)
     chosen = request.format or ImageFormat.png
     if chosen is ImageFormat.json:
@@ -102,7 +103,11 @@ def _merge(query: GenerateBody, body: GenerateBody | None) -> GenerateBody:
 
 
 async def _generate_images(
-    request: GenerateBody, model_version: ModelVersion, generation: GenerationService, max_n: int
+    request: GenerateBody,
+    model_version: ModelVersion,
+    generation: GenerationService,
+    max_n: int,
+    http_request: Request,
 ) -> _Images:
     metadata = model_version.metadata
     psi = params.check_truncation(request.truncation)
@@ -122,7 +127,7 @@ async def _generate_images(
         latents = await generation.latents_for_seeds(seeds, metadata.latent_dim)
     labels = params.labels_for(metadata, request.label, len(latents))
     latents = truncate(latents, psi)
-    images = await generation.generate(model_version, latents, labels)
+    images = await generation.generate(model_version, latents, labels, request=http_request)
     return _Images(images=images, latents=latents, seeds=seeds)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import anyio
 import numpy as np
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from app import imaging, params
@@ -39,6 +39,7 @@ _MEDIA_TYPES = {
     },
 )
 async def interpolate(
+    request: Request,
     registry: RegistryDep,
     settings: SettingsDep,
     generation: GenerationDep,
@@ -93,7 +94,7 @@ async def interpolate(
         return Response(status_code=304, headers=headers)
     keyframes = await generation.latents_for_seeds(keyframe_seeds, model_version.metadata.latent_dim)
     latents, positions = interpolation_path(keyframes, steps, method.value, loop=loop)
-    images = await generation.generate(model_version, truncate(latents, psi), labels)
+    images = await generation.generate(model_version, truncate(latents, psi), labels, request=request)
     if format is AnimationFormat.json:
         payload = await anyio.to_thread.run_sync(
             _json_payload, model_version, keyframe_seeds, method.value, images, positions

@@ -1,0 +1,64 @@
+"""Liveness, readiness through loading, and offline API docs."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app import runtime
+from app.main import create_app
+from tests.conftest import make_settings, wait_until_ready
+
+
+def test_readyz_is_503_until_the_default_model_has_warmed_up(
+    tiny_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    original = runtime.GeneratorRuntime.warm_up
+
+    def held_warm_up(self: runtime.GeneratorRuntime, batch_sizes: list[int]) -> float:
+        release.wait(timeout=30)
+        return original(self, batch_sizes)
+
+    monkeypatch.setattr(runtime.GeneratorRuntime, "warm_up", held_warm_up)
+    with TestClient(create_app(make_settings(tiny_store))) as client:
+        assert client.get("/healthz").status_code == 200
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.headers["retry-after"]
+        assert response.json()["error"]["code"] == "not_ready"
+        generate = client.post("/generate", params={"n": 1})
+        assert generate.status_code == 503
+        assert generate.json()["error"]["code"] == "model_not_ready"
+        release.set()
+        wait_until_ready(client)
+        assert client.get("/readyz").json()["status"] == "ready"
+
+
+def test_readyz_is_503_for_an_empty_store(tmp_path: Path) -> None:
+    with TestClient(create_app(make_settings(tmp_path / "empty"))) as client:
+        assert client.get("/healthz").status_code == 200
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        response = client.post("/generate")
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "model_not_found"
+
+
+def test_docs_reference_no_external_host(client: TestClient) -> None:
+    response = client.get("/docs")
+    assert response.status_code == 200
+    assert re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", response.text) is None
+    for asset in re.findall(r'(?:src|href)="(/[^"]+)"', response.text):
+        assert client.get(asset).status_code == 200, asset
+    assert client.get("/openapi.json").json()["paths"]["/generate"]["post"]
+
+
+def test_redoc_references_no_external_host(client: TestClient) -> None:
+    response = client.get("/redoc")
+    assert response.status_code == 200
+    assert re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", response.text) is None

@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny real models trained on procedural data into a temporary store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from training.config import TrainConfig
+from training.train import train
+
+TINY_LATENT_DIM = 16
+TINY_MODEL = "shapes-dcgan"
+
+
+def train_tiny(store: Path, run_root: Path, name: str = TINY_MODEL, seed: int = 0) -> Path:
+    """Train a one-epoch DCGAN on 64 procedural shapes and publish it; returns the version folder."""
+    config = TrainConfig(
+        model="dcgan",
+        dataset="shapes",
+        name=name,
+        store=store,
+        epochs=1,
+        batch_size=32,
+        latent_dim=TINY_LATENT_DIM,
+        limit=64,
+        seed=seed,
+        run_dir=run_root / name,
+    )
+    result = train(config)
+    if result.version_dir is None:
+        raise RuntimeError("training did not export a version")
+    return result.version_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding one tiny trained model, `shapes-dcgan` version 1 (read-only for tests)."""
+    root = tmp_path_factory.mktemp("store")
+    train_tiny(root / "model_store", root / "runs")
+    return root / "model_store"
+
+
+def wait_until_ready(client: TestClient, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if client.get("/readyz").status_code == 200:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"service not ready after {timeout_s} s: {client.get('/models').json()}")
+
+
+def make_settings(store: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {"model_store": store, "max_delay_ms": 2.0, **overrides}
+    return Settings.model_validate(values)
+
+
+@pytest.fixture(scope="module")
+def client(tiny_store: Path) -> Iterator[TestClient]:
+    """The real app with its lifespan over the tiny store, once its model is ready."""
+    with TestClient(create_app(make_settings(tiny_store))) as test_client:
+        wait_until_ready(test_client)
+        yield test_client
