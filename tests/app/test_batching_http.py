@@ -130,7 +130,10 @@ def test_request_past_its_deadline_gets_504(tiny_store: Path, monkeypatch: pytes
 
 def test_disconnect_cancels_the_pending_work() -> None:
     async def scenario() -> None:
-        messages = [{"type": "http.request", "body": b"", "more_body": False}, {"type": "http.disconnect"}]
+        messages: list[dict[str, Any]] = [
+            {"type": "http.request", "body": b"", "more_body": False},
+            {"type": "http.disconnect"},
+        ]
 
         async def receive() -> dict[str, Any]:
             await asyncio.sleep(0.05)
