@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from app.config import Settings
 from app.generation import GenerationService
+from app.metrics import Metrics
 from app.registry import ModelRegistry
 
 
@@ -26,6 +27,12 @@ def get_generation(request: Request) -> GenerationService:
     return service
 
 
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 GenerationDep = Annotated[GenerationService, Depends(get_generation)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

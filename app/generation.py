@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 import anyio
 import numpy as np
@@ -11,15 +13,20 @@ from starlette.requests import Request
 from app.disconnect import cancel_on_disconnect
 from app.errors import ModelNotReady
 from app.latents import latents_from_seeds
+from app.metrics import Metrics
 from app.registry import ModelVersion
 from genserve import store
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class GenerationService:
     """The one path from latents to uint8 images; every route generates through it."""
 
-    def __init__(self, request_timeout_s: float) -> None:
+    def __init__(self, request_timeout_s: float, metrics: Metrics) -> None:
         self.request_timeout_s = request_timeout_s
+        self._metrics = metrics
 
     async def latents_for_seeds(self, seeds: list[int], latent_dim: int) -> np.ndarray:
         return await anyio.to_thread.run_sync(latents_from_seeds, seeds, latent_dim)
@@ -41,3 +48,22 @@ class GenerationService:
         deadline = time.monotonic() + self.request_timeout_s
         work = model_version.batcher.submit(inputs, deadline=deadline)
         return await cancel_on_disconnect(request, work)
+
+    async def encode(
+        self,
+        model_version: ModelVersion,
+        image_format: str,
+        encoder: Callable[P, T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run a blocking encoder on a worker thread and time it."""
+
+        def timed() -> T:
+            started = time.perf_counter()
+            result = encoder(*args, **kwargs)
+            elapsed = time.perf_counter() - started
+            self._metrics.observe_encode(model_version.name, model_version.version, image_format, elapsed)
+            return result
+
+        return await anyio.to_thread.run_sync(timed)

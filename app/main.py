@@ -16,6 +16,7 @@ from app.config import Settings
 from app.docs import install_docs
 from app.error_handlers import install_error_handlers
 from app.generation import GenerationService
+from app.metrics import HTTPMetricsMiddleware, Metrics
 from app.registry import ModelRegistry
 from app.routes import api_router
 from app.runtime import GeneratorRuntime, configure_devices
@@ -38,20 +39,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings or Settings()
+    app.state.metrics = Metrics()
     install_error_handlers(app)
+    # Outermost, so it also sees the 500s produced by the error middleware.
+    app.add_middleware(HTTPMetricsMiddleware, metrics=app.state.metrics)
     app.include_router(api_router)
     install_docs(app)
     return app
 
 
-def _make_batcher(settings: Settings, name: str, runtime: GeneratorRuntime) -> Batcher:
+def _make_batcher(
+    settings: Settings, metrics: Metrics, name: str, version: int, runtime: GeneratorRuntime
+) -> Batcher:
     config = BatchingConfig(
         max_batch_size=settings.max_batch_size,
         max_delay_ms=settings.max_delay_ms,
         max_queue_images=settings.max_queue_images,
         allowed_batch_sizes=tuple(settings.allowed_batch_sizes),
     )
-    return Batcher(runtime.generate, config, name=name)
+    batcher = Batcher(
+        runtime.generate, config, name=f"{name}:{version}", observer=metrics.batch_observer(name, version)
+    )
+    metrics.track_batcher(name, version, lambda: batcher.queued_images, lambda: batcher.in_flight_images)
+    return batcher
 
 
 async def _load_models(registry: ModelRegistry, settings: Settings) -> None:
@@ -62,14 +72,17 @@ async def _load_models(registry: ModelRegistry, settings: Settings) -> None:
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    metrics: Metrics = app.state.metrics
     registry = ModelRegistry(
         settings.model_store,
-        partial(_make_batcher, settings),
+        partial(_make_batcher, settings, metrics),
         default_model=settings.default_model,
         warmup_batch_sizes=settings.warmup_batch_sizes,
+        metrics=metrics,
     )
+    metrics.ready.set_function(lambda: 1.0 if registry.is_ready() else 0.0)
     app.state.registry = registry
-    app.state.generation = GenerationService(settings.request_timeout_s)
+    app.state.generation = GenerationService(settings.request_timeout_s, metrics)
     # Models load in the background so /healthz answers at once and /readyz reports progress.
     loading = asyncio.create_task(_load_models(registry, settings), name="genserve-load-models")
     try:

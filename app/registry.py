@@ -13,13 +13,14 @@ import anyio
 
 from app.batching import Batcher
 from app.errors import ModelNotFound, ModelNotReady, VersionNotFound
+from app.metrics import Metrics
 from app.runtime import DeviceInfo, GeneratorRuntime
 from genserve import store
 from genserve.store import ModelMetadata
 
 logger = logging.getLogger(__name__)
 
-BatcherFactory = Callable[[str, GeneratorRuntime], Batcher]
+BatcherFactory = Callable[[str, int, GeneratorRuntime], Batcher]
 
 
 class VersionStatus(str, enum.Enum):
@@ -70,6 +71,7 @@ class ModelRegistry:
         *,
         default_model: str | None = None,
         warmup_batch_sizes: list[int] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store_path = Path(store_path)
         self.device = DeviceInfo(name="not yet chosen", kind="none")
@@ -78,6 +80,7 @@ class ModelRegistry:
         self._configured_default = default_model
         self._warmup_batch_sizes = warmup_batch_sizes or [1]
         self._entries: dict[str, ModelEntry] = {}
+        self._metrics = metrics or Metrics()
         self.scanned = False
 
     @property
@@ -123,11 +126,12 @@ class ModelRegistry:
         started = time.perf_counter()
         try:
             runtime = await anyio.to_thread.run_sync(self._load_runtime, model_version.path)
-            batcher = self._batcher_factory(f"{model_version.name}:{model_version.version}", runtime)
+            batcher = self._batcher_factory(model_version.name, model_version.version, runtime)
             await batcher.start()
         except Exception as error:  # a bad version must never take the service down
             model_version.status = VersionStatus.FAILED
             model_version.error = str(error)
+            self._metrics.load_failed(model_version.name)
             logger.error("failed to load %s version %d: %s", model_version.name, model_version.version, error)
             return
         model_version.runtime = runtime
@@ -135,6 +139,13 @@ class ModelRegistry:
         model_version.warmup_s = time.perf_counter() - started
         model_version.loaded_at = time.time()
         model_version.status = VersionStatus.AVAILABLE
+        self._metrics.loaded(
+            model_version.name,
+            model_version.version,
+            runtime.metadata.kind,
+            self.device.name,
+            model_version.warmup_s,
+        )
         logger.info(
             "loaded %s version %d on %s in %.2f s",
             model_version.name,

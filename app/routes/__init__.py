@@ -2,10 +2,11 @@
 
 from fastapi import APIRouter
 
-from app.routes import generate, health, interpolate, models
+from app.routes import generate, health, interpolate, metrics, models
 
 api_router = APIRouter()
 api_router.include_router(generate.router)
 api_router.include_router(interpolate.router)
 api_router.include_router(models.router)
 api_router.include_router(health.router)
+api_router.include_router(metrics.router)

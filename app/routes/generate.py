@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import anyio
 import numpy as np
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -87,11 +86,11 @@ async def generate(
     headers = _headers(model_version, result.seeds)
     chosen = request.format or ImageFormat.png
     if chosen is ImageFormat.json:
-        payload = await anyio.to_thread.run_sync(
-            _json_payload, model_version, result, bool(request.include_latents)
+        payload = await generation.encode(
+            model_version, chosen.value, _json_payload, model_version, result, bool(request.include_latents)
         )
         return JSONResponse(payload, headers=headers)
-    content = await anyio.to_thread.run_sync(_encode, chosen, result, request.cols)
+    content = await generation.encode(model_version, chosen.value, _encode, chosen, result, request.cols)
     return Response(content, media_type=_MEDIA_TYPES[chosen], headers=headers)
 
 

@@ -6,7 +6,6 @@ import hashlib
 import json
 from typing import Annotated, Any
 
-import anyio
 import numpy as np
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -96,11 +95,18 @@ async def interpolate(
     latents, positions = interpolation_path(keyframes, steps, method.value, loop=loop)
     images = await generation.generate(model_version, truncate(latents, psi), labels, request=request)
     if format is AnimationFormat.json:
-        payload = await anyio.to_thread.run_sync(
-            _json_payload, model_version, keyframe_seeds, method.value, images, positions
+        payload = await generation.encode(
+            model_version,
+            format.value,
+            _json_payload,
+            model_version,
+            keyframe_seeds,
+            method.value,
+            images,
+            positions,
         )
         return JSONResponse(payload, headers=headers)
-    content = await anyio.to_thread.run_sync(_encode, format, images, fps, cols)
+    content = await generation.encode(model_version, format.value, _encode, format, images, fps, cols)
     return Response(content, media_type=_MEDIA_TYPES[format], headers=headers)
 
 

@@ -1,0 +1,216 @@
+"""Prometheus metrics: this module owns every metric object; the rest of the app reports through it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    gc_collector,
+    generate_latest,
+    platform_collector,
+    process_collector,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "genserve"
+# Generation on CPU takes milliseconds to a few seconds per batch; HTTP adds a little on top.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+BATCH_IMAGE_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128, 256)
+BATCH_REQUEST_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+MODEL_LABELS = ("model", "version")
+
+
+class Metrics:
+    """All of the service's metrics, on a registry of their own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        process_collector.ProcessCollector(registry=self.registry)
+        platform_collector.PlatformCollector(registry=self.registry)
+        gc_collector.GCCollector(registry=self.registry)
+        self._build_http()
+        self._build_generation()
+        self._build_lifecycle()
+
+    def _counter(self, name: str, doc: str, labels: tuple[str, ...]) -> Counter:
+        return Counter(name, doc, labels, namespace=NAMESPACE, registry=self.registry)
+
+    def _histogram(
+        self, name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]
+    ) -> Histogram:
+        return Histogram(name, doc, labels, namespace=NAMESPACE, registry=self.registry, buckets=buckets)
+
+    def _gauge(self, name: str, doc: str, labels: tuple[str, ...]) -> Gauge:
+        return Gauge(name, doc, labels, namespace=NAMESPACE, registry=self.registry)
+
+    def _build_http(self) -> None:
+        self.http_requests = self._counter(
+            "http_requests",
+            "HTTP requests answered, by route template and status.",
+            ("route", "method", "status"),
+        )
+        self.http_duration = self._histogram(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request.",
+            ("route", "method"),
+            LATENCY_BUCKETS,
+        )
+
+    def _build_generation(self) -> None:
+        self.images_generated = self._counter(
+            "images_generated", "Images produced by the model.", MODEL_LABELS
+        )
+        self.queue_wait = self._histogram(
+            "queue_wait_seconds",
+            "Time an image waited in the queue before its model call.",
+            MODEL_LABELS,
+            LATENCY_BUCKETS,
+        )
+        self.model_call = self._histogram(
+            "model_call_seconds", "Duration of one batched model call.", MODEL_LABELS, LATENCY_BUCKETS
+        )
+        self.encode = self._histogram(
+            "encode_seconds",
+            "Time to encode a response (PNG, GIF, ...).",
+            (*MODEL_LABELS, "format"),
+            FAST_BUCKETS,
+        )
+        self.batch_images = self._histogram(
+            "batch_size_images", "Images per model call, padding included.", MODEL_LABELS, BATCH_IMAGE_BUCKETS
+        )
+        self.batch_requests = self._histogram(
+            "batch_size_requests", "Requests sharing one model call.", MODEL_LABELS, BATCH_REQUEST_BUCKETS
+        )
+        self.padding_images = self._counter(
+            "padding_images", "Images added to reach an allowed batch size.", MODEL_LABELS
+        )
+        self.rejections = self._counter(
+            "rejections", "Generation work dropped, by reason.", (*MODEL_LABELS, "reason")
+        )
+        self.queue_depth = self._gauge("queue_depth_images", "Images waiting for a model call.", MODEL_LABELS)
+        self.in_flight = self._gauge("in_flight_images", "Images in the running model call.", MODEL_LABELS)
+
+    def _build_lifecycle(self) -> None:
+        self.model_loads = self._counter("model_loads", "Model versions loaded and warmed up.", ("model",))
+        self.model_load_failures = self._counter(
+            "model_load_failures", "Model versions that failed to load.", ("model",)
+        )
+        self.model_load_duration = self._histogram(
+            "model_load_duration_seconds", "Time to load and warm up a version.", ("model",), LOAD_BUCKETS
+        )
+        self.model_info = self._gauge(
+            "model_info",
+            "1 for each loaded version, with its kind and device.",
+            (*MODEL_LABELS, "kind", "device"),
+        )
+        self.ready = Gauge(
+            "ready",
+            "1 when the default model can serve, else 0.",
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def batch_observer(self, model: str, version: int) -> BatchMetrics:
+        return BatchMetrics(self, model, str(version))
+
+    def track_batcher(
+        self, model: str, version: int, queued: Callable[[], int], in_flight: Callable[[], int]
+    ) -> None:
+        labels = {"model": model, "version": str(version)}
+        self.queue_depth.labels(**labels).set_function(queued)
+        self.in_flight.labels(**labels).set_function(in_flight)
+
+    def loaded(self, model: str, version: int, kind: str, device: str, seconds: float) -> None:
+        self.model_loads.labels(model=model).inc()
+        self.model_load_duration.labels(model=model).observe(seconds)
+        self.model_info.labels(model=model, version=str(version), kind=kind, device=device).set(1)
+
+    def load_failed(self, model: str) -> None:
+        self.model_load_failures.labels(model=model).inc()
+
+    def observe_encode(self, model: str, version: int, image_format: str, seconds: float) -> None:
+        self.encode.labels(model=model, version=str(version), format=image_format).observe(seconds)
+
+
+class BatchMetrics:
+    """The batcher's observer for one model version; never lets a metrics error reach a request."""
+
+    def __init__(self, metrics: Metrics, model: str, version: str) -> None:
+        self._metrics = metrics
+        self._labels = {"model": model, "version": version}
+
+    def on_batch(
+        self, *, images: int, requests: int, padding: int, queue_wait_s: list[float], model_call_s: float
+    ) -> None:
+        metrics, labels = self._metrics, self._labels
+        metrics.images_generated.labels(**labels).inc(images - padding)
+        metrics.model_call.labels(**labels).observe(model_call_s)
+        metrics.batch_images.labels(**labels).observe(images)
+        metrics.batch_requests.labels(**labels).observe(requests)
+        if padding:
+            metrics.padding_images.labels(**labels).inc(padding)
+        histogram = metrics.queue_wait.labels(**labels)
+        for wait in queue_wait_s:
+            histogram.observe(wait)
+
+    def on_reject(self, reason: str) -> None:
+        self._metrics.rejections.labels(**self._labels, reason=reason).inc()
+
+    def on_queue_depth(self, images: int) -> None:
+        # Depth is read on scrape from the batcher itself (see Metrics.track_batcher).
+        return None
+
+
+class HTTPMetricsMiddleware:
+    """Counts and times every HTTP request by its route template, never by raw path."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            self._record(scope, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        try:
+            route = _route_template(scope)
+            method = str(scope.get("method", ""))
+            self.metrics.http_requests.labels(route=route, method=method, status=str(status)).inc()
+            self.metrics.http_duration.labels(route=route, method=method).observe(seconds)
+        except Exception:  # metrics must never break a request
+            logger.exception("failed to record HTTP metrics")
+
+
+def _route_template(scope: Scope) -> str:
+    route: Any = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"
