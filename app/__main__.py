@@ -8,6 +8,7 @@ import uvicorn
 
 from app.config import Settings
 from app.main import create_app
+from app.shutdown import GracefulServer
 
 
 def main() -> None:
@@ -15,8 +16,12 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    app = create_app(settings)
     # One process, one worker: the batcher lives in this process, so scale out with replicas.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level, workers=1
+    )
+    GracefulServer(config, app, settings.shutdown_grace_s).run()
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma-separated batch sizes to pad to (fixed shapes for XLA/GPU)."
     )
     request_timeout_s: float = Field(30.0, gt=0, description="Deadline of one generation request.")
+    shutdown_grace_s: float = Field(
+        20.0, ge=0, description="On SIGTERM, how long queued and in-flight work may take to finish."
+    )
     interpolate_max_age_s: int = Field(3600, ge=0, description="Cache-Control max-age of /interpolate.")
     gpu_memory_limit_mb: int | None = Field(None, ge=1, description="Optional cap on GPU memory per device.")
 

@@ -11,10 +11,10 @@ import numpy as np
 from starlette.requests import Request
 
 from app.disconnect import cancel_on_disconnect
-from app.errors import ModelNotReady
+from app.errors import ModelNotReady, ShuttingDown
 from app.latents import latents_from_seeds
 from app.metrics import Metrics
-from app.registry import ModelVersion
+from app.registry import ModelRegistry, ModelVersion
 from genserve import store
 
 P = ParamSpec("P")
@@ -24,9 +24,10 @@ T = TypeVar("T")
 class GenerationService:
     """The one path from latents to uint8 images; every route generates through it."""
 
-    def __init__(self, request_timeout_s: float, metrics: Metrics) -> None:
+    def __init__(self, request_timeout_s: float, metrics: Metrics, registry: ModelRegistry) -> None:
         self.request_timeout_s = request_timeout_s
         self._metrics = metrics
+        self._registry = registry
 
     async def latents_for_seeds(self, seeds: list[int], latent_dim: int) -> np.ndarray:
         return await anyio.to_thread.run_sync(latents_from_seeds, seeds, latent_dim)
@@ -40,6 +41,9 @@ class GenerationService:
         request: Request | None = None,
     ) -> np.ndarray:
         """Images for `latents` through the version's batcher; dropped if `request`'s client leaves."""
+        if self._registry.closing:
+            self._metrics.rejected(model_version.name, model_version.version, "shutdown")
+            raise ShuttingDown()
         if model_version.batcher is None:
             raise ModelNotReady(f"model {model_version.name!r} version {model_version.version} is not loaded")
         inputs = {store.LATENT_INPUT: latents}

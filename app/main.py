@@ -82,7 +82,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     metrics.ready.set_function(lambda: 1.0 if registry.is_ready() else 0.0)
     app.state.registry = registry
-    app.state.generation = GenerationService(settings.request_timeout_s, metrics)
+    app.state.generation = GenerationService(settings.request_timeout_s, metrics, registry)
     # Models load in the background so /healthz answers at once and /readyz reports progress.
     loading = asyncio.create_task(_load_models(registry, settings), name="genserve-load-models")
     try:

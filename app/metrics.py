@@ -142,6 +142,9 @@ class Metrics:
     def load_failed(self, model: str) -> None:
         self.model_load_failures.labels(model=model).inc()
 
+    def rejected(self, model: str, version: int, reason: str) -> None:
+        self.rejections.labels(model=model, version=str(version), reason=reason).inc()
+
     def observe_encode(self, model: str, version: int, image_format: str, seconds: float) -> None:
         self.encode.labels(model=model, version=str(version), format=image_format).observe(seconds)
 

@@ -187,6 +187,19 @@ class ModelRegistry:
             raise _not_ready(entry, model_version)
         return model_version
 
+    def begin_draining(self) -> None:
+        """Stop taking new work: readiness turns false and generation answers 503."""
+        self.closing = True
+
+    def pending_images(self) -> int:
+        """Images queued or inside a model call, across every loaded version."""
+        return sum(
+            v.batcher.queued_images + v.batcher.in_flight_images
+            for entry in self._entries.values()
+            for v in entry.versions.values()
+            if v.batcher is not None
+        )
+
     async def close(self, *, drain: bool = True, timeout_s: float = 30.0) -> None:
         self.closing = True
         for entry in self._entries.values():

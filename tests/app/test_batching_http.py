@@ -100,6 +100,10 @@ def test_full_queue_answers_503_with_retry_after(tiny_store: Path, monkeypatch: 
             assert rejected.status_code == 503
             assert int(rejected.headers["retry-after"]) >= 1
             assert rejected.json()["error"]["code"] == "overloaded"
+            metrics = (await client.get("/metrics")).text
+            assert (
+                'genserve_rejections_total{model="shapes-dcgan",reason="overload",version="1"} 1.0' in metrics
+            )
             held.armed = False
             held.release.set()
             assert (await busy).status_code == 200
@@ -119,6 +123,8 @@ def test_request_past_its_deadline_gets_504(tiny_store: Path, monkeypatch: pytes
             second = await client.post("/generate", params={"n": 2, "seed": 5})
             assert second.status_code == 504
             assert second.json()["error"]["code"] == "deadline_exceeded"
+            metrics = (await client.get("/metrics")).text
+            assert 'genserve_rejections_total{model="shapes-dcgan",reason="deadline",version="1"}' in metrics
             assert (await first).status_code == 504
             held.armed = False
             held.release.set()
