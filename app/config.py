@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.version_policy import VersionPolicy
 
 
 class Settings(BaseSettings):
@@ -34,6 +36,13 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         20.0, ge=0, description="On SIGTERM, how long queued and in-flight work may take to finish."
     )
+    poll_interval_s: float = Field(10.0, ge=0, description="Rescan the store this often; 0 turns it off.")
+    version_policy: str = Field(
+        "latest", description="Versions to serve: latest, latest:N, all, or e.g. 1,3."
+    )
+    load_retry_initial_s: float = Field(2.0, gt=0, description="First wait before retrying a failed load.")
+    load_retry_max_s: float = Field(300.0, gt=0, description="Longest wait between retries of a failed load.")
+    admin_token: SecretStr | None = Field(None, description="Bearer token enabling /admin; off when unset.")
     interpolate_max_age_s: int = Field(3600, ge=0, description="Cache-Control max-age of /interpolate.")
     gpu_memory_limit_mb: int | None = Field(None, ge=1, description="Optional cap on GPU memory per device.")
 
@@ -42,6 +51,12 @@ class Settings(BaseSettings):
     def _split_sizes(cls, value: object) -> object:
         if isinstance(value, str):
             return [int(part) for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("version_policy")
+    @classmethod
+    def _check_policy(cls, value: str) -> str:
+        VersionPolicy.parse(value)
         return value
 
     @model_validator(mode="after")

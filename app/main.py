@@ -16,10 +16,13 @@ from app.config import Settings
 from app.docs import install_docs
 from app.error_handlers import install_error_handlers
 from app.generation import GenerationService
+from app.loader import ModelLoader
 from app.metrics import HTTPMetricsMiddleware, Metrics
 from app.registry import ModelRegistry
 from app.routes import api_router
 from app.runtime import GeneratorRuntime, configure_devices
+from app.store_watcher import StoreWatcher
+from app.version_policy import VersionPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -64,31 +67,42 @@ def _make_batcher(
     return batcher
 
 
-async def _load_models(registry: ModelRegistry, settings: Settings) -> None:
+def _make_watcher(settings: Settings, metrics: Metrics, registry: ModelRegistry) -> StoreWatcher:
+    loader = ModelLoader(partial(_make_batcher, settings, metrics), metrics, settings.warmup_batch_sizes)
+    return StoreWatcher(
+        registry,
+        loader,
+        metrics,
+        policy=VersionPolicy.parse(settings.version_policy),
+        poll_interval_s=settings.poll_interval_s,
+        retry_initial_s=settings.load_retry_initial_s,
+        retry_max_s=settings.load_retry_max_s,
+        drain_timeout_s=settings.request_timeout_s,
+    )
+
+
+async def _start_watching(watcher: StoreWatcher, settings: Settings) -> None:
     device = await anyio.to_thread.run_sync(configure_devices, settings.gpu_memory_limit_mb)
-    await registry.load_all(device)
+    await watcher.start(device)
 
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
-    registry = ModelRegistry(
-        settings.model_store,
-        partial(_make_batcher, settings, metrics),
-        default_model=settings.default_model,
-        warmup_batch_sizes=settings.warmup_batch_sizes,
-        metrics=metrics,
-    )
+    registry = ModelRegistry(settings.model_store, default_model=settings.default_model)
+    watcher = _make_watcher(settings, metrics, registry)
     metrics.ready.set_function(lambda: 1.0 if registry.is_ready() else 0.0)
     app.state.registry = registry
+    app.state.watcher = watcher
     app.state.generation = GenerationService(settings.request_timeout_s, metrics, registry)
     # Models load in the background so /healthz answers at once and /readyz reports progress.
-    loading = asyncio.create_task(_load_models(registry, settings), name="genserve-load-models")
+    loading = asyncio.create_task(_start_watching(watcher, settings), name="genserve-load-models")
     try:
         yield
     finally:
+        registry.begin_draining()
         loading.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await loading
-        await registry.close(drain=True, timeout_s=settings.request_timeout_s)
+        await watcher.close()

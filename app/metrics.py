@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -114,6 +115,9 @@ class Metrics:
             "1 for each loaded version, with its kind and device.",
             (*MODEL_LABELS, "kind", "device"),
         )
+        self.store_scans = self._counter(
+            "store_scans", "Scans of the model store, by result (ok, empty, error).", ("result",)
+        )
         self.ready = Gauge(
             "ready",
             "1 when the default model can serve, else 0.",
@@ -138,6 +142,19 @@ class Metrics:
         self.model_loads.labels(model=model).inc()
         self.model_load_duration.labels(model=model).observe(seconds)
         self.model_info.labels(model=model, version=str(version), kind=kind, device=device).set(1)
+
+    def unloaded(self, model: str, version: int, kind: str, device: str) -> None:
+        removals = [
+            (self.model_info, (model, str(version), kind, device)),
+            (self.queue_depth, (model, str(version))),
+            (self.in_flight, (model, str(version))),
+        ]
+        for gauge, labels in removals:
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
+
+    def store_scanned(self, result: str) -> None:
+        self.store_scans.labels(result=result).inc()
 
     def load_failed(self, model: str) -> None:
         self.model_load_failures.labels(model=model).inc()

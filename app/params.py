@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import secrets
 
 import numpy as np
@@ -22,14 +23,16 @@ def parse_model_name(name: str | None) -> str | None:
         raise InvalidParameter("model", str(error)) from None
 
 
-def parse_version(version: str | int | None) -> int | None:
-    """None or 'latest' means the newest loaded version; otherwise a positive integer."""
+def parse_version(version: str | int | None) -> int | str | None:
+    """None or 'latest' means the newest loaded version; else a positive integer or a label like 'canary'."""
     if version is None or version == "latest":
         return None
     text = str(version)
-    if not text.isdigit() or int(text) < 1 or len(text) > 9:
-        raise InvalidParameter("version", f"must be a positive integer or 'latest', got {text!r}")
-    return int(text)
+    if text.isdigit() and 1 <= int(text) and len(text) <= 9:
+        return int(text)
+    if re.fullmatch(store.LABEL_PATTERN, text) and len(text) <= 64:
+        return text
+    raise InvalidParameter("version", f"must be a positive integer, 'latest' or a version label, got {text!r}")
 
 
 def check_range(field: str, value: int, low: int, high: int) -> int:

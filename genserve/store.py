@@ -2,6 +2,7 @@
 
 Layout::
 
+    <store>/<name>/labels.json           optional: {"stable": 3, "canary": 4}, names for versions
     <store>/<name>/<version>/            version: a positive integer, never reused
         saved_model.pb, variables/       TF-Serving-compatible SavedModel
         genserve.json                    ModelMetadata
@@ -33,11 +34,14 @@ LABEL_INPUT = "label"
 IMAGES_OUTPUT = "images"
 METADATA_FILE = "genserve.json"
 EVALUATION_FILE = "evaluation.json"
+LABELS_FILE = "labels.json"
 COMPLETE_MARKER = "COMPLETE"
 TEMP_PREFIX = ".tmp-"
 FORMAT_VERSION = 1
 
 MODEL_NAME_PATTERN = r"[a-z0-9][a-z0-9._-]*"
+LABEL_PATTERN = r"[a-z][a-z0-9_-]*"
+_LABEL_RE = re.compile(rf"^{LABEL_PATTERN}$")
 _MODEL_NAME_RE = re.compile(rf"^{MODEL_NAME_PATTERN}$")
 _MAX_NAME_LENGTH = 64
 
@@ -134,6 +138,31 @@ def list_models(store: Path) -> list[str]:
         if child.is_dir() and _MODEL_NAME_RE.match(child.name) and list_versions(root, child.name):
             names.append(child.name)
     return names
+
+
+def read_labels(store: Path, name: str) -> dict[str, int]:
+    """Version labels of a model (e.g. stable, canary); ValueError if the file is malformed."""
+    file = model_dir(store, name) / LABELS_FILE
+    if not file.is_file():
+        return {}
+    try:
+        raw = json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{file} is not valid JSON: {error}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{file} must map label names to version numbers")
+    labels: dict[str, int] = {}
+    for label, version in raw.items():
+        if not _LABEL_RE.match(str(label)) or label == "latest":
+            raise ValueError(f"{file}: label {label!r} must match {LABEL_PATTERN} and not be 'latest'")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ValueError(f"{file}: label {label!r} must name a positive integer version, got {version!r}")
+        labels[str(label)] = version
+    return labels
+
+
+def write_labels(store: Path, name: str, labels: dict[str, int]) -> None:
+    write_json_atomic(model_dir(store, name) / LABELS_FILE, dict(labels))
 
 
 def next_version(store: Path, name: str) -> int:

@@ -145,7 +145,7 @@ def assert_error(response: Response, status: int, code: str, *fragments: str) ->
         ({"seed": "x"}, ("seed", "integer")),
         ({"model": "../x"}, ("model", "[a-z0-9]")),
         ({"model": "Upper"}, ("model",)),
-        ({"version": "abc"}, ("version", "positive integer")),
+        ({"version": "a/b"}, ("version", "positive integer")),
         ({"version": "0"}, ("version", "positive integer")),
         ({"truncation": 0}, ("truncation", "(0, 1]")),
         ({"truncation": 1.5}, ("truncation", "(0, 1]")),

@@ -1,0 +1,87 @@
+"""Loading a version (SavedModel, warm-up, batcher) and unloading it once its work has finished."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+
+from app.batching import Batcher
+from app.metrics import Metrics
+from app.registry import ModelVersion, VersionStatus
+from app.runtime import DeviceInfo, GeneratorRuntime
+
+logger = logging.getLogger(__name__)
+
+BatcherFactory = Callable[[str, int, GeneratorRuntime], Batcher]
+
+
+class ModelLoader:
+    """Turns a ModelVersion into a serving one, or marks it failed with the reason; never raises."""
+
+    def __init__(
+        self, batcher_factory: BatcherFactory, metrics: Metrics, warmup_batch_sizes: list[int]
+    ) -> None:
+        self.device = DeviceInfo(name="not yet chosen", kind="none")
+        self._batcher_factory = batcher_factory
+        self._metrics = metrics
+        self._warmup_batch_sizes = warmup_batch_sizes
+        # One load at a time: loads compete with serving for the same cores.
+        self._lock = anyio.Lock()
+
+    async def load(self, model_version: ModelVersion) -> bool:
+        async with self._lock:
+            return await self._load(model_version)
+
+    async def _load(self, model_version: ModelVersion) -> bool:
+        model_version.status = VersionStatus.LOADING
+        started = time.perf_counter()
+        try:
+            runtime = await anyio.to_thread.run_sync(self._load_runtime, model_version.path)
+            batcher = self._batcher_factory(model_version.name, model_version.version, runtime)
+            await batcher.start()
+        except Exception as error:  # a bad version must never take the service down
+            model_version.status = VersionStatus.FAILED
+            model_version.error = str(error)
+            self._metrics.load_failed(model_version.name)
+            logger.error("failed to load %s version %d: %s", model_version.name, model_version.version, error)
+            return False
+        model_version.runtime, model_version.batcher = runtime, batcher
+        model_version.warmup_s = time.perf_counter() - started
+        model_version.loaded_at = time.time()
+        model_version.error = None
+        model_version.status = VersionStatus.AVAILABLE
+        self._metrics.loaded(
+            model_version.name,
+            model_version.version,
+            runtime.metadata.kind,
+            self.device.name,
+            model_version.warmup_s,
+        )
+        logger.info(
+            "loaded %s version %d on %s in %.2f s",
+            model_version.name,
+            model_version.version,
+            self.device.name,
+            model_version.warmup_s,
+        )
+        return True
+
+    def _load_runtime(self, path: Path) -> GeneratorRuntime:
+        runtime = GeneratorRuntime(path, self.device)
+        runtime.warm_up(self._warmup_batch_sizes)
+        return runtime
+
+    async def unload(self, model_version: ModelVersion, *, drain_timeout_s: float) -> None:
+        """Stop the version's batcher after its queued and in-flight requests finish, then drop the model."""
+        if model_version.batcher is not None:
+            await model_version.batcher.stop(drain=True, timeout_s=drain_timeout_s)
+        if model_version.runtime is not None:
+            metadata = model_version.runtime.metadata
+            self._metrics.unloaded(model_version.name, model_version.version, metadata.kind, self.device.name)
+        model_version.runtime = None
+        model_version.batcher = None
+        logger.info("unloaded %s version %d", model_version.name, model_version.version)

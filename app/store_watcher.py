@@ -1,0 +1,211 @@
+"""Keeping the registry in step with the store: new versions, retries with backoff, retiring old versions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from app.errors import ModelNotFound, VersionNotFound
+from app.loader import ModelLoader
+from app.metrics import Metrics
+from app.registry import ModelEntry, ModelRegistry, ModelVersion, VersionStatus
+from app.runtime import DeviceInfo
+from app.version_policy import VersionPolicy
+from genserve import store
+
+logger = logging.getLogger(__name__)
+
+
+class StoreWatcher:
+    """Scans the store (at start, every poll interval, and on admin request) and loads/retires versions.
+
+    A new version loads and warms up while the old one serves; requests switch to it the moment it is
+    available; the old one is retired afterwards and unloaded once its queued work has finished. A
+    failed load is retried with exponential backoff and never displaces a serving version. A scan that
+    finds the store missing, empty or unreadable changes nothing.
+    """
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        loader: ModelLoader,
+        metrics: Metrics,
+        *,
+        policy: VersionPolicy,
+        poll_interval_s: float,
+        retry_initial_s: float = 2.0,
+        retry_max_s: float = 300.0,
+        retire_delay_s: float = 1.0,
+        drain_timeout_s: float = 30.0,
+    ) -> None:
+        self.registry = registry
+        self._loader = loader
+        self._metrics = metrics
+        self._policy = policy
+        self._poll_interval_s = poll_interval_s
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+        self._retire_delay_s = retire_delay_s
+        self._drain_timeout_s = drain_timeout_s
+        self._held_back: dict[str, set[int]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sync_lock = asyncio.Lock()
+
+    async def start(self, device: DeviceInfo) -> None:
+        """Load what the store holds, then keep polling it when a poll interval is set."""
+        self.registry.device = self._loader.device = device
+        await self.sync()
+        if self._poll_interval_s > 0:
+            self._spawn(self._poll(), "genserve-store-poll")
+
+    async def sync(self, only: str | None = None, *, retry_now: bool = False) -> None:
+        """One pass: register what the store holds, load what is due, retire what the policy dropped."""
+        async with self._sync_lock:
+            names = self._scan_names()
+            self.registry.scanned = True
+            if names is None:
+                return
+            plans = [self._plan(name, retry_now) for name in names if only is None or name == only]
+            for entry, wanted, due in plans:
+                for model_version in due:
+                    await self._load(model_version)
+                self._retire_unwanted(entry, wanted)
+
+    async def reload(self, name: str) -> ModelEntry:
+        """Rescan one model now, retrying failed versions and lifting admin unloads."""
+        store.validate_model_name(name)
+        self._held_back.pop(name, None)
+        await self.sync(only=name, retry_now=True)
+        entry = self.registry.get_entry(name)
+        if entry.name != name:
+            raise ModelNotFound(f"model {name!r} not found")
+        return entry
+
+    async def unload(self, name: str, version: int) -> None:
+        """Retire a version until the next reload of its model, even if the policy would serve it."""
+        entry = self.registry.get_entry(name)
+        if entry.name != name:
+            raise ModelNotFound(f"model {name!r} not found")
+        if version not in entry.versions:
+            raise VersionNotFound(f"model {name!r} has no loaded version {version}")
+        self._held_back.setdefault(name, set()).add(version)
+        self._retire(entry, version)
+
+    async def close(self) -> None:
+        """Stop polling and unload everything, letting queued work finish."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for model_version in list(self.registry.versions()):
+            await self._loader.unload(model_version, drain_timeout_s=self._drain_timeout_s)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_interval_s)
+            try:
+                await self.sync()
+            except Exception:  # the watcher must outlive any one bad scan
+                logger.exception("store scan failed")
+                self._metrics.store_scanned("error")
+
+    def _scan_names(self) -> list[str] | None:
+        root = self.registry.store_path
+        try:
+            if not root.is_dir():
+                raise FileNotFoundError(f"{root} is not a folder")
+            names = store.list_models(root)
+        except OSError as error:
+            logger.warning("model store unreadable, keeping what is loaded: %s", error)
+            self._metrics.store_scanned("error")
+            return None
+        if not names:
+            logger.warning("no complete model versions under %s; keeping what is loaded", root)
+            self._metrics.store_scanned("empty")
+            return None
+        self._metrics.store_scanned("ok")
+        return names
+
+    def _plan(self, name: str, retry_now: bool) -> tuple[ModelEntry, set[int], list[ModelVersion]]:
+        """Register the versions a model should serve; return them and the ones to (re)load now."""
+        entry = self.registry.entry(name)
+        try:
+            complete = store.list_versions(self.registry.store_path, name)
+        except OSError as error:
+            logger.warning("cannot list versions of %s, keeping what is loaded: %s", name, error)
+            complete = []
+        if not complete:
+            return entry, set(entry.versions), []
+        entry.labels = self._read_labels(self.registry.store_path, name, entry.labels, complete)
+        wanted = self._wanted(name, complete, entry.labels)
+        due = [self._ensure(entry, v) for v in sorted(wanted)]
+        return entry, wanted, [v for v in due if self._due(v, retry_now)]
+
+    def _retire_unwanted(self, entry: ModelEntry, wanted: set[int]) -> None:
+        # Only once something wanted is serving, so a model never drops to nothing.
+        if any(entry.versions[v].status is VersionStatus.AVAILABLE for v in wanted if v in entry.versions):
+            for version in [v for v in entry.versions if v not in wanted]:
+                self._retire(entry, version)
+
+    def _wanted(self, name: str, complete: list[int], labels: dict[str, int]) -> set[int]:
+        wanted = self._policy.select(complete) | {v for v in labels.values() if v in complete}
+        return wanted - self._held_back.get(name, set())
+
+    def _read_labels(
+        self, root: Path, name: str, current: dict[str, int], complete: list[int]
+    ) -> dict[str, int]:
+        try:
+            labels = store.read_labels(root, name)
+        except (OSError, ValueError) as error:
+            logger.warning("keeping the previous labels of %s: %s", name, error)
+            return current
+        missing = {label: v for label, v in labels.items() if v not in complete}
+        if missing:
+            logger.warning("labels of %s point at versions that are not complete: %s", name, missing)
+        return labels
+
+    def _ensure(self, entry: ModelEntry, version: int) -> ModelVersion:
+        model_version = entry.versions.get(version)
+        if model_version is None:
+            path = store.version_dir(self.registry.store_path, entry.name, version)
+            model_version = ModelVersion(entry.name, version, path)
+            entry.versions[version] = model_version
+        return model_version
+
+    def _due(self, model_version: ModelVersion, retry_now: bool) -> bool:
+        if model_version.status is VersionStatus.AVAILABLE:
+            return False
+        if model_version.status is VersionStatus.LOADING:  # registered, never tried
+            return True
+        return retry_now or model_version.retry_at is None or time.monotonic() >= model_version.retry_at
+
+    async def _load(self, model_version: ModelVersion) -> None:
+        if await self._loader.load(model_version):
+            model_version.failed_attempts = 0
+            model_version.retry_at = None
+            return
+        model_version.failed_attempts += 1
+        backoff = min(self._retry_initial_s * 2 ** (model_version.failed_attempts - 1), self._retry_max_s)
+        model_version.retry_at = time.monotonic() + backoff
+        logger.info("will retry %s version %d in %.0f s", model_version.name, model_version.version, backoff)
+
+    def _retire(self, entry: ModelEntry, version: int) -> None:
+        model_version = entry.versions.pop(version)
+        logger.info("retiring %s version %d", entry.name, version)
+        self._spawn(self._unload_later(model_version), f"genserve-unload-{entry.name}-{version}")
+
+    async def _unload_later(self, model_version: ModelVersion) -> None:
+        # Requests that resolved this version a moment ago still reach its batcher.
+        await asyncio.sleep(self._retire_delay_s)
+        await self._loader.unload(model_version, drain_timeout_s=self._drain_timeout_s)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
