@@ -10,6 +10,7 @@ from app.config import Settings
 from app.generation import GenerationService
 from app.metrics import Metrics
 from app.registry import ModelRegistry
+from app.store_watcher import StoreWatcher
 
 
 def get_settings(request: Request) -> Settings:
@@ -32,7 +33,13 @@ def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
+def get_watcher(request: Request) -> StoreWatcher:
+    watcher: StoreWatcher = request.app.state.watcher
+    return watcher
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 GenerationDep = Annotated[GenerationService, Depends(get_generation)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+WatcherDep = Annotated[StoreWatcher, Depends(get_watcher)]

@@ -24,6 +24,11 @@ class InvalidParameter(ServiceError):
         self.field = field
 
 
+class NotFound(ServiceError):
+    status_code = 404
+    code = "not_found"
+
+
 class ModelNotFound(ServiceError):
     status_code = 404
     code = "model_not_found"
@@ -75,3 +80,16 @@ class ClientDisconnected(ServiceError):
 
     status_code = 499
     code = "client_closed_request"
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    code = "forbidden"

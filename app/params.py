@@ -32,7 +32,9 @@ def parse_version(version: str | int | None) -> int | str | None:
         return int(text)
     if re.fullmatch(store.LABEL_PATTERN, text) and len(text) <= 64:
         return text
-    raise InvalidParameter("version", f"must be a positive integer, 'latest' or a version label, got {text!r}")
+    raise InvalidParameter(
+        "version", f"must be a positive integer, 'latest' or a version label, got {text!r}"
+    )
 
 
 def check_range(field: str, value: int, low: int, high: int) -> int:

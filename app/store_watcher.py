@@ -78,7 +78,6 @@ class StoreWatcher:
 
     async def reload(self, name: str) -> ModelEntry:
         """Rescan one model now, retrying failed versions and lifting admin unloads."""
-        store.validate_model_name(name)
         self._held_back.pop(name, None)
         await self.sync(only=name, retry_now=True)
         entry = self.registry.get_entry(name)

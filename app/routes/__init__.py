@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from app.routes import generate, health, interpolate, metrics, models
+from app.routes import admin, generate, health, interpolate, metrics, models
 
 api_router = APIRouter()
 api_router.include_router(generate.router)
@@ -10,3 +10,4 @@ api_router.include_router(interpolate.router)
 api_router.include_router(models.router)
 api_router.include_router(health.router)
 api_router.include_router(metrics.router)
+api_router.include_router(admin.router)

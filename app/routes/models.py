@@ -21,7 +21,7 @@ async def list_models(registry: RegistryDep) -> ModelList:
     return ModelList(
         default_model=registry.default_model,
         device=registry.device.name,
-        models=[_model_info(registry, entry) for entry in registry.entries],
+        models=[model_info(registry, entry) for entry in registry.entries],
     )
 
 
@@ -32,10 +32,10 @@ async def get_model(name: str, registry: RegistryDep) -> ModelInfo:
     entry = registry.get_entry(checked)
     if entry.name != checked:
         raise ModelNotFound(f"model {name!r} not found")
-    return _model_info(registry, entry)
+    return model_info(registry, entry)
 
 
-def _model_info(registry: ModelRegistry, entry: ModelEntry) -> ModelInfo:
+def model_info(registry: ModelRegistry, entry: ModelEntry) -> ModelInfo:
     latest = entry.latest_available()
     return ModelInfo(
         name=entry.name,

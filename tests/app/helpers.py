@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
+import httpx
 import numpy as np
 from PIL import Image
+
+from app.main import create_app
+from tests.conftest import make_settings
 
 
 def decode_png(data: bytes) -> np.ndarray:
@@ -31,3 +40,17 @@ def frame_count(data: bytes) -> int:
 
 def max_abs_diff(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
+
+
+@asynccontextmanager
+async def running_app(store: Path, **overrides: object) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(make_settings(store, **overrides))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as client:
+            deadline = time.monotonic() + 60
+            while (await client.get("/readyz")).status_code != 200:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("service not ready")
+                await asyncio.sleep(0.05)
+            yield client

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +16,7 @@ from starlette.requests import Request
 from app import runtime
 from app.disconnect import cancel_on_disconnect
 from app.errors import ClientDisconnected
-from app.main import create_app
-from tests.app.helpers import decode_npy, max_abs_diff
-from tests.conftest import make_settings
-
-
-@asynccontextmanager
-async def running_app(store: Path, **overrides: object) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(make_settings(store, **overrides))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as client:
-            deadline = time.monotonic() + 60
-            while (await client.get("/readyz")).status_code != 200:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("service not ready")
-                await asyncio.sleep(0.05)
-            yield client
+from tests.app.helpers import decode_npy, max_abs_diff, running_app
 
 
 async def batching_stats(client: httpx.AsyncClient) -> dict[str, int]:
