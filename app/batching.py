@@ -26,6 +26,10 @@ from app.errors import DeadlineExceeded, ModelCallFailed, Overloaded, ServiceErr
 
 logger = logging.getLogger(__name__)
 
+# When recent batches averaged fewer requests than this, a lone request is not held back waiting for
+# company: at low concurrency the delay only adds latency, and under load batches fill while the model runs.
+_ALONE_BELOW = 1.5
+
 RunBatch = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
@@ -64,6 +68,8 @@ class BatchingConfig:
     max_delay_ms: float = 5.0
     max_queue_images: int = 1024
     allowed_batch_sizes: tuple[int, ...] = ()
+    # Skip the delay for a lone request while recent batches held about one request each (low concurrency).
+    adaptive_delay: bool = True
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -170,6 +176,7 @@ class Batcher:
         self._consumer: asyncio.Task[None] | None = None
         self._closing = False
         self._drain = True
+        self._requests_estimate = 1.0
         self._call_s_estimate = 0.0
 
     @property
@@ -268,7 +275,12 @@ class Batcher:
                 continue
             # Timing from the head's arrival means time spent behind a busy model counts toward the delay.
             delay_s = head.arrived + self.config.max_delay_ms / 1000 - time.monotonic()
-            if self._closing or delay_s <= 0 or self._queued_images >= self.config.max_batch_size:
+            if (
+                self._closing
+                or delay_s <= 0
+                or self._queued_images >= self.config.max_batch_size
+                or (self.config.adaptive_delay and self._requests_estimate < _ALONE_BELOW)
+            ):
                 return True
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), delay_s)
@@ -374,6 +386,7 @@ class Batcher:
         # A moving average follows load changes without being thrown by a single slow call.
         previous = self._call_s_estimate or call_s
         self._call_s_estimate = 0.8 * previous + 0.2 * call_s
+        self._requests_estimate = 0.8 * self._requests_estimate + 0.2 * len(slices)
         waits = [started - piece.request.arrived for piece in slices]
         self._notify(
             lambda: self._observer.on_batch(

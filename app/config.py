@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     max_delay_ms: float = Field(
         5.0, ge=0, description="How long a batch waits for more work after its first."
     )
+    adaptive_delay: bool = Field(
+        True, description="Skip the batching delay while requests arrive one at a time (lower latency)."
+    )
     max_queue_images: int = Field(1024, ge=1, description="Queued images beyond which requests get 503.")
     allowed_batch_sizes: Annotated[list[int], NoDecode] = Field(
         default_factory=list, description="Comma-separated batch sizes to pad to (fixed shapes for XLA/GPU)."

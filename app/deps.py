@@ -13,27 +13,27 @@ from app.registry import ModelRegistry
 from app.store_watcher import StoreWatcher
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     registry: ModelRegistry = request.app.state.registry
     return registry
 
 
-def get_generation(request: Request) -> GenerationService:
+async def get_generation(request: Request) -> GenerationService:
     service: GenerationService = request.app.state.generation
     return service
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 
 
-def get_watcher(request: Request) -> StoreWatcher:
+async def get_watcher(request: Request) -> StoreWatcher:
     watcher: StoreWatcher = request.app.state.watcher
     return watcher
 

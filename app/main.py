@@ -59,6 +59,7 @@ def _make_batcher(
         max_delay_ms=settings.max_delay_ms,
         max_queue_images=settings.max_queue_images,
         allowed_batch_sizes=tuple(settings.allowed_batch_sizes),
+        adaptive_delay=settings.adaptive_delay,
     )
     batcher = Batcher(
         runtime.generate, config, name=f"{name}:{version}", observer=metrics.batch_observer(name, version)

@@ -88,6 +88,8 @@ def doubled(*values: float) -> list[float]:
 async def started(
     model: FakeModel, observer: RecordingObserver | None = None, **config: Any
 ) -> AsyncIterator[Batcher]:
+    # Most tests pin the fixed-delay behaviour; the adaptive one has tests of its own.
+    config.setdefault("adaptive_delay", False)
     batcher = Batcher(model, BatchingConfig(**config), name="fake", observer=observer)
     await batcher.start()
     try:
@@ -398,3 +400,28 @@ def test_invalid_config_raises_value_error(config: dict[str, Any]) -> None:
 def test_valid_config_with_allowed_sizes_is_accepted() -> None:
     config = BatchingConfig(max_batch_size=8, allowed_batch_sizes=(1, 2, 4, 8))
     assert config.allowed_batch_sizes[-1] == config.max_batch_size
+
+
+def test_adaptive_delay_does_not_hold_back_a_lone_request() -> None:
+    async def scenario() -> None:
+        model = FakeModel()
+        async with started(model, max_batch_size=32, max_delay_ms=2000, adaptive_delay=True) as batcher:
+            began = time.monotonic()
+            result = await batcher.submit(latents(1))
+            assert time.monotonic() - began < 1.0
+            assert result.tolist() == doubled(1)
+
+    asyncio.run(scenario())
+
+
+def test_adaptive_delay_waits_again_once_requests_share_batches() -> None:
+    async def scenario() -> None:
+        model = FakeModel()
+        async with started(model, max_batch_size=64, max_delay_ms=150, adaptive_delay=True) as batcher:
+            for _ in range(4):
+                await asyncio.gather(*(batcher.submit(latents(i)) for i in range(8)))
+            began = time.monotonic()
+            await batcher.submit(latents(1))
+            assert time.monotonic() - began >= 0.14
+
+    asyncio.run(scenario())
