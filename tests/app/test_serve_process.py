@@ -34,6 +34,7 @@ def server(tiny_store: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[
         "GENSERVE_PORT": str(port),
         "GENSERVE_MAX_BATCH_SIZE": "64",
         "GENSERVE_MAX_DELAY_MS": "1500",
+        "GENSERVE_ADAPTIVE_DELAY": "false",
         "GENSERVE_SHUTDOWN_GRACE_S": "10",
     }
     log = (tmp_path / "server.log").open("wb")
