@@ -1,0 +1,48 @@
+"""Dispatch ``python -m bench NAME [options]`` to ``bench.NAME_bench.main``; with no NAME, run them all."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+import sys
+from collections.abc import Callable, Sequence
+
+import bench
+
+_SUFFIX = "_bench"
+
+
+def available() -> list[str]:
+    """Names of the benchmarks in this package (modules called ``NAME_bench``)."""
+    modules = (module.name for module in pkgutil.iter_modules(bench.__path__))
+    return sorted(name.removesuffix(_SUFFIX) for name in modules if name.endswith(_SUFFIX))
+
+
+def _entry_point(name: str) -> Callable[[Sequence[str]], int]:
+    module = importlib.import_module(f"bench.{name}{_SUFFIX}")
+    entry: Callable[[Sequence[str]], int] = module.main
+    return entry
+
+
+def main(argv: Sequence[str]) -> int:
+    names = available()
+    if argv and argv[0] in ("-h", "--help"):
+        print(f"usage: python -m bench [{'|'.join(names)}] [options]; no name runs them all")
+        return 0
+    if argv and argv[0] not in names:
+        print(
+            f"python -m bench: error: unknown benchmark {argv[0]!r}; choose one of {', '.join(names)}",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if argv:
+        return _entry_point(argv[0])(list(argv[1:]))
+    return max((_entry_point(name)([]) for name in names), default=0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,562 @@
+"""`python -m bench serve`: images/s and latency of POST /generate, batched against unbatched.
+
+First the in-process limit: seeds -> latents -> model -> one PNG grid per 16 images, with no HTTP.
+Then the real server (`python -m app`) is started once per mode and driven closed-loop over loopback
+for every (n, concurrency) cell. One markdown table holds every row, followed by PASS/FAIL goals.
+The exit code is 0 whatever the numbers say; only a server that never becomes ready makes it 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import httpx
+import numpy as np
+
+from app.imaging import encode_grid_png
+from app.latents import latents_from_seeds
+from app.runtime import GeneratorRuntime, configure_devices
+from bench.loadgen import LoadClient, LoadResult, LoadSpec, choose_client
+from genserve import store
+
+BATCHED = "batched"
+UNBATCHED = "unbatched"
+LIMIT_BATCH_SIZES = (8, 16, 32, 64)
+GRID_IMAGES = 16  # the limit encodes one PNG grid per 16 images, as the server does for a request with n=16
+GOAL_CONCURRENCY = 32
+GOAL_SPEEDUP = 3.0
+GOAL_LIMIT_FRACTION = 0.8
+GOAL_LATENCY_SLACK_MS = 5.0
+_READY_POLL_S = 0.25
+_IDLE_POLL_S = 0.2
+_IDLE_TIMEOUT_S = 60.0
+_STOP_TIMEOUT_S = 30.0
+_SERVER_LOG_TAIL = 3000
+
+
+logger = logging.getLogger(__name__)
+
+
+class ServerStartError(RuntimeError):
+    """The server exited or never reported ready; the message carries the end of its log."""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Options of one benchmark run; the CLI only fills it."""
+
+    store_path: Path = Path("model_store")
+    model: str | None = None
+    duration_s: float = 5.0
+    warmup_s: float = 1.0
+    concurrency: tuple[int, ...] = (1, 8, 32, 64)
+    sizes: tuple[int, ...] = (1, 16)
+    out: Path | None = None
+    client: str = "auto"
+    batch_size: int = 32
+    max_delay_ms: float | None = None
+    limit_duration_s: float = 2.0
+    startup_timeout_s: float = 180.0
+
+
+@dataclass(frozen=True)
+class InProcessLimit:
+    """Images/s of latents + model + PNG grids in one thread, per batch size."""
+
+    device: str
+    images_per_s: dict[int, float]
+
+    @property
+    def best_batch_size(self) -> int:
+        return max(self.images_per_s, key=lambda size: self.images_per_s[size])
+
+    @property
+    def best_images_per_s(self) -> float:
+        return self.images_per_s[self.best_batch_size]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measured (mode, n, concurrency) combination."""
+
+    mode: str
+    n: int
+    concurrency: int
+    load: LoadResult
+    server_cpu_pct: float | None
+    mean_batch: float | None
+
+    @property
+    def images_per_s(self) -> float:
+        return self.load.requests_per_s * self.n
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A target and whether this run met it; `passed` is None when its cells were not measured."""
+
+    description: str
+    passed: bool | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class Server:
+    base_url: str
+    pid: int
+
+
+# --- in-process limit ----------------------------------------------------------------------------
+
+
+def measure_in_process_limit(
+    model_path: Path, batch_sizes: tuple[int, ...], duration_s: float
+) -> InProcessLimit:
+    """The best the model and encoder manage without HTTP or batching overheads."""
+    device = configure_devices()
+    runtime = GeneratorRuntime(model_path, device)
+    runtime.warm_up(list(batch_sizes))
+    rates = {size: _images_per_s(runtime, size, duration_s) for size in batch_sizes}
+    return InProcessLimit(device=device.name, images_per_s=rates)
+
+
+def _images_per_s(runtime: GeneratorRuntime, batch_size: int, duration_s: float) -> float:
+    images = 0
+    started = time.perf_counter()
+    while True:
+        _generate_and_encode(runtime, list(range(images, images + batch_size)))
+        images += batch_size
+        elapsed = time.perf_counter() - started
+        if elapsed >= duration_s:
+            return images / elapsed
+
+
+def _generate_and_encode(runtime: GeneratorRuntime, seeds: list[int]) -> list[bytes]:
+    metadata = runtime.metadata
+    inputs = {store.LATENT_INPUT: latents_from_seeds(seeds, metadata.latent_dim)}
+    if metadata.conditional:
+        inputs[store.LABEL_INPUT] = np.zeros(len(seeds), dtype=np.int32)
+    images = runtime.generate(inputs)
+    return [
+        encode_grid_png(images[start : start + GRID_IMAGES]) for start in range(0, len(images), GRID_IMAGES)
+    ]
+
+
+# --- the server process --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def running_server(config: BenchConfig, model: str, max_batch_size: int) -> Iterator[Server]:
+    """`python -m app` on a free loopback port, ready to serve `model`; stopped on exit."""
+    port = _free_port()
+    env = _server_env(config, model, max_batch_size, port)
+    with tempfile.TemporaryFile(mode="w+") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            server = Server(base_url=f"http://127.0.0.1:{port}", pid=process.pid)
+            _wait_ready(process, server, config.startup_timeout_s, log)
+            yield server
+        finally:
+            _stop(process)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _server_env(config: BenchConfig, model: str, max_batch_size: int, port: int) -> dict[str, str]:
+    # Inherited GENSERVE_* variables would silently change what is measured, so none pass through.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GENSERVE_")}
+    largest_n = max(config.sizes)
+    env |= {
+        "GENSERVE_MODEL_STORE": str(config.store_path.resolve()),
+        "GENSERVE_DEFAULT_MODEL": model,
+        "GENSERVE_HOST": "127.0.0.1",
+        "GENSERVE_PORT": str(port),
+        "GENSERVE_LOG_LEVEL": "warning",
+        "GENSERVE_MAX_BATCH_SIZE": str(max_batch_size),
+        "GENSERVE_MAX_N": str(max(64, largest_n)),
+        # Closed-loop clients never queue more than this, so the server must never answer 503.
+        "GENSERVE_MAX_QUEUE_IMAGES": str(max(1024, 2 * max(config.concurrency) * largest_n)),
+    }
+    if config.max_delay_ms is not None:
+        env["GENSERVE_MAX_DELAY_MS"] = str(config.max_delay_ms)
+    return env
+
+
+def _wait_ready(process: subprocess.Popen[bytes], server: Server, timeout_s: float, log: IO[str]) -> None:
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(base_url=server.base_url, timeout=5.0) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise ServerStartError(f"server exited with {process.returncode}:\n{_tail(log)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get("/readyz").status_code == 200:
+                    return
+            time.sleep(_READY_POLL_S)
+    raise ServerStartError(f"server not ready after {timeout_s:.0f} s:\n{_tail(log)}")
+
+
+def _tail(log: IO[str]) -> str:
+    log.seek(0)
+    return log.read()[-_SERVER_LOG_TAIL:]
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a running process (Linux /proc); None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # After the command name, utime and stime are the 12th and 13th fields, in clock ticks.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _batcher_counts(probe: httpx.Client, model: str) -> tuple[int, int] | None:
+    """(batches, images) the serving version's batcher has run so far, from GET /models/{model}."""
+    try:
+        versions = probe.get(f"/models/{model}").json()["versions"]
+        batching = next(v["batching"] for v in reversed(versions) if v.get("batching"))
+        return int(batching["batches"]), int(batching["images"])
+    except (httpx.HTTPError, ValueError, KeyError, TypeError, StopIteration):
+        return None
+
+
+def _wait_idle(probe: httpx.Client, model: str) -> tuple[int, int] | None:
+    """Wait until the batcher stops running images left over from the last cell; its final counts."""
+    deadline = time.monotonic() + _IDLE_TIMEOUT_S
+    previous = _batcher_counts(probe, model)
+    while time.monotonic() < deadline:
+        time.sleep(_IDLE_POLL_S)
+        current = _batcher_counts(probe, model)
+        if current == previous:
+            return current
+        previous = current
+    return previous
+
+
+# --- measuring -----------------------------------------------------------------------------------
+
+
+def run_mode(
+    config: BenchConfig, client: LoadClient, model: str, mode: str, max_batch_size: int
+) -> list[Cell]:
+    """Every (n, concurrency) cell against one server process configured for `mode`."""
+    cells: list[Cell] = []
+    with (
+        running_server(config, model, max_batch_size) as server,
+        httpx.Client(base_url=server.base_url, timeout=10.0) as probe,
+    ):
+        for n in config.sizes:
+            for concurrency in config.concurrency:
+                spec = LoadSpec(
+                    server.base_url,
+                    n,
+                    concurrency,
+                    config.duration_s,
+                    config.warmup_s,
+                    seed_start=len(cells) << 24,
+                )
+                cells.append(_measure_cell(client, spec, server, probe, model, mode))
+    return cells
+
+
+def _measure_cell(
+    client: LoadClient, spec: LoadSpec, server: Server, probe: httpx.Client, model: str, mode: str
+) -> Cell:
+    counts_before = _wait_idle(probe, model)
+    cpu_before = _process_cpu_s(server.pid)
+    load = client(spec)
+    cpu_after = _process_cpu_s(server.pid)
+    counts_after = _wait_idle(probe, model)
+    server_cpu_pct = None
+    if cpu_before is not None and cpu_after is not None and load.wall_s > 0:
+        server_cpu_pct = 100 * (cpu_after - cpu_before) / load.wall_s
+    mean_batch = None
+    if counts_before and counts_after and counts_after[0] > counts_before[0]:
+        mean_batch = (counts_after[1] - counts_before[1]) / (counts_after[0] - counts_before[0])
+    cell = Cell(mode, spec.n, spec.concurrency, load, server_cpu_pct, mean_batch)
+    logger.info(
+        "%s n=%d concurrency=%d: %.1f images/s, p99 %s ms, %d errors",
+        mode,
+        spec.n,
+        spec.concurrency,
+        cell.images_per_s,
+        _number(load.p99_ms, 1),
+        load.errors,
+    )
+    return cell
+
+
+# --- goals and report ----------------------------------------------------------------------------
+
+
+def _find(cells: list[Cell], mode: str, n: int, concurrency: int) -> Cell | None:
+    return next((c for c in cells if (c.mode, c.n, c.concurrency) == (mode, n, concurrency)), None)
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator > 0 else None
+
+
+def check_goals(cells: list[Cell], limit: InProcessLimit) -> list[Goal]:
+    return [_speedup_goal(cells), _limit_goal(cells, limit), _latency_goal(cells)]
+
+
+def _speedup_goal(cells: list[Cell]) -> Goal:
+    description = f"n=1, concurrency {GOAL_CONCURRENCY}: batched >= {GOAL_SPEEDUP:g}x unbatched images/s"
+    batched = _find(cells, BATCHED, 1, GOAL_CONCURRENCY)
+    unbatched = _find(cells, UNBATCHED, 1, GOAL_CONCURRENCY)
+    if batched is None or unbatched is None:
+        return Goal(description, None, "not measured")
+    ratio = _ratio(batched.images_per_s, unbatched.images_per_s)
+    passed = batched.images_per_s > 0 if ratio is None else ratio >= GOAL_SPEEDUP
+    detail = f"{batched.images_per_s:.1f} vs {unbatched.images_per_s:.1f} images/s ({_number(ratio, 2)}x)"
+    return Goal(description, passed, detail)
+
+
+def _limit_goal(cells: list[Cell], limit: InProcessLimit) -> Goal:
+    description = f"n=16, best concurrency: batched >= {GOAL_LIMIT_FRACTION:g}x the in-process limit"
+    candidates = [c for c in cells if c.mode == BATCHED and c.n == GRID_IMAGES]
+    if not candidates:
+        return Goal(description, None, "not measured")
+    best = max(candidates, key=lambda c: c.images_per_s)
+    ratio = _ratio(best.images_per_s, limit.best_images_per_s)
+    detail = (
+        f"{best.images_per_s:.1f} images/s at concurrency {best.concurrency} vs {limit.best_images_per_s:.1f} "
+        f"in-process (batch {limit.best_batch_size}) ({_number(ratio, 2)}x)"
+    )
+    return Goal(description, ratio is not None and ratio >= GOAL_LIMIT_FRACTION, detail)
+
+
+def _latency_goal(cells: list[Cell]) -> Goal:
+    description = f"n=1, concurrency 1: batched p99 within {GOAL_LATENCY_SLACK_MS:g} ms of unbatched p99"
+    batched = _find(cells, BATCHED, 1, 1)
+    unbatched = _find(cells, UNBATCHED, 1, 1)
+    if batched is None or unbatched is None:
+        return Goal(description, None, "not measured")
+    ours, theirs = batched.load.p99_ms, unbatched.load.p99_ms
+    if ours is None or theirs is None:
+        return Goal(description, False, "no successful requests to time")
+    detail = f"p99 {ours:.1f} ms vs {theirs:.1f} ms ({ours - theirs:+.1f} ms)"
+    return Goal(description, ours <= theirs + GOAL_LATENCY_SLACK_MS, detail)
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+_HEADER = (
+    "| mode | n | concurrency | images/s | requests/s | p50 ms | p95 ms | p99 ms | errors "
+    "| mean batch | server CPU % | client CPU % | × unbatched | × limit |"
+)
+
+
+def render_report(
+    config: BenchConfig,
+    model: str,
+    client_name: str,
+    limit: InProcessLimit,
+    cells: list[Cell],
+    load_average: float | None = None,
+) -> str:
+    """The whole report as markdown: context, one table, per-batch-size limits and the goals."""
+    lines = [
+        f"## genserve serving benchmark: `{model}` from `{config.store_path}`",
+        "",
+        f"{os.cpu_count()} CPU core(s), load average {_number(load_average, 2)} before the run; "
+        f"model on {limit.device}; client {client_name}; "
+        f"{config.duration_s:g} s per cell after {config.warmup_s:g} s warm-up; batched = "
+        f"GENSERVE_MAX_BATCH_SIZE {config.batch_size}, unbatched = 1; GENSERVE_MAX_DELAY_MS "
+        f"{'server default' if config.max_delay_ms is None else f'{config.max_delay_ms:g}'}.",
+        "",
+        _HEADER,
+        "|" + "---|" * (_HEADER.count("|") - 1),
+        f"| in-process limit (batch {limit.best_batch_size}) | {GRID_IMAGES}/grid | – "
+        f"| {limit.best_images_per_s:.1f} | – | – | – | – | – | {limit.best_batch_size} | – | – | – | 1.00 |",
+    ]
+    for cell in sorted(cells, key=lambda c: (c.n, c.concurrency, c.mode != BATCHED)):
+        lines.append(_row(cell, cells, limit))
+    sizes = ", ".join(f"batch {size}: {rate:.1f}" for size, rate in sorted(limit.images_per_s.items()))
+    lines += [
+        "",
+        f"In-process images/s (latents + model + one PNG grid per {GRID_IMAGES} images): {sizes}.",
+        "",
+    ]
+    for goal in check_goals(cells, limit):
+        mark = {True: "PASS", False: "FAIL", None: "N/A"}[goal.passed]
+        lines.append(f"- **{mark}** {goal.description}: {goal.detail}")
+    return "\n".join(lines)
+
+
+def _row(cell: Cell, cells: list[Cell], limit: InProcessLimit) -> str:
+    load = cell.load
+    versus_unbatched = None
+    if cell.mode == BATCHED and (other := _find(cells, UNBATCHED, cell.n, cell.concurrency)) is not None:
+        versus_unbatched = _ratio(cell.images_per_s, other.images_per_s)
+    versus_limit = _ratio(cell.images_per_s, limit.best_images_per_s) if cell.n == GRID_IMAGES else None
+    values = [
+        cell.mode,
+        str(cell.n),
+        str(cell.concurrency),
+        f"{cell.images_per_s:.1f}",
+        f"{load.requests_per_s:.1f}",
+        _number(load.p50_ms, 1),
+        _number(load.p95_ms, 1),
+        _number(load.p99_ms, 1),
+        str(load.errors),
+        _number(cell.mean_batch, 1),
+        _number(cell.server_cpu_pct, 0),
+        f"{load.client_cpu_pct:.0f}",
+        _number(versus_unbatched, 2),
+        _number(versus_limit, 2),
+    ]
+    return "| " + " | ".join(values) + " |"
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 1,8,32, got {text!r}"
+        ) from error
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 1,8,32, got {text!r}")
+    return values
+
+
+def parse_args(argv: list[str] | None = None) -> BenchConfig:
+    defaults = BenchConfig()
+    parser = argparse.ArgumentParser(prog="python -m bench serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--store", type=Path, default=defaults.store_path, help="model store folder")
+    parser.add_argument("--model", help="model name (default: the store's first model)")
+    parser.add_argument(
+        "--duration", type=float, default=defaults.duration_s, help="measured seconds per cell"
+    )
+    parser.add_argument("--warmup", type=float, default=defaults.warmup_s, help="unmeasured seconds per cell")
+    parser.add_argument("--concurrency", type=_int_list, default=defaults.concurrency, help="e.g. 1,8,32,64")
+    parser.add_argument("--n", type=_int_list, default=defaults.sizes, help="images per request, e.g. 1,16")
+    parser.add_argument("--out", type=Path, help="also write the markdown report to this file")
+    parser.add_argument(
+        "--client",
+        choices=("auto", "wrk", "socket", "httpx"),
+        default=defaults.client,
+        help="load generator; auto = wrk when installed (whole seconds only), else asyncio sockets",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help="max batch size when batched"
+    )
+    parser.add_argument("--max-delay-ms", type=float, help="GENSERVE_MAX_DELAY_MS (default: the server's)")
+    parser.add_argument(
+        "--limit-duration",
+        type=float,
+        default=defaults.limit_duration_s,
+        help="seconds per in-process batch size",
+    )
+    parser.add_argument("--startup-timeout", type=float, default=defaults.startup_timeout_s)
+    args = parser.parse_args(argv)
+    if args.duration <= 0 or args.warmup < 0 or args.limit_duration <= 0 or args.batch_size < 1:
+        parser.error("--duration and --limit-duration must be > 0, --warmup >= 0 and --batch-size >= 1")
+    return BenchConfig(
+        store_path=args.store,
+        model=args.model,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        concurrency=args.concurrency,
+        sizes=args.n,
+        out=args.out,
+        client=args.client,
+        batch_size=args.batch_size,
+        max_delay_ms=args.max_delay_ms,
+        limit_duration_s=args.limit_duration,
+        startup_timeout_s=args.startup_timeout,
+    )
+
+
+def resolve_model(store_path: Path, name: str | None) -> tuple[str, Path]:
+    """The model to measure and the folder of its latest complete version."""
+    models = store.list_models(store_path)
+    if not models:
+        raise ValueError(f"no complete model versions in {store_path}; train one or pass --store")
+    chosen = name or models[0]
+    version = store.latest_version(store_path, chosen)
+    if version is None:
+        raise ValueError(f"model {chosen!r} has no complete version in {store_path}; available: {models}")
+    return chosen, store.version_dir(store_path, chosen, version)
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # not available on every platform
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_args(None if argv is None else list(argv))
+    # The readiness and idle probes would otherwise log every request at INFO.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        client_name, client = choose_client(config.client)
+        model, model_path = resolve_model(config.store_path, config.model)
+    except ValueError as error:
+        logger.error("serve bench: %s", error)
+        return 2
+    logger.info(
+        "in-process limit of %s (%s), %g s per batch size", model, model_path, config.limit_duration_s
+    )
+    load_average = _load_average()
+    limit = measure_in_process_limit(model_path, LIMIT_BATCH_SIZES, config.limit_duration_s)
+    cells: list[Cell] = []
+    try:
+        for mode, max_batch_size in ((BATCHED, config.batch_size), (UNBATCHED, 1)):
+            logger.info(
+                "%s server (GENSERVE_MAX_BATCH_SIZE=%d), client %s", mode, max_batch_size, client_name
+            )
+            cells += run_mode(config, client, model, mode, max_batch_size)
+    except ServerStartError as error:
+        logger.error("serve bench: %s", error)
+        return 1
+    report = render_report(config, model, client_name, limit, cells, load_average)
+    print(report)
+    if config.out is not None:
+        config.out.write_text(report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    raise SystemExit(main())

@@ -1,0 +1,133 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from training.cli import build_parser, main, train_config_from_args
+from training.config import TUTORIAL_SETTINGS, TrainConfig
+
+TRAIN = ["train", "--dataset", "shapes", "--name", "cli-test"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--epochs", "0"], "epochs must be"),
+        (["--batch-size", "-4"], "batch_size must be"),
+        (["--image-size", "48"], "image_size 48 is not supported"),
+        (["--ema-decay", "1.0"], "ema_decay must be"),
+        (["--recipe", "tutorial", "--lr-g", "3e-4"], "recipe 'tutorial' fixes lr_g"),
+        (["--name", "Not A Name"], "invalid model name"),
+        (["--jit-compile"], "jit_compile needs an unseeded run"),
+    ],
+)
+def test_bad_train_options_exit_2_with_one_line(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*TRAIN, *extra]) == 2
+
+    error = capsys.readouterr().err.strip()
+    assert message in error
+    assert "\n" not in error and "Traceback" not in error
+
+
+def test_missing_required_argument_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--name", "cli-test"])
+
+    assert exited.value.code == 2
+    assert "--dataset" in capsys.readouterr().err
+
+
+def test_unparsable_seed_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*TRAIN, "--seed", "abc"])
+
+    assert exited.value.code == 2
+    assert "expected an integer or 'none'" in capsys.readouterr().err
+
+
+def test_unseeded_runs_may_use_xla() -> None:
+    config = train_config_from_args(build_parser().parse_args([*TRAIN, "--seed", "none", "--jit-compile"]))
+
+    assert config.seed is None and config.jit_compile
+
+
+def test_export_of_a_missing_run_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", str(tmp_path / "missing"), "--store", str(tmp_path / "store")]) == 2
+
+    assert "neither a run folder nor a checkpoint" in capsys.readouterr().err
+
+
+def test_evaluate_of_a_missing_version_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(tmp_path / "missing"), "--dataset", "shapes"]) == 2
+
+    assert "error" in capsys.readouterr().err
+
+
+def test_train_arguments_fill_the_config() -> None:
+    args = build_parser().parse_args(
+        [
+            *TRAIN,
+            "--epochs",
+            "3",
+            "--latent-dim",
+            "8",
+            "--limit",
+            "64",
+            "--run-dir",
+            "somewhere",
+            "--no-export",
+        ]
+    )
+
+    config = train_config_from_args(args)
+
+    assert config == TrainConfig(
+        dataset="shapes",
+        name="cli-test",
+        epochs=3,
+        latent_dim=8,
+        limit=64,
+        run_dir=Path("somewhere"),
+        export=False,
+    )
+
+
+def test_defaults_match_the_config_defaults() -> None:
+    config = train_config_from_args(build_parser().parse_args(TRAIN))
+
+    assert config == TrainConfig(dataset="shapes", name="cli-test")
+    assert config.run_dir == Path("runs/cli-test")
+
+
+def test_tutorial_recipe_pins_the_tutorial_optimizer_settings() -> None:
+    config = train_config_from_args(build_parser().parse_args([*TRAIN, "--recipe", "tutorial"]))
+
+    assert {key: getattr(config, key) for key in TUTORIAL_SETTINGS} == TUTORIAL_SETTINGS
+    assert config.batch_size == 256
+
+
+def test_config_round_trips_through_json() -> None:
+    config = TrainConfig(dataset="npz:data/x.npz", name="round-trip", recipe="tutorial", image_size=32)
+
+    payload = json.loads(json.dumps(config.to_dict()))
+
+    assert payload["store"] == "model_store" and payload["run_dir"] == "runs/round-trip"
+    assert TrainConfig.from_dict(payload) == config
+
+
+def test_module_entry_point_reports_bad_arguments_without_a_traceback() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "training", *TRAIN, "--epochs", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert completed.returncode == 2
+    assert completed.stderr.strip() == (
+        "python -m training train: error: epochs must be an integer of at least 1, got 0"
+    )

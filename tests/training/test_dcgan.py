@@ -1,0 +1,107 @@
+import keras
+import numpy as np
+import pytest
+
+from training.dcgan import DCGAN, build_discriminator, build_generator
+
+LATENT_DIM = 16
+
+
+@pytest.mark.parametrize("size", [28, 32, 64])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_builders_map_latents_to_images_and_images_to_one_logit(size: int, channels: int) -> None:
+    generator = build_generator(LATENT_DIM, (size, size, channels))
+    discriminator = build_discriminator((size, size, channels))
+
+    images = np.asarray(generator(np.random.RandomState(0).randn(2, LATENT_DIM), training=False))
+    logits = np.asarray(discriminator(images, training=False))
+
+    assert generator.name == "generator" and discriminator.name == "discriminator"
+    assert images.shape == (2, size, size, channels)
+    assert images.min() >= -1.0 and images.max() <= 1.0
+    assert logits.shape == (2, 1)
+
+
+def test_28_pixel_generator_matches_the_tutorial_layout() -> None:
+    generator = build_generator(100, (28, 28, 1))
+
+    shapes = [tuple(layer.output.shape[1:]) for layer in generator.layers if "conv" in layer.name]
+
+    assert generator.get_layer("project").output.shape[-1] == 7 * 7 * 256
+    assert shapes == [(7, 7, 128), (14, 14, 64)]
+
+
+@pytest.mark.parametrize("image_shape", [(48, 48, 1), (28, 32, 1), (16, 16, 3), (28, 28, 2), (28, 28)])
+def test_unsupported_image_shapes_are_rejected_with_a_hint(image_shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="image_shape|pixels|channels"):
+        build_generator(LATENT_DIM, image_shape)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="image_shape|pixels|channels"):
+        build_discriminator(image_shape)  # type: ignore[arg-type]
+
+
+def test_zero_latent_dim_is_rejected() -> None:
+    with pytest.raises(ValueError, match="latent_dim"):
+        build_generator(0, (28, 28, 1))
+
+
+def _tiny_gan(ema_decay: float) -> DCGAN:
+    gan = DCGAN(
+        build_generator(4, (28, 28, 1)),
+        build_discriminator((28, 28, 1)),
+        latent_dim=4,
+        ema_decay=ema_decay,
+        seed=0,
+    )
+    gan.compile(g_optimizer=keras.optimizers.Adam(1e-2), d_optimizer=keras.optimizers.Adam(1e-2))
+    return gan
+
+
+def test_train_step_updates_the_average_with_warmed_up_decay_and_copies_batch_norm_statistics() -> None:
+    gan = _tiny_gan(ema_decay=0.9)
+    assert gan.ema_generator is not None
+    before = [np.array(weight) for weight in gan.generator.weights]
+    real = np.random.RandomState(0).uniform(-1, 1, (8, 28, 28, 1)).astype(np.float32)
+
+    logs = gan.train_on_batch(real, return_dict=True)
+
+    assert set(logs) == {"d_loss", "g_loss"}
+    assert int(gan.g_optimizer.iterations) == 1 and int(gan.d_optimizer.iterations) == 1
+    decay = min(0.9, 2.0 / 11.0)  # one update so far: the warm-up decay (1 + n) / (10 + n) is smaller
+    trainable = {id(weight) for weight in gan.generator.trainable_weights}
+    for average, weight, old in zip(gan.ema_generator.weights, gan.generator.weights, before, strict=True):
+        new = np.array(weight)
+        expected = decay * old + (1 - decay) * new if id(weight) in trainable else new
+        np.testing.assert_allclose(np.array(average), expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.array(gan.generator.weights[0]), before[0])
+
+
+def test_without_averaging_there_is_no_ema_generator_and_call_uses_the_generator() -> None:
+    gan = _tiny_gan(ema_decay=0.0)
+    z = np.random.RandomState(1).randn(3, 4).astype(np.float32)
+
+    assert gan.ema_generator is None
+    np.testing.assert_array_equal(np.asarray(gan(z)), np.asarray(gan.generator(z, training=False)))
+
+
+@pytest.mark.parametrize("ema_decay", [-0.1, 1.0])
+def test_ema_decay_outside_zero_one_is_rejected(ema_decay: float) -> None:
+    with pytest.raises(ValueError, match="ema_decay"):
+        _tiny_gan(ema_decay)
+
+
+def test_mixed_precision_keeps_float32_weights_outputs_and_losses() -> None:
+    gan = DCGAN(
+        build_generator(4, (28, 28, 1), dtype_policy="mixed_bfloat16"),
+        build_discriminator((28, 28, 1), dtype_policy="mixed_bfloat16"),
+        latent_dim=4,
+        seed=0,
+    )
+    gan.compile(g_optimizer=keras.optimizers.Adam(1e-3), d_optimizer=keras.optimizers.Adam(1e-3))
+    real = np.random.RandomState(0).uniform(-1, 1, (8, 28, 28, 1)).astype(np.float32)
+
+    logs = gan.train_on_batch(real, return_dict=True)
+
+    assert all(np.isfinite(value) for value in logs.values())
+    assert {weight.dtype for weight in gan.generator.weights + gan.discriminator.weights} == {"float32"}
+    assert gan.generator(np.zeros((1, 4), np.float32)).dtype == "float32"
+    assert gan.discriminator(real).dtype == "float32"

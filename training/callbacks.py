@@ -1,0 +1,174 @@
+"""Training side effects as Keras callbacks: sample grids, checkpoints and the per-epoch history."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from genserve.store import write_json_atomic
+from training.config import CHECKPOINTS_DIR, HISTORY_FILE, RUN_INFO_FILE, SAMPLES_DIR, RunInfo
+from training.datasets import to_uint8
+from training.dcgan import DCGAN
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS_KEPT = 3
+
+
+def fixed_latents(count: int, latent_dim: int) -> np.ndarray:
+    """Latent vectors for seeds 0..count-1, one RandomState per seed as the service draws them."""
+    return np.stack([np.random.RandomState(seed).randn(latent_dim) for seed in range(count)]).astype(
+        np.float32
+    )
+
+
+def tile_images(images: np.ndarray, columns: int) -> np.ndarray:
+    """Lay uint8 images ``[N, H, W, C]`` out row by row in a grid with `columns` columns."""
+    count, height, width, channels = images.shape
+    rows = -(-count // columns)
+    padded = np.zeros((rows * columns, height, width, channels), dtype=images.dtype)
+    padded[:count] = images
+    grid = padded.reshape(rows, columns, height, width, channels).transpose(0, 2, 1, 3, 4)
+    return grid.reshape(rows * height, columns * width, channels)
+
+
+def save_png(pixels: np.ndarray, path: Path) -> None:
+    """Write a uint8 ``[H, W, C]`` array (C is 1 or 3) as a PNG, creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    image.save(path)
+
+
+class SampleGrid(keras.callbacks.Callback):
+    """After every epoch, draw the same fixed-seed latents and save them as one PNG grid."""
+
+    def __init__(self, run_dir: Path, latent_dim: int, grid_size: int = 8) -> None:
+        super().__init__()
+        self.folder = Path(run_dir) / SAMPLES_DIR
+        self.grid_size = grid_size
+        self.latents = fixed_latents(grid_size * grid_size, latent_dim)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.save(epoch + 1)
+
+    def save(self, epoch: int) -> Path:
+        """Render the grid with the averaged generator when there is one, and return the PNG's path."""
+        gan = self.model
+        if not isinstance(gan, DCGAN):
+            raise TypeError(f"SampleGrid needs a DCGAN model, got {type(gan).__name__}")
+        generator = gan.ema_generator if gan.ema_generator is not None else gan.generator
+        images = to_uint8(np.asarray(generator(self.latents, training=False)))
+        path = self.folder / f"epoch_{epoch:03d}.png"
+        save_png(tile_images(images, self.grid_size), path)
+        return path
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Keep the last few checkpoints of everything needed to resume, plus the run's config.json.
+
+    A checkpoint holds both networks, the averaged generator, both optimizers (and so the step counter
+    in their iterations), the latent noise generator's state and the number of completed epochs.
+    """
+
+    def __init__(self, gan: DCGAN, run_dir: Path, run_info: RunInfo) -> None:
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.run_info = run_info
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.gan = gan
+        self.checkpoint = tf.train.Checkpoint(**checkpoint_objects(gan), epoch=self.epoch, step=self.step)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, str(self.run_dir / CHECKPOINTS_DIR), max_to_keep=CHECKPOINTS_KEPT
+        )
+
+    @property
+    def latest(self) -> str | None:
+        return self.manager.latest_checkpoint
+
+    def restore_latest(self) -> int:
+        """Restore the newest checkpoint, if any, and return how many epochs it had completed."""
+        path = self.manager.latest_checkpoint
+        if path is None:
+            return 0
+        self.gan.build_optimizers()
+        self.checkpoint.restore(path).assert_existing_objects_matched()
+        logger.info("resumed from %s: epoch %d, step %d", path, int(self.epoch), int(self.step))
+        return int(self.epoch)
+
+    def save(self, epochs_completed: int) -> str:
+        """Save a checkpoint after `epochs_completed` full epochs and return its path."""
+        self.epoch.assign(epochs_completed)
+        self.step.assign(self.gan.g_optimizer.iterations)
+        path: str = self.manager.save(checkpoint_number=int(self.step))
+        logger.info("saved checkpoint %s", path)
+        return path
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.run_dir / RUN_INFO_FILE, self.run_info.to_dict())
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.save(epoch + 1)
+
+
+def checkpoint_objects(gan: DCGAN) -> dict[str, Any]:
+    """The trackable objects a checkpoint holds, under the names restore code looks them up by."""
+    objects: dict[str, Any] = {
+        "generator": gan.generator,
+        "discriminator": gan.discriminator,
+        "g_optimizer": gan.g_optimizer,
+        "d_optimizer": gan.d_optimizer,
+        "noise_seed": gan.noise_seed.state,
+    }
+    if gan.ema_generator is not None:
+        objects["ema_generator"] = gan.ema_generator
+    return objects
+
+
+class HistoryWriter(keras.callbacks.Callback):
+    """Append each epoch's losses, throughput and wall time to run_dir/history.json, atomically."""
+
+    def __init__(self, run_dir: Path, batch_size: int, initial_epoch: int = 0) -> None:
+        super().__init__()
+        self.path = Path(run_dir) / HISTORY_FILE
+        self.batch_size = batch_size
+        self.epochs = self._earlier_epochs(initial_epoch)
+        self._started = 0.0
+        self._batches = 0
+
+    def _earlier_epochs(self, initial_epoch: int) -> list[dict[str, Any]]:
+        """Entries of a resumed run up to its checkpoint; later ones were not checkpointed and are redone."""
+        if initial_epoch == 0 or not self.path.is_file():
+            return []
+        entries = json.loads(self.path.read_text()).get("epochs", [])
+        return [entry for entry in entries if entry["epoch"] <= initial_epoch]
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._started = time.perf_counter()
+        self._batches = 0
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._batches += 1
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        seconds = time.perf_counter() - self._started
+        images = self._batches * self.batch_size
+        entry: dict[str, Any] = {key: float(value) for key, value in (logs or {}).items()}
+        entry.update(
+            epoch=epoch + 1,
+            images=images,
+            images_per_second=images / seconds if seconds > 0 else 0.0,
+            wall_seconds=seconds,
+        )
+        self.epochs.append(entry)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path, {"epochs": self.epochs})

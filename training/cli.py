@@ -1,0 +1,200 @@
+"""``python -m training {train,export,evaluate}``: parse arguments into `TrainConfig` and call the library.
+
+TensorFlow is imported only once a command runs, so ``--help`` and argument errors answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from training.config import MODELS, RECIPES, TrainConfig
+
+logger = logging.getLogger("training")
+
+EXIT_BAD_ARGUMENTS = 2
+EXIT_INTERRUPTED = 130
+
+_TRAIN_DEFAULTS = TrainConfig(dataset="mnist", name="defaults")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,export,evaluate}")
+    _add_train(commands.add_parser("train", help="train a model and publish it to the model store"))
+    _add_export(commands.add_parser("export", help="publish a run's checkpoint to the model store"))
+    _add_evaluate(commands.add_parser("evaluate", help="score a published version (FID, Inception Score)"))
+    return parser
+
+
+def _add_train(parser: argparse.ArgumentParser) -> None:
+    d = _TRAIN_DEFAULTS
+    parser.add_argument("--model", choices=MODELS, default=d.model)
+    parser.add_argument(
+        "--dataset", required=True, help="mnist, fashion_mnist, shapes, folder:PATH or npz:PATH"
+    )
+    parser.add_argument("--name", required=True, help="model name in the store, e.g. mnist-dcgan")
+    parser.add_argument(
+        "--store", type=Path, default=d.store, help="model store folder (default: %(default)s)"
+    )
+    parser.add_argument("--data", dest="data_path", help="where the dataset's files are, if not downloaded")
+    parser.add_argument("--epochs", type=int, default=d.epochs, help="total epochs (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
+    parser.add_argument("--latent-dim", type=int, default=d.latent_dim, help="default: %(default)s")
+    parser.add_argument(
+        "--lr-g", type=float, default=d.lr_g, help="generator learning rate (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--lr-d", type=float, default=d.lr_d, help="discriminator learning rate (default: %(default)s)"
+    )
+    parser.add_argument("--beta-1", type=float, default=d.beta_1, help="Adam beta_1 (default: %(default)s)")
+    parser.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        default=d.recipe,
+        help="'tutorial' pins the TF tutorial's optimizer settings",
+    )
+    parser.add_argument(
+        "--ema-decay",
+        type=float,
+        default=d.ema_decay,
+        help="generator weight averaging, 0 disables (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=_seed,
+        default=d.seed,
+        help="'none' for an unseeded, non-deterministic run (default: %(default)s)",
+    )
+    parser.add_argument("--image-size", type=int, help="resize images to 28, 32 or 64 pixels")
+    parser.add_argument("--channels", type=int, choices=(1, 3), help="convert images to 1 or 3 channels")
+    parser.add_argument("--limit", type=int, help="use only the first N training images")
+    parser.add_argument("--run-dir", type=Path, help="checkpoints, samples and history (default: runs/NAME)")
+    parser.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    parser.add_argument("--no-export", dest="export", action="store_false", help="do not publish at the end")
+    parser.add_argument(
+        "--no-ema-export", dest="export_ema", action="store_false", help="publish the raw generator"
+    )
+    parser.add_argument(
+        "--jit-compile",
+        action=argparse.BooleanOptionalAction,
+        default=d.jit_compile,
+        help="compile the training step with XLA (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--mixed-precision",
+        action=argparse.BooleanOptionalAction,
+        default=d.mixed_precision,
+        help="compute in bfloat16, keep weights in float32 (default: %(default)s)",
+    )
+
+
+def _seed(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {text!r}") from None
+
+
+def _add_export(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", type=Path, metavar="RUN_DIR_OR_CHECKPOINT")
+    parser.add_argument("--store", type=Path, default=_TRAIN_DEFAULTS.store, help="default: %(default)s")
+    parser.add_argument("--name", help="model name in the store (default: the run's name)")
+    parser.add_argument("--no-ema", dest="use_ema", action="store_false", help="publish the raw generator")
+
+
+def _add_evaluate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("version_dir", type=Path, metavar="VERSION_DIR")
+    parser.add_argument("--dataset", required=True, help="the dataset the model was trained on")
+    parser.add_argument("--data", dest="data_path", help="where the dataset's files are, if not downloaded")
+    parser.add_argument(
+        "--samples", type=int, default=10_000, help="generated images to score (default: %(default)s)"
+    )
+    parser.add_argument("--cache-dir", type=Path, help="where the scoring classifier is cached")
+    parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+
+
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig a parsed ``train`` command line describes."""
+    return TrainConfig(
+        model=args.model,
+        dataset=args.dataset,
+        name=args.name,
+        store=args.store,
+        data_path=args.data_path,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        latent_dim=args.latent_dim,
+        lr_g=args.lr_g,
+        lr_d=args.lr_d,
+        beta_1=args.beta_1,
+        recipe=args.recipe,
+        ema_decay=args.ema_decay,
+        seed=args.seed,
+        image_size=args.image_size,
+        channels=args.channels,
+        limit=args.limit,
+        run_dir=args.run_dir,
+        resume=args.resume,
+        export=args.export,
+        export_ema=args.export_ema,
+        jit_compile=args.jit_compile,
+        mixed_precision=args.mixed_precision,
+    )
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    config = train_config_from_args(args)
+    from training.train import train
+
+    result = train(config)
+    where = f"published {result.version_dir}" if result.version_dir else "not exported"
+    logger.info("trained %d epochs in %s; %s", result.epochs_completed, result.run_dir, where)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from training.export import export_checkpoint
+
+    version_dir = export_checkpoint(args.path, args.store, name=args.name, use_ema=args.use_ema)
+    print(version_dir)
+
+
+def _run_evaluate(args: argparse.Namespace) -> None:
+    from training.evaluate import evaluate_command
+
+    evaluate_command(
+        args.version_dir,
+        dataset=args.dataset,
+        data_path=args.data_path,
+        num_samples=args.samples,
+        cache_dir=args.cache_dir,
+        seed=args.seed,
+    )
+
+
+_COMMANDS = {"train": _run_train, "export": _run_export, "evaluate": _run_evaluate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; bad input exits with status 2 and a one-line message instead of a traceback."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for chatty in ("absl", "tensorflow"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    try:
+        _COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENTS
+    except KeyboardInterrupt:
+        print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0

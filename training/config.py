@@ -1,0 +1,181 @@
+"""Every training option in one dataclass with visible defaults; the CLI and the benchmarks only fill it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from genserve.store import validate_model_name
+
+MODELS = ("dcgan",)
+RECIPES = ("genserve", "tutorial")
+SUPPORTED_IMAGE_SIZES = (28, 32, 64)
+SUPPORTED_CHANNELS = (1, 3)
+DEFAULT_RUNS_ROOT = Path("runs")
+# A run folder's layout.
+RUN_INFO_FILE = "config.json"
+HISTORY_FILE = "history.json"
+SAMPLES_DIR = "samples"
+CHECKPOINTS_DIR = "checkpoints"
+
+# The TensorFlow DCGAN tutorial's optimiser settings: Adam(1e-4) for both networks, Keras' default beta_1,
+# and no weight averaging. `recipe="tutorial"` pins these so a comparison run cannot drift from them.
+TUTORIAL_SETTINGS: dict[str, float] = {"lr_g": 1e-4, "lr_d": 1e-4, "beta_1": 0.9, "ema_decay": 0.0}
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """What to train, on what data, how, and where to put checkpoints and the exported model."""
+
+    model: str = "dcgan"
+    dataset: str
+    name: str
+    store: Path = Path("model_store")
+    data_path: str | None = None
+    epochs: int = 20
+    batch_size: int = 256
+    latent_dim: int = 100
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta_1: float = 0.5
+    # "tutorial" replaces lr_g, lr_d, beta_1 and ema_decay left at these defaults by TUTORIAL_SETTINGS.
+    recipe: str = "genserve"
+    ema_decay: float = 0.999
+    seed: int | None = 0
+    image_size: int | None = None
+    channels: int | None = None
+    limit: int | None = None
+    run_dir: Path | None = None
+    resume: bool = False
+    sample_grid: int = 8  # the per-epoch PNG shows sample_grid x sample_grid fixed seeds
+    export: bool = True
+    export_ema: bool = True
+    jit_compile: bool = False
+    mixed_precision: bool = False
+
+    @property
+    def dtype_policy(self) -> str:
+        """Keras dtype policy of the hidden layers: bfloat16 compute with float32 weights, or plain float32."""
+        return "mixed_bfloat16" if self.mixed_precision else "float32"
+
+    def __post_init__(self) -> None:
+        self.store = Path(self.store)
+        self.run_dir = Path(self.run_dir) if self.run_dir is not None else DEFAULT_RUNS_ROOT / self.name
+        self._apply_recipe()
+        self._validate()
+
+    @property
+    def run_path(self) -> Path:
+        """The run folder (checkpoints, samples, history); `run_dir` after defaults are applied."""
+        if self.run_dir is None:  # only reachable if someone assigns None after construction
+            raise ValueError("run_dir is unset: pass run_dir or leave it to default to runs/<name>")
+        return self.run_dir
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready options, paths as strings."""
+        payload: dict[str, Any] = {}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            payload[item.name] = str(value) if isinstance(value, Path) else value
+        return payload
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> TrainConfig:
+        """The inverse of `to_dict`; keys this version does not know are ignored."""
+        known = {item.name for item in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in payload.items() if key in known})
+
+    def _apply_recipe(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}: choose one of {', '.join(RECIPES)}")
+        if self.recipe != "tutorial":
+            return
+        defaults = {item.name: item.default for item in dataclasses.fields(self)}
+        for key, tutorial_value in TUTORIAL_SETTINGS.items():
+            value = getattr(self, key)
+            if value != defaults[key] and value != tutorial_value:
+                raise ValueError(
+                    f"recipe 'tutorial' fixes {key}={tutorial_value} (the TF DCGAN tutorial's value); "
+                    f"drop the {key} setting or use recipe 'genserve' to tune it"
+                )
+            setattr(self, key, tutorial_value)
+
+    def _validate(self) -> None:
+        validate_model_name(self.name)
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(MODELS)}")
+        if not self.dataset:
+            raise ValueError("dataset is empty: name one, e.g. 'mnist', 'shapes' or 'folder:PATH'")
+        _check_at_least("epochs", self.epochs, 1)
+        _check_at_least("batch_size", self.batch_size, 1)
+        _check_at_least("latent_dim", self.latent_dim, 1)
+        _check_at_least("sample_grid", self.sample_grid, 1)
+        if self.limit is not None:
+            _check_at_least("limit", self.limit, 1)
+        for key in ("lr_g", "lr_d"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key} must be a positive learning rate, got {getattr(self, key)}")
+        if not 0.0 <= self.beta_1 < 1.0:
+            raise ValueError(f"beta_1 must be in [0, 1), got {self.beta_1}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}: use 0 to disable averaging")
+        if self.image_size is not None and self.image_size not in SUPPORTED_IMAGE_SIZES:
+            raise ValueError(
+                f"image_size {self.image_size} is not supported by the DCGAN: choose one of "
+                f"{', '.join(map(str, SUPPORTED_IMAGE_SIZES))} or leave it unset to keep the dataset's size"
+            )
+        if self.channels is not None and self.channels not in SUPPORTED_CHANNELS:
+            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
+        if self.seed is not None and self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
+        if self.jit_compile and self.seed is not None:
+            # Seeded runs enable TF op determinism, under which Keras silently turns XLA off.
+            raise ValueError(
+                "jit_compile needs an unseeded run (seed=None, --seed none): seeded runs are deterministic"
+            )
+
+
+def _check_at_least(key: str, value: int, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{key} must be an integer of at least {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run folder's config.json records: the options, and what the data turned out to be."""
+
+    config: TrainConfig
+    image_shape: tuple[int, int, int]
+    dataset_class_names: list[str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "image_shape": list(self.image_shape),
+            "dataset_class_names": self.dataset_class_names,
+        }
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> RunInfo:
+        try:
+            height, width, channels = (int(size) for size in payload["image_shape"])
+            return cls(
+                TrainConfig.from_dict(payload["config"]),
+                (height, width, channels),
+                payload.get("dataset_class_names"),
+            )
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"{RUN_INFO_FILE} is not a genserve run description ({error!r})") from error
+
+
+def read_run_info(run_dir: Path) -> RunInfo:
+    """Read a run folder's config.json, or raise FileNotFoundError saying what a run folder is."""
+    path = Path(run_dir) / RUN_INFO_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{str(path)!r} does not exist: pass a run folder written by 'training train'"
+        )
+    return RunInfo.from_dict(json.loads(path.read_text()))

@@ -1,0 +1,160 @@
+"""Train a DCGAN as a `TrainConfig` says: data, model, callbacks, resume, and export at the end."""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from training.callbacks import Checkpointer, HistoryWriter, SampleGrid
+from training.config import RunInfo, TrainConfig, read_run_info
+from training.datasets import ImageDataset, load_dataset, make_tf_dataset
+from training.dcgan import DCGAN, build_discriminator, build_generator
+from training.export import build_metadata, export_generator
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """Where a run left its files, what it published, and what each epoch measured."""
+
+    run_dir: Path
+    version_dir: Path | None
+    history: list[dict[str, Any]]
+    epochs_completed: int
+
+
+def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
+    """Train (or resume) the run `config` describes, export it if asked, and return what happened.
+
+    `callbacks` run after the built-in ones (history, sample grid, checkpoint) at the end of each epoch.
+    On Ctrl-C a checkpoint is saved before the KeyboardInterrupt propagates, so `resume=True` picks it up.
+    """
+    seed_everything(config.seed)
+    dataset = _load(config)
+    info = RunInfo(config, dataset.image_shape, dataset.class_names)
+    gan = build_gan(config, dataset.image_shape)
+    checkpointer = Checkpointer(gan, config.run_path, info)
+    initial_epoch = _starting_epoch(config, info, checkpointer)
+    history = HistoryWriter(config.run_path, config.batch_size, initial_epoch)
+    if initial_epoch < config.epochs:
+        data = make_tf_dataset(dataset, config.batch_size, seed=_data_seed(config.seed))
+        sample_grid = SampleGrid(config.run_path, config.latent_dim, config.sample_grid)
+        _fit(gan, data, config, initial_epoch, [history, sample_grid, checkpointer, *callbacks], checkpointer)
+    else:
+        logger.info(
+            "run %s already has %d of %d epochs; nothing to train",
+            config.run_path,
+            initial_epoch,
+            config.epochs,
+        )
+    epochs_completed = int(checkpointer.epoch)
+    version_dir = _export(gan, info, epochs_completed) if config.export else None
+    return TrainResult(config.run_path, version_dir, history.epochs, epochs_completed)
+
+
+def seed_everything(seed: int | None) -> None:
+    """Seed Python, NumPy and TensorFlow and make TF ops deterministic, so a seed fixes the weights."""
+    if seed is None:
+        return
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def build_gan(config: TrainConfig, image_shape: tuple[int, int, int]) -> DCGAN:
+    """The compiled DCGAN with the optimizers `config` asks for."""
+    gan = DCGAN(
+        build_generator(config.latent_dim, image_shape, dtype_policy=config.dtype_policy),
+        build_discriminator(image_shape, dtype_policy=config.dtype_policy),
+        latent_dim=config.latent_dim,
+        ema_decay=config.ema_decay,
+        seed=config.seed,
+    )
+    gan.compile(
+        g_optimizer=keras.optimizers.Adam(config.lr_g, beta_1=config.beta_1),
+        d_optimizer=keras.optimizers.Adam(config.lr_d, beta_1=config.beta_1),
+        jit_compile=config.jit_compile,
+    )
+    return gan
+
+
+def _load(config: TrainConfig) -> ImageDataset:
+    dataset = load_dataset(
+        config.dataset,
+        data_path=config.data_path,
+        image_size=config.image_size,
+        channels=config.channels,
+        limit=config.limit,
+        seed=config.seed or 0,
+    )
+    logger.info("dataset %s: %d images of shape %s", dataset.name, len(dataset), dataset.image_shape)
+    return dataset
+
+
+def _data_seed(seed: int | None) -> int:
+    return seed if seed is not None else random.randrange(2**31)
+
+
+def _starting_epoch(config: TrainConfig, info: RunInfo, checkpointer: Checkpointer) -> int:
+    """0 for a fresh run; the checkpointed epoch when resuming. Refuses to overwrite a run by accident."""
+    if checkpointer.latest is None:
+        if config.resume:
+            logger.info("no checkpoint in %s yet; starting from scratch", config.run_path)
+        return 0
+    if not config.resume:
+        raise ValueError(
+            f"run folder {str(config.run_path)!r} already holds checkpoints: pass --resume to continue it, or "
+            "--run-dir (or another --name) for a fresh run"
+        )
+    _check_same_architecture(read_run_info(config.run_path), info)
+    return checkpointer.restore_latest()
+
+
+def _check_same_architecture(saved: RunInfo, current: RunInfo) -> None:
+    def shape(info: RunInfo) -> tuple[Any, ...]:
+        return (info.config.model, info.config.latent_dim, info.image_shape, info.config.ema_decay > 0.0)
+
+    if shape(saved) != shape(current):
+        raise ValueError(
+            f"cannot resume: the run was (model, latent_dim, image_shape, ema) = {shape(saved)} but the options "
+            f"now give {shape(current)}; resume with the original options or start a new --run-dir"
+        )
+
+
+def _fit(
+    gan: DCGAN,
+    data: tf.data.Dataset,
+    config: TrainConfig,
+    initial_epoch: int,
+    callbacks: list[keras.callbacks.Callback],
+    checkpointer: Checkpointer,
+) -> None:
+    verbose = 1 if sys.stdout.isatty() else 2
+    try:
+        gan.fit(
+            data,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,  # the tf.data pipeline already reshuffles every epoch
+        )
+    except KeyboardInterrupt:
+        path = checkpointer.save(int(checkpointer.epoch))
+        logger.warning("interrupted: saved %s; continue with --resume", path)
+        raise
+
+
+def _export(gan: DCGAN, info: RunInfo, epochs_completed: int) -> Path:
+    averaged = info.config.export_ema and gan.ema_generator is not None
+    generator = gan.ema_generator if averaged and gan.ema_generator is not None else gan.generator
+    metadata = build_metadata(info, epochs=epochs_completed, averaged=averaged)
+    return export_generator(generator, metadata, info.config.store)
