@@ -24,7 +24,7 @@ class Settings(BaseSettings):
 
     max_n: int = Field(64, ge=1, le=4096, description="Most images one /generate call may ask for.")
     max_steps: int = Field(64, ge=2, le=1024, description="Most frames one /interpolate call may ask for.")
-    max_batch_size: int = Field(32, ge=1, description="Images per model call; 1 turns batching off.")
+    max_batch_size: int = Field(64, ge=1, description="Images per model call; 1 turns batching off.")
     max_delay_ms: float = Field(
         5.0, ge=0, description="How long a batch waits for more work after its first."
     )

@@ -66,7 +66,7 @@ class BenchConfig:
     sizes: tuple[int, ...] = (1, 16)
     out: Path | None = None
     client: str = "auto"
-    batch_size: int = 32
+    batch_size: int = 64
     max_delay_ms: float | None = None
     limit_duration_s: float = 2.0
     startup_timeout_s: float = 180.0

@@ -24,8 +24,8 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults_match_the_documented_limits() -> None:
     settings = Settings()
-    assert (settings.max_n, settings.port, settings.max_batch_size) == (64, 8000, 32)
-    assert settings.warmup_batch_sizes == [1, 8, 32]
+    assert (settings.max_n, settings.port, settings.max_batch_size) == (64, 8000, 64)
+    assert settings.warmup_batch_sizes == [1, 8, 64]
 
 
 def test_allowed_batch_sizes_must_end_at_the_batch_size() -> None:
