@@ -46,7 +46,9 @@ class Settings(BaseSettings):
     load_retry_initial_s: float = Field(2.0, gt=0, description="First wait before retrying a failed load.")
     load_retry_max_s: float = Field(300.0, gt=0, description="Longest wait between retries of a failed load.")
     admin_token: SecretStr | None = Field(None, description="Bearer token enabling /admin; off when unset.")
-    interpolate_max_age_s: int = Field(3600, ge=0, description="Cache-Control max-age of /interpolate.")
+    interpolate_max_age_s: int = Field(
+        3600, ge=0, description="Cache-Control max-age of /interpolate for a numbered version."
+    )
     gpu_memory_limit_mb: int | None = Field(None, ge=1, description="Optional cap on GPU memory per device.")
 
     @field_validator("allowed_batch_sizes", mode="before")

@@ -67,7 +67,8 @@ async def interpolate(
     keyframe_seeds = _keyframe_seeds(start, end, seeds, settings.max_steps)
     params.check_range("steps", steps, 2, settings.max_steps)
     psi = params.check_truncation(truncation)
-    model_version = registry.resolve(params.parse_model_name(model), params.parse_version(version))
+    requested_version = params.parse_version(version)
+    model_version = registry.resolve(params.parse_model_name(model), requested_version)
     labels = params.labels_for(model_version.metadata, label, steps)
     etag = _etag(
         model_version,
@@ -85,7 +86,7 @@ async def interpolate(
     )
     headers = {
         "ETag": etag,
-        "Cache-Control": f"public, max-age={settings.interpolate_max_age_s}",
+        "Cache-Control": _cache_control(requested_version, settings.interpolate_max_age_s),
         "X-Model": model_version.name,
         "X-Model-Version": str(model_version.version),
     }
@@ -133,6 +134,14 @@ def _etag(model_version: ModelVersion, request_key: dict[str, Any]) -> str:
         {"model": model_version.name, "version": model_version.version, **request_key}, sort_keys=True
     )
     return '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
+
+
+def _cache_control(requested_version: int | str | None, max_age_s: int) -> str:
+    # A numbered version never changes; 'latest' or a label may point elsewhere after a reload, so
+    # caches must revalidate (a cheap 304 when nothing changed).
+    if isinstance(requested_version, int):
+        return f"public, max-age={max_age_s}"
+    return "no-cache"
 
 
 def _matches(header: str, etag: str) -> bool:

@@ -70,7 +70,10 @@ def test_interpolate_etag_answers_304_when_unchanged(client: TestClient) -> None
     first = client.get("/interpolate", params=query)
     assert first.status_code == 200
     etag = first.headers["etag"]
-    assert "max-age=" in first.headers["cache-control"]
+    assert first.headers["cache-control"] == "no-cache"
+    pinned = client.get("/interpolate", params={**query, "version": 1})
+    assert pinned.headers["cache-control"] == "public, max-age=3600"
+    assert pinned.headers["etag"] == etag
     again = client.get("/interpolate", params=query)
     assert again.headers["etag"] == etag and again.content == first.content
     cached = client.get("/interpolate", params=query, headers={"If-None-Match": etag})
