@@ -7,8 +7,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import anyio
 
 from app.errors import ModelNotFound, VersionNotFound
 from app.loader import ModelLoader
@@ -19,6 +22,15 @@ from app.version_policy import VersionPolicy
 from genserve import store
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelListing:
+    """One model as found in the store: its complete versions and labels (None: unreadable, keep the old)."""
+
+    name: str
+    complete: list[int]
+    labels: dict[str, int] | None
 
 
 class StoreWatcher:
@@ -66,11 +78,12 @@ class StoreWatcher:
     async def sync(self, only: str | None = None, *, retry_now: bool = False) -> None:
         """One pass: register what the store holds, load what is due, retire what the policy dropped."""
         async with self._sync_lock:
-            names = self._scan_names()
+            # Listing folders can block (network storage), so it happens on a worker thread.
+            listings = await anyio.to_thread.run_sync(self._read_store, only)
             self.registry.scanned = True
-            if names is None:
+            if listings is None:
                 return
-            plans = [self._plan(name, retry_now) for name in names if only is None or name == only]
+            plans = [self._plan(listing, retry_now) for listing in listings]
             for entry, wanted, due in plans:
                 for model_version in due:
                     await self._load(model_version)
@@ -131,18 +144,33 @@ class StoreWatcher:
         self._metrics.store_scanned("ok")
         return names
 
-    def _plan(self, name: str, retry_now: bool) -> tuple[ModelEntry, set[int], list[ModelVersion]]:
-        """Register the versions a model should serve; return them and the ones to (re)load now."""
-        entry = self.registry.entry(name)
+    def _read_store(self, only: str | None) -> list[ModelListing] | None:
+        """What the store holds now (blocking file-system reads); None when nothing usable was found."""
+        names = self._scan_names()
+        if names is None:
+            return None
+        return [self._list_model(name) for name in names if only is None or name == only]
+
+    def _list_model(self, name: str) -> ModelListing:
+        root = self.registry.store_path
         try:
-            complete = store.list_versions(self.registry.store_path, name)
+            complete = store.list_versions(root, name)
         except OSError as error:
             logger.warning("cannot list versions of %s, keeping what is loaded: %s", name, error)
-            complete = []
+            return ModelListing(name, [], None)
+        return ModelListing(name, complete, self._read_labels(root, name, complete))
+
+    def _plan(
+        self, listing: ModelListing, retry_now: bool
+    ) -> tuple[ModelEntry, set[int], list[ModelVersion]]:
+        """Register the versions a model should serve; return them and the ones to (re)load now."""
+        entry = self.registry.entry(listing.name)
+        complete = listing.complete
         if not complete:
             return entry, set(entry.versions), []
-        entry.labels = self._read_labels(self.registry.store_path, name, entry.labels, complete)
-        wanted = self._wanted(name, complete, entry.labels)
+        if listing.labels is not None:
+            entry.labels = listing.labels
+        wanted = self._wanted(listing.name, complete, entry.labels)
         due = [self._ensure(entry, v) for v in sorted(wanted)]
         return entry, wanted, [v for v in due if self._due(v, retry_now)]
 
@@ -156,14 +184,12 @@ class StoreWatcher:
         wanted = self._policy.select(complete) | {v for v in labels.values() if v in complete}
         return wanted - self._held_back.get(name, set())
 
-    def _read_labels(
-        self, root: Path, name: str, current: dict[str, int], complete: list[int]
-    ) -> dict[str, int]:
+    def _read_labels(self, root: Path, name: str, complete: list[int]) -> dict[str, int] | None:
         try:
             labels = store.read_labels(root, name)
         except (OSError, ValueError) as error:
             logger.warning("keeping the previous labels of %s: %s", name, error)
-            return current
+            return None
         missing = {label: v for label, v in labels.items() if v not in complete}
         if missing:
             logger.warning("labels of %s point at versions that are not complete: %s", name, missing)
