@@ -304,6 +304,8 @@ class Batcher:
         slices: list[_Slice] = []
         room = self.config.max_batch_size
         while room > 0 and (request := self._live_head()) is not None:
+            if slices and request.inputs.keys() != slices[0].request.inputs.keys():
+                break  # different inputs (e.g. labels vs label embeddings) go to the model in separate calls
             take = min(room, request.remaining)
             slices.append(_Slice(request, request.taken, request.taken + take))
             request.taken += take

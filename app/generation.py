@@ -53,9 +53,13 @@ class GenerationService:
         latents: np.ndarray,
         labels: np.ndarray | None = None,
         *,
+        label_embeddings: np.ndarray | None = None,
         request: Request | None = None,
     ) -> np.ndarray:
-        """Images for `latents` through the version's batcher; dropped if `request`'s client leaves."""
+        """Images for `latents` through the version's batcher; dropped if `request`'s client leaves.
+
+        Conditional models take either class `labels` or points in their label embedding space.
+        """
         if self._registry.closing:
             self._metrics.rejected(model_version.name, model_version.version, "shutdown")
             raise ShuttingDown()
@@ -64,6 +68,8 @@ class GenerationService:
         inputs = {store.LATENT_INPUT: latents}
         if labels is not None:
             inputs[store.LABEL_INPUT] = labels
+        if label_embeddings is not None:
+            inputs[store.LABEL_EMBEDDING_INPUT] = label_embeddings
         deadline = time.monotonic() + self.request_timeout_s
         work = model_version.batcher.submit(inputs, deadline=deadline)
         return await cancel_on_disconnect(request, work)

@@ -89,14 +89,21 @@ def check_latents(rows: list[list[float]], latent_dim: int, max_n: int) -> np.nd
     return latents.astype(np.float32)
 
 
-def labels_for(metadata: ModelMetadata, label: str | int | None, count: int) -> np.ndarray | None:
-    """The class index array for a conditional model; None for unconditional ones."""
+def labels_for(
+    metadata: ModelMetadata, label: str | int | None, count: int, *, cycle: bool = True
+) -> np.ndarray | None:
+    """The class index of each of `count` images for a conditional model; None for unconditional ones.
+
+    Without a label, image i gets class i % num_classes when `cycle` is set; otherwise a label is required.
+    """
     if not metadata.conditional:
         if label is not None:
             raise InvalidParameter("label", f"model {metadata.name!r} is not conditional and takes no label")
         return None
     classes = metadata.class_names or []
     if label is None:
+        if cycle:
+            return (np.arange(count) % len(classes)).astype(np.int32)
         raise InvalidParameter(
             "label", f"this model needs a label: one of {classes} or 0..{len(classes) - 1}"
         )
@@ -104,10 +111,17 @@ def labels_for(metadata: ModelMetadata, label: str | int | None, count: int) -> 
     return np.full((count,), index, dtype=np.int32)
 
 
-def _label_index(label: str | int, classes: list[str]) -> int:
+def label_index(metadata: ModelMetadata, field: str, label: str | int) -> int:
+    """The class index of one label given in `field`, for a conditional model."""
+    if not metadata.conditional:
+        raise InvalidParameter(field, f"model {metadata.name!r} is not conditional and takes no label")
+    return _label_index(label, metadata.class_names or [], field)
+
+
+def _label_index(label: str | int, classes: list[str], field: str = "label") -> int:
     text = str(label)
     if text in classes:
         return classes.index(text)
     if text.isdigit() and int(text) < len(classes):
         return int(text)
-    raise InvalidParameter("label", f"must be one of {classes} or 0..{len(classes) - 1}, got {text!r}")
+    raise InvalidParameter(field, f"must be one of {classes} or 0..{len(classes) - 1}, got {text!r}")

@@ -47,7 +47,11 @@ def configure_devices(gpu_memory_limit_mb: int | None = None) -> DeviceInfo:
 
 
 class GeneratorRuntime:
-    """A loaded generator: `generate({"z": [B, latent_dim]}) -> uint8 [B, H, W, C]`."""
+    """A loaded generator: `generate({"z": [B, latent_dim]}) -> uint8 [B, H, W, C]`.
+
+    Conditional models also take ``label``; those exported with the embedding signatures instead take
+    ``label_embedding`` (rows of `label_embeddings`, or blends of them) when it is given.
+    """
 
     def __init__(self, path: Path, device: DeviceInfo) -> None:
         self.path = Path(path)
@@ -55,6 +59,7 @@ class GeneratorRuntime:
         self.metadata = _read_metadata(self.path)
         self._signature = _load_signature(self.path, device)
         self._input_names = _check_signature(self._signature, self.metadata)
+        self._from_embedding, self.label_embeddings = _embedding_signatures(self._signature, self.metadata)
 
     @property
     def evaluation(self) -> EvaluationRecord | None:
@@ -67,12 +72,17 @@ class GeneratorRuntime:
     def generate(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         import tensorflow as tf
 
-        missing = set(self._input_names) - set(inputs)
+        signature, input_names = self._signature, self._input_names
+        if store.LABEL_EMBEDDING_INPUT in inputs:
+            if self._from_embedding is None:
+                raise ValueError(f"{self.path} has no {store.FROM_EMBEDDING_SIGNATURE!r} signature")
+            signature, input_names = self._from_embedding, [store.LATENT_INPUT, store.LABEL_EMBEDDING_INPUT]
+        missing = set(input_names) - set(inputs)
         if missing:
             raise ValueError(f"model inputs missing: {sorted(missing)}")
         with tf.device(self.device.name):
-            tensors = {name: tf.constant(inputs[name]) for name in self._input_names}
-            outputs = self._signature(**tensors)
+            tensors = {name: tf.constant(inputs[name]) for name in input_names}
+            outputs = signature(**tensors)
         return np.asarray(outputs[store.IMAGES_OUTPUT].numpy())
 
     def warm_up(self, batch_sizes: list[int]) -> float:
@@ -136,3 +146,29 @@ def _check_signature(signature: Any, metadata: ModelMetadata) -> list[str]:
     ):
         raise ModelLoadError(f"signature output shape {images.shape} does not match metadata {expected}")
     return sorted(inputs)
+
+
+def _embedding_signatures(signature: Any, metadata: ModelMetadata) -> tuple[Any, np.ndarray | None]:
+    """The `from_embedding` signature and the class embedding table, or (None, None) when not usable.
+
+    They are optional: a model without them (or with ones that do not fit) still serves, without blending.
+    """
+    signatures = signature._genserve_owner.signatures
+    from_embedding = signatures.get(store.FROM_EMBEDDING_SIGNATURE)
+    table_signature = signatures.get(store.LABEL_EMBEDDINGS_SIGNATURE)
+    if not metadata.conditional or from_embedding is None or table_signature is None:
+        return None, None
+    table = np.asarray(table_signature()[store.LABEL_EMBEDDINGS_OUTPUT].numpy(), dtype=np.float32)
+    embedding = from_embedding.structured_input_signature[1].get(store.LABEL_EMBEDDING_INPUT)
+    num_classes = len(metadata.class_names or [])
+    if (
+        table.ndim != 2
+        or table.shape[0] != num_classes
+        or embedding is None
+        or embedding.shape[-1] != table.shape[1]
+    ):
+        logger.warning(
+            "ignoring label embedding signatures of %s: they do not match the metadata", metadata.name
+        )
+        return None, None
+    return from_embedding, table

@@ -11,7 +11,10 @@ Layout::
 
 The SavedModel's ``serving_default`` signature takes ``z`` float32 ``[None, latent_dim]``
 (plus ``label`` int32 ``[None]`` for conditional models) and returns ``images`` uint8
-``[None, H, W, C]``.
+``[None, H, W, C]``. Conditional models may add two signatures for blending classes:
+``from_embedding`` takes ``z`` and ``label_embedding`` float32 ``[None, E]`` (a point in the label
+embedding space) and returns ``images``; ``label_embeddings`` takes nothing and returns the embedding
+table, ``label_embeddings`` float32 ``[num_classes, E]``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ SIGNATURE_NAME = "serving_default"
 LATENT_INPUT = "z"
 LABEL_INPUT = "label"
 IMAGES_OUTPUT = "images"
+FROM_EMBEDDING_SIGNATURE = "from_embedding"
+LABEL_EMBEDDING_INPUT = "label_embedding"
+LABEL_EMBEDDINGS_SIGNATURE = "label_embeddings"
+LABEL_EMBEDDINGS_OUTPUT = "label_embeddings"
 METADATA_FILE = "genserve.json"
 EVALUATION_FILE = "evaluation.json"
 LABELS_FILE = "labels.json"

@@ -16,12 +16,15 @@ from training.train import train
 
 TINY_LATENT_DIM = 16
 TINY_MODEL = "shapes-dcgan"
+TINY_CONDITIONAL_MODEL = "shapes-cdcgan"
 
 
-def train_tiny(store: Path, run_root: Path, name: str = TINY_MODEL, seed: int = 0) -> Path:
-    """Train a one-epoch DCGAN on 64 procedural shapes and publish it; returns the version folder."""
+def train_tiny(
+    store: Path, run_root: Path, name: str = TINY_MODEL, seed: int = 0, model: str = "dcgan"
+) -> Path:
+    """Train a one-epoch `model` on 64 procedural shapes and publish it; returns the version folder."""
     config = TrainConfig(
-        model="dcgan",
+        model=model,
         dataset="shapes",
         name=name,
         store=store,
@@ -46,6 +49,14 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "model_store"
 
 
+@pytest.fixture(scope="session")
+def tiny_conditional_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding one tiny conditional model, `shapes-cdcgan` version 1 (classes circle, square, triangle)."""
+    root = tmp_path_factory.mktemp("conditional-store")
+    train_tiny(root / "model_store", root / "runs", name=TINY_CONDITIONAL_MODEL, model="cdcgan")
+    return root / "model_store"
+
+
 def wait_until_ready(client: TestClient, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -64,5 +75,13 @@ def make_settings(store: Path, **overrides: object) -> Settings:
 def client(tiny_store: Path) -> Iterator[TestClient]:
     """The real app with its lifespan over the tiny store, once its model is ready."""
     with TestClient(create_app(make_settings(tiny_store))) as test_client:
+        wait_until_ready(test_client)
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def conditional_client(tiny_conditional_store: Path) -> Iterator[TestClient]:
+    """The real app over the tiny conditional store, once its model is ready."""
+    with TestClient(create_app(make_settings(tiny_conditional_store))) as test_client:
         wait_until_ready(test_client)
         yield test_client

@@ -48,13 +48,24 @@ def save_png(pixels: np.ndarray, path: Path) -> None:
 
 
 class SampleGrid(keras.callbacks.Callback):
-    """After every epoch, draw the same fixed-seed latents and save them as one PNG grid."""
+    """After every epoch, draw the same fixed-seed latents and save them as one PNG grid.
 
-    def __init__(self, run_dir: Path, latent_dim: int, grid_size: int = 8) -> None:
+    For a conditional model each row is one class and each column one fixed seed, so a column shows
+    how the same latent looks as every class.
+    """
+
+    def __init__(
+        self, run_dir: Path, latent_dim: int, grid_size: int = 8, num_classes: int | None = None
+    ) -> None:
         super().__init__()
         self.folder = Path(run_dir) / SAMPLES_DIR
         self.grid_size = grid_size
-        self.latents = fixed_latents(grid_size * grid_size, latent_dim)
+        self.labels: np.ndarray | None = None
+        if num_classes is None:
+            self.latents = fixed_latents(grid_size * grid_size, latent_dim)
+        else:
+            self.latents = np.tile(fixed_latents(grid_size, latent_dim), (num_classes, 1))
+            self.labels = np.repeat(np.arange(num_classes, dtype=np.int32), grid_size)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.save(epoch + 1)
@@ -65,7 +76,8 @@ class SampleGrid(keras.callbacks.Callback):
         if not isinstance(gan, DCGAN):
             raise TypeError(f"SampleGrid needs a DCGAN model, got {type(gan).__name__}")
         generator = gan.ema_generator if gan.ema_generator is not None else gan.generator
-        images = to_uint8(np.asarray(generator(self.latents, training=False)))
+        inputs = self.latents if self.labels is None else [self.latents, self.labels]
+        images = to_uint8(np.asarray(generator(inputs, training=False)))
         path = self.folder / f"epoch_{epoch:03d}.png"
         save_png(tile_images(images, self.grid_size), path)
         return path

@@ -10,7 +10,8 @@ from typing import Any
 
 from genserve.store import validate_model_name
 
-MODELS = ("dcgan",)
+MODELS = ("dcgan", "cdcgan")
+CONDITIONAL_MODELS = ("cdcgan",)
 RECIPES = ("genserve", "tutorial")
 SUPPORTED_IMAGE_SIZES = (28, 32, 64)
 SUPPORTED_CHANNELS = (1, 3)
@@ -55,6 +56,11 @@ class TrainConfig:
     export_ema: bool = True
     jit_compile: bool = False
     mixed_precision: bool = False
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the model is told each image's class (and so needs labelled data)."""
+        return self.model in CONDITIONAL_MODELS
 
     @property
     def dtype_policy(self) -> str:

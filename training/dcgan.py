@@ -69,12 +69,19 @@ def build_generator(
     """
     if latent_dim < 1:
         raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
+    layers = generator_layers(image_shape, dtype_policy)
+    return keras.Sequential([keras.Input(shape=(latent_dim,), name="z"), *layers], name=name)
+
+
+def generator_layers(
+    image_shape: tuple[int, int, int], dtype_policy: str = "float32"
+) -> list[keras.layers.Layer]:
+    """The generator's layers from its flat input vector to the image, for any model that feeds them."""
     size, _, channels = check_image_shape(image_shape)
     stages = _upsampling_filters(size)
     base = size // 2 ** (len(stages) + 1)
     hidden = {"dtype": dtype_policy}
     layers: list[keras.layers.Layer] = [
-        keras.Input(shape=(latent_dim,), name="z"),
         keras.layers.Dense(base * base * _PROJECTION_FILTERS, use_bias=False, name="project", **hidden),
         keras.layers.BatchNormalization(name="project_bn", **hidden),
         keras.layers.LeakyReLU(_LEAKY_SLOPE, name="project_act", **hidden),
@@ -95,7 +102,7 @@ def build_generator(
             dtype="float32",
         )
     )
-    return keras.Sequential(layers, name=name)
+    return layers
 
 
 def _transpose_block(filters: int, *, strides: int, name: str, dtype_policy: str) -> list[keras.layers.Layer]:
@@ -122,9 +129,15 @@ def build_discriminator(
     `dtype_policy` applies to the hidden layers; the logit layer stays float32 so the loss is computed in it.
     """
     size, _, _ = check_image_shape(image_shape)
-    filters = [64, 128] if size in (28, 32) else [64, 128, 256]
+    layers = discriminator_layers(size, dtype_policy)
+    return keras.Sequential([keras.Input(shape=tuple(image_shape), name="images"), *layers], name=name)
+
+
+def discriminator_layers(image_size: int, dtype_policy: str = "float32") -> list[keras.layers.Layer]:
+    """The discriminator's layers from an image-sized map (any number of channels) to one logit."""
+    filters = [64, 128] if image_size in (28, 32) else [64, 128, 256]
     hidden = {"dtype": dtype_policy}
-    layers: list[keras.layers.Layer] = [keras.Input(shape=tuple(image_shape), name="images")]
+    layers: list[keras.layers.Layer] = []
     for index, count in enumerate(filters, start=1):
         layers += [
             keras.layers.Conv2D(
@@ -137,7 +150,7 @@ def build_discriminator(
         keras.layers.Flatten(name="flatten", **hidden),
         keras.layers.Dense(1, name="logit", dtype="float32"),
     ]
-    return keras.Sequential(layers, name=name)
+    return layers
 
 
 class DCGAN(keras.Model):
@@ -191,12 +204,16 @@ class DCGAN(keras.Model):
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
         real_images = data[0] if isinstance(data, tuple) else data
+        return self._adversarial_step(real_images, condition=None)
+
+    def _adversarial_step(self, real_images: tf.Tensor, condition: tf.Tensor | None) -> dict[str, tf.Tensor]:
+        """One generator and one discriminator update; `condition` (class labels) goes to both networks."""
         batch_size = tf.shape(real_images)[0]
         z = keras.random.normal((batch_size, self.latent_dim), seed=self.noise_seed)
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            fake_images = self.generator(z, training=True)
-            real_logits = self.discriminator(real_images, training=True)
-            fake_logits = self.discriminator(fake_images, training=True)
+            fake_images = self.generator(_conditioned(z, condition), training=True)
+            real_logits = self.discriminator(_conditioned(real_images, condition), training=True)
+            fake_logits = self.discriminator(_conditioned(fake_images, condition), training=True)
             d_loss = self.loss_fn(tf.ones_like(real_logits), real_logits) + self.loss_fn(
                 tf.zeros_like(fake_logits), fake_logits
             )
@@ -222,3 +239,8 @@ class DCGAN(keras.Model):
             else:
                 # Batch-norm moving statistics are already averages: copy them as they are.
                 average.assign(weight)
+
+
+def _conditioned(tensor: tf.Tensor, condition: tf.Tensor | None) -> tf.Tensor | list[tf.Tensor]:
+    """A network's input: the tensor alone, or with the class labels as second input."""
+    return tensor if condition is None else [tensor, condition]

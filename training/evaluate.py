@@ -4,7 +4,8 @@ Both use a small CNN classifier trained on the dataset's own labels (cached on d
 ImageNet Inception network: its 128-d penultimate layer gives the features for the Fréchet distance and
 its softmax gives p(y|x) for the score. The numbers are comparable between versions evaluated on the same
 dataset, not with published FID/IS values. A reference row computed from real held-out images shows what
-"as good as real data" looks like at the same sample count.
+"as good as real data" looks like at the same sample count. Conditional models are asked for every class
+in turn, and the share of their images the classifier puts in the class asked for is their label accuracy.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from genserve.store import (
     LATENT_INPUT,
     SIGNATURE_NAME,
     EvaluationRecord,
+    ModelMetadata,
     read_metadata,
     write_evaluation,
 )
@@ -102,7 +104,9 @@ def evaluate_version(
 ) -> EvaluationRecord:
     """Score `num_samples` generated images against `train`, with held-out real images as reference."""
     _check_inputs(train, held_out, num_samples, batch_size)
-    _check_shape(tuple(read_metadata(version_dir).image_shape), train)
+    metadata = read_metadata(version_dir)
+    _check_shape(tuple(metadata.image_shape), train)
+    _check_classes(metadata, train)
     started = time.monotonic()
     classifier, classifier_path = load_or_train_classifier(train, cache_dir or default_cache_dir(), seed=seed)
     rng = np.random.RandomState(seed)
@@ -114,6 +118,11 @@ def evaluate_version(
     _check_shape(tuple(generated_images.shape[1:]), train)  # the metadata could disagree with the graph
     generated = _predict(classifier, _to_unit_range(generated_images), batch_size)
     logger.info("classifier accuracy on held-out images: %.4f", accuracy)
+    details: dict[str, Any] = {}
+    if metadata.conditional:
+        requested = generated_labels(num_samples, len(metadata.class_names or []))
+        details["label_accuracy"] = float(np.mean(generated.probabilities.argmax(axis=1) == requested))
+        logger.info("generated images classified as their requested class: %.4f", details["label_accuracy"])
     return EvaluationRecord(
         dataset=train.name,
         num_samples=num_samples,
@@ -131,6 +140,7 @@ def evaluate_version(
             "classifier": classifier_path.name,
             "seed": seed,
             "seconds": round(time.monotonic() - started, 1),
+            **details,
         },
     )
 
@@ -144,6 +154,8 @@ def format_record(record: EvaluationRecord) -> str:
         f"{'real':<8}{real_n:>10}{_number(record.real_fid):>12}{_number(record.real_inception_score):>10}",
         f"classifier accuracy on held-out {record.dataset}: {_number(record.classifier_accuracy)}",
     ]
+    if "label_accuracy" in record.details:
+        rows.append(f"generated images of the requested class: {_number(record.details['label_accuracy'])}")
     return "\n".join(rows)
 
 
@@ -333,7 +345,7 @@ def generate_images(
     num_classes = len(metadata.class_names or [])
     if needs_labels and num_classes == 0:
         raise ValueError(f"{version_dir} takes class labels but its metadata lists no class_names")
-    labels = (np.arange(num_samples) % max(num_classes, 1)).astype(np.int32)
+    labels = generated_labels(num_samples, max(num_classes, 1))
     logger.info("generating %d images from %s", num_samples, version_dir)
     batches = []
     for start in range(0, num_samples, batch_size):
@@ -342,6 +354,11 @@ def generate_images(
             inputs[LABEL_INPUT] = tf.constant(labels[start : start + batch_size])
         batches.append(signature(**inputs)[IMAGES_OUTPUT].numpy())
     return np.concatenate(batches)
+
+
+def generated_labels(num_samples: int, num_classes: int) -> np.ndarray:
+    """The class asked of each generated image of a conditional model: 0, 1, ..., K-1, 0, 1, ..."""
+    return (np.arange(num_samples) % num_classes).astype(np.int32)
 
 
 def _to_unit_range(images: np.ndarray) -> np.ndarray:
@@ -377,6 +394,14 @@ def _check_shape(made: tuple[int, ...], train: ImageDataset) -> None:
         raise ValueError(
             f"the model makes images of shape {made} but the dataset has {train.image_shape}: "
             "load the dataset with the model's image_size and channels"
+        )
+
+
+def _check_classes(metadata: ModelMetadata, train: ImageDataset) -> None:
+    if metadata.conditional and metadata.class_names != train.class_names:
+        raise ValueError(
+            f"the model's classes {metadata.class_names} differ from the dataset's {train.class_names}: "
+            "evaluate a conditional model on the dataset it was trained on"
         )
 
 

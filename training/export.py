@@ -2,7 +2,7 @@
 
 The SavedModel's only signature maps latents to finished pixels, so the service (or TF Serving) needs no
 Keras and no post-processing: ``serving_default(z: float32 [None, latent_dim]) -> {"images": uint8
-[None, H, W, C]}``.
+[None, H, W, C]}``. Conditional generators take ``label: int32 [None]`` (class indices) as well.
 """
 
 from __future__ import annotations
@@ -15,7 +15,24 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from genserve.store import IMAGES_OUTPUT, LATENT_INPUT, SIGNATURE_NAME, ModelMetadata, publish_version
+from genserve.store import (
+    FROM_EMBEDDING_SIGNATURE,
+    IMAGES_OUTPUT,
+    LABEL_EMBEDDING_INPUT,
+    LABEL_EMBEDDINGS_OUTPUT,
+    LABEL_EMBEDDINGS_SIGNATURE,
+    LABEL_INPUT,
+    LATENT_INPUT,
+    SIGNATURE_NAME,
+    ModelMetadata,
+    publish_version,
+)
+from training.cdcgan import (
+    LABEL_EMBEDDING_DIM,
+    build_conditional_generator,
+    embedding_generator,
+    label_embedding_table,
+)
 from training.config import CHECKPOINTS_DIR, RunInfo, read_run_info
 from training.dcgan import build_generator
 
@@ -23,28 +40,61 @@ logger = logging.getLogger(__name__)
 
 
 class GeneratorServer(tf.Module):
-    """Holds a generator and the graph that turns its [-1, 1] output into uint8 pixels."""
+    """Holds a generator and the graphs that turn its [-1, 1] output into uint8 pixels.
 
-    def __init__(self, generator: keras.Model, latent_dim: int) -> None:
+    A conditional generator also gets `from_embedding` (latents plus a point in the label embedding
+    space, so classes can be blended) and `label_embeddings` (the table of every class's point).
+    """
+
+    def __init__(self, generator: keras.Model, latent_dim: int, conditional: bool = False) -> None:
         super().__init__(name="generator_server")
         self.generator = generator
         latent_spec = tf.TensorSpec([None, latent_dim], tf.float32, name=LATENT_INPUT)
-        self.serve = tf.function(self._generate, input_signature=[latent_spec])
+        self.extra_signatures: dict[str, tf.types.experimental.PolymorphicFunction] = {}
+        if not conditional:
+            self.serve = tf.function(self._generate, input_signature=[latent_spec])
+            return
+        label_spec = tf.TensorSpec([None], tf.int32, name=LABEL_INPUT)
+        self.serve = tf.function(self._generate_class, input_signature=[latent_spec, label_spec])
+        self.from_embedding_generator = embedding_generator(generator)
+        embedding_spec = tf.TensorSpec([None, LABEL_EMBEDDING_DIM], tf.float32, name=LABEL_EMBEDDING_INPUT)
+        self.extra_signatures = {
+            FROM_EMBEDDING_SIGNATURE: tf.function(
+                self._generate_from_embedding, input_signature=[latent_spec, embedding_spec]
+            ),
+            LABEL_EMBEDDINGS_SIGNATURE: tf.function(self._label_embeddings, input_signature=[]),
+        }
 
     def _generate(self, z: tf.Tensor) -> dict[str, tf.Tensor]:
-        images = self.generator(z, training=False)
-        pixels = tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0.0, 255.0)
-        return {IMAGES_OUTPUT: tf.cast(pixels, tf.uint8)}
+        return _to_pixels(self.generator(z, training=False))
+
+    def _generate_class(self, z: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
+        return _to_pixels(self.generator([z, label], training=False))
+
+    def _generate_from_embedding(self, z: tf.Tensor, label_embedding: tf.Tensor) -> dict[str, tf.Tensor]:
+        return _to_pixels(self.from_embedding_generator([z, label_embedding], training=False))
+
+    def _label_embeddings(self) -> dict[str, tf.Tensor]:
+        return {LABEL_EMBEDDINGS_OUTPUT: label_embedding_table(self.generator)}
+
+    def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
+        """Every signature to save, by name."""
+        functions = {SIGNATURE_NAME: self.serve, **self.extra_signatures}
+        return {name: function.get_concrete_function() for name, function in functions.items()}
+
+
+def _to_pixels(images: tf.Tensor) -> dict[str, tf.Tensor]:
+    pixels = tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0.0, 255.0)
+    return {IMAGES_OUTPUT: tf.cast(pixels, tf.uint8)}
 
 
 def export_generator(generator: keras.Model, metadata: ModelMetadata, store: Path) -> Path:
     """Publish `generator` as the next version of `metadata.name` in `store`; return the version folder."""
     _check_generator_matches(generator, metadata)
-    server = GeneratorServer(_float32_copy(generator), metadata.latent_dim)
+    server = GeneratorServer(_float32_copy(generator), metadata.latent_dim, metadata.conditional)
 
     def write_model(folder: Path) -> None:
-        signature = server.serve.get_concrete_function()
-        tf.saved_model.save(server, str(folder), signatures={SIGNATURE_NAME: signature})
+        tf.saved_model.save(server, str(folder), signatures=server.signatures())
 
     version = publish_version(Path(store), metadata, write_model)
     logger.info("published %s", version)
@@ -68,12 +118,19 @@ def _float32_copy(generator: keras.Model) -> keras.Model:
 
 
 def _check_generator_matches(generator: keras.Model, metadata: ModelMetadata) -> None:
-    latent_dim = generator.input_shape[-1]
-    image_shape = tuple(generator.output_shape[1:])
+    latent_dim = generator.inputs[0].shape[-1]
+    image_shape = tuple(generator.outputs[0].shape[1:])
     if latent_dim != metadata.latent_dim or image_shape != tuple(metadata.image_shape):
         raise ValueError(
             f"generator maps [None, {latent_dim}] to {image_shape} but the metadata says latent_dim "
             f"{metadata.latent_dim} and image_shape {tuple(metadata.image_shape)}: export the matching generator"
+        )
+    takes_labels = len(generator.inputs) == 2
+    if takes_labels != metadata.conditional:
+        raise ValueError(
+            f"the generator {'takes' if takes_labels else 'takes no'} class labels but the metadata describes a "
+            f"{'conditional' if metadata.conditional else 'unconditional'} {metadata.kind!r} model: "
+            "export the matching generator, with class_names for conditional ones"
         )
 
 
@@ -87,18 +144,21 @@ def framework_versions() -> dict[str, str]:
 
 
 def build_metadata(info: RunInfo, *, epochs: int, averaged: bool, name: str | None = None) -> ModelMetadata:
-    """Store metadata for a DCGAN trained as `info` describes; dataset class names go in training_config."""
+    """Store metadata for a model trained as `info` describes; dataset class names go in training_config.
+
+    Conditional models also list the class names as their `class_names`, in label order.
+    """
     config = info.config
     training_config = config.to_dict()
     training_config["dataset_class_names"] = info.dataset_class_names
     training_config["exported_generator"] = "ema" if averaged else "raw"
     return ModelMetadata(
         name=name or config.name,
-        kind="dcgan",
+        kind="cdcgan" if config.conditional else "dcgan",
         latent_dim=config.latent_dim,
         image_shape=info.image_shape,
         channels=info.image_shape[2],
-        class_names=None,
+        class_names=info.dataset_class_names if config.conditional else None,
         dataset=config.dataset,
         training_config=training_config,
         epochs=epochs,
@@ -119,13 +179,23 @@ def export_checkpoint(
     averaged = use_ema and info.config.ema_decay > 0.0
     if use_ema and not averaged:
         logger.info("run %s kept no averaged generator; exporting the raw one", run_dir)
-    generator = build_generator(info.config.latent_dim, info.image_shape)
+    generator = _build_generator(info)
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
     slot = "ema_generator" if averaged else "generator"
     checkpoint = tf.train.Checkpoint(**{slot: generator}, epoch=epoch)
     checkpoint.restore(checkpoint_path).expect_partial().assert_existing_objects_matched()
     metadata = build_metadata(info, epochs=int(epoch), averaged=averaged, name=name)
     return export_generator(generator, metadata, store)
+
+
+def _build_generator(info: RunInfo) -> keras.Model:
+    """An untrained generator of the architecture the run used, for a checkpoint to fill."""
+    config = info.config
+    if not config.conditional:
+        return build_generator(config.latent_dim, info.image_shape)
+    if not info.dataset_class_names:
+        raise ValueError(f"run {config.name!r} trained a {config.model!r} but recorded no class names")
+    return build_conditional_generator(config.latent_dim, info.image_shape, len(info.dataset_class_names))
 
 
 def _locate_checkpoint(path: Path) -> tuple[Path, str]:

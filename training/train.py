@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from training.callbacks import Checkpointer, HistoryWriter, SampleGrid
+from training.cdcgan import ConditionalDCGAN, build_conditional_discriminator, build_conditional_generator
 from training.config import RunInfo, TrainConfig, read_run_info
 from training.datasets import ImageDataset, load_dataset, make_tf_dataset
 from training.dcgan import DCGAN, build_discriminator, build_generator
@@ -41,13 +42,16 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     seed_everything(config.seed)
     dataset = _load(config)
     info = RunInfo(config, dataset.image_shape, dataset.class_names)
-    gan = build_gan(config, dataset.image_shape)
+    num_classes = _num_classes(config, dataset)
+    gan = build_gan(config, dataset.image_shape, num_classes)
     checkpointer = Checkpointer(gan, config.run_path, info)
     initial_epoch = _starting_epoch(config, info, checkpointer)
     history = HistoryWriter(config.run_path, config.batch_size, initial_epoch)
     if initial_epoch < config.epochs:
-        data = make_tf_dataset(dataset, config.batch_size, seed=_data_seed(config.seed))
-        sample_grid = SampleGrid(config.run_path, config.latent_dim, config.sample_grid)
+        data = make_tf_dataset(
+            dataset, config.batch_size, seed=_data_seed(config.seed), with_labels=config.conditional
+        )
+        sample_grid = SampleGrid(config.run_path, config.latent_dim, config.sample_grid, num_classes)
         _fit(gan, data, config, initial_epoch, [history, sample_grid, checkpointer, *callbacks], checkpointer)
     else:
         logger.info(
@@ -69,21 +73,52 @@ def seed_everything(seed: int | None) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def build_gan(config: TrainConfig, image_shape: tuple[int, int, int]) -> DCGAN:
-    """The compiled DCGAN with the optimizers `config` asks for."""
-    gan = DCGAN(
-        build_generator(config.latent_dim, image_shape, dtype_policy=config.dtype_policy),
-        build_discriminator(image_shape, dtype_policy=config.dtype_policy),
-        latent_dim=config.latent_dim,
-        ema_decay=config.ema_decay,
-        seed=config.seed,
-    )
+def build_gan(
+    config: TrainConfig, image_shape: tuple[int, int, int], num_classes: int | None = None
+) -> DCGAN:
+    """The compiled DCGAN (or conditional DCGAN, which needs `num_classes`) with the optimizers asked for."""
+    gan = _build_networks(config, image_shape, num_classes)
     gan.compile(
         g_optimizer=keras.optimizers.Adam(config.lr_g, beta_1=config.beta_1),
         d_optimizer=keras.optimizers.Adam(config.lr_d, beta_1=config.beta_1),
         jit_compile=config.jit_compile,
     )
     return gan
+
+
+def _build_networks(config: TrainConfig, image_shape: tuple[int, int, int], num_classes: int | None) -> DCGAN:
+    options: dict[str, Any] = {
+        "latent_dim": config.latent_dim,
+        "ema_decay": config.ema_decay,
+        "seed": config.seed,
+    }
+    policy = config.dtype_policy
+    if not config.conditional:
+        return DCGAN(
+            build_generator(config.latent_dim, image_shape, dtype_policy=policy),
+            build_discriminator(image_shape, dtype_policy=policy),
+            **options,
+        )
+    if num_classes is None:
+        raise ValueError(f"model {config.model!r} needs num_classes: the number of classes in the dataset")
+    return ConditionalDCGAN(
+        build_conditional_generator(config.latent_dim, image_shape, num_classes, dtype_policy=policy),
+        build_conditional_discriminator(image_shape, num_classes, dtype_policy=policy),
+        num_classes=num_classes,
+        **options,
+    )
+
+
+def _num_classes(config: TrainConfig, dataset: ImageDataset) -> int | None:
+    """The class count a conditional model needs; None for unconditional ones."""
+    if not config.conditional:
+        return None
+    if dataset.labels is None or not dataset.class_names:
+        raise ValueError(
+            f"model {config.model!r} needs class labels, and dataset {dataset.name!r} has none: use mnist, "
+            "fashion_mnist, shapes, a folder with one subfolder per class, or an npz with labels"
+        )
+    return len(dataset.class_names)
 
 
 def _load(config: TrainConfig) -> ImageDataset:

@@ -57,7 +57,13 @@ async def generate(
     n: Annotated[int | None, Query(description="Number of images (1..GENSERVE_MAX_N, default 16).")] = None,
     seed: Annotated[int | None, Query(description="Seed of the first image; image i uses seed+i.")] = None,
     truncation: Annotated[float | None, Query(description="Truncation psi in (0, 1]; 1 = none.")] = None,
-    label: Annotated[str | None, Query(description="Class name or index, for conditional models.")] = None,
+    label: Annotated[
+        str | None,
+        Query(
+            description="Class name or index, for conditional models; without it image i gets class "
+            "i % num_classes (the first image class 0, the next class 1, ...)."
+        ),
+    ] = None,
     cols: Annotated[int | None, Query(description="Grid columns for format=png.")] = None,
     format: Annotated[ImageFormat | None, Query(description="png (grid, default), json, npy or zip.")] = None,
     include_latents: Annotated[bool | None, Query(description="With format=json, add each latent.")] = None,

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from app import imaging, params
 from app.deps import GenerationDep, RegistryDep, SettingsDep
 from app.errors import InvalidParameter
-from app.latents import interpolation_path, truncate
+from app.latents import interpolation_path, lerp, truncate
 from app.registry import ModelVersion
 from app.schemas import AnimationFormat, ErrorResponse, InterpolateJSONResponse, InterpolationMethodName
 
@@ -55,7 +55,17 @@ async def interpolate(
     ),
     loop: Annotated[bool, Query(description="Return to the first keyframe, for looping animations.")] = False,
     truncation: Annotated[float | None, Query(description="Truncation psi in (0, 1].")] = None,
-    label: Annotated[str | None, Query(description="Class name or index, for conditional models.")] = None,
+    label: Annotated[
+        str | None,
+        Query(description="Class name or index of every frame; required by conditional models."),
+    ] = None,
+    start_label: Annotated[
+        str | None,
+        Query(
+            description="Class of the first frame, blended toward end_label along the path (instead of label)."
+        ),
+    ] = None,
+    end_label: Annotated[str | None, Query(description="Class of the last frame, with start_label.")] = None,
     format: Annotated[AnimationFormat, Query(description="png (frame strip), gif, webp or json.")] = (
         AnimationFormat.png
     ),
@@ -69,7 +79,9 @@ async def interpolate(
     psi = params.check_truncation(truncation)
     requested_version = params.parse_version(version)
     model_version = registry.resolve(params.parse_model_name(model), requested_version)
-    labels = params.labels_for(model_version.metadata, label, steps)
+    blend = _label_blend(model_version, label, start_label, end_label)
+    # Every frame shows one class (or a smooth blend): a path that changed class each frame would only flicker.
+    labels = None if blend else params.labels_for(model_version.metadata, label, steps, cycle=False)
     etag = _etag(
         model_version,
         {
@@ -79,6 +91,7 @@ async def interpolate(
             "loop": loop,
             "psi": psi,
             "label": None if labels is None else int(labels[0]),
+            "label_blend": list(blend) if blend else None,
             "format": format.value,
             "fps": fps,
             "cols": cols,
@@ -94,7 +107,13 @@ async def interpolate(
         return Response(status_code=304, headers=headers)
     keyframes = await generation.latents_for_seeds(keyframe_seeds, model_version.metadata.latent_dim)
     latents, positions = interpolation_path(keyframes, steps, method.value, loop=loop)
-    images = await generation.generate(model_version, truncate(latents, psi), labels, request=request)
+    embeddings = None
+    if blend:
+        path_length = len(keyframe_seeds) - 1 + int(loop)
+        embeddings = _blended_embeddings(model_version, blend, positions / path_length)
+    images = await generation.generate(
+        model_version, truncate(latents, psi), labels, label_embeddings=embeddings, request=request
+    )
     if format is AnimationFormat.json:
         payload = await generation.encode(
             model_version,
@@ -109,6 +128,43 @@ async def interpolate(
         return JSONResponse(payload, headers=headers)
     content = await generation.encode(model_version, format.value, _encode, format, images, fps, cols)
     return Response(content, media_type=_MEDIA_TYPES[format], headers=headers)
+
+
+def _label_blend(
+    model_version: ModelVersion, label: str | None, start_label: str | None, end_label: str | None
+) -> tuple[int, int] | None:
+    """(start class, end class) when the request blends classes; None when it does not."""
+    if start_label is None and end_label is None:
+        return None
+    if label is not None:
+        raise InvalidParameter("label", "give either label or start_label/end_label, not both")
+    if start_label is None or end_label is None:
+        missing = "start_label" if start_label is None else "end_label"
+        raise InvalidParameter(missing, "give both start_label and end_label to blend two classes")
+    metadata = model_version.metadata
+    start, end = (
+        params.label_index(metadata, field, value)
+        for field, value in [("start_label", start_label), ("end_label", end_label)]
+    )
+    runtime = model_version.runtime
+    if runtime is None or runtime.label_embeddings is None:
+        raise InvalidParameter(
+            "start_label",
+            f"model {model_version.name!r} version {model_version.version} cannot blend classes (it was "
+            "exported without label embedding signatures): use label",
+        )
+    return start, end
+
+
+def _blended_embeddings(
+    model_version: ModelVersion, blend: tuple[int, int], fractions: np.ndarray
+) -> np.ndarray:
+    """Each frame's label embedding, moving in a straight line from the start class's to the end class's."""
+    runtime = model_version.runtime
+    table = runtime.label_embeddings if runtime is not None else None
+    if table is None:  # checked by _label_blend; the version cannot change between the two calls
+        raise InvalidParameter("start_label", "this model cannot blend classes")
+    return lerp(table[blend[0]], table[blend[1]], fractions).astype(np.float32)
 
 
 def _keyframe_seeds(start: int | None, end: int | None, seeds: str | None, max_count: int) -> list[int]:

@@ -137,6 +137,27 @@ def test_concurrent_small_requests_share_one_model_call() -> None:
     asyncio.run(scenario())
 
 
+def test_requests_with_different_inputs_go_to_separate_model_calls_in_order() -> None:
+    async def scenario() -> None:
+        model = FakeModel(hold=True)
+        with_labels = {**latents(2), "label": np.array([1])}
+        with_embeddings = {**latents(3), "label_embedding": np.zeros((1, 4))}
+        async with started(model, max_batch_size=16, max_delay_ms=50) as batcher:
+            warmup = asyncio.create_task(batcher.submit(latents(0)))
+            await model.wait_entered()
+            tasks = [
+                asyncio.create_task(batcher.submit(inputs))
+                for inputs in (with_labels, {**latents(2.5), "label": np.array([0])}, with_embeddings)
+            ]
+            await wait_until_queued(batcher, 3)
+            model.release.set()
+            results = await asyncio.gather(warmup, *tasks)
+        assert model.batch_sizes == [1, 2, 1]
+        assert [result.tolist() for result in results] == [doubled(0), doubled(2), doubled(2.5), doubled(3)]
+
+    asyncio.run(scenario())
+
+
 def test_partial_batch_is_flushed_after_max_delay() -> None:
     async def scenario() -> None:
         model = FakeModel()

@@ -16,7 +16,7 @@ from genserve.store import (
     publish_version,
     read_evaluation,
 )
-from training.datasets import ImageDataset, load_dataset
+from training.datasets import ImageDataset, load_dataset, to_uint8
 from training.evaluate import (
     default_cache_dir,
     evaluate_command,
@@ -210,3 +210,50 @@ def test_conditional_models_get_every_class_in_turn(tmp_path: Path) -> None:
 
     assert images.shape == (7, 4, 4, 1) and images.dtype == np.uint8
     np.testing.assert_array_equal(images[:, 0, 0, 0], [0, 1, 2, 0, 1, 2, 0])
+
+
+class _ClassPicker(tf.Module):
+    """A perfect conditional generator: one real image of the requested class, whatever the latent."""
+
+    def __init__(self, examples: np.ndarray) -> None:
+        super().__init__()
+        self.examples = tf.constant(examples)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, LATENT_DIM], tf.float32, name="z"),
+            tf.TensorSpec([None], tf.int32, name="label"),
+        ]
+    )
+    def generate(self, z: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
+        del z
+        return {IMAGES_OUTPUT: tf.gather(self.examples, label)}
+
+
+def test_conditional_models_report_how_often_images_show_the_requested_class(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    train = load_dataset("shapes")
+    held_out = load_dataset("shapes", split="test", limit=50)
+    labels = held_out.labels
+    assert labels is not None
+    firsts = [int(np.flatnonzero(labels == index)[0]) for index in range(3)]
+    examples = to_uint8(held_out.images[firsts])
+    metadata = ModelMetadata(
+        name="picker",
+        kind="cdcgan",
+        latent_dim=LATENT_DIM,
+        image_shape=(28, 28, 3),
+        channels=3,
+        class_names=["circle", "square", "triangle"],
+        dataset="shapes",
+        epochs=0,
+    )
+    version = _publish(tmp_path, _ClassPicker(examples), metadata)
+    swapped = _publish(tmp_path, _ClassPicker(examples[[1, 2, 0]]), metadata)
+
+    record = evaluate_version(version, train=train, held_out=held_out, num_samples=30, cache_dir=cache_dir)
+    wrong = evaluate_version(swapped, train=train, held_out=held_out, num_samples=30, cache_dir=cache_dir)
+
+    assert record.details["label_accuracy"] == 1.0
+    assert wrong.details["label_accuracy"] == 0.0
