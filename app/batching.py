@@ -42,8 +42,6 @@ class BatchObserver(Protocol):
 
     def on_reject(self, reason: str) -> None: ...
 
-    def on_queue_depth(self, images: int) -> None: ...
-
 
 class NullObserver:
     """An observer that ignores everything; subclass it to override only the hooks you need."""
@@ -54,9 +52,6 @@ class NullObserver:
         pass
 
     def on_reject(self, reason: str) -> None:
-        pass
-
-    def on_queue_depth(self, images: int) -> None:
         pass
 
 
@@ -217,7 +212,6 @@ class Batcher:
         request = _Request(inputs, size, deadline, asyncio.get_running_loop().create_future())
         self._queue.append(request)
         self._queued_images += size
-        self._report_depth()
         self._wakeup.set()
         return await self._await_result(request)
 
@@ -311,7 +305,6 @@ class Batcher:
             request.taken += take
             self._queued_images -= take
             room -= take
-        self._report_depth()
         return slices
 
     async def _run(self, slices: list[_Slice]) -> None:
@@ -358,7 +351,6 @@ class Batcher:
             request.taken = request.size
             with contextlib.suppress(ValueError):
                 self._queue.remove(request)
-            self._report_depth()
         if error is None:
             request.future.cancel()
         else:
@@ -398,10 +390,6 @@ class Batcher:
 
     def _reject(self, reason: str) -> None:
         self._notify(lambda: self._observer.on_reject(reason))
-
-    def _report_depth(self) -> None:
-        depth = self._queued_images
-        self._notify(lambda: self._observer.on_queue_depth(depth))
 
     def _notify(self, hook: Callable[[], None]) -> None:
         try:

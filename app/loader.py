@@ -25,22 +25,21 @@ class ModelLoader:
     def __init__(
         self, batcher_factory: BatcherFactory, metrics: Metrics, warmup_batch_sizes: list[int]
     ) -> None:
-        self.device = DeviceInfo(name="not yet chosen", kind="none")
         self._batcher_factory = batcher_factory
         self._metrics = metrics
         self._warmup_batch_sizes = warmup_batch_sizes
         # One load at a time: loads compete with serving for the same cores.
         self._lock = anyio.Lock()
 
-    async def load(self, model_version: ModelVersion) -> bool:
+    async def load(self, model_version: ModelVersion, device: DeviceInfo) -> bool:
         async with self._lock:
-            return await self._load(model_version)
+            return await self._load(model_version, device)
 
-    async def _load(self, model_version: ModelVersion) -> bool:
+    async def _load(self, model_version: ModelVersion, device: DeviceInfo) -> bool:
         model_version.status = VersionStatus.LOADING
         started = time.perf_counter()
         try:
-            runtime = await anyio.to_thread.run_sync(self._load_runtime, model_version.path)
+            runtime = await anyio.to_thread.run_sync(self._load_runtime, model_version.path, device)
             batcher = self._batcher_factory(model_version.name, model_version.version, runtime)
             await batcher.start()
         except Exception as error:  # a bad version must never take the service down
@@ -58,20 +57,20 @@ class ModelLoader:
             model_version.name,
             model_version.version,
             runtime.metadata.kind,
-            self.device.name,
+            device.name,
             model_version.warmup_s,
         )
         logger.info(
             "loaded %s version %d on %s in %.2f s",
             model_version.name,
             model_version.version,
-            self.device.name,
+            device.name,
             model_version.warmup_s,
         )
         return True
 
-    def _load_runtime(self, path: Path) -> GeneratorRuntime:
-        runtime = GeneratorRuntime(path, self.device)
+    def _load_runtime(self, path: Path, device: DeviceInfo) -> GeneratorRuntime:
+        runtime = GeneratorRuntime(path, device)
         runtime.warm_up(self._warmup_batch_sizes)
         return runtime
 
@@ -80,8 +79,10 @@ class ModelLoader:
         if model_version.batcher is not None:
             await model_version.batcher.stop(drain=True, timeout_s=drain_timeout_s)
         if model_version.runtime is not None:
-            metadata = model_version.runtime.metadata
-            self._metrics.unloaded(model_version.name, model_version.version, metadata.kind, self.device.name)
+            runtime = model_version.runtime
+            self._metrics.unloaded(
+                model_version.name, model_version.version, runtime.metadata.kind, runtime.device.name
+            )
         model_version.runtime = None
         model_version.batcher = None
         logger.info("unloaded %s version %d", model_version.name, model_version.version)

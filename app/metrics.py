@@ -190,10 +190,6 @@ class BatchMetrics:
     def on_reject(self, reason: str) -> None:
         self._metrics.rejections.labels(**self._labels, reason=reason).inc()
 
-    def on_queue_depth(self, images: int) -> None:
-        # Depth is read on scrape from the batcher itself (see Metrics.track_batcher).
-        return None
-
 
 class HTTPMetricsMiddleware:
     """Counts and times every HTTP request by its route template, never by raw path."""

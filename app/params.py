@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
+from typing import overload
 
 import numpy as np
 
@@ -12,6 +13,14 @@ from app.errors import InvalidParameter
 from app.latents import MAX_SEED
 from genserve import store
 from genserve.store import ModelMetadata
+
+
+@overload
+def parse_model_name(name: str) -> str: ...
+
+
+@overload
+def parse_model_name(name: None) -> None: ...
 
 
 def parse_model_name(name: str | None) -> str | None:

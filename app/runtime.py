@@ -57,9 +57,11 @@ class GeneratorRuntime:
         self.path = Path(path)
         self.device = device
         self.metadata = _read_metadata(self.path)
-        self._signature = _load_signature(self.path, device)
+        # The loaded object owns the variables its signatures read, so it lives as long as the runtime.
+        self._saved_model = _load_saved_model(self.path, device)
+        self._signature = _serving_signature(self._saved_model, self.path)
         self._input_names = _check_signature(self._signature, self.metadata)
-        self._from_embedding, self.label_embeddings = _embedding_signatures(self._signature, self.metadata)
+        self._from_embedding, self.label_embeddings = _embedding_signatures(self._saved_model, self.metadata)
 
     @property
     def evaluation(self) -> EvaluationRecord | None:
@@ -109,19 +111,20 @@ def _read_metadata(path: Path) -> ModelMetadata:
         raise ModelLoadError(f"{store.METADATA_FILE} in {path} is invalid: {error}") from error
 
 
-def _load_signature(path: Path, device: DeviceInfo) -> Any:
+def _load_saved_model(path: Path, device: DeviceInfo) -> Any:
     import tensorflow as tf
 
     try:
         with tf.device(device.name):
-            loaded = tf.saved_model.load(str(path))
+            return tf.saved_model.load(str(path))
     except Exception as error:  # TF raises many types for a damaged SavedModel
         raise ModelLoadError(f"SavedModel in {path} cannot be loaded: {error}") from error
-    signature = loaded.signatures.get(store.SIGNATURE_NAME)
+
+
+def _serving_signature(saved_model: Any, path: Path) -> Any:
+    signature = saved_model.signatures.get(store.SIGNATURE_NAME)
     if signature is None:
         raise ModelLoadError(f"SavedModel in {path} has no {store.SIGNATURE_NAME!r} signature")
-    # Keep the loaded object alive alongside its signature.
-    signature._genserve_owner = loaded
     return signature
 
 
@@ -148,12 +151,12 @@ def _check_signature(signature: Any, metadata: ModelMetadata) -> list[str]:
     return sorted(inputs)
 
 
-def _embedding_signatures(signature: Any, metadata: ModelMetadata) -> tuple[Any, np.ndarray | None]:
+def _embedding_signatures(saved_model: Any, metadata: ModelMetadata) -> tuple[Any, np.ndarray | None]:
     """The `from_embedding` signature and the class embedding table, or (None, None) when not usable.
 
     They are optional: a model without them (or with ones that do not fit) still serves, without blending.
     """
-    signatures = signature._genserve_owner.signatures
+    signatures = saved_model.signatures
     from_embedding = signatures.get(store.FROM_EMBEDDING_SIGNATURE)
     table_signature = signatures.get(store.LABEL_EMBEDDINGS_SIGNATURE)
     if not metadata.conditional or from_embedding is None or table_signature is None:

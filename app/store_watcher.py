@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 
-from app.errors import ModelNotFound, VersionNotFound
+from app.errors import VersionNotFound
 from app.loader import ModelLoader
 from app.metrics import Metrics
 from app.registry import ModelEntry, ModelRegistry, ModelVersion, VersionStatus
@@ -70,7 +70,7 @@ class StoreWatcher:
 
     async def start(self, device: DeviceInfo) -> None:
         """Load what the store holds, then keep polling it when a poll interval is set."""
-        self.registry.device = self._loader.device = device
+        self.registry.device = device
         await self.sync()
         if self._poll_interval_s > 0:
             self._spawn(self._poll(), "genserve-store-poll")
@@ -93,16 +93,11 @@ class StoreWatcher:
         """Rescan one model now, retrying failed versions and lifting admin unloads."""
         self._held_back.pop(name, None)
         await self.sync(only=name, retry_now=True)
-        entry = self.registry.get_entry(name)
-        if entry.name != name:
-            raise ModelNotFound(f"model {name!r} not found")
-        return entry
+        return self.registry.get_entry(name)
 
     async def unload(self, name: str, version: int) -> None:
         """Retire a version until the next reload of its model, even if the policy would serve it."""
         entry = self.registry.get_entry(name)
-        if entry.name != name:
-            raise ModelNotFound(f"model {name!r} not found")
         if version not in entry.versions:
             raise VersionNotFound(f"model {name!r} has no loaded version {version}")
         self._held_back.setdefault(name, set()).add(version)
@@ -211,7 +206,7 @@ class StoreWatcher:
         return retry_now or model_version.retry_at is None or time.monotonic() >= model_version.retry_at
 
     async def _load(self, model_version: ModelVersion) -> None:
-        if await self._loader.load(model_version):
+        if await self._loader.load(model_version, self.registry.device):
             model_version.failed_attempts = 0
             model_version.retry_at = None
             return

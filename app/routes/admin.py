@@ -37,13 +37,13 @@ router = APIRouter(
 @router.post("/models/{name}/reload", response_model=ModelInfo)
 async def reload_model(name: str, watcher: WatcherDep, registry: RegistryDep) -> ModelInfo:
     """Rescan one model now: load new versions, retry failed ones, lift earlier unloads."""
-    entry = await watcher.reload(params.parse_model_name(name) or name)
+    entry = await watcher.reload(params.parse_model_name(name))
     return model_info(registry, entry)
 
 
 @router.post("/models/{name}/versions/{version}/unload", response_model=ModelInfo)
 async def unload_version(name: str, version: int, watcher: WatcherDep, registry: RegistryDep) -> ModelInfo:
     """Stop serving one version (after its queued work) until the model is reloaded."""
-    checked = params.parse_model_name(name) or name
+    checked = params.parse_model_name(name)
     await watcher.unload(checked, version)
     return model_info(registry, registry.get_entry(checked))

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.deps import RegistryDep
+from app.registry import ModelRegistry
 
 router = APIRouter(tags=["health"])
 
@@ -28,7 +29,7 @@ async def readyz(registry: RegistryDep) -> JSONResponse:
     )
 
 
-def _reason(registry: RegistryDep) -> str:
+def _reason(registry: ModelRegistry) -> str:
     if registry.closing:
         return "the service is shutting down"
     if not registry.scanned:

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from app import imaging, params
 from app.deps import GenerationDep, RegistryDep, SettingsDep
 from app.errors import InvalidParameter
-from app.latents import interpolation_path, lerp, truncate
+from app.latents import MAX_SEED, interpolation_path, lerp, truncate
 from app.registry import ModelVersion
 from app.schemas import AnimationFormat, ErrorResponse, InterpolateJSONResponse, InterpolationMethodName
 
@@ -174,14 +174,7 @@ def _keyframe_seeds(start: int | None, end: int | None, seeds: str | None, max_c
         return params.parse_seed_list(seeds, max_count)
     if start is None or end is None:
         raise InvalidParameter("start", "give both start and end seeds, or seeds=a,b,c")
-    return [params.seed_range(start, 1)[0], _checked_end(end)]
-
-
-def _checked_end(end: int) -> int:
-    try:
-        return params.seed_range(end, 1)[0]
-    except InvalidParameter as error:
-        raise InvalidParameter("end", error.message.split(": ", 1)[-1]) from None
+    return [params.check_range("start", start, 0, MAX_SEED), params.check_range("end", end, 0, MAX_SEED)]
 
 
 def _etag(model_version: ModelVersion, request_key: dict[str, Any]) -> str:

@@ -8,7 +8,6 @@ from fastapi import APIRouter
 
 from app import params
 from app.deps import RegistryDep
-from app.errors import ModelNotFound
 from app.registry import ModelEntry, ModelRegistry, ModelVersion
 from app.schemas import ErrorResponse, ModelInfo, ModelList, VersionInfo
 
@@ -28,11 +27,7 @@ async def list_models(registry: RegistryDep) -> ModelList:
 @router.get("/models/{name}", response_model=ModelInfo, responses={404: {"model": ErrorResponse}})
 async def get_model(name: str, registry: RegistryDep) -> ModelInfo:
     """One model with its versions and their status."""
-    checked = params.parse_model_name(name)
-    entry = registry.get_entry(checked)
-    if entry.name != checked:
-        raise ModelNotFound(f"model {name!r} not found")
-    return model_info(registry, entry)
+    return model_info(registry, registry.get_entry(params.parse_model_name(name)))
 
 
 def model_info(registry: ModelRegistry, entry: ModelEntry) -> ModelInfo:

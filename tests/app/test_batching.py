@@ -69,9 +69,6 @@ class BrokenObserver(NullObserver):
     ) -> None:
         raise RuntimeError("observer bug")
 
-    def on_queue_depth(self, images: int) -> None:
-        raise RuntimeError("observer bug")
-
 
 def latents(*values: float) -> dict[str, np.ndarray]:
     """A request whose images are identified by the first latent coordinate."""
