@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.config import MODELS, RECIPES, TrainConfig
+from training.config import DIFFAUGMENT_POLICIES, GAN_LOSSES, MODELS, RECIPES, TrainConfig
 
 logger = logging.getLogger("training")
 
@@ -90,6 +90,30 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
         default=d.mixed_precision,
         help="compute in bfloat16, keep weights in float32 (default: %(default)s)",
     )
+    gan = parser.add_argument_group("GAN recipe options (dcgan, cdcgan)")
+    gan.add_argument("--loss", choices=GAN_LOSSES, default=d.loss, help="default: %(default)s")
+    gan.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=d.label_smoothing,
+        help="one-sided: real targets become 1 - this (bce loss only; default: %(default)s)",
+    )
+    gan.add_argument(
+        "--spectral-norm",
+        action=argparse.BooleanOptionalAction,
+        default=d.spectral_norm,
+        help="spectral normalisation of the discriminator (default: %(default)s)",
+    )
+    gan.add_argument(
+        "--diffaugment",
+        default=d.diffaugment,
+        metavar="POLICIES",
+        help=f"DiffAugment policies, comma-separated subset of {','.join(DIFFAUGMENT_POLICIES)} (default: none)",
+    )
+    vae = parser.add_argument_group("VAE options")
+    vae.add_argument(
+        "--kl-weight", type=float, default=d.kl_weight, help="beta of a beta-VAE (default: %(default)s)"
+    )
 
 
 def _seed(text: str) -> int | None:
@@ -145,6 +169,11 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         export_ema=args.export_ema,
         jit_compile=args.jit_compile,
         mixed_precision=args.mixed_precision,
+        loss=args.loss,
+        label_smoothing=args.label_smoothing,
+        spectral_norm=args.spectral_norm,
+        diffaugment=args.diffaugment,
+        kl_weight=args.kl_weight,
     )
 
 

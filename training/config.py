@@ -10,9 +10,12 @@ from typing import Any
 
 from genserve.store import validate_model_name
 
-MODELS = ("dcgan", "cdcgan")
+MODELS = ("dcgan", "cdcgan", "vae")
 CONDITIONAL_MODELS = ("cdcgan",)
+GAN_MODELS = ("dcgan", "cdcgan")
 RECIPES = ("genserve", "tutorial")
+GAN_LOSSES = ("bce", "hinge")
+DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
 SUPPORTED_IMAGE_SIZES = (28, 32, 64)
 SUPPORTED_CHANNELS = (1, 3)
 DEFAULT_RUNS_ROOT = Path("runs")
@@ -25,6 +28,9 @@ CHECKPOINTS_DIR = "checkpoints"
 # The TensorFlow DCGAN tutorial's optimiser settings: Adam(1e-4) for both networks, Keras' default beta_1,
 # and no weight averaging. `recipe="tutorial"` pins these so a comparison run cannot drift from them.
 TUTORIAL_SETTINGS: dict[str, float] = {"lr_g": 1e-4, "lr_d": 1e-4, "beta_1": 0.9, "ema_decay": 0.0}
+# A VAE has one network and one optimizer (lr_g); Adam's usual settings suit it better than the GAN's.
+# They replace lr_g and beta_1 left at the GAN defaults; the VAE keeps no weight average.
+VAE_SETTINGS: dict[str, float] = {"lr_g": 1e-3, "beta_1": 0.9, "ema_decay": 0.0}
 
 
 @dataclass(kw_only=True)
@@ -56,6 +62,21 @@ class TrainConfig:
     export_ema: bool = True
     jit_compile: bool = False
     mixed_precision: bool = False
+    # GAN recipe options (dcgan, cdcgan), each off by default.
+    loss: str = "bce"  # "bce" (the tutorial's) or "hinge"
+    label_smoothing: float = 0.0  # one-sided: real targets become 1 - label_smoothing
+    spectral_norm: bool = False  # spectral normalisation of the discriminator's weights
+    diffaugment: str = ""  # comma-separated DiffAugment policies, e.g. "translation,cutout"
+    # VAE options.
+    kl_weight: float = 1.0  # beta of a beta-VAE: weight of the KL term against the reconstruction term
+
+    @property
+    def is_gan(self) -> bool:
+        return self.model in GAN_MODELS
+
+    @property
+    def diffaugment_policies(self) -> tuple[str, ...]:
+        return tuple(part.strip() for part in self.diffaugment.split(",") if part.strip())
 
     @property
     def conditional(self) -> bool:
@@ -71,6 +92,7 @@ class TrainConfig:
         self.store = Path(self.store)
         self.run_dir = Path(self.run_dir) if self.run_dir is not None else DEFAULT_RUNS_ROOT / self.name
         self._apply_recipe()
+        self._apply_model_defaults()
         self._validate()
 
     @property
@@ -109,6 +131,15 @@ class TrainConfig:
                 )
             setattr(self, key, tutorial_value)
 
+    def _apply_model_defaults(self) -> None:
+        """Give a VAE its own optimiser defaults where the GAN defaults were left in place."""
+        if self.model != "vae":
+            return
+        defaults = {item.name: item.default for item in dataclasses.fields(self)}
+        for key, value in VAE_SETTINGS.items():
+            if getattr(self, key) == defaults[key]:
+                setattr(self, key, value)
+
     def _validate(self) -> None:
         validate_model_name(self.name)
         if self.model not in MODELS:
@@ -137,11 +168,43 @@ class TrainConfig:
             raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
         if self.seed is not None and self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
+        self._validate_model_options()
         if self.jit_compile and self.seed is not None:
             # Seeded runs enable TF op determinism, under which Keras silently turns XLA off.
             raise ValueError(
                 "jit_compile needs an unseeded run (seed=None, --seed none): seeded runs are deterministic"
             )
+
+
+    def _validate_model_options(self) -> None:
+        if self.loss not in GAN_LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}: choose one of {', '.join(GAN_LOSSES)}")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if self.label_smoothing and self.loss != "bce":
+            raise ValueError("label_smoothing applies to the 'bce' loss only; the hinge loss has no targets")
+        unknown = [policy for policy in self.diffaugment_policies if policy not in DIFFAUGMENT_POLICIES]
+        if unknown:
+            raise ValueError(
+                f"unknown DiffAugment policy {unknown[0]!r}: use a comma-separated subset of "
+                f"{', '.join(DIFFAUGMENT_POLICIES)}"
+            )
+        if not self.kl_weight > 0:
+            raise ValueError(f"kl_weight must be positive, got {self.kl_weight}")
+        if self.model == "vae":
+            gan_only = {
+                "loss": self.loss != "bce",
+                "label_smoothing": self.label_smoothing > 0,
+                "spectral_norm": self.spectral_norm,
+                "diffaugment": bool(self.diffaugment_policies),
+                "recipe": self.recipe != "genserve",
+                "ema_decay": self.ema_decay > 0,
+            }
+            used = [key for key, is_set in gan_only.items() if is_set]
+            if used:
+                raise ValueError(f"{', '.join(used)} only apply to GANs (dcgan, cdcgan), not to model 'vae'")
+        elif self.kl_weight != 1.0:
+            raise ValueError(f"kl_weight only applies to model 'vae', not to {self.model!r}")
 
 
 def _check_at_least(key: str, value: int, minimum: int) -> None:

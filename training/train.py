@@ -92,18 +92,25 @@ def _build_networks(config: TrainConfig, image_shape: tuple[int, int, int], num_
         "ema_decay": config.ema_decay,
         "seed": config.seed,
     }
+    options.update(
+        loss=config.loss,
+        label_smoothing=config.label_smoothing,
+        diffaugment=config.diffaugment_policies,
+    )
     policy = config.dtype_policy
     if not config.conditional:
         return DCGAN(
             build_generator(config.latent_dim, image_shape, dtype_policy=policy),
-            build_discriminator(image_shape, dtype_policy=policy),
+            build_discriminator(image_shape, dtype_policy=policy, spectral_norm=config.spectral_norm),
             **options,
         )
     if num_classes is None:
         raise ValueError(f"model {config.model!r} needs num_classes: the number of classes in the dataset")
     return ConditionalDCGAN(
         build_conditional_generator(config.latent_dim, image_shape, num_classes, dtype_policy=policy),
-        build_conditional_discriminator(image_shape, num_classes, dtype_policy=policy),
+        build_conditional_discriminator(
+            image_shape, num_classes, dtype_policy=policy, spectral_norm=config.spectral_norm
+        ),
         num_classes=num_classes,
         **options,
     )
