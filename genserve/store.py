@@ -14,7 +14,9 @@ The SavedModel's ``serving_default`` signature takes ``z`` float32 ``[None, late
 ``[None, H, W, C]``. Conditional models may add two signatures for blending classes:
 ``from_embedding`` takes ``z`` and ``label_embedding`` float32 ``[None, E]`` (a point in the label
 embedding space) and returns ``images``; ``label_embeddings`` takes nothing and returns the embedding
-table, ``label_embeddings`` float32 ``[num_classes, E]``.
+table, ``label_embeddings`` float32 ``[num_classes, E]``. VAEs add ``encode``: ``images`` uint8
+``[None, H, W, C]`` to ``z_mean`` and ``z_log_var`` float32 ``[None, latent_dim]`` (the approximate
+posterior; ``z_mean`` is the image's latent, and ``serving_default`` decodes it).
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ FROM_EMBEDDING_SIGNATURE = "from_embedding"
 LABEL_EMBEDDING_INPUT = "label_embedding"
 LABEL_EMBEDDINGS_SIGNATURE = "label_embeddings"
 LABEL_EMBEDDINGS_OUTPUT = "label_embeddings"
+ENCODE_SIGNATURE = "encode"
+IMAGES_INPUT = "images"
+LATENT_MEAN_OUTPUT = "z_mean"
+LATENT_LOG_VAR_OUTPUT = "z_log_var"
 METADATA_FILE = "genserve.json"
 EVALUATION_FILE = "evaluation.json"
 LABELS_FILE = "labels.json"
@@ -75,6 +81,11 @@ class ModelMetadata(BaseModel):
     @property
     def conditional(self) -> bool:
         return self.class_names is not None and self.kind == "cdcgan"
+
+    @property
+    def has_encoder(self) -> bool:
+        """Whether the SavedModel carries the `encode` signature (VAEs)."""
+        return self.kind == "vae"
 
 
 class EvaluationRecord(BaseModel):

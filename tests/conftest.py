@@ -17,21 +17,29 @@ from training.train import train
 TINY_LATENT_DIM = 16
 TINY_MODEL = "shapes-dcgan"
 TINY_CONDITIONAL_MODEL = "shapes-cdcgan"
+TINY_VAE = "shapes-vae"
 
 
 def train_tiny(
-    store: Path, run_root: Path, name: str = TINY_MODEL, seed: int = 0, model: str = "dcgan"
+    store: Path,
+    run_root: Path,
+    name: str = TINY_MODEL,
+    seed: int = 0,
+    model: str = "dcgan",
+    *,
+    epochs: int = 1,
+    limit: int = 64,
 ) -> Path:
-    """Train a one-epoch `model` on 64 procedural shapes and publish it; returns the version folder."""
+    """Train `model` for `epochs` on `limit` procedural shapes and publish it; returns the version folder."""
     config = TrainConfig(
         model=model,
         dataset="shapes",
         name=name,
         store=store,
-        epochs=1,
+        epochs=epochs,
         batch_size=32,
         latent_dim=TINY_LATENT_DIM,
-        limit=64,
+        limit=limit,
         seed=seed,
         run_dir=run_root / name,
     )
@@ -54,6 +62,14 @@ def tiny_conditional_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store holding one tiny conditional model, `shapes-cdcgan` version 1 (classes circle, square, triangle)."""
     root = tmp_path_factory.mktemp("conditional-store")
     train_tiny(root / "model_store", root / "runs", name=TINY_CONDITIONAL_MODEL, model="cdcgan")
+    return root / "model_store"
+
+
+@pytest.fixture(scope="session")
+def tiny_vae_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding one tiny VAE, `shapes-vae` version 1, trained long enough to reconstruct shapes."""
+    root = tmp_path_factory.mktemp("vae-store")
+    train_tiny(root / "model_store", root / "runs", name=TINY_VAE, model="vae", epochs=15, limit=256)
     return root / "model_store"
 
 
@@ -83,5 +99,13 @@ def client(tiny_store: Path) -> Iterator[TestClient]:
 def conditional_client(tiny_conditional_store: Path) -> Iterator[TestClient]:
     """The real app over the tiny conditional store, once its model is ready."""
     with TestClient(create_app(make_settings(tiny_conditional_store))) as test_client:
+        wait_until_ready(test_client)
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def vae_client(tiny_vae_store: Path) -> Iterator[TestClient]:
+    """The real app over the tiny VAE store, once its model is ready."""
+    with TestClient(create_app(make_settings(tiny_vae_store))) as test_client:
         wait_until_ready(test_client)
         yield test_client

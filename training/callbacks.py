@@ -17,6 +17,8 @@ from genserve.store import write_json_atomic
 from training.config import CHECKPOINTS_DIR, HISTORY_FILE, RUN_INFO_FILE, SAMPLES_DIR, RunInfo
 from training.datasets import to_uint8
 from training.dcgan import DCGAN
+from training.models import GenerativeModel, checkpoint_objects, optimizer_steps
+from training.vae import VAE
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +75,8 @@ class SampleGrid(keras.callbacks.Callback):
     def save(self, epoch: int) -> Path:
         """Render the grid with the averaged generator when there is one, and return the PNG's path."""
         gan = self.model
-        if not isinstance(gan, DCGAN):
-            raise TypeError(f"SampleGrid needs a DCGAN model, got {type(gan).__name__}")
+        if not isinstance(gan, DCGAN | VAE):
+            raise TypeError(f"SampleGrid needs a DCGAN or VAE model, got {type(gan).__name__}")
         generator = gan.ema_generator if gan.ema_generator is not None else gan.generator
         inputs = self.latents if self.labels is None else [self.latents, self.labels]
         images = to_uint8(np.asarray(generator(inputs, training=False)))
@@ -86,11 +88,11 @@ class SampleGrid(keras.callbacks.Callback):
 class Checkpointer(keras.callbacks.Callback):
     """Keep the last few checkpoints of everything needed to resume, plus the run's config.json.
 
-    A checkpoint holds both networks, the averaged generator, both optimizers (and so the step counter
-    in their iterations), the latent noise generator's state and the number of completed epochs.
+    A checkpoint holds every network (for a GAN the averaged generator too), the optimizers (and so the
+    step counter in their iterations), the noise generator's state and the number of completed epochs.
     """
 
-    def __init__(self, gan: DCGAN, run_dir: Path, run_info: RunInfo) -> None:
+    def __init__(self, gan: GenerativeModel, run_dir: Path, run_info: RunInfo) -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
         self.run_info = run_info
@@ -119,7 +121,7 @@ class Checkpointer(keras.callbacks.Callback):
     def save(self, epochs_completed: int) -> str:
         """Save a checkpoint after `epochs_completed` full epochs and return its path."""
         self.epoch.assign(epochs_completed)
-        self.step.assign(self.gan.g_optimizer.iterations)
+        self.step.assign(optimizer_steps(self.gan))
         path: str = self.manager.save(checkpoint_number=int(self.step))
         logger.info("saved checkpoint %s", path)
         return path
@@ -130,20 +132,6 @@ class Checkpointer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.save(epoch + 1)
-
-
-def checkpoint_objects(gan: DCGAN) -> dict[str, Any]:
-    """The trackable objects a checkpoint holds, under the names restore code looks them up by."""
-    objects: dict[str, Any] = {
-        "generator": gan.generator,
-        "discriminator": gan.discriminator,
-        "g_optimizer": gan.g_optimizer,
-        "d_optimizer": gan.d_optimizer,
-        "noise_seed": gan.noise_seed.state,
-    }
-    if gan.ema_generator is not None:
-        objects["ema_generator"] = gan.ema_generator
-    return objects
 
 
 class HistoryWriter(keras.callbacks.Callback):

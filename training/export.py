@@ -2,7 +2,9 @@
 
 The SavedModel's only signature maps latents to finished pixels, so the service (or TF Serving) needs no
 Keras and no post-processing: ``serving_default(z: float32 [None, latent_dim]) -> {"images": uint8
-[None, H, W, C]}``. Conditional generators take ``label: int32 [None]`` (class indices) as well.
+[None, H, W, C]}``. Conditional generators take ``label: int32 [None]`` (class indices) as well. A VAE's
+decoder is exported the same way, with its encoder as the ``encode`` signature (uint8 images to the
+posterior's mean and log-variance).
 """
 
 from __future__ import annotations
@@ -16,14 +18,19 @@ import numpy as np
 import tensorflow as tf
 
 from genserve.store import (
+    ENCODE_SIGNATURE,
     FROM_EMBEDDING_SIGNATURE,
+    IMAGES_INPUT,
     IMAGES_OUTPUT,
     LABEL_EMBEDDING_INPUT,
     LABEL_EMBEDDINGS_OUTPUT,
     LABEL_EMBEDDINGS_SIGNATURE,
     LABEL_INPUT,
     LATENT_INPUT,
+    LATENT_LOG_VAR_OUTPUT,
+    LATENT_MEAN_OUTPUT,
     SIGNATURE_NAME,
+    ModelKind,
     ModelMetadata,
     publish_version,
 )
@@ -35,6 +42,7 @@ from training.cdcgan import (
 )
 from training.config import CHECKPOINTS_DIR, RunInfo, read_run_info
 from training.dcgan import build_generator
+from training.vae import build_decoder, build_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +54,21 @@ class GeneratorServer(tf.Module):
     space, so classes can be blended) and `label_embeddings` (the table of every class's point).
     """
 
-    def __init__(self, generator: keras.Model, latent_dim: int, conditional: bool = False) -> None:
+    def __init__(
+        self,
+        generator: keras.Model,
+        latent_dim: int,
+        conditional: bool = False,
+        encoder: keras.Model | None = None,
+    ) -> None:
         super().__init__(name="generator_server")
         self.generator = generator
         latent_spec = tf.TensorSpec([None, latent_dim], tf.float32, name=LATENT_INPUT)
         self.extra_signatures: dict[str, tf.types.experimental.PolymorphicFunction] = {}
+        if encoder is not None:
+            self.encoder = encoder
+            image_spec = tf.TensorSpec([None, *encoder.inputs[0].shape[1:]], tf.uint8, name=IMAGES_INPUT)
+            self.extra_signatures[ENCODE_SIGNATURE] = tf.function(self._encode, input_signature=[image_spec])
         if not conditional:
             self.serve = tf.function(self._generate, input_signature=[latent_spec])
             return
@@ -58,7 +76,7 @@ class GeneratorServer(tf.Module):
         self.serve = tf.function(self._generate_class, input_signature=[latent_spec, label_spec])
         self.from_embedding_generator = embedding_generator(generator)
         embedding_spec = tf.TensorSpec([None, LABEL_EMBEDDING_DIM], tf.float32, name=LABEL_EMBEDDING_INPUT)
-        self.extra_signatures = {
+        self.extra_signatures |= {
             FROM_EMBEDDING_SIGNATURE: tf.function(
                 self._generate_from_embedding, input_signature=[latent_spec, embedding_spec]
             ),
@@ -74,6 +92,14 @@ class GeneratorServer(tf.Module):
     def _generate_from_embedding(self, z: tf.Tensor, label_embedding: tf.Tensor) -> dict[str, tf.Tensor]:
         return _to_pixels(self.from_embedding_generator([z, label_embedding], training=False))
 
+    def _encode(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        scaled = tf.cast(images, tf.float32) / 127.5 - 1.0
+        z_mean, z_log_var = self.encoder(scaled, training=False)
+        return {
+            LATENT_MEAN_OUTPUT: tf.cast(z_mean, tf.float32),
+            LATENT_LOG_VAR_OUTPUT: tf.cast(z_log_var, tf.float32),
+        }
+
     def _label_embeddings(self) -> dict[str, tf.Tensor]:
         return {LABEL_EMBEDDINGS_OUTPUT: label_embedding_table(self.generator)}
 
@@ -88,10 +114,21 @@ def _to_pixels(images: tf.Tensor) -> dict[str, tf.Tensor]:
     return {IMAGES_OUTPUT: tf.cast(pixels, tf.uint8)}
 
 
-def export_generator(generator: keras.Model, metadata: ModelMetadata, store: Path) -> Path:
-    """Publish `generator` as the next version of `metadata.name` in `store`; return the version folder."""
+def export_generator(
+    generator: keras.Model, metadata: ModelMetadata, store: Path, encoder: keras.Model | None = None
+) -> Path:
+    """Publish `generator` as the next version of `metadata.name` in `store`; return the version folder.
+
+    VAEs (``metadata.kind == "vae"``) must pass their `encoder`; other kinds must not.
+    """
     _check_generator_matches(generator, metadata)
-    server = GeneratorServer(_float32_copy(generator), metadata.latent_dim, metadata.conditional)
+    _check_encoder_matches(encoder, metadata)
+    server = GeneratorServer(
+        _float32_copy(generator),
+        metadata.latent_dim,
+        metadata.conditional,
+        encoder=_float32_copy(encoder) if encoder is not None else None,
+    )
 
     def write_model(folder: Path) -> None:
         tf.saved_model.save(server, str(folder), signatures=server.signatures())
@@ -134,6 +171,22 @@ def _check_generator_matches(generator: keras.Model, metadata: ModelMetadata) ->
         )
 
 
+def _check_encoder_matches(encoder: keras.Model | None, metadata: ModelMetadata) -> None:
+    if encoder is None:
+        if metadata.has_encoder:
+            raise ValueError(f"a {metadata.kind!r} model is exported with its encoder: pass encoder=")
+        return
+    if not metadata.has_encoder:
+        raise ValueError(f"a {metadata.kind!r} model has no encoder signature: export it without encoder=")
+    image_shape = tuple(encoder.inputs[0].shape[1:])
+    latent_dims = [int(output.shape[-1]) for output in encoder.outputs]
+    if image_shape != tuple(metadata.image_shape) or latent_dims != [metadata.latent_dim] * 2:
+        raise ValueError(
+            f"encoder maps {image_shape} to latents of {latent_dims} but the metadata says image_shape "
+            f"{tuple(metadata.image_shape)} and latent_dim {metadata.latent_dim}: export the matching encoder"
+        )
+
+
 def framework_versions() -> dict[str, str]:
     return {
         "tensorflow": tf.__version__,
@@ -154,7 +207,7 @@ def build_metadata(info: RunInfo, *, epochs: int, averaged: bool, name: str | No
     training_config["exported_generator"] = "ema" if averaged else "raw"
     return ModelMetadata(
         name=name or config.name,
-        kind="cdcgan" if config.conditional else "dcgan",
+        kind=_kind(config.model),
         latent_dim=config.latent_dim,
         image_shape=info.image_shape,
         channels=info.image_shape[2],
@@ -165,6 +218,12 @@ def build_metadata(info: RunInfo, *, epochs: int, averaged: bool, name: str | No
         seed=config.seed,
         framework_versions=framework_versions(),
     )
+
+
+def _kind(model: str) -> ModelKind:
+    if model == "vae":
+        return "vae"
+    return "cdcgan" if model == "cdcgan" else "dcgan"
 
 
 def export_checkpoint(
@@ -182,15 +241,21 @@ def export_checkpoint(
     generator = _build_generator(info)
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
     slot = "ema_generator" if averaged else "generator"
-    checkpoint = tf.train.Checkpoint(**{slot: generator}, epoch=epoch)
+    networks = {slot: generator}
+    encoder = None
+    if info.config.model == "vae":
+        encoder = networks["encoder"] = build_encoder(info.image_shape, info.config.latent_dim)
+    checkpoint = tf.train.Checkpoint(**networks, epoch=epoch)
     checkpoint.restore(checkpoint_path).expect_partial().assert_existing_objects_matched()
     metadata = build_metadata(info, epochs=int(epoch), averaged=averaged, name=name)
-    return export_generator(generator, metadata, store)
+    return export_generator(generator, metadata, store, encoder=encoder)
 
 
 def _build_generator(info: RunInfo) -> keras.Model:
     """An untrained generator of the architecture the run used, for a checkpoint to fill."""
     config = info.config
+    if config.model == "vae":
+        return build_decoder(config.latent_dim, info.image_shape)
     if not config.conditional:
         return build_generator(config.latent_dim, info.image_shape)
     if not info.dataset_class_names:

@@ -1,4 +1,4 @@
-"""Train a DCGAN as a `TrainConfig` says: data, model, callbacks, resume, and export at the end."""
+"""Train a DCGAN, conditional DCGAN or VAE as a `TrainConfig` says: data, model, callbacks, resume, and export at the end."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from training.config import RunInfo, TrainConfig, read_run_info
 from training.datasets import ImageDataset, load_dataset, make_tf_dataset
 from training.dcgan import DCGAN, build_discriminator, build_generator
 from training.export import build_metadata, export_generator
+from training.models import GenerativeModel
+from training.vae import VAE, build_decoder, build_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +77,13 @@ def seed_everything(seed: int | None) -> None:
 
 def build_gan(
     config: TrainConfig, image_shape: tuple[int, int, int], num_classes: int | None = None
-) -> DCGAN:
-    """The compiled DCGAN (or conditional DCGAN, which needs `num_classes`) with the optimizers asked for."""
+) -> GenerativeModel:
+    """The compiled model `config` asks for, with its optimizers.
+
+    A DCGAN or conditional DCGAN (which needs `num_classes`) gets one Adam per network; a VAE gets one.
+    """
+    if config.model == "vae":
+        return build_vae(config, image_shape)
     gan = _build_networks(config, image_shape, num_classes)
     gan.compile(
         g_optimizer=keras.optimizers.Adam(config.lr_g, beta_1=config.beta_1),
@@ -84,6 +91,22 @@ def build_gan(
         jit_compile=config.jit_compile,
     )
     return gan
+
+
+def build_vae(config: TrainConfig, image_shape: tuple[int, int, int]) -> VAE:
+    """The compiled VAE; `lr_g` and `beta_1` configure its optimizer."""
+    policy = config.dtype_policy
+    vae = VAE(
+        build_encoder(image_shape, config.latent_dim, dtype_policy=policy),
+        build_decoder(config.latent_dim, image_shape, dtype_policy=policy),
+        latent_dim=config.latent_dim,
+        kl_weight=config.kl_weight,
+        seed=config.seed,
+    )
+    vae.compile(
+        optimizer=keras.optimizers.Adam(config.lr_g, beta_1=config.beta_1), jit_compile=config.jit_compile
+    )
+    return vae
 
 
 def _build_networks(config: TrainConfig, image_shape: tuple[int, int, int], num_classes: int | None) -> DCGAN:
@@ -172,7 +195,7 @@ def _check_same_architecture(saved: RunInfo, current: RunInfo) -> None:
 
 
 def _fit(
-    gan: DCGAN,
+    gan: GenerativeModel,
     data: tf.data.Dataset,
     config: TrainConfig,
     initial_epoch: int,
@@ -195,8 +218,9 @@ def _fit(
         raise
 
 
-def _export(gan: DCGAN, info: RunInfo, epochs_completed: int) -> Path:
+def _export(gan: GenerativeModel, info: RunInfo, epochs_completed: int) -> Path:
     averaged = info.config.export_ema and gan.ema_generator is not None
     generator = gan.ema_generator if averaged and gan.ema_generator is not None else gan.generator
     metadata = build_metadata(info, epochs=epochs_completed, averaged=averaged)
-    return export_generator(generator, metadata, info.config.store)
+    encoder = gan.encoder if isinstance(gan, VAE) else None
+    return export_generator(generator, metadata, info.config.store, encoder=encoder)
