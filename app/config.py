@@ -35,6 +35,17 @@ class Settings(BaseSettings):
     allowed_batch_sizes: Annotated[list[int], NoDecode] = Field(
         default_factory=list, description="Comma-separated batch sizes to pad to (fixed shapes for XLA/GPU)."
     )
+    max_upload_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description="Largest uploaded image file (/encode, /reconstruct, POST /interpolate).",
+    )
+    max_upload_side: int = Field(
+        4096, ge=8, le=65535, description="Largest width or height, in pixels, of an uploaded image."
+    )
+    max_upload_images: int = Field(
+        16, ge=1, le=1024, description="Most images one /encode or /reconstruct call may upload."
+    )
     request_timeout_s: float = Field(30.0, gt=0, description="Deadline of one generation request.")
     shutdown_grace_s: float = Field(
         20.0, ge=0, description="On SIGTERM, how long queued and in-flight work may take to finish."

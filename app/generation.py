@@ -60,19 +60,34 @@ class GenerationService:
 
         Conditional models take either class `labels` or points in their label embedding space.
         """
-        if self._registry.closing:
-            self._metrics.rejected(model_version.name, model_version.version, "shutdown")
-            raise ShuttingDown()
-        if model_version.batcher is None:
-            raise ModelNotReady(f"model {model_version.name!r} version {model_version.version} is not loaded")
         inputs = {store.LATENT_INPUT: latents}
         if labels is not None:
             inputs[store.LABEL_INPUT] = labels
         if label_embeddings is not None:
             inputs[store.LABEL_EMBEDDING_INPUT] = label_embeddings
+        return await self._submit(model_version, inputs, request)
+
+    async def _submit(
+        self, model_version: ModelVersion, inputs: dict[str, np.ndarray], request: Request | None
+    ) -> np.ndarray:
+        if self._registry.closing:
+            self._metrics.rejected(model_version.name, model_version.version, "shutdown")
+            raise ShuttingDown()
+        if model_version.batcher is None:
+            raise ModelNotReady(f"model {model_version.name!r} version {model_version.version} is not loaded")
         deadline = time.monotonic() + self.request_timeout_s
         work = model_version.batcher.submit(inputs, deadline=deadline)
         return await cancel_on_disconnect(request, work)
+
+    async def latents_for_images(
+        self, model_version: ModelVersion, images: np.ndarray, *, request: Request | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The posterior (mean, log-variance) of uint8 `images` ``[B, H, W, C]`` from a VAE's encoder.
+
+        Encoding goes through the same batcher as generation, so concurrent uploads share model calls.
+        """
+        outputs = await self._submit(model_version, {store.IMAGES_INPUT: images}, request)
+        return outputs[:, 0], outputs[:, 1]
 
     async def encode(
         self,

@@ -62,7 +62,7 @@ def _make_batcher(
         adaptive_delay=settings.adaptive_delay,
     )
     batcher = Batcher(
-        runtime.generate, config, name=f"{name}:{version}", observer=metrics.batch_observer(name, version)
+        runtime.run, config, name=f"{name}:{version}", observer=metrics.batch_observer(name, version)
     )
     metrics.track_batcher(name, version, lambda: batcher.queued_images, lambda: batcher.in_flight_images)
     return batcher

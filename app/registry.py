@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.batching import Batcher
-from app.errors import ModelNotFound, ModelNotReady, VersionNotFound
+from app.errors import InvalidParameter, ModelNotFound, ModelNotReady, VersionNotFound
 from app.runtime import DeviceInfo, GeneratorRuntime
 from genserve.store import ModelMetadata
 
@@ -123,6 +123,38 @@ class ModelRegistry:
         if model_version.status is not VersionStatus.AVAILABLE:
             raise _not_ready(entry, model_version)
         return model_version
+
+    def resolve_encoder(self, name: str | None, version: int | str | None) -> ModelVersion:
+        """Like `resolve`, for requests that upload images: the version must have an encoder (a VAE).
+
+        Without a name, the default model is used if it can encode, else the first model that can.
+        """
+        model_version = self.resolve(name or self._default_encoder_model(), version)
+        runtime = model_version.runtime
+        if runtime is None or not runtime.can_encode:
+            kind = runtime.metadata.kind if runtime is not None else "model"
+            choices = ", ".join(self._encoder_models()) or "none is loaded"
+            raise InvalidParameter(
+                "model",
+                f"{model_version.name!r} is a {kind} and cannot encode images; use a VAE ({choices})",
+            )
+        return model_version
+
+    def _encoder_models(self) -> list[str]:
+        """Names of models whose newest available version can encode images, sorted."""
+        names = []
+        for entry in self.entries:
+            latest = entry.latest_available()
+            if latest is not None and latest.runtime is not None and latest.runtime.can_encode:
+                names.append(entry.name)
+        return names
+
+    def _default_encoder_model(self) -> str:
+        encoders = self._encoder_models()
+        if self.default_model in encoders or not encoders:
+            # Resolving the default reports what is wrong with it when no model can encode.
+            return self.default_model or ""
+        return encoders[0]
 
     def begin_draining(self) -> None:
         """Stop taking new work: readiness turns false and generation answers 503."""

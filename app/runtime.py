@@ -50,7 +50,8 @@ class GeneratorRuntime:
     """A loaded generator: `generate({"z": [B, latent_dim]}) -> uint8 [B, H, W, C]`.
 
     Conditional models also take ``label``; those exported with the embedding signatures instead take
-    ``label_embedding`` (rows of `label_embeddings`, or blends of them) when it is given.
+    ``label_embedding`` (rows of `label_embeddings`, or blends of them) when it is given. VAEs can also
+    `encode` uint8 images to their posterior mean and log-variance. `run` dispatches a batch by its inputs.
     """
 
     def __init__(self, path: Path, device: DeviceInfo) -> None:
@@ -62,6 +63,30 @@ class GeneratorRuntime:
         self._signature = _serving_signature(self._saved_model, self.path)
         self._input_names = _check_signature(self._signature, self.metadata)
         self._from_embedding, self.label_embeddings = _embedding_signatures(self._saved_model, self.metadata)
+        self._encoder = _encode_signature(self._saved_model, self.metadata, self.path)
+
+    @property
+    def can_encode(self) -> bool:
+        """Whether images can be mapped to latents (a VAE exported with its encoder)."""
+        return self._encoder is not None
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """One batch: images in `inputs` are encoded (see `encode`), anything else generates images."""
+        if store.IMAGES_INPUT in inputs:
+            return self.encode(inputs[store.IMAGES_INPUT])
+        return self.generate(inputs)
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """uint8 images ``[B, H, W, C]`` to float32 ``[B, 2, latent_dim]``: each one's (mean, log-variance)."""
+        import tensorflow as tf
+
+        if self._encoder is None:
+            raise ValueError(f"{self.path} has no {store.ENCODE_SIGNATURE!r} signature")
+        with tf.device(self.device.name):
+            outputs = self._encoder(**{store.IMAGES_INPUT: tf.constant(images, dtype=tf.uint8)})
+        mean = np.asarray(outputs[store.LATENT_MEAN_OUTPUT].numpy(), dtype=np.float32)
+        log_var = np.asarray(outputs[store.LATENT_LOG_VAR_OUTPUT].numpy(), dtype=np.float32)
+        return np.stack([mean, log_var], axis=1)
 
     @property
     def evaluation(self) -> EvaluationRecord | None:
@@ -99,6 +124,13 @@ class GeneratorRuntime:
                 raise ModelLoadError(
                     f"model returned shape {images.shape}, metadata promises {(size, *self.metadata.image_shape)}"
                 )
+            if self._encoder is not None:
+                latents = self.encode(images)
+                if latents.shape != (size, 2, self.metadata.latent_dim):
+                    raise ModelLoadError(
+                        f"encoder returned shape {latents.shape} for {size} images, expected "
+                        f"{(size, 2, self.metadata.latent_dim)}"
+                    )
         return time.perf_counter() - started
 
 
@@ -175,3 +207,30 @@ def _embedding_signatures(saved_model: Any, metadata: ModelMetadata) -> tuple[An
         )
         return None, None
     return from_embedding, table
+
+
+def _encode_signature(saved_model: Any, metadata: ModelMetadata, path: Path) -> Any:
+    """The `encode` signature of a VAE, checked against the metadata; None for other kinds."""
+    import tensorflow as tf
+
+    if not metadata.has_encoder:
+        return None
+    signature = saved_model.signatures.get(store.ENCODE_SIGNATURE)
+    if signature is None:
+        raise ModelLoadError(
+            f"SavedModel in {path} is a {metadata.kind} without an {store.ENCODE_SIGNATURE!r} signature"
+        )
+    images = signature.structured_input_signature[1].get(store.IMAGES_INPUT)
+    outputs = signature.structured_outputs
+    expected = [None, *metadata.image_shape]
+    if images is None or images.dtype != tf.uint8 or images.shape.as_list() != expected:
+        raise ModelLoadError(
+            f"{store.ENCODE_SIGNATURE!r} input {store.IMAGES_INPUT!r} must be uint8 {expected}, got {images}"
+        )
+    for name in (store.LATENT_MEAN_OUTPUT, store.LATENT_LOG_VAR_OUTPUT):
+        output = outputs.get(name)
+        if output is None or output.dtype != tf.float32 or output.shape.as_list()[-1] != metadata.latent_dim:
+            raise ModelLoadError(
+                f"{store.ENCODE_SIGNATURE!r} output {name!r} must be float32 [None, {metadata.latent_dim}], got {output}"
+            )
+    return signature

@@ -69,9 +69,39 @@ class InterpolationFrame(BaseModel):
 class InterpolateJSONResponse(BaseModel):
     model: str
     version: int
-    seeds: list[int]
+    seeds: list[int] | None = Field(None, description="Keyframe seeds; null when the keyframes were uploads.")
     method: str
     frames: list[InterpolationFrame]
+
+
+class EncodedImage(BaseModel):
+    filename: str | None
+    latent: list[float] = Field(description="The posterior mean: the image's point in latent space.")
+    log_var: list[float] = Field(
+        description="The posterior log-variance: how unsure the encoder is per dimension."
+    )
+
+
+class EncodeResponse(BaseModel):
+    model: str
+    version: int
+    latent_dim: int
+    images: list[EncodedImage]
+
+
+class ReconstructedImage(BaseModel):
+    filename: str | None
+    png_base64: str
+    latent: list[float]
+
+
+class ReconstructJSONResponse(BaseModel):
+    model: str
+    version: int
+    width: int
+    height: int
+    channels: int
+    images: list[ReconstructedImage]
 
 
 class VersionInfo(BaseModel):
@@ -86,6 +116,9 @@ class VersionInfo(BaseModel):
     created: str | None = None
     device: str | None = None
     evaluation: dict[str, Any] | None = None
+    capabilities: list[str] | None = Field(
+        None, description="What the version can do: generate, interpolate, labels, label_blend, encode."
+    )
     batching: dict[str, int] | None = None
 
 

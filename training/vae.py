@@ -96,7 +96,9 @@ def build_decoder(
 
 def logits_model(decoder: keras.Model) -> keras.Model:
     """The decoder's layers up to the per-pixel logits, sharing its weights (the training view)."""
-    return keras.Model(decoder.inputs[0], decoder.get_layer(LOGITS_LAYER).output, name=f"{decoder.name}_logits")
+    return keras.Model(
+        decoder.inputs[0], decoder.get_layer(LOGITS_LAYER).output, name=f"{decoder.name}_logits"
+    )
 
 
 def reconstruction_loss(targets01: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:

@@ -19,7 +19,7 @@ from app.schemas import AnimationFormat, ErrorResponse, InterpolateJSONResponse,
 
 router = APIRouter(tags=["generation"])
 
-_MEDIA_TYPES = {
+ANIMATION_MEDIA_TYPES = {
     AnimationFormat.png: "image/png",
     AnimationFormat.gif: "image/gif",
     AnimationFormat.webp: "image/webp",
@@ -118,7 +118,7 @@ async def interpolate(
         payload = await generation.encode(
             model_version,
             format.value,
-            _json_payload,
+            frames_payload,
             model_version,
             keyframe_seeds,
             method.value,
@@ -126,8 +126,8 @@ async def interpolate(
             positions,
         )
         return JSONResponse(payload, headers=headers)
-    content = await generation.encode(model_version, format.value, _encode, format, images, fps, cols)
-    return Response(content, media_type=_MEDIA_TYPES[format], headers=headers)
+    content = await generation.encode(model_version, format.value, encode_frames, format, images, fps, cols)
+    return Response(content, media_type=ANIMATION_MEDIA_TYPES[format], headers=headers)
 
 
 def _label_blend(
@@ -198,15 +198,21 @@ def _matches(header: str, etag: str) -> bool:
     return "*" in candidates or etag in candidates
 
 
-def _encode(format: AnimationFormat, images: np.ndarray, fps: int, cols: int | None) -> bytes:
+def encode_frames(format: AnimationFormat, images: np.ndarray, fps: int, cols: int | None) -> bytes:
+    """Frames as a PNG strip (grid) or an endlessly looping GIF/WebP."""
     if format is AnimationFormat.png:
         return imaging.encode_grid_png(images, cols or min(len(images), 16))
     return imaging.encode_animation(images, fps, format.value.upper())
 
 
-def _json_payload(
-    model_version: ModelVersion, seeds: list[int], method: str, images: np.ndarray, positions: np.ndarray
+def frames_payload(
+    model_version: ModelVersion,
+    seeds: list[int] | None,
+    method: str,
+    images: np.ndarray,
+    positions: np.ndarray,
 ) -> dict[str, Any]:
+    """The JSON form of an interpolation: each frame's position on the path and its PNG."""
     frames = [
         {"position": round(float(position), 6), "png_base64": png}
         for position, png in zip(positions, imaging.encode_png_list_base64(images), strict=True)

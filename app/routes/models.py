@@ -59,6 +59,21 @@ def _version_info(registry: ModelRegistry, model_version: ModelVersion) -> Versi
     info.created = metadata.created
     info.device = registry.device.name
     info.evaluation = evaluation.model_dump(mode="json") if evaluation else None
+    info.capabilities = _capabilities(model_version)
     if model_version.batcher is not None:
         info.batching = dataclasses.asdict(model_version.batcher.stats)
     return info
+
+
+def _capabilities(model_version: ModelVersion) -> list[str]:
+    runtime = model_version.runtime
+    found = ["generate", "interpolate"]
+    if runtime is None:
+        return found
+    if runtime.metadata.conditional:
+        found.append("labels")
+    if runtime.label_embeddings is not None:
+        found.append("label_blend")
+    if runtime.can_encode:
+        found.append("encode")
+    return found
