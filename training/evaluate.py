@@ -25,16 +25,19 @@ import numpy as np
 import tensorflow as tf
 
 from genserve.store import (
+    ENCODE_SIGNATURE,
+    IMAGES_INPUT,
     IMAGES_OUTPUT,
     LABEL_INPUT,
     LATENT_INPUT,
+    LATENT_MEAN_OUTPUT,
     SIGNATURE_NAME,
     EvaluationRecord,
     ModelMetadata,
     read_metadata,
     write_evaluation,
 )
-from training.datasets import ImageDataset, load_dataset, make_tf_dataset
+from training.datasets import ImageDataset, load_dataset, make_tf_dataset, to_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +126,11 @@ def evaluate_version(
         requested = generated_labels(num_samples, len(metadata.class_names or []))
         details["label_accuracy"] = float(np.mean(generated.probabilities.argmax(axis=1) == requested))
         logger.info("generated images classified as their requested class: %.4f", details["label_accuracy"])
+    if metadata.has_encoder:
+        subset = _subset(len(held_out), num_samples, rng)
+        details.update(
+            _reconstruction_details(version_dir, classifier, held_out, subset, reference, batch_size)
+        )
     return EvaluationRecord(
         dataset=train.name,
         num_samples=num_samples,
@@ -156,6 +164,13 @@ def format_record(record: EvaluationRecord) -> str:
     ]
     if "label_accuracy" in record.details:
         rows.append(f"generated images of the requested class: {_number(record.details['label_accuracy'])}")
+    if "reconstruction_fid" in record.details:
+        details = record.details
+        rows.append(
+            f"reconstructions of held-out images: FID {_number(details['reconstruction_fid'])}, mean abs "
+            f"pixel error {_number(details['reconstruction_mean_abs_error'])}, class kept "
+            f"{_number(details.get('reconstruction_class_agreement'))}"
+        )
     return "\n".join(rows)
 
 
@@ -354,6 +369,42 @@ def generate_images(
             inputs[LABEL_INPUT] = tf.constant(labels[start : start + batch_size])
         batches.append(signature(**inputs)[IMAGES_OUTPUT].numpy())
     return np.concatenate(batches)
+
+
+def reconstruct_images(version_dir: Path, images: np.ndarray, *, batch_size: int = 250) -> np.ndarray:
+    """A VAE's reconstructions of uint8 `images`: each encoded to its posterior mean and decoded."""
+    loaded = tf.saved_model.load(str(version_dir))
+    encode, decode = loaded.signatures[ENCODE_SIGNATURE], loaded.signatures[SIGNATURE_NAME]
+    batches = []
+    for start in range(0, len(images), batch_size):
+        chunk = tf.constant(images[start : start + batch_size])
+        latents = encode(**{IMAGES_INPUT: chunk})[LATENT_MEAN_OUTPUT]
+        batches.append(decode(**{LATENT_INPUT: latents})[IMAGES_OUTPUT].numpy())
+    return np.concatenate(batches)
+
+
+def _reconstruction_details(
+    version_dir: Path,
+    classifier: keras.Model,
+    held_out: ImageDataset,
+    subset: np.ndarray,
+    reference: _Predictions,
+    batch_size: int,
+) -> dict[str, float]:
+    """How faithfully a VAE reconstructs held-out images: pixel error, class kept, Fréchet distance."""
+    originals = to_uint8(held_out.images[subset])
+    reconstructed = reconstruct_images(version_dir, originals, batch_size=batch_size)
+    predicted = _predict(classifier, _to_unit_range(reconstructed), batch_size)
+    error = np.abs(reconstructed.astype(np.float64) - originals.astype(np.float64)).mean()
+    details = {
+        "reconstruction_mean_abs_error": float(error),
+        "reconstruction_fid": _features_distance(predicted, reference),
+    }
+    if held_out.labels is not None:
+        kept = predicted.probabilities.argmax(axis=1) == held_out.labels[subset]
+        details["reconstruction_class_agreement"] = float(np.mean(kept))
+    logger.info("reconstructions of held-out images: %s", details)
+    return details
 
 
 def generated_labels(num_samples: int, num_classes: int) -> np.ndarray:

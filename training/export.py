@@ -51,7 +51,8 @@ class GeneratorServer(tf.Module):
     """Holds a generator and the graphs that turn its [-1, 1] output into uint8 pixels.
 
     A conditional generator also gets `from_embedding` (latents plus a point in the label embedding
-    space, so classes can be blended) and `label_embeddings` (the table of every class's point).
+    space, so classes can be blended) and `label_embeddings` (the table of every class's point). A VAE's
+    encoder becomes `encode` (uint8 images to the posterior's mean and log-variance).
     """
 
     def __init__(
@@ -64,24 +65,26 @@ class GeneratorServer(tf.Module):
         super().__init__(name="generator_server")
         self.generator = generator
         latent_spec = tf.TensorSpec([None, latent_dim], tf.float32, name=LATENT_INPUT)
-        self.extra_signatures: dict[str, tf.types.experimental.PolymorphicFunction] = {}
+        # Built whole, then assigned once: tf.Module tracks attribute dicts and refuses ones changed later.
+        extra: dict[str, tf.types.experimental.PolymorphicFunction] = {}
         if encoder is not None:
             self.encoder = encoder
             image_spec = tf.TensorSpec([None, *encoder.inputs[0].shape[1:]], tf.uint8, name=IMAGES_INPUT)
-            self.extra_signatures[ENCODE_SIGNATURE] = tf.function(self._encode, input_signature=[image_spec])
-        if not conditional:
-            self.serve = tf.function(self._generate, input_signature=[latent_spec])
-            return
-        label_spec = tf.TensorSpec([None], tf.int32, name=LABEL_INPUT)
-        self.serve = tf.function(self._generate_class, input_signature=[latent_spec, label_spec])
-        self.from_embedding_generator = embedding_generator(generator)
-        embedding_spec = tf.TensorSpec([None, LABEL_EMBEDDING_DIM], tf.float32, name=LABEL_EMBEDDING_INPUT)
-        self.extra_signatures |= {
-            FROM_EMBEDDING_SIGNATURE: tf.function(
+            extra[ENCODE_SIGNATURE] = tf.function(self._encode, input_signature=[image_spec])
+        if conditional:
+            label_spec = tf.TensorSpec([None], tf.int32, name=LABEL_INPUT)
+            self.serve = tf.function(self._generate_class, input_signature=[latent_spec, label_spec])
+            self.from_embedding_generator = embedding_generator(generator)
+            embedding_spec = tf.TensorSpec(
+                [None, LABEL_EMBEDDING_DIM], tf.float32, name=LABEL_EMBEDDING_INPUT
+            )
+            extra[FROM_EMBEDDING_SIGNATURE] = tf.function(
                 self._generate_from_embedding, input_signature=[latent_spec, embedding_spec]
-            ),
-            LABEL_EMBEDDINGS_SIGNATURE: tf.function(self._label_embeddings, input_signature=[]),
-        }
+            )
+            extra[LABEL_EMBEDDINGS_SIGNATURE] = tf.function(self._label_embeddings, input_signature=[])
+        else:
+            self.serve = tf.function(self._generate, input_signature=[latent_spec])
+        self.extra_signatures = extra
 
     def _generate(self, z: tf.Tensor) -> dict[str, tf.Tensor]:
         return _to_pixels(self.generator(z, training=False))

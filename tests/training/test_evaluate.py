@@ -257,3 +257,52 @@ def test_conditional_models_report_how_often_images_show_the_requested_class(
 
     assert record.details["label_accuracy"] == 1.0
     assert wrong.details["label_accuracy"] == 0.0
+
+
+_PIXELS = 28 * 28 * 3
+
+
+class _IdentityVAE(tf.Module):
+    """A VAE whose latent is the image itself: perfect reconstructions, noise from the prior."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, _PIXELS], tf.float32, name="z")])
+    def generate(self, z: tf.Tensor) -> dict[str, tf.Tensor]:
+        pixels = tf.clip_by_value(tf.round((z + 1.0) * 127.5), 0.0, 255.0)
+        return {IMAGES_OUTPUT: tf.reshape(tf.cast(pixels, tf.uint8), [-1, 28, 28, 3])}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 3], tf.uint8, name="images")])
+    def encode(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        flat = tf.reshape(tf.cast(images, tf.float32) / 127.5 - 1.0, [-1, _PIXELS])
+        return {"z_mean": flat, "z_log_var": tf.zeros_like(flat)}
+
+
+def test_vae_evaluation_scores_its_reconstructions_of_held_out_images(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    module = _IdentityVAE()
+    metadata = ModelMetadata(
+        name="identity",
+        kind="vae",
+        latent_dim=_PIXELS,
+        image_shape=(28, 28, 3),
+        channels=3,
+        dataset="shapes",
+        epochs=0,
+    )
+
+    def write_model(folder: Path) -> None:
+        signatures = {SIGNATURE_NAME: module.generate, "encode": module.encode}
+        tf.saved_model.save(module, str(folder), signatures=signatures)
+
+    version = publish_version(tmp_path, metadata, write_model)
+    train = load_dataset("shapes")
+    held_out = load_dataset("shapes", split="test", limit=100)
+
+    record = evaluate_version(version, train=train, held_out=held_out, num_samples=100, cache_dir=cache_dir)
+
+    details = record.details
+    assert details["reconstruction_mean_abs_error"] < 0.51  # only the uint8 rounding of held-out pixels
+    assert details["reconstruction_class_agreement"] >= 0.9
+    assert record.real_fid is not None
+    assert details["reconstruction_fid"] == pytest.approx(record.real_fid, rel=0.01)  # uint8 rounding only
+    assert record.fid > 10 * details["reconstruction_fid"]  # prior samples of this "VAE" are noise
