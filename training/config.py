@@ -175,7 +175,6 @@ class TrainConfig:
                 "jit_compile needs an unseeded run (seed=None, --seed none): seeded runs are deterministic"
             )
 
-
     def _validate_model_options(self) -> None:
         if self.loss not in GAN_LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}: choose one of {', '.join(GAN_LOSSES)}")
