@@ -160,7 +160,7 @@ async def reconstruct(
     invert: InvertQuery = False,
     compare: Annotated[
         bool,
-        Query(description="With format=png: each input (as the model saw it) left of its reconstruction."),
+        Query(description="With format=png: the inputs (as the model saw them) in a row above their reconstructions."),
     ] = False,
     format: Annotated[
         ImageFormat, Query(description="png (grid, default), json, npy or zip.")
@@ -194,8 +194,7 @@ def _encode_reconstructions(
     if format is ImageFormat.zip:
         return imaging.encode_zip(images, [f"reconstruction{index:04d}.png" for index in range(len(images))])
     if compare:
-        pairs = np.stack([inputs, images], axis=1).reshape(-1, *images.shape[1:])
-        return imaging.encode_grid_png(pairs, 2)
+        return imaging.encode_grid_png(np.concatenate([inputs, images]), len(images))
     return imaging.encode_grid_png(images)
 
 

@@ -99,16 +99,16 @@ def test_decoding_an_encoded_latent_through_generate_gives_the_reconstruction(va
     assert np.abs(decode_npy(decoded.content).astype(int) - reconstruct_npy(vae_client, images)).max() <= 1
 
 
-def test_reconstruct_compare_shows_each_input_left_of_its_reconstruction(vae_client: TestClient) -> None:
-    images = shape_images(2)
+def test_reconstruct_compare_shows_the_inputs_above_their_reconstructions(vae_client: TestClient) -> None:
+    images = shape_images(3)
     response = vae_client.post("/reconstruct", params={"compare": "true"}, files=image_files(images))
 
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
     grid = decode_png(response.content)
     reconstructed = reconstruct_npy(vae_client, images)
-    assert grid.shape == (2 + 2 * 30, 2 + 2 * 30, 3)  # 2x2 tiles of 28 px with 2 px padding
+    assert grid.shape == (2 + 2 * 30, 2 + 3 * 30, 3)  # 2 rows of 3 tiles of 28 px with 2 px padding
     np.testing.assert_array_equal(grid[2:30, 2:30], images[0])
-    np.testing.assert_array_equal(grid[32:60, 32:60], reconstructed[1])
+    np.testing.assert_array_equal(grid[32:60, 62:90], reconstructed[2])
 
 
 def test_reconstruct_json_carries_pngs_and_latents(vae_client: TestClient) -> None:
@@ -321,3 +321,19 @@ def test_concurrent_uploads_share_encoder_calls(tiny_vae_store: Path) -> None:
             np.testing.assert_allclose(latents, [item["latent"] for item in together], atol=1e-4)
 
     asyncio.run(scenario())
+
+
+def test_openapi_describes_the_uploads_as_files(vae_client: TestClient) -> None:
+    paths = vae_client.get("/openapi.json").json()["paths"]
+
+    for path, fields in (
+        ("/encode", ["image"]),
+        ("/reconstruct", ["image"]),
+        ("/interpolate", ["start", "end"]),
+    ):
+        body = paths[path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+        assert body["required"] == fields
+        for field in fields:
+            schema = body["properties"][field]
+            assert "binary" in (schema.get("format"), schema.get("items", {}).get("format"))
+    assert "get" in paths["/interpolate"]  # the seed interpolation stays beside the upload one
