@@ -6,10 +6,11 @@ input. Without `model`, these routes use the default model if it is a VAE, else 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from app import imaging, params
@@ -56,6 +57,24 @@ InvertQuery = Annotated[
 ]
 
 
+@dataclass(frozen=True)
+class _Target:
+    """The VAE version a request uploads to, and how to read its uploads."""
+
+    model_version: ModelVersion
+    invert: bool
+
+
+async def _target(
+    registry: RegistryDep, model: ModelQuery = None, version: VersionQuery = None, invert: InvertQuery = False
+) -> _Target:
+    model_version = registry.resolve_encoder(params.parse_model_name(model), params.parse_version(version))
+    return _Target(model_version, invert)
+
+
+TargetDep = Annotated[_Target, Depends(_target)]
+
+
 def _multipart(fields: dict[str, str], required: list[str]) -> dict[str, Any]:
     """OpenAPI request body of image file fields, so /docs offers file pickers."""
     properties: dict[str, Any] = {}
@@ -73,21 +92,17 @@ def _limits(settings: Settings) -> UploadLimits:
 
 
 async def _uploaded_images(
-    request: Request,
-    settings: Settings,
-    model_version: ModelVersion,
-    fields: dict[str, tuple[int, int]],
-    invert: bool,
+    request: Request, settings: Settings, target: _Target, fields: dict[str, tuple[int, int]]
 ) -> list[UploadedImage]:
     """Every file of `fields` (name -> (fewest, most) files), read, checked and converted, in field order."""
     limits = _limits(settings)
     form = await read_form(request, limits)
     try:
-        image_shape = model_version.metadata.image_shape
+        image_shape = target.model_version.metadata.image_shape
         images = []
         for field, (fewest, most) in fields.items():
             for upload in files_in(form, field, required=fewest, limit=most):
-                images.append(await load_image(field, upload, image_shape, limits, invert=invert))
+                images.append(await load_image(field, upload, image_shape, limits, invert=target.invert))
         return images
     finally:
         await form.close()
@@ -114,18 +129,13 @@ def _headers(model_version: ModelVersion) -> dict[str, str]:
 )
 async def encode(
     request: Request,
-    registry: RegistryDep,
+    target: TargetDep,
     settings: SettingsDep,
     generation: GenerationDep,
-    model: ModelQuery = None,
-    version: VersionQuery = None,
-    invert: InvertQuery = False,
 ) -> JSONResponse:
     """Each uploaded image's latent (the posterior mean; POST it to /generate as `latents` to decode it)."""
-    model_version = registry.resolve_encoder(params.parse_model_name(model), params.parse_version(version))
-    uploads = await _uploaded_images(
-        request, settings, model_version, {"image": (1, settings.max_upload_images)}, invert
-    )
+    model_version = target.model_version
+    uploads = await _uploaded_images(request, settings, target, {"image": (1, settings.max_upload_images)})
     _, means, log_vars = await _encode_uploads(generation, model_version, uploads, request)
     response = EncodeResponse(
         model=model_version.name,
@@ -152,25 +162,22 @@ async def encode(
 )
 async def reconstruct(
     request: Request,
-    registry: RegistryDep,
+    target: TargetDep,
     settings: SettingsDep,
     generation: GenerationDep,
-    model: ModelQuery = None,
-    version: VersionQuery = None,
-    invert: InvertQuery = False,
     compare: Annotated[
         bool,
-        Query(description="With format=png: the inputs (as the model saw them) in a row above their reconstructions."),
+        Query(
+            description="With format=png: the inputs (as the model saw them) in a row above their reconstructions."
+        ),
     ] = False,
     format: Annotated[
         ImageFormat, Query(description="png (grid, default), json, npy or zip.")
     ] = ImageFormat.png,
 ) -> Response:
     """Encode each uploaded image and decode its latent: how the model sees it."""
-    model_version = registry.resolve_encoder(params.parse_model_name(model), params.parse_version(version))
-    uploads = await _uploaded_images(
-        request, settings, model_version, {"image": (1, settings.max_upload_images)}, invert
-    )
+    model_version = target.model_version
+    uploads = await _uploaded_images(request, settings, target, {"image": (1, settings.max_upload_images)})
     pixels, means, _ = await _encode_uploads(generation, model_version, uploads, request)
     images = await generation.generate(model_version, means, request=request)
     headers = _headers(model_version)
@@ -232,12 +239,9 @@ def _reconstruct_payload(
 )
 async def interpolate_images(
     request: Request,
-    registry: RegistryDep,
+    target: TargetDep,
     settings: SettingsDep,
     generation: GenerationDep,
-    model: ModelQuery = None,
-    version: VersionQuery = None,
-    invert: InvertQuery = False,
     steps: Annotated[int, Query(description="Number of frames (2..GENSERVE_MAX_STEPS).")] = 16,
     method: Annotated[
         InterpolationMethodName,
@@ -252,10 +256,8 @@ async def interpolate_images(
 ) -> Response:
     """Morph one uploaded image into another: encode both, walk between their latents, decode every frame."""
     params.check_range("steps", steps, 2, settings.max_steps)
-    model_version = registry.resolve_encoder(params.parse_model_name(model), params.parse_version(version))
-    uploads = await _uploaded_images(
-        request, settings, model_version, {"start": (1, 1), "end": (1, 1)}, invert
-    )
+    model_version = target.model_version
+    uploads = await _uploaded_images(request, settings, target, {"start": (1, 1), "end": (1, 1)})
     _, means, _ = await _encode_uploads(generation, model_version, uploads, request)
     latents, positions = interpolation_path(means, steps, method.value, loop=loop)
     images = await generation.generate(model_version, latents, request=request)
