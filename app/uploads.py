@@ -9,10 +9,12 @@ and, when asked, inverted (for dark drawings on a light background, where the mo
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from dataclasses import dataclass
 
+import anyio
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from starlette.datastructures import FormData, UploadFile
@@ -107,7 +109,10 @@ async def load_image(
         raise PayloadTooLarge(field, f"each image may be at most {limits.max_bytes} bytes")
     if not data:
         raise InvalidParameter(field, "the uploaded file is empty")
-    pixels = prepare_image(field, data, image_shape, limits.max_side, invert=invert)
+    # Decoding and resizing a large photo takes milliseconds of CPU: keep it off the event loop.
+    pixels = await anyio.to_thread.run_sync(
+        functools.partial(prepare_image, field, data, image_shape, limits.max_side, invert=invert)
+    )
     return UploadedImage(field, upload.filename, pixels)
 
 

@@ -75,15 +75,12 @@ async def _target(
 TargetDep = Annotated[_Target, Depends(_target)]
 
 
-def _multipart(fields: dict[str, str], required: list[str]) -> dict[str, Any]:
-    """OpenAPI request body of image file fields, so /docs offers file pickers."""
-    properties: dict[str, Any] = {}
-    for name, description in fields.items():
-        single = {"type": "string", "format": "binary"}
-        repeated = name not in ("start", "end")
-        schema = {"type": "array", "items": single} if repeated else single
-        properties[name] = {**schema, "description": description}
-    form = {"type": "object", "properties": properties, "required": required}
+def _multipart(fields: dict[str, str], *, repeated: bool) -> dict[str, Any]:
+    """OpenAPI request body of required image file fields (each one file, or a list when `repeated`)."""
+    single = {"type": "string", "format": "binary"}
+    schema = {"type": "array", "items": single} if repeated else single
+    properties = {name: {**schema, "description": description} for name, description in fields.items()}
+    form = {"type": "object", "properties": properties, "required": list(fields)}
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": form}}}}
 
 
@@ -125,7 +122,9 @@ def _headers(model_version: ModelVersion) -> dict[str, str]:
     "/encode",
     response_model=EncodeResponse,
     responses=_ERRORS,
-    openapi_extra=_multipart({"image": "One or more image files (PNG, JPEG, WebP, GIF, BMP)."}, ["image"]),
+    openapi_extra=_multipart(
+        {"image": "One or more image files (PNG, JPEG, WebP, GIF, BMP)."}, repeated=True
+    ),
 )
 async def encode(
     request: Request,
@@ -158,7 +157,9 @@ async def encode(
         },
         **_ERRORS,
     },
-    openapi_extra=_multipart({"image": "One or more image files (PNG, JPEG, WebP, GIF, BMP)."}, ["image"]),
+    openapi_extra=_multipart(
+        {"image": "One or more image files (PNG, JPEG, WebP, GIF, BMP)."}, repeated=True
+    ),
 )
 async def reconstruct(
     request: Request,
@@ -234,7 +235,7 @@ def _reconstruct_payload(
         **_ERRORS,
     },
     openapi_extra=_multipart(
-        {"start": "The first image (PNG, JPEG, WebP, GIF, BMP).", "end": "The last image."}, ["start", "end"]
+        {"start": "The first image (PNG, JPEG, WebP, GIF, BMP).", "end": "The last image."}, repeated=False
     ),
 )
 async def interpolate_images(
