@@ -21,6 +21,11 @@ TRAIN = ["train", "--dataset", "shapes", "--name", "cli-test"]
         (["--recipe", "tutorial", "--lr-g", "3e-4"], "recipe 'tutorial' fixes lr_g"),
         (["--name", "Not A Name"], "invalid model name"),
         (["--jit-compile"], "jit_compile needs an unseeded run"),
+        (["--loss", "hinge", "--label-smoothing", "0.1"], "label_smoothing applies to the 'bce' loss only"),
+        (["--diffaugment", "translation,blur"], "unknown DiffAugment policy 'blur'"),
+        (["--label-smoothing", "0.6"], "label_smoothing must be in [0, 0.5)"),
+        (["--model", "vae", "--spectral-norm"], "spectral_norm only apply to GANs"),
+        (["--kl-weight", "0.5"], "kl_weight only applies to model 'vae'"),
     ],
 )
 def test_bad_train_options_exit_2_with_one_line(
@@ -131,3 +136,19 @@ def test_module_entry_point_reports_bad_arguments_without_a_traceback() -> None:
     assert completed.stderr.strip() == (
         "python -m training train: error: epochs must be an integer of at least 1, got 0"
     )
+
+
+def test_recipe_and_vae_flags_fill_the_config() -> None:
+    gan = train_config_from_args(
+        build_parser().parse_args(
+            [*TRAIN, "--loss", "hinge", "--spectral-norm", "--diffaugment", "translation, cutout"]
+        )
+    )
+    vae = train_config_from_args(build_parser().parse_args([*TRAIN, "--model", "vae", "--kl-weight", "0.5"]))
+
+    assert (gan.loss, gan.spectral_norm, gan.diffaugment_policies) == (
+        "hinge",
+        True,
+        ("translation", "cutout"),
+    )
+    assert (vae.model, vae.kl_weight, vae.lr_g, vae.beta_1, vae.ema_decay) == ("vae", 0.5, 1e-3, 0.9, 0.0)
