@@ -34,10 +34,20 @@ RunBatch = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
 class BatchObserver(Protocol):
-    """Receives batching metrics; implementations must be cheap, and their errors are only logged."""
+    """Receives batching metrics; implementations must be cheap, and their errors are only logged.
+
+    `inputs` names the batch's input arrays (sorted), telling apart what the model was asked to do.
+    """
 
     def on_batch(
-        self, *, images: int, requests: int, padding: int, queue_wait_s: list[float], model_call_s: float
+        self,
+        *,
+        images: int,
+        requests: int,
+        padding: int,
+        queue_wait_s: list[float],
+        model_call_s: float,
+        inputs: tuple[str, ...] = (),
     ) -> None: ...
 
     def on_reject(self, reason: str) -> None: ...
@@ -47,7 +57,14 @@ class NullObserver:
     """An observer that ignores everything; subclass it to override only the hooks you need."""
 
     def on_batch(
-        self, *, images: int, requests: int, padding: int, queue_wait_s: list[float], model_call_s: float
+        self,
+        *,
+        images: int,
+        requests: int,
+        padding: int,
+        queue_wait_s: list[float],
+        model_call_s: float,
+        inputs: tuple[str, ...] = (),
     ) -> None:
         pass
 
@@ -382,9 +399,15 @@ class Batcher:
         self._call_s_estimate = 0.8 * previous + 0.2 * call_s
         self._requests_estimate = 0.8 * self._requests_estimate + 0.2 * len(slices)
         waits = [started - piece.request.arrived for piece in slices]
+        inputs = tuple(sorted(slices[0].request.inputs))
         self._notify(
             lambda: self._observer.on_batch(
-                images=images, requests=len(slices), padding=padding, queue_wait_s=waits, model_call_s=call_s
+                images=images,
+                requests=len(slices),
+                padding=padding,
+                queue_wait_s=waits,
+                model_call_s=call_s,
+                inputs=inputs,
             )
         )
 

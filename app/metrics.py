@@ -20,6 +20,8 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from genserve import store
+
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "genserve"
@@ -71,6 +73,9 @@ class Metrics:
     def _build_generation(self) -> None:
         self.images_generated = self._counter(
             "images_generated", "Images produced by the model.", MODEL_LABELS
+        )
+        self.images_encoded = self._counter(
+            "images_encoded", "Uploaded images encoded to latents (VAEs).", MODEL_LABELS
         )
         self.queue_wait = self._histogram(
             "queue_wait_seconds",
@@ -174,10 +179,19 @@ class BatchMetrics:
         self._labels = {"model": model, "version": version}
 
     def on_batch(
-        self, *, images: int, requests: int, padding: int, queue_wait_s: list[float], model_call_s: float
+        self,
+        *,
+        images: int,
+        requests: int,
+        padding: int,
+        queue_wait_s: list[float],
+        model_call_s: float,
+        inputs: tuple[str, ...] = (),
     ) -> None:
         metrics, labels = self._metrics, self._labels
-        metrics.images_generated.labels(**labels).inc(images - padding)
+        # `images` counts real images only; padding rows are reported on their own below.
+        produced = metrics.images_encoded if store.IMAGES_INPUT in inputs else metrics.images_generated
+        produced.labels(**labels).inc(images)
         metrics.model_call.labels(**labels).observe(model_call_s)
         metrics.batch_images.labels(**labels).observe(images)
         metrics.batch_requests.labels(**labels).observe(requests)

@@ -55,7 +55,14 @@ class RecordingObserver(NullObserver):
         self.rejects: list[str] = []
 
     def on_batch(
-        self, *, images: int, requests: int, padding: int, queue_wait_s: list[float], model_call_s: float
+        self,
+        *,
+        images: int,
+        requests: int,
+        padding: int,
+        queue_wait_s: list[float],
+        model_call_s: float,
+        inputs: tuple[str, ...] = (),
     ) -> None:
         self.batches.append({"images": images, "requests": requests, "padding": padding})
 
@@ -65,7 +72,14 @@ class RecordingObserver(NullObserver):
 
 class BrokenObserver(NullObserver):
     def on_batch(
-        self, *, images: int, requests: int, padding: int, queue_wait_s: list[float], model_call_s: float
+        self,
+        *,
+        images: int,
+        requests: int,
+        padding: int,
+        queue_wait_s: list[float],
+        model_call_s: float,
+        inputs: tuple[str, ...] = (),
     ) -> None:
         raise RuntimeError("observer bug")
 

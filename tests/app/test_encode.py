@@ -17,6 +17,7 @@ from PIL import Image
 from app.main import create_app
 from tests.app.helpers import decode_base64_png, decode_npy, decode_png, frame_count, running_app
 from tests.app.test_generate import assert_error
+from tests.app.test_metrics import scrape, value
 from tests.conftest import TINY_LATENT_DIM, TINY_MODEL, TINY_VAE, make_settings, wait_until_ready
 from training.datasets import load_dataset, to_uint8
 
@@ -337,3 +338,16 @@ def test_openapi_describes_the_uploads_as_files(vae_client: TestClient) -> None:
             schema = body["properties"][field]
             assert "binary" in (schema.get("format"), schema.get("items", {}).get("format"))
     assert "get" in paths["/interpolate"]  # the seed interpolation stays beside the upload one
+
+
+def test_encoded_uploads_are_counted_apart_from_generated_images(vae_client: TestClient) -> None:
+    labels = {"model": TINY_VAE, "version": "1"}
+    before = scrape(vae_client)
+    assert vae_client.post("/encode", files=image_files(shape_images(3))).status_code == 200
+    after = scrape(vae_client)
+
+    def moved(name: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("genserve_images_encoded_total") == 3
+    assert moved("genserve_images_generated_total") == 0

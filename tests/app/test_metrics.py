@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import TINY_MODEL
+from app.main import create_app
+from tests.conftest import TINY_MODEL, make_settings, wait_until_ready
 
 MODEL = {"model": TINY_MODEL, "version": "1"}
 
@@ -70,3 +73,19 @@ def test_unknown_paths_share_one_route_label(client: TestClient) -> None:
         == 2
     )
     assert not any("/no/such" in str(key) for key in after)
+
+
+def test_padding_rows_are_not_counted_as_generated_images(tiny_store: Path) -> None:
+    settings = make_settings(tiny_store, max_batch_size=8, allowed_batch_sizes="4,8")
+    with TestClient(create_app(settings)) as padded:
+        wait_until_ready(padded)
+        before = scrape(padded)
+        assert padded.post("/generate", params={"n": 3, "seed": 1}).status_code == 200
+        after = scrape(padded)
+
+    def moved(name: str) -> float:
+        return value(after, name, **MODEL) - value(before, name, **MODEL)
+
+    assert moved("genserve_images_generated_total") == 3
+    assert moved("genserve_padding_images_total") == 1
+    assert moved("genserve_batch_size_images_sum") == 3
