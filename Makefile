@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# The bundled store's default model is mnist-dcgan; with another GENSERVE_MODEL_STORE the service picks its own.
+BUNDLED_DEFAULT = $(if $(GENSERVE_MODEL_STORE),,mnist-dcgan)
+
 run: $(STAMP)
-	$(BIN)/python -m app
+	GENSERVE_DEFAULT_MODEL="$${GENSERVE_DEFAULT_MODEL:-$(BUNDLED_DEFAULT)}" $(BIN)/python -m app
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
