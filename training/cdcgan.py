@@ -51,8 +51,12 @@ def build_conditional_discriminator(
     num_classes: int,
     name: str = "discriminator",
     dtype_policy: str = "float32",
+    spectral_norm: bool = False,
 ) -> keras.Model:
-    """``(images [N, H, W, C], label int32 [N])`` to one real-vs-fake logit each, ``[N, 1]``."""
+    """``(images [N, H, W, C], label int32 [N])`` to one real-vs-fake logit each, ``[N, 1]``.
+
+    `spectral_norm` normalises the DCGAN layers after the label map, as `build_discriminator` does.
+    """
     height, width, channels = check_image_shape(image_shape)
     _check_num_classes(num_classes)
     images = keras.Input(shape=(height, width, channels), name="images")
@@ -60,7 +64,7 @@ def build_conditional_discriminator(
     label_map = keras.layers.Embedding(num_classes, height * width, name="label_map")(label)
     label_map = keras.layers.Reshape((height, width, 1), name="label_map_reshape")(label_map)
     x = keras.layers.Concatenate(name="image_and_label", dtype=dtype_policy)([images, label_map])
-    for layer in discriminator_layers(height, dtype_policy):
+    for layer in discriminator_layers(height, dtype_policy, spectral_norm=spectral_norm):
         x = layer(x)
     return keras.Model([images, label], x, name=name)
 

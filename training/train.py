@@ -185,12 +185,19 @@ def _starting_epoch(config: TrainConfig, info: RunInfo, checkpointer: Checkpoint
 
 def _check_same_architecture(saved: RunInfo, current: RunInfo) -> None:
     def shape(info: RunInfo) -> tuple[Any, ...]:
-        return (info.config.model, info.config.latent_dim, info.image_shape, info.config.ema_decay > 0.0)
+        config = info.config
+        return (
+            config.model,
+            config.latent_dim,
+            info.image_shape,
+            config.ema_decay > 0.0,
+            config.spectral_norm,
+        )
 
     if shape(saved) != shape(current):
         raise ValueError(
-            f"cannot resume: the run was (model, latent_dim, image_shape, ema) = {shape(saved)} but the options "
-            f"now give {shape(current)}; resume with the original options or start a new --run-dir"
+            f"cannot resume: the run was (model, latent_dim, image_shape, ema, spectral_norm) = {shape(saved)} "
+            f"but the options now give {shape(current)}; resume with the original options or start a new --run-dir"
         )
 
 

@@ -156,6 +156,8 @@ def test_resume_with_a_different_architecture_is_refused(
 
     with pytest.raises(ValueError, match="cannot resume"):
         train(replace(config, run_dir=tmp_path / "run", latent_dim=8, resume=True, epochs=3))
+    with pytest.raises(ValueError, match=r"cannot resume: .*spectral_norm\) = .*False\) but .*True\)"):
+        train(replace(config, run_dir=tmp_path / "run", spectral_norm=True, resume=True, epochs=3))
 
 
 class _InterruptAt(keras.callbacks.Callback):
