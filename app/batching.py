@@ -33,22 +33,22 @@ _ALONE_BELOW = 1.5
 RunBatch = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
+@dataclass(frozen=True)
+class BatchReport:
+    """One successful model call, as observers see it."""
+
+    images: int  # real images; padding rows are not included
+    requests: int
+    padding: int
+    queue_wait_s: list[float]  # per request slice
+    model_call_s: float
+    inputs: tuple[str, ...] = ()  # the batch's input names, sorted: what the model was asked to do
+
+
 class BatchObserver(Protocol):
-    """Receives batching metrics; implementations must be cheap, and their errors are only logged.
+    """Receives batching metrics; implementations must be cheap, and their errors are only logged."""
 
-    `inputs` names the batch's input arrays (sorted), telling apart what the model was asked to do.
-    """
-
-    def on_batch(
-        self,
-        *,
-        images: int,
-        requests: int,
-        padding: int,
-        queue_wait_s: list[float],
-        model_call_s: float,
-        inputs: tuple[str, ...] = (),
-    ) -> None: ...
+    def on_batch(self, report: BatchReport) -> None: ...
 
     def on_reject(self, reason: str) -> None: ...
 
@@ -56,16 +56,7 @@ class BatchObserver(Protocol):
 class NullObserver:
     """An observer that ignores everything; subclass it to override only the hooks you need."""
 
-    def on_batch(
-        self,
-        *,
-        images: int,
-        requests: int,
-        padding: int,
-        queue_wait_s: list[float],
-        model_call_s: float,
-        inputs: tuple[str, ...] = (),
-    ) -> None:
+    def on_batch(self, report: BatchReport) -> None:
         pass
 
     def on_reject(self, reason: str) -> None:
@@ -400,16 +391,8 @@ class Batcher:
         self._requests_estimate = 0.8 * self._requests_estimate + 0.2 * len(slices)
         waits = [started - piece.request.arrived for piece in slices]
         inputs = tuple(sorted(slices[0].request.inputs))
-        self._notify(
-            lambda: self._observer.on_batch(
-                images=images,
-                requests=len(slices),
-                padding=padding,
-                queue_wait_s=waits,
-                model_call_s=call_s,
-                inputs=inputs,
-            )
-        )
+        report = BatchReport(images, len(slices), padding, waits, call_s, inputs)
+        self._notify(lambda: self._observer.on_batch(report))
 
     def _reject(self, reason: str) -> None:
         self._notify(lambda: self._observer.on_reject(reason))

@@ -20,6 +20,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.batching import BatchReport
 from genserve import store
 
 logger = logging.getLogger(__name__)
@@ -178,27 +179,18 @@ class BatchMetrics:
         self._metrics = metrics
         self._labels = {"model": model, "version": version}
 
-    def on_batch(
-        self,
-        *,
-        images: int,
-        requests: int,
-        padding: int,
-        queue_wait_s: list[float],
-        model_call_s: float,
-        inputs: tuple[str, ...] = (),
-    ) -> None:
+    def on_batch(self, report: BatchReport) -> None:
         metrics, labels = self._metrics, self._labels
-        # `images` counts real images only; padding rows are reported on their own below.
-        produced = metrics.images_encoded if store.IMAGES_INPUT in inputs else metrics.images_generated
-        produced.labels(**labels).inc(images)
-        metrics.model_call.labels(**labels).observe(model_call_s)
-        metrics.batch_images.labels(**labels).observe(images)
-        metrics.batch_requests.labels(**labels).observe(requests)
-        if padding:
-            metrics.padding_images.labels(**labels).inc(padding)
+        encoded = store.IMAGES_INPUT in report.inputs
+        produced = metrics.images_encoded if encoded else metrics.images_generated
+        produced.labels(**labels).inc(report.images)
+        metrics.model_call.labels(**labels).observe(report.model_call_s)
+        metrics.batch_images.labels(**labels).observe(report.images)
+        metrics.batch_requests.labels(**labels).observe(report.requests)
+        if report.padding:
+            metrics.padding_images.labels(**labels).inc(report.padding)
         histogram = metrics.queue_wait.labels(**labels)
-        for wait in queue_wait_s:
+        for wait in report.queue_wait_s:
             histogram.observe(wait)
 
     def on_reject(self, reason: str) -> None:

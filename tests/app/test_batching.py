@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.batching import Batcher, BatchingConfig, NullObserver
+from app.batching import Batcher, BatchingConfig, BatchReport, NullObserver
 from app.errors import DeadlineExceeded, ModelCallFailed, Overloaded, ShuttingDown
 
 WAIT_S = 5.0  # upper bound for anything that should happen "soon"; only reached when a test fails
@@ -54,33 +54,15 @@ class RecordingObserver(NullObserver):
         self.batches: list[dict[str, Any]] = []
         self.rejects: list[str] = []
 
-    def on_batch(
-        self,
-        *,
-        images: int,
-        requests: int,
-        padding: int,
-        queue_wait_s: list[float],
-        model_call_s: float,
-        inputs: tuple[str, ...] = (),
-    ) -> None:
-        self.batches.append({"images": images, "requests": requests, "padding": padding})
+    def on_batch(self, report: BatchReport) -> None:
+        self.batches.append({"images": report.images, "requests": report.requests, "padding": report.padding})
 
     def on_reject(self, reason: str) -> None:
         self.rejects.append(reason)
 
 
 class BrokenObserver(NullObserver):
-    def on_batch(
-        self,
-        *,
-        images: int,
-        requests: int,
-        padding: int,
-        queue_wait_s: list[float],
-        model_call_s: float,
-        inputs: tuple[str, ...] = (),
-    ) -> None:
+    def on_batch(self, report: BatchReport) -> None:
         raise RuntimeError("observer bug")
 
 
