@@ -15,31 +15,27 @@ class ServiceError(Exception):
         self.headers = headers or {}
 
 
-class InvalidParameter(ServiceError):
+class FieldError(ServiceError):
+    """A problem with one request field; the message starts with the field's name."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class InvalidParameter(FieldError):
     status_code = 422
     code = "invalid_parameter"
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
-
-class PayloadTooLarge(ServiceError):
+class PayloadTooLarge(FieldError):
     status_code = 413
     code = "payload_too_large"
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
-
-class UnsupportedMediaType(ServiceError):
+class UnsupportedMediaType(FieldError):
     status_code = 415
     code = "unsupported_media_type"
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 class NotFound(ServiceError):
