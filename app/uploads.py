@@ -128,7 +128,7 @@ def prepare_image(
         )
     try:
         image.load()
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
+    except (OSError, ValueError) as error:
         raise UnsupportedMediaType(field, f"the image data is damaged or truncated ({error})") from None
     out_height, out_width, channels = image_shape
     converted = _to_mode(image, "L" if channels == 1 else "RGB")
@@ -163,11 +163,6 @@ def _to_mode(image: Image.Image, mode: str) -> Image.Image:
 def _border_colour(image: Image.Image) -> int | tuple[int, ...]:
     """The median colour of the image's outermost pixels: what padding to a square should look like."""
     pixels = np.asarray(image)
-    border = np.concatenate(
-        [pixels[0].reshape(-1, *pixels.shape[2:]), pixels[-1].reshape(-1, *pixels.shape[2:])]
-        + [pixels[:, 0].reshape(-1, *pixels.shape[2:]), pixels[:, -1].reshape(-1, *pixels.shape[2:])]
-    )
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     median = np.median(border, axis=0)
-    if np.ndim(median) == 0:
-        return int(median)
-    return tuple(int(value) for value in median)
+    return int(median) if np.ndim(median) == 0 else tuple(int(value) for value in median)

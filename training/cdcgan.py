@@ -14,7 +14,13 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from training.dcgan import DCGAN, check_image_shape, discriminator_layers, generator_layers
+from training.dcgan import (
+    DCGAN,
+    check_image_shape,
+    check_latent_dim,
+    discriminator_layers,
+    generator_layers,
+)
 
 LABEL_EMBEDDING_DIM = 32
 LABEL_EMBEDDING_LAYER = "label_embedding"
@@ -34,8 +40,7 @@ def build_conditional_generator(
     dtype_policy: str = "float32",
 ) -> keras.Model:
     """``(z [N, latent_dim], label int32 [N])`` to images ``[N, H, W, C]`` in [-1, 1]."""
-    if latent_dim < 1:
-        raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
+    check_latent_dim(latent_dim)
     _check_num_classes(num_classes)
     z = keras.Input(shape=(latent_dim,), name="z")
     label = keras.Input(shape=(), dtype="int32", name="label")

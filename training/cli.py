@@ -6,6 +6,7 @@ TensorFlow is imported only once a command runs, so ``--help`` and argument erro
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -144,36 +145,10 @@ def _add_evaluate(parser: argparse.ArgumentParser) -> None:
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig a parsed ``train`` command line describes."""
+    """The TrainConfig a parsed ``train`` command line describes (each flag's dest is a TrainConfig field)."""
+    given = vars(args)
     return TrainConfig(
-        model=args.model,
-        dataset=args.dataset,
-        name=args.name,
-        store=args.store,
-        data_path=args.data_path,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        latent_dim=args.latent_dim,
-        lr_g=args.lr_g,
-        lr_d=args.lr_d,
-        beta_1=args.beta_1,
-        recipe=args.recipe,
-        ema_decay=args.ema_decay,
-        seed=args.seed,
-        image_size=args.image_size,
-        channels=args.channels,
-        limit=args.limit,
-        run_dir=args.run_dir,
-        resume=args.resume,
-        export=args.export,
-        export_ema=args.export_ema,
-        jit_compile=args.jit_compile,
-        mixed_precision=args.mixed_precision,
-        loss=args.loss,
-        label_smoothing=args.label_smoothing,
-        spectral_norm=args.spectral_norm,
-        diffaugment=args.diffaugment,
-        kl_weight=args.kl_weight,
+        **{item.name: given[item.name] for item in dataclasses.fields(TrainConfig) if item.name in given}
     )
 
 

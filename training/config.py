@@ -121,10 +121,8 @@ class TrainConfig:
             raise ValueError(f"unknown recipe {self.recipe!r}: choose one of {', '.join(RECIPES)}")
         if self.recipe != "tutorial":
             return
-        defaults = {item.name: item.default for item in dataclasses.fields(self)}
         for key, tutorial_value in TUTORIAL_SETTINGS.items():
-            value = getattr(self, key)
-            if value != defaults[key] and value != tutorial_value:
+            if not self._left_at_default(key) and getattr(self, key) != tutorial_value:
                 raise ValueError(
                     f"recipe 'tutorial' fixes {key}={tutorial_value} (the TF DCGAN tutorial's value); "
                     f"drop the {key} setting or use recipe 'genserve' to tune it"
@@ -135,10 +133,14 @@ class TrainConfig:
         """Give a VAE its own optimiser defaults where the GAN defaults were left in place."""
         if self.model != "vae":
             return
-        defaults = {item.name: item.default for item in dataclasses.fields(self)}
         for key, value in VAE_SETTINGS.items():
-            if getattr(self, key) == defaults[key]:
+            if self._left_at_default(key):
                 setattr(self, key, value)
+
+    def _left_at_default(self, key: str) -> bool:
+        """Whether option `key` still holds its declared default, so a recipe or model kind may replace it."""
+        defaults = {item.name: item.default for item in dataclasses.fields(self)}
+        return bool(getattr(self, key) == defaults[key])
 
     def _validate(self) -> None:
         validate_model_name(self.name)

@@ -64,6 +64,13 @@ def _upsampling_filters(image_size: int) -> list[int]:
     return [64] if image_size in (28, 32) else [128, 64]
 
 
+def check_latent_dim(latent_dim: int) -> int:
+    """Return `latent_dim` if it is a usable latent size, else raise ValueError."""
+    if latent_dim < 1:
+        raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
+    return latent_dim
+
+
 def check_image_shape(image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
     """Return `image_shape` if the DCGAN supports it, else raise ValueError saying what it supports."""
     if len(image_shape) != 3:
@@ -91,8 +98,7 @@ def build_generator(
 
     `dtype_policy` applies to the hidden layers (e.g. ``"mixed_bfloat16"``); the output layer stays float32.
     """
-    if latent_dim < 1:
-        raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
+    check_latent_dim(latent_dim)
     layers = generator_layers(image_shape, dtype_policy)
     return keras.Sequential([keras.Input(shape=(latent_dim,), name="z"), *layers], name=name)
 

@@ -16,6 +16,7 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,8 @@ def evaluate_version(
     held_out_all = _predict(classifier, held_out.images, batch_size)
     accuracy = float(np.mean(held_out_all.probabilities.argmax(axis=1) == held_out.labels))
     real = _take(held_out_all, _subset(len(held_out), num_samples, rng))
-    generated_images = generate_images(version_dir, num_samples, seed=seed, batch_size=batch_size)
+    loaded = tf.saved_model.load(str(version_dir))
+    generated_images = _generate(loaded, metadata, num_samples, seed=seed, batch_size=batch_size)
     _check_shape(tuple(generated_images.shape[1:]), train)  # the metadata could disagree with the graph
     generated = _predict(classifier, _to_unit_range(generated_images), batch_size)
     logger.info("classifier accuracy on held-out images: %.4f", accuracy)
@@ -128,9 +130,7 @@ def evaluate_version(
         logger.info("generated images classified as their requested class: %.4f", details["label_accuracy"])
     if metadata.has_encoder:
         subset = _subset(len(held_out), num_samples, rng)
-        details.update(
-            _reconstruction_details(version_dir, classifier, held_out, subset, reference, batch_size)
-        )
+        details.update(_reconstruction_details(loaded, classifier, held_out, subset, reference, batch_size))
     return EvaluationRecord(
         dataset=train.name,
         num_samples=num_samples,
@@ -353,38 +353,49 @@ def generate_images(
 
     Conditional models get class labels cycling through every class, so each class is equally represented.
     """
-    metadata = read_metadata(version_dir)
-    signature = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE_NAME]
+    loaded = tf.saved_model.load(str(version_dir))
+    return _generate(loaded, read_metadata(version_dir), num_samples, seed=seed, batch_size=batch_size)
+
+
+def _generate(
+    loaded: Any, metadata: ModelMetadata, num_samples: int, *, seed: int, batch_size: int
+) -> np.ndarray:
+    signature = loaded.signatures[SIGNATURE_NAME]
     latents = np.random.RandomState(seed).randn(num_samples, metadata.latent_dim).astype(np.float32)
     needs_labels = LABEL_INPUT in signature.structured_input_signature[1]
     num_classes = len(metadata.class_names or [])
     if needs_labels and num_classes == 0:
-        raise ValueError(f"{version_dir} takes class labels but its metadata lists no class_names")
+        raise ValueError(f"{metadata.name} takes class labels but its metadata lists no class_names")
     labels = generated_labels(num_samples, max(num_classes, 1))
-    logger.info("generating %d images from %s", num_samples, version_dir)
-    batches = []
-    for start in range(0, num_samples, batch_size):
-        inputs = {LATENT_INPUT: tf.constant(latents[start : start + batch_size])}
+    logger.info("generating %d images from %s", num_samples, metadata.name)
+
+    def generate(rows: slice) -> np.ndarray:
+        inputs = {LATENT_INPUT: tf.constant(latents[rows])}
         if needs_labels:
-            inputs[LABEL_INPUT] = tf.constant(labels[start : start + batch_size])
-        batches.append(signature(**inputs)[IMAGES_OUTPUT].numpy())
-    return np.concatenate(batches)
+            inputs[LABEL_INPUT] = tf.constant(labels[rows])
+        return np.asarray(signature(**inputs)[IMAGES_OUTPUT].numpy())
+
+    return _in_batches(num_samples, batch_size, generate)
 
 
-def reconstruct_images(version_dir: Path, images: np.ndarray, *, batch_size: int = 250) -> np.ndarray:
+def _reconstruct(loaded: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
     """A VAE's reconstructions of uint8 `images`: each encoded to its posterior mean and decoded."""
-    loaded = tf.saved_model.load(str(version_dir))
     encode, decode = loaded.signatures[ENCODE_SIGNATURE], loaded.signatures[SIGNATURE_NAME]
-    batches = []
-    for start in range(0, len(images), batch_size):
-        chunk = tf.constant(images[start : start + batch_size])
-        latents = encode(**{IMAGES_INPUT: chunk})[LATENT_MEAN_OUTPUT]
-        batches.append(decode(**{LATENT_INPUT: latents})[IMAGES_OUTPUT].numpy())
-    return np.concatenate(batches)
+
+    def reconstruct(rows: slice) -> np.ndarray:
+        latents = encode(**{IMAGES_INPUT: tf.constant(images[rows])})[LATENT_MEAN_OUTPUT]
+        return np.asarray(decode(**{LATENT_INPUT: latents})[IMAGES_OUTPUT].numpy())
+
+    return _in_batches(len(images), batch_size, reconstruct)
+
+
+def _in_batches(count: int, batch_size: int, run: Callable[[slice], np.ndarray]) -> np.ndarray:
+    """`run` over rows [0, count) in slices of `batch_size`, outputs concatenated."""
+    return np.concatenate([run(slice(start, start + batch_size)) for start in range(0, count, batch_size)])
 
 
 def _reconstruction_details(
-    version_dir: Path,
+    loaded: Any,
     classifier: keras.Model,
     held_out: ImageDataset,
     subset: np.ndarray,
@@ -393,7 +404,7 @@ def _reconstruction_details(
 ) -> dict[str, float]:
     """How faithfully a VAE reconstructs held-out images: pixel error, class kept, Fréchet distance."""
     originals = to_uint8(held_out.images[subset])
-    reconstructed = reconstruct_images(version_dir, originals, batch_size=batch_size)
+    reconstructed = _reconstruct(loaded, originals, batch_size)
     predicted = _predict(classifier, _to_unit_range(reconstructed), batch_size)
     error = np.abs(reconstructed.astype(np.float64) - originals.astype(np.float64)).mean()
     details = {

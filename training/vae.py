@@ -17,7 +17,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from training.dcgan import check_image_shape
+from training.dcgan import check_image_shape, check_latent_dim
 
 _KERNEL_SIZE = 3
 _HIDDEN_UNITS = 256
@@ -38,8 +38,7 @@ def build_encoder(
     dtype_policy: str = "float32",
 ) -> keras.Model:
     """Images ``[N, H, W, C]`` in [-1, 1] to ``(z_mean, z_log_var)``, each float32 ``[N, latent_dim]``."""
-    if latent_dim < 1:
-        raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
+    check_latent_dim(latent_dim)
     size, _, _ = check_image_shape(image_shape)
     images = keras.Input(shape=tuple(image_shape), name="images")
     x = images
@@ -67,8 +66,7 @@ def build_decoder(
     dtype_policy: str = "float32",
 ) -> keras.Model:
     """Latent vectors ``[N, latent_dim]`` to images ``[N, H, W, C]`` in [-1, 1] (the Bernoulli means)."""
-    if latent_dim < 1:
-        raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
+    check_latent_dim(latent_dim)
     size, _, channels = check_image_shape(image_shape)
     filters = list(reversed(_conv_filters(size)))
     base = size // 2 ** len(filters)

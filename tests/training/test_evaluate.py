@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -113,24 +114,23 @@ class _LabelPainter(tf.Module):
         return {IMAGES_OUTPUT: tf.tile(fill, [1, 4, 4, 1]) + tf.zeros_like(z[:, :1, None, None], tf.uint8)}
 
 
-def _publish(store: Path, module: tf.Module, metadata: ModelMetadata) -> Path:
+def _publish(store: Path, module: tf.Module, metadata: ModelMetadata, **extra_signatures: Any) -> Path:
     def write_model(folder: Path) -> None:
-        tf.saved_model.save(module, str(folder), signatures={SIGNATURE_NAME: module.generate})
+        signatures = {SIGNATURE_NAME: module.generate, **extra_signatures}
+        tf.saved_model.save(module, str(folder), signatures=signatures)
 
     return publish_version(store, metadata, write_model)
 
 
+def _metadata(name: str, kind: str, **overrides: Any) -> ModelMetadata:
+    """Metadata of a hand-built test model: 28x28 RGB shapes and LATENT_DIM unless overridden."""
+    values: dict[str, Any] = {"latent_dim": LATENT_DIM, "image_shape": (28, 28, 3), "channels": 3}
+    return ModelMetadata(name=name, kind=kind, dataset="shapes", epochs=0, **(values | overrides))
+
+
 @pytest.fixture(scope="module")
 def noise_version(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    metadata = ModelMetadata(
-        name="noise",
-        kind="dcgan",
-        latent_dim=LATENT_DIM,
-        image_shape=(28, 28, 3),
-        channels=3,
-        dataset="shapes",
-        epochs=0,
-    )
+    metadata = _metadata("noise", "dcgan")
     return _publish(tmp_path_factory.mktemp("store"), _NoiseGenerator(), metadata)
 
 
@@ -194,16 +194,7 @@ def test_generated_shape_must_match_the_dataset(noise_version: Path, cache_dir: 
 
 
 def test_conditional_models_get_every_class_in_turn(tmp_path: Path) -> None:
-    metadata = ModelMetadata(
-        name="painter",
-        kind="cdcgan",
-        latent_dim=LATENT_DIM,
-        image_shape=(4, 4, 1),
-        channels=1,
-        class_names=["a", "b", "c"],
-        dataset="shapes",
-        epochs=0,
-    )
+    metadata = _metadata("painter", "cdcgan", image_shape=(4, 4, 1), channels=1, class_names=["a", "b", "c"])
     version = _publish(tmp_path, _LabelPainter(), metadata)
 
     images = generate_images(version, 7, batch_size=4)
@@ -239,16 +230,7 @@ def test_conditional_models_report_how_often_images_show_the_requested_class(
     assert labels is not None
     firsts = [int(np.flatnonzero(labels == index)[0]) for index in range(3)]
     examples = to_uint8(held_out.images[firsts])
-    metadata = ModelMetadata(
-        name="picker",
-        kind="cdcgan",
-        latent_dim=LATENT_DIM,
-        image_shape=(28, 28, 3),
-        channels=3,
-        class_names=["circle", "square", "triangle"],
-        dataset="shapes",
-        epochs=0,
-    )
+    metadata = _metadata("picker", "cdcgan", class_names=["circle", "square", "triangle"])
     version = _publish(tmp_path, _ClassPicker(examples), metadata)
     swapped = _publish(tmp_path, _ClassPicker(examples[[1, 2, 0]]), metadata)
 
@@ -280,21 +262,8 @@ def test_vae_evaluation_scores_its_reconstructions_of_held_out_images(
     cache_dir: Path, tmp_path: Path
 ) -> None:
     module = _IdentityVAE()
-    metadata = ModelMetadata(
-        name="identity",
-        kind="vae",
-        latent_dim=_PIXELS,
-        image_shape=(28, 28, 3),
-        channels=3,
-        dataset="shapes",
-        epochs=0,
-    )
-
-    def write_model(folder: Path) -> None:
-        signatures = {SIGNATURE_NAME: module.generate, "encode": module.encode}
-        tf.saved_model.save(module, str(folder), signatures=signatures)
-
-    version = publish_version(tmp_path, metadata, write_model)
+    metadata = _metadata("identity", "vae", latent_dim=_PIXELS)
+    version = _publish(tmp_path, module, metadata, encode=module.encode)
     train = load_dataset("shapes")
     held_out = load_dataset("shapes", split="test", limit=100)
 
