@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
@@ -29,6 +29,14 @@ logger = logging.getLogger(__name__)
 # When recent batches averaged fewer requests than this, a lone request is not held back waiting for
 # company: at low concurrency the delay only adds latency, and under load batches fill while the model runs.
 _ALONE_BELOW = 1.5
+# Weight of the newest batch in the running estimates of call time and requests per batch: they follow load
+# changes within a few batches without being thrown by a single slow call.
+_NEWEST_WEIGHT = 0.2
+
+# The fastest batch size on CPU in the serving benchmark; the service's settings default to these.
+DEFAULT_MAX_BATCH_SIZE = 64
+DEFAULT_MAX_DELAY_MS = 5.0
+DEFAULT_MAX_QUEUE_IMAGES = 1024
 
 RunBatch = Callable[[dict[str, np.ndarray]], np.ndarray]
 
@@ -67,9 +75,9 @@ class NullObserver:
 class BatchingConfig:
     """How requests are grouped into model calls."""
 
-    max_batch_size: int = 32
-    max_delay_ms: float = 5.0
-    max_queue_images: int = 1024
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    max_delay_ms: float = DEFAULT_MAX_DELAY_MS
+    max_queue_images: int = DEFAULT_MAX_QUEUE_IMAGES
     allowed_batch_sizes: tuple[int, ...] = ()
     # Skip the delay for a lone request while recent batches held about one request each (low concurrency).
     adaptive_delay: bool = True
@@ -81,11 +89,17 @@ class BatchingConfig:
             raise ValueError(f"max_delay_ms must be >= 0 (0 never waits), got {self.max_delay_ms}")
         if self.max_queue_images < 1:
             raise ValueError(f"max_queue_images must be >= 1, got {self.max_queue_images}")
-        sizes = self.allowed_batch_sizes
-        if sizes and (sizes[0] < 1 or list(sizes) != sorted(set(sizes))):
-            raise ValueError(f"allowed_batch_sizes must be positive and strictly increasing, got {sizes}")
-        if sizes and sizes[-1] != self.max_batch_size:
-            raise ValueError(f"allowed_batch_sizes must end with max_batch_size ({self.max_batch_size})")
+        check_allowed_batch_sizes(self.allowed_batch_sizes, self.max_batch_size)
+
+
+def check_allowed_batch_sizes(sizes: Sequence[int], max_batch_size: int) -> None:
+    """Padding sizes must be positive, strictly increasing and end at the largest batch."""
+    if sizes and (sizes[0] < 1 or list(sizes) != sorted(set(sizes))):
+        raise ValueError(f"allowed_batch_sizes must be positive and strictly increasing, got {list(sizes)}")
+    if sizes and sizes[-1] != max_batch_size:
+        raise ValueError(
+            f"allowed_batch_sizes must end with max_batch_size ({max_batch_size}), got {list(sizes)}"
+        )
 
 
 @dataclass
@@ -385,10 +399,9 @@ class Batcher:
         self.stats.batches += 1
         self.stats.images += images
         self.stats.padding += padding
-        # A moving average follows load changes without being thrown by a single slow call.
         previous = self._call_s_estimate or call_s
-        self._call_s_estimate = 0.8 * previous + 0.2 * call_s
-        self._requests_estimate = 0.8 * self._requests_estimate + 0.2 * len(slices)
+        self._call_s_estimate = _moving_average(previous, call_s)
+        self._requests_estimate = _moving_average(self._requests_estimate, len(slices))
         waits = [started - piece.request.arrived for piece in slices]
         inputs = tuple(sorted(slices[0].request.inputs))
         report = BatchReport(images, len(slices), padding, waits, call_s, inputs)
@@ -402,3 +415,8 @@ class Batcher:
             hook()
         except Exception:
             logger.exception("batch observer for %r raised; ignoring", self.name)
+
+
+def _moving_average(previous: float, latest: float) -> float:
+    """Exponential moving average: the newest observation weighs _NEWEST_WEIGHT, older ones fade geometrically."""
+    return (1.0 - _NEWEST_WEIGHT) * previous + _NEWEST_WEIGHT * latest

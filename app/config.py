@@ -8,6 +8,13 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.batching import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_DELAY_MS,
+    DEFAULT_MAX_QUEUE_IMAGES,
+    check_allowed_batch_sizes,
+)
+from app.store_watcher import DEFAULT_RETRY_INITIAL_S, DEFAULT_RETRY_MAX_S
 from app.version_policy import VersionPolicy
 
 
@@ -24,14 +31,18 @@ class Settings(BaseSettings):
 
     max_n: int = Field(64, ge=1, le=4096, description="Most images one /generate call may ask for.")
     max_steps: int = Field(64, ge=2, le=1024, description="Most frames one /interpolate call may ask for.")
-    max_batch_size: int = Field(64, ge=1, description="Images per model call; 1 turns batching off.")
+    max_batch_size: int = Field(
+        DEFAULT_MAX_BATCH_SIZE, ge=1, description="Images per model call; 1 turns batching off."
+    )
     max_delay_ms: float = Field(
-        5.0, ge=0, description="How long a batch waits for more work after its first."
+        DEFAULT_MAX_DELAY_MS, ge=0, description="How long a batch waits for more work after its first."
     )
     adaptive_delay: bool = Field(
         True, description="Skip the batching delay while requests arrive one at a time (lower latency)."
     )
-    max_queue_images: int = Field(1024, ge=1, description="Queued images beyond which requests get 503.")
+    max_queue_images: int = Field(
+        DEFAULT_MAX_QUEUE_IMAGES, ge=1, description="Queued images beyond which requests get 503."
+    )
     allowed_batch_sizes: Annotated[list[int], NoDecode] = Field(
         default_factory=list, description="Comma-separated batch sizes to pad to (fixed shapes for XLA/GPU)."
     )
@@ -54,8 +65,12 @@ class Settings(BaseSettings):
     version_policy: str = Field(
         "latest", description="Versions to serve: latest, latest:N, all, or e.g. 1,3."
     )
-    load_retry_initial_s: float = Field(2.0, gt=0, description="First wait before retrying a failed load.")
-    load_retry_max_s: float = Field(300.0, gt=0, description="Longest wait between retries of a failed load.")
+    load_retry_initial_s: float = Field(
+        DEFAULT_RETRY_INITIAL_S, gt=0, description="First wait before retrying a failed load."
+    )
+    load_retry_max_s: float = Field(
+        DEFAULT_RETRY_MAX_S, gt=0, description="Longest wait between retries of a failed load."
+    )
     admin_token: SecretStr | None = Field(None, description="Bearer token enabling /admin; off when unset.")
     interpolate_max_age_s: int = Field(
         3600, ge=0, description="Cache-Control max-age of /interpolate for a numbered version."
@@ -77,12 +92,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_batch_sizes(self) -> Settings:
-        sizes = self.allowed_batch_sizes
-        if sizes and (sorted(set(sizes)) != sizes or sizes[0] < 1 or sizes[-1] != self.max_batch_size):
-            raise ValueError(
-                "GENSERVE_ALLOWED_BATCH_SIZES must be increasing positive sizes ending at "
-                f"GENSERVE_MAX_BATCH_SIZE ({self.max_batch_size}), got {sizes}"
-            )
+        try:
+            check_allowed_batch_sizes(self.allowed_batch_sizes, self.max_batch_size)
+        except ValueError as error:
+            raise ValueError(f"GENSERVE_ALLOWED_BATCH_SIZES and GENSERVE_MAX_BATCH_SIZE: {error}") from None
         return self
 
     @property

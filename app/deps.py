@@ -10,6 +10,7 @@ from app.config import Settings
 from app.generation import GenerationService
 from app.metrics import Metrics
 from app.registry import ModelRegistry
+from app.rendering import Renderer
 from app.store_watcher import StoreWatcher
 
 
@@ -28,6 +29,11 @@ async def get_generation(request: Request) -> GenerationService:
     return service
 
 
+async def get_renderer(request: Request) -> Renderer:
+    renderer: Renderer = request.app.state.renderer
+    return renderer
+
+
 async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -41,5 +47,6 @@ async def get_watcher(request: Request) -> StoreWatcher:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 GenerationDep = Annotated[GenerationService, Depends(get_generation)]
+RendererDep = Annotated[Renderer, Depends(get_renderer)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 WatcherDep = Annotated[StoreWatcher, Depends(get_watcher)]

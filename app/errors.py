@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+# Retry-After for a model still loading: loads take seconds, so a client asking again soon gets served.
+LOADING_RETRY_AFTER_S = 2
+# Retry-After while shutting down: time for a load balancer to route the retry to another replica.
+SHUTDOWN_RETRY_AFTER_S = 5
+
+
+def retry_after(seconds: int) -> dict[str, str]:
+    """The Retry-After header for a wait of `seconds` (at least one)."""
+    return {"Retry-After": str(max(1, seconds))}
+
 
 class ServiceError(Exception):
     """An error the client should see, answered as {"error": {"code", "message"}}."""
@@ -20,7 +30,6 @@ class FieldError(ServiceError):
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 class InvalidParameter(FieldError):
@@ -54,8 +63,13 @@ class VersionNotFound(ServiceError):
 
 
 class ModelNotReady(ServiceError):
+    """The model (or every model) is not loaded yet, or could not be loaded; worth retrying."""
+
     status_code = 503
     code = "model_not_ready"
+
+    def __init__(self, message: str, *, retry_after_s: int = LOADING_RETRY_AFTER_S) -> None:
+        super().__init__(message, headers=retry_after(retry_after_s))
 
 
 class Overloaded(ServiceError):
@@ -65,7 +79,7 @@ class Overloaded(ServiceError):
     code = "overloaded"
 
     def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
-        super().__init__(message, headers={"Retry-After": str(max(1, retry_after_s))})
+        super().__init__(message, headers=retry_after(retry_after_s))
         self.retry_after_s = retry_after_s
 
 
@@ -74,7 +88,7 @@ class ShuttingDown(ServiceError):
     code = "shutting_down"
 
     def __init__(self, message: str = "the service is shutting down") -> None:
-        super().__init__(message, headers={"Retry-After": "5"})
+        super().__init__(message, headers=retry_after(SHUTDOWN_RETRY_AFTER_S))
 
 
 class DeadlineExceeded(ServiceError):

@@ -1,30 +1,107 @@
-"""Generation through a model version's batcher, with the request deadline applied."""
+"""The generation pipeline: a parsed request to images, through a model version's batcher, within a deadline.
+
+Routes parse fields into an `ImageRequest` or `InterpolationRequest`, resolve the model version, make one call
+here and render what comes back; everything between (seeds to latents, class labels, truncation, paths
+through latent space, the batcher, the deadline, client disconnects) happens in this module.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import numpy as np
 from starlette.requests import Request
 
+from app import params
 from app.disconnect import cancel_on_disconnect
-from app.errors import ModelNotReady, ShuttingDown
-from app.latents import latents_from_seeds
+from app.errors import InvalidParameter, ModelNotReady, ShuttingDown
+from app.latents import InterpolationMethod, interpolation_path, lerp, truncate
 from app.metrics import Metrics
 from app.registry import ModelRegistry, ModelVersion
 from genserve import store
+from genserve.conventions import latents_from_seeds
 
+# Up to this many seeds, drawing latents inline (a few microseconds each) beats a hand-off to a worker thread.
 _INLINE_SEEDS = 16
-P = ParamSpec("P")
-T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """What to draw: one image per seed or per explicit latent, a truncation psi and a class."""
+
+    seeds: list[int] | None = None
+    latents: np.ndarray | None = None
+    truncation: float = 1.0
+    label: str | int | None = None
+
+
+@dataclass(frozen=True)
+class GeneratedImages:
+    """uint8 images ``[N, H, W, C]``, the (truncated) latents they came from, and their seeds if any."""
+
+    model_version: ModelVersion
+    images: np.ndarray
+    latents: np.ndarray
+    seeds: list[int] | None
+
+
+@dataclass(frozen=True)
+class InterpolationRequest:
+    """A walk through keyframes (seeds, or latents such as encoded uploads) with every frame's class."""
+
+    steps: int
+    method: InterpolationMethod
+    loop: bool = False
+    keyframe_seeds: list[int] | None = None
+    keyframe_latents: np.ndarray | None = None
+    truncation: float = 1.0
+    label: str | None = None
+    start_label: str | None = None
+    end_label: str | None = None
+
+
+@dataclass(frozen=True)
+class InterpolationPlan:
+    """An interpolation checked against one model version: what the frames depend on, before drawing them."""
+
+    model_version: ModelVersion
+    request: InterpolationRequest
+    labels: np.ndarray | None
+    blend: tuple[int, int] | None
+
+    def cache_key(self) -> dict[str, Any]:
+        """Everything the frames depend on besides rendering options (for an ETag)."""
+        request = self.request
+        return {
+            "model": self.model_version.name,
+            "version": self.model_version.version,
+            "seeds": request.keyframe_seeds,
+            "steps": request.steps,
+            "method": request.method,
+            "loop": request.loop,
+            "psi": request.truncation,
+            "label": None if self.labels is None else int(self.labels[0]),
+            "label_blend": list(self.blend) if self.blend else None,
+        }
+
+
+@dataclass(frozen=True)
+class Frames:
+    """The frames of an interpolation and each one's position on the keyframe path (0 … K-1)."""
+
+    model_version: ModelVersion
+    images: np.ndarray
+    positions: np.ndarray
+    seeds: list[int] | None
+    method: str
 
 
 class GenerationService:
-    """The one path from latents to uint8 images; every route generates through it."""
+    """The one path from requests to uint8 images; every route generates through it."""
 
     def __init__(self, request_timeout_s: float, metrics: Metrics, registry: ModelRegistry) -> None:
         self.request_timeout_s = request_timeout_s
@@ -32,9 +109,67 @@ class GenerationService:
         self._registry = registry
         self._local = threading.local()
 
-    async def latents_for_seeds(self, seeds: list[int], latent_dim: int) -> np.ndarray:
+    async def images(
+        self, model_version: ModelVersion, request: ImageRequest, *, http_request: Request | None = None
+    ) -> GeneratedImages:
+        """The images of `request`; dropped if `http_request`'s client leaves before they are ready."""
+        metadata = model_version.metadata
+        if request.latents is not None:
+            latents = params.check_latent_length(request.latents, metadata.latent_dim)
+        else:
+            latents = await self._latents_for_seeds(request.seeds or [], metadata.latent_dim)
+        labels = params.labels_for(metadata, request.label, len(latents))
+        latents = truncate(latents, request.truncation)
+        images = await self._decode(model_version, latents, labels, request=http_request)
+        return GeneratedImages(model_version, images, latents, request.seeds)
+
+    def plan_interpolation(
+        self, model_version: ModelVersion, request: InterpolationRequest
+    ) -> InterpolationPlan:
+        """Check `request` against the model (classes, label blending) without drawing anything."""
+        blend = _label_blend(model_version, request)
+        # Every frame shows one class (or a smooth blend): a path that changed class each frame would only flicker.
+        labels = (
+            None
+            if blend
+            else params.labels_for(model_version.metadata, request.label, request.steps, cycle=False)
+        )
+        return InterpolationPlan(model_version, request, labels, blend)
+
+    async def interpolate(self, plan: InterpolationPlan, *, http_request: Request | None = None) -> Frames:
+        """Draw the frames of a checked interpolation."""
+        request, model_version = plan.request, plan.model_version
+        keyframes = request.keyframe_latents
+        if keyframes is None:
+            keyframes = await self._latents_for_seeds(
+                request.keyframe_seeds or [], model_version.metadata.latent_dim
+            )
+        latents, positions = interpolation_path(keyframes, request.steps, request.method, loop=request.loop)
+        embeddings = None
+        if plan.blend:
+            path_length = len(keyframes) - 1 + int(request.loop)
+            embeddings = _blended_embeddings(model_version, plan.blend, positions / path_length)
+        images = await self._decode(
+            model_version,
+            truncate(latents, request.truncation),
+            plan.labels,
+            label_embeddings=embeddings,
+            request=http_request,
+        )
+        return Frames(model_version, images, positions, request.keyframe_seeds, request.method)
+
+    async def encode(
+        self, model_version: ModelVersion, images: np.ndarray, *, http_request: Request | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The posterior (mean, log-variance) of uint8 `images` ``[B, H, W, C]`` from a VAE's encoder.
+
+        Encoding goes through the same batcher as generation, so concurrent uploads share model calls.
+        """
+        outputs = await self._submit(model_version, {store.IMAGES_INPUT: images}, http_request)
+        return outputs[:, 0], outputs[:, 1]
+
+    async def _latents_for_seeds(self, seeds: list[int], latent_dim: int) -> np.ndarray:
         if len(seeds) <= _INLINE_SEEDS:
-            # A few microseconds per seed: cheaper than a hand-off to a worker thread.
             return latents_from_seeds(seeds, latent_dim, self._generator())
         return await anyio.to_thread.run_sync(
             lambda: latents_from_seeds(seeds, latent_dim, self._generator())
@@ -47,7 +182,7 @@ class GenerationService:
             generator = self._local.generator = np.random.RandomState()
         return generator
 
-    async def generate(
+    async def _decode(
         self,
         model_version: ModelVersion,
         latents: np.ndarray,
@@ -56,10 +191,7 @@ class GenerationService:
         label_embeddings: np.ndarray | None = None,
         request: Request | None = None,
     ) -> np.ndarray:
-        """Images for `latents` through the version's batcher; dropped if `request`'s client leaves.
-
-        Conditional models take either class `labels` or points in their label embedding space.
-        """
+        """Images for `latents`; conditional models take class `labels` or points in their label embedding."""
         inputs = {store.LATENT_INPUT: latents}
         if labels is not None:
             inputs[store.LABEL_INPUT] = labels
@@ -79,31 +211,36 @@ class GenerationService:
         work = model_version.batcher.submit(inputs, deadline=deadline)
         return await cancel_on_disconnect(request, work)
 
-    async def latents_for_images(
-        self, model_version: ModelVersion, images: np.ndarray, *, request: Request | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The posterior (mean, log-variance) of uint8 `images` ``[B, H, W, C]`` from a VAE's encoder.
 
-        Encoding goes through the same batcher as generation, so concurrent uploads share model calls.
-        """
-        outputs = await self._submit(model_version, {store.IMAGES_INPUT: images}, request)
-        return outputs[:, 0], outputs[:, 1]
+def _label_blend(model_version: ModelVersion, request: InterpolationRequest) -> tuple[int, int] | None:
+    """(start class, end class) when the request blends classes; None when it does not."""
+    start_label, end_label = request.start_label, request.end_label
+    if start_label is None and end_label is None:
+        return None
+    if request.label is not None:
+        raise InvalidParameter("label", "give either label or start_label/end_label, not both")
+    if start_label is None or end_label is None:
+        missing = "start_label" if start_label is None else "end_label"
+        raise InvalidParameter(missing, "give both start_label and end_label to blend two classes")
+    metadata = model_version.metadata
+    start = params.label_index(metadata, "start_label", start_label)
+    end = params.label_index(metadata, "end_label", end_label)
+    runtime = model_version.runtime
+    if runtime is None or runtime.label_embeddings is None:
+        raise InvalidParameter(
+            "start_label",
+            f"model {model_version.name!r} version {model_version.version} cannot blend classes (it was "
+            "exported without label embedding signatures): use label",
+        )
+    return start, end
 
-    async def encode(
-        self,
-        model_version: ModelVersion,
-        image_format: str,
-        encoder: Callable[P, T],
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        """Run a blocking encoder on a worker thread and time it."""
 
-        def timed() -> T:
-            started = time.perf_counter()
-            result = encoder(*args, **kwargs)
-            elapsed = time.perf_counter() - started
-            self._metrics.observe_encode(model_version.name, model_version.version, image_format, elapsed)
-            return result
-
-        return await anyio.to_thread.run_sync(timed)
+def _blended_embeddings(
+    model_version: ModelVersion, blend: tuple[int, int], fractions: np.ndarray
+) -> np.ndarray:
+    """Each frame's label embedding, moving in a straight line from the start class's to the end class's."""
+    runtime = model_version.runtime
+    table = runtime.label_embeddings if runtime is not None else None
+    if table is None:  # checked by _label_blend; the version cannot change between the two calls
+        raise InvalidParameter("start_label", "this model cannot blend classes")
+    return lerp(table[blend[0]], table[blend[1]], fractions).astype(np.float32)

@@ -1,15 +1,17 @@
-"""Encoding uint8 image batches into PNG grids, animations, archives and arrays (blocking: run off-loop)."""
+"""uint8 image batches as file bytes: PNG, PNG grids, GIF/WebP animations, .zip and .npy (blocking: off-loop)."""
 
 from __future__ import annotations
 
 import base64
 import io
-import math
 import zipfile
 
 import numpy as np
 from PIL import Image
 
+from genserve.conventions import tile_images
+
+# Black pixels around each tile of a served grid, so neighbouring images do not run into each other.
 GRID_PADDING = 2
 
 
@@ -20,55 +22,38 @@ def to_pil(image: np.ndarray) -> Image.Image:
     return Image.fromarray(image, mode="RGB")
 
 
-def encode_png(image: np.ndarray) -> bytes:
+def png_bytes(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     to_pil(image).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def default_columns(count: int) -> int:
-    return max(1, math.ceil(math.sqrt(count)))
+def grid_png_bytes(images: np.ndarray, columns: int | None = None) -> bytes:
+    """The images tiled row-major (near-square without `columns`) as one PNG."""
+    return png_bytes(tile_images(images, columns, padding=GRID_PADDING))
 
 
-def make_grid(images: np.ndarray, columns: int | None = None, padding: int = GRID_PADDING) -> np.ndarray:
-    """Tile [N, H, W, C] images row-major into one image with `padding` black pixels around each tile."""
-    count, height, width, channels = images.shape
-    columns = min(columns or default_columns(count), count)
-    rows = math.ceil(count / columns)
-    grid = np.zeros(
-        (rows * (height + padding) + padding, columns * (width + padding) + padding, channels), dtype=np.uint8
-    )
-    for index, image in enumerate(images):
-        top = padding + (index // columns) * (height + padding)
-        left = padding + (index % columns) * (width + padding)
-        grid[top : top + height, left : left + width] = image
-    return grid
+def png_base64_list(images: np.ndarray) -> list[str]:
+    return [base64.b64encode(png_bytes(image)).decode("ascii") for image in images]
 
 
-def encode_grid_png(images: np.ndarray, columns: int | None = None) -> bytes:
-    return encode_png(make_grid(images, columns))
-
-
-def encode_png_list_base64(images: np.ndarray) -> list[str]:
-    return [base64.b64encode(encode_png(image)).decode("ascii") for image in images]
-
-
-def encode_npy(images: np.ndarray) -> bytes:
+def npy_bytes(images: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, images, allow_pickle=False)
     return buffer.getvalue()
 
 
-def encode_zip(images: np.ndarray, names: list[str]) -> bytes:
+def zip_bytes(images: np.ndarray, names: list[str]) -> bytes:
+    """One PNG per image in an uncompressed archive (PNG is compressed already)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         for name, image in zip(names, images, strict=True):
-            archive.writestr(name, encode_png(image))
+            archive.writestr(name, png_bytes(image))
     return buffer.getvalue()
 
 
-def encode_animation(frames: np.ndarray, fps: int, image_format: str) -> bytes:
-    """An endlessly looping GIF or WebP of the frames."""
+def animation_bytes(frames: np.ndarray, fps: int, image_format: str) -> bytes:
+    """An endlessly looping GIF or WebP (lossless) of the frames."""
     pil_frames = [to_pil(frame) for frame in frames]
     buffer = io.BytesIO()
     options: dict[str, object] = {"save_all": True, "append_images": pil_frames[1:], "loop": 0}

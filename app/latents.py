@@ -1,4 +1,7 @@
-"""Latent vectors: one per seed, truncation toward the prior's mean, and paths between keyframes."""
+"""Latent-space geometry for serving: truncation toward the prior's mean, and paths between keyframes.
+
+A seed's latent is a convention shared with training: `genserve.conventions.latents_from_seeds`.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +9,7 @@ from typing import Literal
 
 import numpy as np
 
-MAX_SEED = 2**32 - 1
 InterpolationMethod = Literal["slerp", "lerp"]
-
-
-def latents_from_seeds(
-    seeds: list[int], latent_dim: int, generator: np.random.RandomState | None = None
-) -> np.ndarray:
-    """One standard-normal vector per seed, so an image depends only on its own seed.
-
-    Equal to `np.random.RandomState(seed).randn(latent_dim)`; re-seeding one `generator` gives the same
-    numbers far faster than building a generator per seed. A generator must not be shared across threads.
-    """
-    generator = generator or np.random.RandomState()
-    rows = np.empty((len(seeds), latent_dim), dtype=np.float64)
-    for row, seed in enumerate(seeds):
-        generator.seed(seed)
-        rows[row] = generator.randn(latent_dim)
-    return rows.astype(np.float32)
 
 
 def truncate(latents: np.ndarray, psi: float) -> np.ndarray:

@@ -50,7 +50,6 @@ class ModelLoader:
             return False
         model_version.runtime, model_version.batcher = runtime, batcher
         model_version.warmup_s = time.perf_counter() - started
-        model_version.loaded_at = time.time()
         model_version.error = None
         model_version.status = VersionStatus.AVAILABLE
         self._metrics.loaded(

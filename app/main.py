@@ -19,6 +19,7 @@ from app.generation import GenerationService
 from app.loader import ModelLoader
 from app.metrics import HTTPMetricsMiddleware, Metrics
 from app.registry import ModelRegistry
+from app.rendering import Renderer
 from app.routes import api_router
 from app.runtime import GeneratorRuntime, configure_devices
 from app.store_watcher import StoreWatcher
@@ -97,6 +98,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.registry = registry
     app.state.watcher = watcher
     app.state.generation = GenerationService(settings.request_timeout_s, metrics, registry)
+    app.state.renderer = Renderer(metrics)
     # Models load in the background so /healthz answers at once and /readyz reports progress.
     loading = asyncio.create_task(_start_watching(watcher, settings), name="genserve-load-models")
     try:

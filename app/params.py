@@ -10,9 +10,13 @@ from typing import overload
 import numpy as np
 
 from app.errors import InvalidParameter
-from app.latents import MAX_SEED
 from genserve import store
+from genserve.conventions import MAX_SEED, cycled_labels
 from genserve.store import ModelMetadata
+
+# Explicit latents far outside the prior (|z| of a few units) only saturate the generator; beyond this they are
+# surely a mistake.
+MAX_LATENT_VALUE = 1e4
 
 
 @overload
@@ -82,20 +86,30 @@ def parse_seed_list(text: str, max_count: int) -> list[int]:
     return seeds
 
 
-def check_latents(rows: list[list[float]], latent_dim: int, max_n: int) -> np.ndarray:
+def parse_latents(rows: list[list[float]], max_n: int) -> np.ndarray:
+    """Explicit latent vectors as float32 ``[N, D]``: 1…max_n rows of one length, finite and of sane size."""
     if not 1 <= len(rows) <= max_n:
         raise InvalidParameter("latents", f"must hold between 1 and {max_n} vectors, got {len(rows)}")
-    for index, row in enumerate(rows):
-        if len(row) != latent_dim:
-            raise InvalidParameter(
-                "latents", f"vector {index} has length {len(row)}; this model needs {latent_dim}"
-            )
+    lengths = {len(row) for row in rows}
+    if len(lengths) > 1:
+        raise InvalidParameter(
+            "latents", f"every vector must have the same length, got lengths {sorted(lengths)}"
+        )
     latents = np.asarray(rows, dtype=np.float64)
     if not np.isfinite(latents).all():
         raise InvalidParameter("latents", "every value must be finite (no NaN or infinity)")
-    if np.abs(latents).max() > 1e4:
-        raise InvalidParameter("latents", "values must lie within ±10000")
+    if np.abs(latents).max() > MAX_LATENT_VALUE:
+        raise InvalidParameter("latents", f"values must lie within ±{MAX_LATENT_VALUE:g}")
     return latents.astype(np.float32)
+
+
+def check_latent_length(latents: np.ndarray, latent_dim: int) -> np.ndarray:
+    """`latents` if each vector has the model's length, else a 422 naming `latents`."""
+    if latents.shape[1] != latent_dim:
+        raise InvalidParameter(
+            "latents", f"vector 0 has length {latents.shape[1]}; this model needs {latent_dim}"
+        )
+    return latents
 
 
 def labels_for(
@@ -112,7 +126,7 @@ def labels_for(
     classes = metadata.class_names or []
     if label is None:
         if cycle:
-            return (np.arange(count) % len(classes)).astype(np.int32)
+            return cycled_labels(count, len(classes))
         raise InvalidParameter(
             "label", f"this model needs a label: one of {classes} or 0..{len(classes) - 1}"
         )

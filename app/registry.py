@@ -34,7 +34,6 @@ class ModelVersion:
     runtime: GeneratorRuntime | None = None
     batcher: Batcher | None = None
     warmup_s: float | None = None
-    loaded_at: float | None = None
     failed_attempts: int = 0
     retry_at: float | None = None
 
@@ -94,7 +93,7 @@ class ModelRegistry:
 
     def get_entry(self, name: str | None) -> ModelEntry:
         if not self.scanned:
-            raise ModelNotReady("models are still being discovered", headers={"Retry-After": "2"})
+            raise ModelNotReady("models are still being discovered")
         resolved = name or self.default_model
         if resolved is None:
             raise ModelNotFound(f"no models are loaded from {self.store_path.name!r}")
@@ -179,6 +178,6 @@ def _label_target(entry: ModelEntry, label: str) -> int:
 def _not_ready(entry: ModelEntry, model_version: ModelVersion | None = None) -> ModelNotReady:
     versions = [model_version] if model_version else list(entry.versions.values())
     if any(v.status is VersionStatus.LOADING for v in versions):
-        return ModelNotReady(f"model {entry.name!r} is still loading", headers={"Retry-After": "2"})
+        return ModelNotReady(f"model {entry.name!r} is still loading")
     errors = "; ".join(f"version {v.version}: {v.error}" for v in versions if v.error)
     return ModelNotReady(f"model {entry.name!r} has no servable version ({errors or 'none loaded'})")

@@ -23,6 +23,13 @@ from genserve import store
 
 logger = logging.getLogger(__name__)
 
+# A failed load is retried after DEFAULT_RETRY_INITIAL_S, doubling up to DEFAULT_RETRY_MAX_S (the settings'
+# defaults): a broken version costs a few loads an hour, a fixed one is picked up within minutes.
+DEFAULT_RETRY_INITIAL_S = 2.0
+DEFAULT_RETRY_MAX_S = 300.0
+# A replaced version keeps serving this long after its successor is available, for requests already routed.
+_RETIRE_DELAY_S = 1.0
+
 
 @dataclass(frozen=True)
 class ModelListing:
@@ -50,10 +57,10 @@ class StoreWatcher:
         *,
         policy: VersionPolicy,
         poll_interval_s: float,
-        retry_initial_s: float = 2.0,
-        retry_max_s: float = 300.0,
-        retire_delay_s: float = 1.0,
-        drain_timeout_s: float = 30.0,
+        retry_initial_s: float,
+        retry_max_s: float,
+        drain_timeout_s: float,
+        retire_delay_s: float = _RETIRE_DELAY_S,
     ) -> None:
         self.registry = registry
         self._loader = loader

@@ -12,25 +12,21 @@ import argparse
 import contextlib
 import logging
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import httpx
 import numpy as np
 
-from app.imaging import encode_grid_png
-from app.latents import latents_from_seeds
+from app.imaging import grid_png_bytes
 from app.runtime import GeneratorRuntime, configure_devices
 from bench.loadgen import LoadClient, LoadResult, LoadSpec, choose_client
+from bench.processes import ServerStartError, free_port, running_service
 from genserve import store
+from genserve.conventions import latents_from_seeds
 
 BATCHED = "batched"
 UNBATCHED = "unbatched"
@@ -40,18 +36,11 @@ GOAL_CONCURRENCY = 32
 GOAL_SPEEDUP = 3.0
 GOAL_LIMIT_FRACTION = 0.8
 GOAL_LATENCY_SLACK_MS = 5.0
-_READY_POLL_S = 0.25
 _IDLE_POLL_S = 0.2
 _IDLE_TIMEOUT_S = 60.0
-_STOP_TIMEOUT_S = 30.0
-_SERVER_LOG_TAIL = 3000
 
 
 logger = logging.getLogger(__name__)
-
-
-class ServerStartError(RuntimeError):
-    """The server exited or never reported ready; the message carries the end of its log."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +140,7 @@ def _generate_and_encode(runtime: GeneratorRuntime, seeds: list[int]) -> list[by
         inputs[store.LABEL_INPUT] = np.zeros(len(seeds), dtype=np.int32)
     images = runtime.generate(inputs)
     return [
-        encode_grid_png(images[start : start + GRID_IMAGES]) for start in range(0, len(images), GRID_IMAGES)
+        grid_png_bytes(images[start : start + GRID_IMAGES]) for start in range(0, len(images), GRID_IMAGES)
     ]
 
 
@@ -161,25 +150,11 @@ def _generate_and_encode(runtime: GeneratorRuntime, seeds: list[int]) -> list[by
 @contextlib.contextmanager
 def running_server(config: BenchConfig, model: str, max_batch_size: int) -> Iterator[Server]:
     """`python -m app` on a free loopback port, ready to serve `model`; stopped on exit."""
-    port = _free_port()
-    env = _server_env(config, model, max_batch_size, port)
-    with tempfile.TemporaryFile(mode="w+") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            server = Server(base_url=f"http://127.0.0.1:{port}", pid=process.pid)
-            _wait_ready(process, server, config.startup_timeout_s, log)
-            yield server
-        finally:
-            _stop(process)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    env = _server_env(config, model, max_batch_size, free_port())
+    with tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "server.log"
+        with running_service(env, log, config.startup_timeout_s) as (process, base_url):
+            yield Server(base_url=base_url, pid=process.pid)
 
 
 def _server_env(config: BenchConfig, model: str, max_batch_size: int, port: int) -> dict[str, str]:
@@ -200,35 +175,6 @@ def _server_env(config: BenchConfig, model: str, max_batch_size: int, port: int)
     if config.max_delay_ms is not None:
         env["GENSERVE_MAX_DELAY_MS"] = str(config.max_delay_ms)
     return env
-
-
-def _wait_ready(process: subprocess.Popen[bytes], server: Server, timeout_s: float, log: IO[str]) -> None:
-    deadline = time.monotonic() + timeout_s
-    with httpx.Client(base_url=server.base_url, timeout=5.0) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise ServerStartError(f"server exited with {process.returncode}:\n{_tail(log)}")
-            with contextlib.suppress(httpx.HTTPError):
-                if client.get("/readyz").status_code == 200:
-                    return
-            time.sleep(_READY_POLL_S)
-    raise ServerStartError(f"server not ready after {timeout_s:.0f} s:\n{_tail(log)}")
-
-
-def _tail(log: IO[str]) -> str:
-    log.seek(0)
-    return log.read()[-_SERVER_LOG_TAIL:]
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=_STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def _process_cpu_s(pid: int) -> float | None:

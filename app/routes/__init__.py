@@ -2,12 +2,12 @@
 
 from fastapi import APIRouter
 
-from app.routes import admin, encode, generate, health, interpolate, metrics, models
+from app.routes import admin, generate, health, interpolate, metrics, models, vae
 
 api_router = APIRouter()
 api_router.include_router(generate.router)
 api_router.include_router(interpolate.router)
-api_router.include_router(encode.router)
+api_router.include_router(vae.router)
 api_router.include_router(models.router)
 api_router.include_router(health.router)
 api_router.include_router(metrics.router)

@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Body, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
-from app import imaging, params
-from app.deps import GenerationDep, RegistryDep, SettingsDep
+from app import params
+from app.deps import GenerationDep, RegistryDep, RendererDep, SettingsDep
 from app.errors import InvalidParameter
-from app.generation import GenerationService
-from app.latents import truncate
-from app.registry import ModelVersion
-from app.schemas import ErrorResponse, GenerateBody, GenerateJSONResponse, ImageFormat
+from app.generation import ImageRequest
+from app.rendering import GeneratedView
+from app.routes.openapi import ModelQuery, VersionQuery, error_responses
+from app.schemas import GenerateBody, GenerateJSONResponse, ImageFormat
 
 router = APIRouter(tags=["generation"])
 
 DEFAULT_N = 16
-_MEDIA_TYPES = {
-    ImageFormat.png: "image/png",
-    ImageFormat.npy: "application/x-npy",
-    ImageFormat.zip: "application/zip",
-}
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (404, 422, 500, 503, 504)
-}
-
-
-@dataclass(frozen=True)
-class _Images:
-    images: np.ndarray
-    latents: np.ndarray
-    seeds: list[int] | None
 
 
 @router.post(
@@ -44,7 +27,7 @@ class _Images:
             "content": {"image/png": {}, "application/x-npy": {}, "application/zip": {}},
             "model": GenerateJSONResponse,
         },
-        **_ERRORS,
+        **error_responses(404, 422, 500, 503, 504),
     },
 )
 async def generate(
@@ -52,8 +35,9 @@ async def generate(
     registry: RegistryDep,
     settings: SettingsDep,
     generation: GenerationDep,
-    model: Annotated[str | None, Query(description="Model name; the default model when absent.")] = None,
-    version: Annotated[str | None, Query(description="Version number or 'latest'.")] = None,
+    renderer: RendererDep,
+    model: ModelQuery = None,
+    version: VersionQuery = None,
     n: Annotated[int | None, Query(description="Number of images (1..GENSERVE_MAX_N, default 16).")] = None,
     seed: Annotated[int | None, Query(description="Seed of the first image; image i uses seed+i.")] = None,
     truncation: Annotated[float | None, Query(description="Truncation psi in (0, 1]; 1 = none.")] = None,
@@ -84,20 +68,14 @@ async def generate(
         format=format,
         include_latents=include_latents,
     )
-    request = _merge(query, body)
+    fields = _merge(query, body)
+    image_request = _image_request(fields, settings.max_n)
     model_version = registry.resolve(
-        params.parse_model_name(request.model), params.parse_version(request.version)
+        params.parse_model_name(fields.model), params.parse_version(fields.version)
     )
-    result = await _generate_images(request, model_version, generation, settings.max_n, http_request)
-    headers = _headers(model_version, result.seeds)
-    chosen = request.format or ImageFormat.png
-    if chosen is ImageFormat.json:
-        payload = await generation.encode(
-            model_version, chosen.value, _json_payload, model_version, result, bool(request.include_latents)
-        )
-        return JSONResponse(payload, headers=headers)
-    content = await generation.encode(model_version, chosen.value, _encode, chosen, result, request.cols)
-    return Response(content, media_type=_MEDIA_TYPES[chosen], headers=headers)
+    result = await generation.images(model_version, image_request, http_request=http_request)
+    view = GeneratedView(result, cols=fields.cols, include_latents=bool(fields.include_latents))
+    return await renderer.render(view, (fields.format or ImageFormat.png).value)
 
 
 def _merge(query: GenerateBody, body: GenerateBody | None) -> GenerateBody:
@@ -107,76 +85,17 @@ def _merge(query: GenerateBody, body: GenerateBody | None) -> GenerateBody:
     return query.model_copy(update=given)
 
 
-async def _generate_images(
-    request: GenerateBody,
-    model_version: ModelVersion,
-    generation: GenerationService,
-    max_n: int,
-    http_request: Request,
-) -> _Images:
-    metadata = model_version.metadata
-    psi = params.check_truncation(request.truncation)
-    if request.cols is not None:
-        params.check_range("cols", request.cols, 1, max_n)
-    seeds: list[int] | None
-    if request.latents is not None:
-        if request.seed is not None:
-            raise InvalidParameter("seed", "give either seed or latents, not both")
-        latents = params.check_latents(request.latents, metadata.latent_dim, max_n)
-        if request.n is not None and request.n != len(latents):
-            raise InvalidParameter("n", f"is {request.n} but {len(latents)} latents were given")
-        seeds = None
-    else:
-        count = params.check_range("n", DEFAULT_N if request.n is None else request.n, 1, max_n)
-        seeds = params.seed_range(request.seed, count)
-        latents = await generation.latents_for_seeds(seeds, metadata.latent_dim)
-    labels = params.labels_for(metadata, request.label, len(latents))
-    latents = truncate(latents, psi)
-    images = await generation.generate(model_version, latents, labels, request=http_request)
-    return _Images(images=images, latents=latents, seeds=seeds)
-
-
-def _headers(model_version: ModelVersion, seeds: list[int] | None) -> dict[str, str]:
-    headers = {"X-Model": model_version.name, "X-Model-Version": str(model_version.version)}
-    if seeds:
-        headers["X-Seeds"] = f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
-    return headers
-
-
-def _names(result: _Images) -> list[str]:
-    if result.seeds is not None:
-        return [f"seed{seed:010d}.png" for seed in result.seeds]
-    return [f"latent{index:04d}.png" for index in range(len(result.images))]
-
-
-def _encode(chosen: ImageFormat, result: _Images, cols: int | None) -> bytes:
-    if chosen is ImageFormat.npy:
-        return imaging.encode_npy(result.images)
-    if chosen is ImageFormat.zip:
-        return imaging.encode_zip(result.images, _names(result))
-    return imaging.encode_grid_png(result.images, cols)
-
-
-def _json_payload(model_version: ModelVersion, result: _Images, include_latents: bool) -> dict[str, Any]:
-    height, width, channels = result.images.shape[1:]
-    encoded = imaging.encode_png_list_base64(result.images)
-    seeds: list[int | None] = list(result.seeds) if result.seeds is not None else [None] * len(encoded)
-    images = [
-        {
-            "seed": seed,
-            "png_base64": png,
-            "latent": result.latents[index].tolist() if include_latents else None,
-        }
-        for index, (seed, png) in enumerate(zip(seeds, encoded, strict=True))
-    ]
-    response = GenerateJSONResponse.model_validate(
-        {
-            "model": model_version.name,
-            "version": model_version.version,
-            "width": width,
-            "height": height,
-            "channels": channels,
-            "images": images,
-        }
-    )
-    return response.model_dump(mode="json", exclude_none=True)
+def _image_request(fields: GenerateBody, max_n: int) -> ImageRequest:
+    """The images asked for: the model-independent checks, before the model is resolved."""
+    psi = params.check_truncation(fields.truncation)
+    if fields.cols is not None:
+        params.check_range("cols", fields.cols, 1, max_n)
+    if fields.latents is None:
+        count = params.check_range("n", DEFAULT_N if fields.n is None else fields.n, 1, max_n)
+        return ImageRequest(seeds=params.seed_range(fields.seed, count), truncation=psi, label=fields.label)
+    if fields.seed is not None:
+        raise InvalidParameter("seed", "give either seed or latents, not both")
+    latents = params.parse_latents(fields.latents, max_n)
+    if fields.n is not None and fields.n != len(latents):
+        raise InvalidParameter("n", f"is {fields.n} but {len(latents)} latents were given")
+    return ImageRequest(latents=latents, truncation=psi, label=fields.label)

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.deps import RegistryDep
+from app.errors import LOADING_RETRY_AFTER_S, retry_after
 from app.registry import ModelRegistry
 
 router = APIRouter(tags=["health"])
@@ -25,7 +26,7 @@ async def readyz(registry: RegistryDep) -> JSONResponse:
     return JSONResponse(
         {"error": {"code": "not_ready", "message": _reason(registry)}},
         status_code=503,
-        headers={"Retry-After": "2"},
+        headers=retry_after(LOADING_RETRY_AFTER_S),
     )
 
 

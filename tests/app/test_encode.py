@@ -15,11 +15,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.main import create_app
+from genserve.conventions import to_uint8
 from tests.app.helpers import decode_base64_png, decode_npy, decode_png, frame_count, running_app
 from tests.app.test_generate import assert_error
 from tests.app.test_metrics import scrape, value
 from tests.conftest import TINY_LATENT_DIM, TINY_MODEL, TINY_VAE, make_settings, wait_until_ready
-from training.datasets import load_dataset, to_uint8
+from training.datasets import load_dataset
 
 Files = list[tuple[str, tuple[str, bytes, str]]]
 

@@ -209,12 +209,12 @@ def test_generate_malformed_json_returns_422(client: TestClient) -> None:
 def test_unexpected_error_is_logged_once_and_hidden(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from app.routes import generate as generate_route
+    from app.rendering import GeneratedView
 
     def explode(*_: object) -> bytes:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(generate_route, "_encode", explode)
+    monkeypatch.setattr(GeneratedView, "body", explode)
     with caplog.at_level(logging.ERROR):
         response = client.post("/generate", params={"n": 1, "seed": 0})
     assert_error(response, 500, "internal_error")

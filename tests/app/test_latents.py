@@ -1,18 +1,11 @@
-"""Seeds to latents, truncation and interpolation paths."""
+"""Truncation and interpolation paths."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from app.latents import interpolation_path, latents_from_seeds, lerp, slerp, truncate
-
-
-def test_each_latent_depends_only_on_its_seed() -> None:
-    together = latents_from_seeds([5, 6, 7], 12)
-    alone = latents_from_seeds([6], 12)
-    np.testing.assert_array_equal(together[1], alone[0])
-    np.testing.assert_allclose(alone[0], np.random.RandomState(6).randn(12).astype(np.float32))
-    assert together.dtype == np.float32 and together.shape == (3, 12)
+from app.latents import interpolation_path, lerp, slerp, truncate
+from genserve.conventions import latents_from_seeds
 
 
 def test_truncation_scales_toward_the_origin() -> None:

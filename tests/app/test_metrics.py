@@ -47,7 +47,7 @@ def test_generation_counters_move_with_requests(client: TestClient) -> None:
     assert moved("genserve_batch_size_requests_sum", **MODEL) == 3
     assert moved("genserve_queue_wait_seconds_count", **MODEL) == 3
     assert moved("genserve_model_call_seconds_count", **MODEL) == calls_after - calls_before
-    assert moved("genserve_encode_seconds_count", **MODEL, format="png") == 3
+    assert moved("genserve_render_seconds_count", **MODEL, format="png") == 3
 
 
 def test_lifecycle_and_state_metrics(client: TestClient) -> None:
@@ -89,3 +89,10 @@ def test_padding_rows_are_not_counted_as_generated_images(tiny_store: Path) -> N
     assert moved("genserve_images_generated_total") == 3
     assert moved("genserve_padding_images_total") == 1
     assert moved("genserve_batch_size_images_sum") == 3
+
+
+def test_metrics_page_has_no_created_series(client: TestClient) -> None:
+    assert client.post("/generate", params={"n": 1, "seed": 0}).status_code == 200
+    names = {name for name, _ in scrape(client)}
+    assert "genserve_http_requests_total" in names
+    assert [name for name in names if name.endswith("_created")] == []

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from bench.processes import free_port, start, stop, wait_until_ready
 from tests.deploy.support import ALERT_RULES, DASHBOARD, PROMETHEUS_CONFIG, ROOT, require_tool
 
 SCRAPE_INTERVAL_S = 1
@@ -38,12 +38,6 @@ def promtool(*arguments: str, stdin: str | None = None) -> subprocess.CompletedP
         timeout=60,
         cwd=ROOT,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_promtool_finds_no_problem_on_the_metrics_page(client: TestClient) -> None:
@@ -84,37 +78,6 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     result = promtool("check", "rules", str(rules_file))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(rules)} rules found" in result.stdout
-
-
-def start(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    with log.open("wb") as output:
-        return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-def wait_for(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"{process.args!r} exited with {process.returncode}:\n{log.read_text()[-3000:]}"
-            )
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready after {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -165,8 +128,8 @@ def service_and_prometheus(
             f"http://127.0.0.1:{service_port}",
             f"http://127.0.0.1:{prometheus_port}",
         )
-        wait_for(f"{prometheus_url}/-/ready", processes[1], prometheus_log, timeout_s=30)
-        wait_for(f"{service_url}/readyz", processes[0], service_log, timeout_s=60)
+        wait_until_ready(f"{prometheus_url}/-/ready", processes[1], prometheus_log, timeout_s=30)
+        wait_until_ready(f"{service_url}/readyz", processes[0], service_log, timeout_s=60)
         yield service_url, prometheus_url
     finally:
         for process in processes:

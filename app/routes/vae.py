@@ -11,44 +11,44 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
-from app import imaging, params
+from app import params
 from app.config import Settings
-from app.deps import GenerationDep, RegistryDep, SettingsDep
-from app.generation import GenerationService
-from app.latents import interpolation_path
+from app.deps import GenerationDep, RegistryDep, RendererDep, SettingsDep
+from app.generation import GenerationService, ImageRequest, InterpolationRequest
 from app.registry import ModelVersion
-from app.routes.interpolate import ANIMATION_MEDIA_TYPES, encode_frames, frames_payload
+from app.rendering import JSON, EncodingView, FramesView, ReconstructionView
+from app.routes.openapi import (
+    DEFAULT_FPS,
+    DEFAULT_STEPS,
+    AnimationFormatQuery,
+    FpsQuery,
+    FrameColumnsQuery,
+    LoopQuery,
+    StepsQuery,
+    VersionQuery,
+    error_responses,
+)
 from app.schemas import (
     AnimationFormat,
-    EncodedImage,
     EncodeResponse,
-    ErrorResponse,
     ImageFormat,
     InterpolateJSONResponse,
     InterpolationMethodName,
-    ReconstructedImage,
     ReconstructJSONResponse,
 )
 from app.uploads import UploadedImage, UploadLimits, files_in, load_image, read_form
 
 router = APIRouter(tags=["images in (VAE)"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (404, 413, 415, 422, 500, 503, 504)
-}
-_IMAGE_MEDIA_TYPES = {
-    ImageFormat.png: "image/png",
-    ImageFormat.npy: "application/x-npy",
-    ImageFormat.zip: "application/zip",
-}
+_ERRORS = error_responses(404, 413, 415, 422, 500, 503, 504)
+_IMAGE_FIELD = {"image": "One or more image files (PNG, JPEG, WebP, GIF, BMP)."}
 
-ModelQuery = Annotated[
+VaeModelQuery = Annotated[
     str | None,
     Query(description="A VAE's name; without it the default model if it is a VAE, else the first VAE."),
 ]
-VersionQuery = Annotated[str | None, Query(description="Version number, label or 'latest'.")]
 InvertQuery = Annotated[
     bool,
     Query(
@@ -66,7 +66,10 @@ class _Target:
 
 
 async def _target(
-    registry: RegistryDep, model: ModelQuery = None, version: VersionQuery = None, invert: InvertQuery = False
+    registry: RegistryDep,
+    model: VaeModelQuery = None,
+    version: VersionQuery = None,
+    invert: InvertQuery = False,
 ) -> _Target:
     model_version = registry.resolve_encoder(params.parse_model_name(model), params.parse_version(version))
     return _Target(model_version, invert)
@@ -110,42 +113,29 @@ async def _encode_uploads(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(input pixels [B, H, W, C], latent means, latent log-variances) of the uploads."""
     pixels = np.stack([image.pixels for image in images])
-    means, log_vars = await generation.latents_for_images(model_version, pixels, request=request)
+    means, log_vars = await generation.encode(model_version, pixels, http_request=request)
     return pixels, means, log_vars
-
-
-def _headers(model_version: ModelVersion) -> dict[str, str]:
-    return {"X-Model": model_version.name, "X-Model-Version": str(model_version.version)}
 
 
 @router.post(
     "/encode",
     response_model=EncodeResponse,
     responses=_ERRORS,
-    openapi_extra=_multipart(
-        {"image": "One or more image files (PNG, JPEG, WebP, GIF, BMP)."}, repeated=True
-    ),
+    openapi_extra=_multipart(_IMAGE_FIELD, repeated=True),
 )
 async def encode(
     request: Request,
     target: TargetDep,
     settings: SettingsDep,
     generation: GenerationDep,
-) -> JSONResponse:
+    renderer: RendererDep,
+) -> Response:
     """Each uploaded image's latent (the posterior mean; POST it to /generate as `latents` to decode it)."""
     model_version = target.model_version
     uploads = await _uploaded_images(request, settings, target, {"image": (1, settings.max_upload_images)})
     _, means, log_vars = await _encode_uploads(generation, model_version, uploads, request)
-    response = EncodeResponse(
-        model=model_version.name,
-        version=model_version.version,
-        latent_dim=model_version.metadata.latent_dim,
-        images=[
-            EncodedImage(filename=upload.filename, latent=mean.tolist(), log_var=log_var.tolist())
-            for upload, mean, log_var in zip(uploads, means, log_vars, strict=True)
-        ],
-    )
-    return JSONResponse(response.model_dump(mode="json"), headers=_headers(model_version))
+    view = EncodingView(model_version, [upload.filename for upload in uploads], means, log_vars)
+    return await renderer.render(view, JSON)
 
 
 @router.post(
@@ -157,15 +147,14 @@ async def encode(
         },
         **_ERRORS,
     },
-    openapi_extra=_multipart(
-        {"image": "One or more image files (PNG, JPEG, WebP, GIF, BMP)."}, repeated=True
-    ),
+    openapi_extra=_multipart(_IMAGE_FIELD, repeated=True),
 )
 async def reconstruct(
     request: Request,
     target: TargetDep,
     settings: SettingsDep,
     generation: GenerationDep,
+    renderer: RendererDep,
     compare: Annotated[
         bool,
         Query(
@@ -180,49 +169,9 @@ async def reconstruct(
     model_version = target.model_version
     uploads = await _uploaded_images(request, settings, target, {"image": (1, settings.max_upload_images)})
     pixels, means, _ = await _encode_uploads(generation, model_version, uploads, request)
-    images = await generation.generate(model_version, means, request=request)
-    headers = _headers(model_version)
-    names = [upload.filename for upload in uploads]
-    if format is ImageFormat.json:
-        payload = await generation.encode(
-            model_version, format.value, _reconstruct_payload, model_version, names, images, means
-        )
-        return JSONResponse(payload, headers=headers)
-    content = await generation.encode(
-        model_version, format.value, _encode_reconstructions, format, pixels, images, compare
-    )
-    return Response(content, media_type=_IMAGE_MEDIA_TYPES[format], headers=headers)
-
-
-def _encode_reconstructions(
-    format: ImageFormat, inputs: np.ndarray, images: np.ndarray, compare: bool
-) -> bytes:
-    if format is ImageFormat.npy:
-        return imaging.encode_npy(images)
-    if format is ImageFormat.zip:
-        return imaging.encode_zip(images, [f"reconstruction{index:04d}.png" for index in range(len(images))])
-    if compare:
-        return imaging.encode_grid_png(np.concatenate([inputs, images]), len(images))
-    return imaging.encode_grid_png(images)
-
-
-def _reconstruct_payload(
-    model_version: ModelVersion, names: list[str | None], images: np.ndarray, means: np.ndarray
-) -> dict[str, Any]:
-    height, width, channels = images.shape[1:]
-    encoded = imaging.encode_png_list_base64(images)
-    response = ReconstructJSONResponse(
-        model=model_version.name,
-        version=model_version.version,
-        width=width,
-        height=height,
-        channels=channels,
-        images=[
-            ReconstructedImage(filename=name, png_base64=png, latent=mean.tolist())
-            for name, png, mean in zip(names, encoded, means, strict=True)
-        ],
-    )
-    return response.model_dump(mode="json")
+    result = await generation.images(model_version, ImageRequest(latents=means), http_request=request)
+    view = ReconstructionView([upload.filename for upload in uploads], pixels, result, compare)
+    return await renderer.render(view, format.value)
 
 
 @router.post(
@@ -243,30 +192,23 @@ async def interpolate_images(
     target: TargetDep,
     settings: SettingsDep,
     generation: GenerationDep,
-    steps: Annotated[int, Query(description="Number of frames (2..GENSERVE_MAX_STEPS).")] = 16,
+    renderer: RendererDep,
+    steps: StepsQuery = DEFAULT_STEPS,
     method: Annotated[
         InterpolationMethodName,
         Query(description="lerp (default: a straight line between the two latents) or slerp."),
     ] = InterpolationMethodName.lerp,
-    loop: Annotated[bool, Query(description="Return to the first image, for looping animations.")] = False,
-    format: Annotated[AnimationFormat, Query(description="png (frame strip), gif, webp or json.")] = (
-        AnimationFormat.png
-    ),
-    fps: Annotated[int, Query(ge=1, le=60, description="Frames per second of gif/webp.")] = 12,
-    cols: Annotated[int | None, Query(ge=1, le=1024, description="Columns of the png frame grid.")] = None,
+    loop: LoopQuery = False,
+    format: AnimationFormatQuery = AnimationFormat.png,
+    fps: FpsQuery = DEFAULT_FPS,
+    cols: FrameColumnsQuery = None,
 ) -> Response:
     """Morph one uploaded image into another: encode both, walk between their latents, decode every frame."""
     params.check_range("steps", steps, 2, settings.max_steps)
     model_version = target.model_version
     uploads = await _uploaded_images(request, settings, target, {"start": (1, 1), "end": (1, 1)})
     _, means, _ = await _encode_uploads(generation, model_version, uploads, request)
-    latents, positions = interpolation_path(means, steps, method.value, loop=loop)
-    images = await generation.generate(model_version, latents, request=request)
-    headers = _headers(model_version)
-    if format is AnimationFormat.json:
-        payload = await generation.encode(
-            model_version, format.value, frames_payload, model_version, None, method.value, images, positions
-        )
-        return JSONResponse(payload, headers=headers)
-    content = await generation.encode(model_version, format.value, encode_frames, format, images, fps, cols)
-    return Response(content, media_type=ANIMATION_MEDIA_TYPES[format], headers=headers)
+    interpolation = InterpolationRequest(steps=steps, method=method.value, loop=loop, keyframe_latents=means)
+    plan = generation.plan_interpolation(model_version, interpolation)
+    frames = await generation.interpolate(plan, http_request=request)
+    return await renderer.render(FramesView(frames, fps, cols), format.value)

@@ -1,0 +1,80 @@
+"""Running `python -m app` (or any server) as a real process on loopback: for benchmarks and process tests."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+_READY_POLL_S = 0.2
+_LOG_TAIL_CHARS = 3000
+_STOP_TIMEOUT_S = 30.0
+
+
+class ServerStartError(RuntimeError):
+    """The server exited or did not become ready in time; the message ends with its log's tail."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def start(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start `command` with stdout and stderr going to `log`."""
+    with log.open("wb") as output:
+        return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+
+
+def wait_until_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    """Poll `url` until it answers 200; raise ServerStartError if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=1.0) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise ServerStartError(f"{process.args!r} exited with {process.returncode}:\n{_tail(log)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(url).status_code == 200:
+                    return
+            time.sleep(_READY_POLL_S)
+    raise ServerStartError(f"{url} not ready after {timeout_s:.0f} s:\n{_tail(log)}")
+
+
+def stop(process: subprocess.Popen[bytes], timeout_s: float = _STOP_TIMEOUT_S) -> None:
+    """SIGTERM (a graceful drain), then SIGKILL if the process is still there after `timeout_s`."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextlib.contextmanager
+def running_service(
+    env: dict[str, str], log: Path, timeout_s: float = 90.0
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`python -m app` on GENSERVE_HOST:GENSERVE_PORT of `env`, ready (/readyz 200); stopped on exit."""
+    base_url = f"http://{env['GENSERVE_HOST']}:{env['GENSERVE_PORT']}"
+    process = start([sys.executable, "-m", "app"], log, env)
+    try:
+        wait_until_ready(f"{base_url}/readyz", process, log, timeout_s)
+        yield process, base_url
+    finally:
+        stop(process)
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-_LOG_TAIL_CHARS:]
