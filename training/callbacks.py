@@ -13,9 +13,9 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from genserve.conventions import latents_from_seeds, tile_images, to_uint8
 from genserve.store import write_json_atomic
 from training.config import CHECKPOINTS_DIR, HISTORY_FILE, RUN_INFO_FILE, SAMPLES_DIR, RunInfo
-from training.datasets import to_uint8
 from training.dcgan import DCGAN
 from training.models import GenerativeModel, checkpoint_objects, optimizer_steps
 from training.vae import VAE
@@ -25,24 +25,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINTS_KEPT = 3
 
 
-def fixed_latents(count: int, latent_dim: int) -> np.ndarray:
-    """Latent vectors for seeds 0..count-1, one RandomState per seed as the service draws them."""
-    return np.stack([np.random.RandomState(seed).randn(latent_dim) for seed in range(count)]).astype(
-        np.float32
-    )
-
-
-def tile_images(images: np.ndarray, columns: int) -> np.ndarray:
-    """Lay uint8 images ``[N, H, W, C]`` out row by row in a grid with `columns` columns."""
-    count, height, width, channels = images.shape
-    rows = -(-count // columns)
-    padded = np.zeros((rows * columns, height, width, channels), dtype=images.dtype)
-    padded[:count] = images
-    grid = padded.reshape(rows, columns, height, width, channels).transpose(0, 2, 1, 3, 4)
-    return grid.reshape(rows * height, columns * width, channels)
-
-
-def save_png(pixels: np.ndarray, path: Path) -> None:
+def _save_png(pixels: np.ndarray, path: Path) -> None:
     """Write a uint8 ``[H, W, C]`` array (C is 1 or 3) as a PNG, creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
@@ -57,16 +40,16 @@ class SampleGrid(keras.callbacks.Callback):
     """
 
     def __init__(
-        self, run_dir: Path, latent_dim: int, grid_size: int = 8, num_classes: int | None = None
+        self, run_dir: Path, latent_dim: int, grid_size: int, num_classes: int | None = None
     ) -> None:
         super().__init__()
         self.folder = Path(run_dir) / SAMPLES_DIR
         self.grid_size = grid_size
         self.labels: np.ndarray | None = None
         if num_classes is None:
-            self.latents = fixed_latents(grid_size * grid_size, latent_dim)
+            self.latents = latents_from_seeds(range(grid_size * grid_size), latent_dim)
         else:
-            self.latents = np.tile(fixed_latents(grid_size, latent_dim), (num_classes, 1))
+            self.latents = np.tile(latents_from_seeds(range(grid_size), latent_dim), (num_classes, 1))
             self.labels = np.repeat(np.arange(num_classes, dtype=np.int32), grid_size)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -81,7 +64,7 @@ class SampleGrid(keras.callbacks.Callback):
         inputs = self.latents if self.labels is None else [self.latents, self.labels]
         images = to_uint8(np.asarray(generator(inputs, training=False)))
         path = self.folder / f"epoch_{epoch:03d}.png"
-        save_png(tile_images(images, self.grid_size), path)
+        _save_png(tile_images(images, self.grid_size), path)
         return path
 
 

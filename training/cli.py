@@ -12,7 +12,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from genserve.conventions import SUPPORTED_CHANNELS
 from training.config import DIFFAUGMENT_POLICIES, GAN_LOSSES, MODELS, RECIPES, TrainConfig
+from training.fid import DEFAULT_NUM_SAMPLES
 
 logger = logging.getLogger("training")
 
@@ -71,7 +73,9 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
         help="'none' for an unseeded, non-deterministic run (default: %(default)s)",
     )
     parser.add_argument("--image-size", type=int, help="resize images to 28, 32 or 64 pixels")
-    parser.add_argument("--channels", type=int, choices=(1, 3), help="convert images to 1 or 3 channels")
+    parser.add_argument(
+        "--channels", type=int, choices=SUPPORTED_CHANNELS, help="convert images to 1 or 3 channels"
+    )
     parser.add_argument("--limit", type=int, help="use only the first N training images")
     parser.add_argument("--run-dir", type=Path, help="checkpoints, samples and history (default: runs/NAME)")
     parser.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
@@ -138,7 +142,10 @@ def _add_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="the dataset the model was trained on")
     parser.add_argument("--data", dest="data_path", help="where the dataset's files are, if not downloaded")
     parser.add_argument(
-        "--samples", type=int, default=10_000, help="generated images to score (default: %(default)s)"
+        "--samples",
+        type=int,
+        default=DEFAULT_NUM_SAMPLES,
+        help="generated images to score (default: %(default)s)",
     )
     parser.add_argument("--cache-dir", type=Path, help="where the scoring classifier is cached")
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")

@@ -1,13 +1,19 @@
-"""Every training option in one dataclass with visible defaults; the CLI and the benchmarks only fill it."""
+"""Every training option in one dataclass with visible defaults; the CLI and the benchmarks only fill it.
+
+The checks of the options the models take too (loss, DiffAugment policies, averaging, KL weight) live here,
+free of TensorFlow, so the CLI answers bad options at once and the models reject them with the same words.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genserve.conventions import check_channels
 from genserve.store import validate_model_name
 
 MODELS = ("dcgan", "cdcgan", "vae")
@@ -17,7 +23,12 @@ RECIPES = ("genserve", "tutorial")
 GAN_LOSSES = ("bce", "hinge")
 DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
 SUPPORTED_IMAGE_SIZES = (28, 32, 64)
-SUPPORTED_CHANNELS = (1, 3)
+# Each step moves the generator average 0.1% of the way to the current weights: it averages over roughly
+# the last thousand steps, a few epochs of MNIST at batch 256.
+DEFAULT_EMA_DECAY = 0.999
+# One-sided smoothing makes the real target 1 - s; from s = 0.5 on, the discriminator would be taught that
+# real images look no more real than a coin toss.
+_MAX_LABEL_SMOOTHING = 0.5
 DEFAULT_RUNS_ROOT = Path("runs")
 # A run folder's layout.
 RUN_INFO_FILE = "config.json"
@@ -50,7 +61,7 @@ class TrainConfig:
     beta_1: float = 0.5
     # "tutorial" replaces lr_g, lr_d, beta_1 and ema_decay left at these defaults by TUTORIAL_SETTINGS.
     recipe: str = "genserve"
-    ema_decay: float = 0.999
+    ema_decay: float = DEFAULT_EMA_DECAY
     seed: int | None = 0
     image_size: int | None = None
     channels: int | None = None
@@ -159,15 +170,14 @@ class TrainConfig:
                 raise ValueError(f"{key} must be a positive learning rate, got {getattr(self, key)}")
         if not 0.0 <= self.beta_1 < 1.0:
             raise ValueError(f"beta_1 must be in [0, 1), got {self.beta_1}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}: use 0 to disable averaging")
+        check_ema_decay(self.ema_decay)
         if self.image_size is not None and self.image_size not in SUPPORTED_IMAGE_SIZES:
             raise ValueError(
                 f"image_size {self.image_size} is not supported by the DCGAN: choose one of "
                 f"{', '.join(map(str, SUPPORTED_IMAGE_SIZES))} or leave it unset to keep the dataset's size"
             )
-        if self.channels is not None and self.channels not in SUPPORTED_CHANNELS:
-            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
+        if self.channels is not None:
+            check_channels(self.channels)
         if self.seed is not None and self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
         self._validate_model_options()
@@ -178,20 +188,9 @@ class TrainConfig:
             )
 
     def _validate_model_options(self) -> None:
-        if self.loss not in GAN_LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}: choose one of {', '.join(GAN_LOSSES)}")
-        if not 0.0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        if self.label_smoothing and self.loss != "bce":
-            raise ValueError("label_smoothing applies to the 'bce' loss only; the hinge loss has no targets")
-        unknown = [policy for policy in self.diffaugment_policies if policy not in DIFFAUGMENT_POLICIES]
-        if unknown:
-            raise ValueError(
-                f"unknown DiffAugment policy {unknown[0]!r}: use a comma-separated subset of "
-                f"{', '.join(DIFFAUGMENT_POLICIES)}"
-            )
-        if not self.kl_weight > 0:
-            raise ValueError(f"kl_weight must be positive, got {self.kl_weight}")
+        check_loss(self.loss, self.label_smoothing)
+        check_diffaugment_policies(self.diffaugment_policies)
+        check_kl_weight(self.kl_weight)
         if self.model == "vae":
             gan_only = {
                 "loss": self.loss != "bce",
@@ -206,6 +205,47 @@ class TrainConfig:
                 raise ValueError(f"{', '.join(used)} only apply to GANs (dcgan, cdcgan), not to model 'vae'")
         elif self.kl_weight != 1.0:
             raise ValueError(f"kl_weight only applies to model 'vae', not to {self.model!r}")
+
+
+def check_ema_decay(ema_decay: float) -> float:
+    """`ema_decay` if it is a usable decay for the generator average, else ValueError."""
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}: use 0 to disable averaging")
+    return ema_decay
+
+
+def check_kl_weight(kl_weight: float) -> float:
+    """`kl_weight` if it is a usable VAE KL weight, else ValueError."""
+    if not kl_weight > 0:
+        raise ValueError(f"kl_weight must be positive, got {kl_weight}")
+    return kl_weight
+
+
+def check_loss(loss: str, label_smoothing: float) -> None:
+    """Raise ValueError unless `loss` is a GAN loss and `label_smoothing` suits it."""
+    if loss not in GAN_LOSSES:
+        raise ValueError(f"unknown loss {loss!r}: choose one of {', '.join(GAN_LOSSES)}")
+    if not 0.0 <= label_smoothing < _MAX_LABEL_SMOOTHING:
+        raise ValueError(
+            f"label_smoothing must be in [0, {_MAX_LABEL_SMOOTHING}), got {label_smoothing}: 0 turns it off"
+        )
+    if label_smoothing and loss != "bce":
+        raise ValueError("label_smoothing applies to the 'bce' loss only: the hinge loss has no targets")
+
+
+def check_diffaugment_policies(policies: Sequence[str]) -> tuple[str, ...]:
+    """The DiffAugment policies asked for, in the order they are applied, or ValueError naming the bad one."""
+    if isinstance(policies, str):
+        raise ValueError(
+            f"diffaugment takes a sequence of policy names, got the string {policies!r}: pass e.g. "
+            "('translation', 'cutout')"
+        )
+    unknown = [policy for policy in policies if policy not in DIFFAUGMENT_POLICIES]
+    if unknown:
+        raise ValueError(
+            f"unknown DiffAugment policy {unknown[0]!r}: choose from {', '.join(DIFFAUGMENT_POLICIES)}"
+        )
+    return tuple(policy for policy in DIFFAUGMENT_POLICIES if policy in policies)
 
 
 def _check_at_least(key: str, value: int, minimum: int) -> None:

@@ -17,11 +17,7 @@ The recipe options, each off by default:
   `generator_loss`). With cross-entropy, ``label_smoothing=s`` makes the discriminator's target for real
   images ``1 - s`` (one-sided, Salimans et al. 2016), so it is never rewarded for ever larger real logits.
 - ``diffaugment=("translation", "cutout")`` (any of color, translation, cutout): DiffAugment (Zhao et al.
-  2020). Before every discriminator call, real and generated images alike go through the same family of
-  random, differentiable augmentations (each image its own draw), so the discriminator cannot memorise the
-  training images while the generator still gets gradients through the augmentation and is never asked
-  to draw augmented images. Pixels shifted in or cut out become -1, the background of MNIST-like data
-  (see `AUGMENT_FILL`), where the paper's code writes 0.
+  2020, `training.diffaugment`) on real and generated images alike before every discriminator call.
 - ``spectral_norm=True`` in the discriminator builders: every convolution and dense layer of the
   discriminator is wrapped in `keras.layers.SpectralNormalization` (Miyato et al. 2018), which rescales its
   kernel to spectral norm 1 at each training call and so bounds the discriminator's Lipschitz constant.
@@ -33,15 +29,26 @@ discriminator's logits, and so the losses, stay float32.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-from training.config import DIFFAUGMENT_POLICIES, GAN_LOSSES, SUPPORTED_CHANNELS, SUPPORTED_IMAGE_SIZES
+from genserve.conventions import check_channels
+from training.config import (
+    DEFAULT_EMA_DECAY,
+    SUPPORTED_IMAGE_SIZES,
+    check_diffaugment_policies,
+    check_ema_decay,
+    check_loss,
+)
+from training.diffaugment import diff_augment
 
 _PROJECTION_FILTERS = 256
+_REFINE_FILTERS = 128
+# Sizes the tutorial's layout reaches with two upsampling stages (from a 7x7 or 8x8 base); 64 adds a third.
+_TWO_STAGE_SIZES = (28, 32)
 # The tutorial uses LeakyReLU with Keras' default slope.
 _LEAKY_SLOPE = 0.3
 _DROPOUT_RATE = 0.3
@@ -49,19 +56,11 @@ _KERNEL_SIZE = 5
 # Below this many updates the average warms up with a smaller decay, as tf.train.ExponentialMovingAverage
 # does with num_updates, so short runs are not dominated by the random initial weights.
 _EMA_WARMUP_OFFSET = 10.0
-# DiffAugment's settings from the paper: shifts of up to 1/8 of the image, a cut-out square of half its side.
-_TRANSLATION_RATIO = 0.125
-_CUTOUT_RATIO = 0.5
-# What translation shifts in and cutout writes. The paper's code writes 0, mid grey in our [-1, 1] range;
-# -1 (black) is the background of MNIST-like data, so a shifted or cut digit still lies on its own
-# background instead of next to a grey band no real image has. Real and fake images get the same fill, so
-# either choice is fair to both; this one keeps the augmented images closer to the data.
-AUGMENT_FILL = -1.0
 
 
 def _upsampling_filters(image_size: int) -> list[int]:
     """Filters of the stride-2 stages before the output stage (which has one filter per channel)."""
-    return [64] if image_size in (28, 32) else [128, 64]
+    return [64] if image_size in _TWO_STAGE_SIZES else [128, 64]
 
 
 def check_latent_dim(latent_dim: int) -> int:
@@ -81,11 +80,7 @@ def check_image_shape(image_shape: tuple[int, int, int]) -> tuple[int, int, int]
             f"the DCGAN supports square images of {', '.join(map(str, SUPPORTED_IMAGE_SIZES))} pixels, got "
             f"{height}x{width}: resize the data with --image-size"
         )
-    if channels not in SUPPORTED_CHANNELS:
-        raise ValueError(
-            f"the DCGAN supports 1 or 3 channels, got {channels}: convert the data with --channels"
-        )
-    return height, width, channels
+    return height, width, check_channels(channels)
 
 
 def build_generator(
@@ -116,7 +111,7 @@ def generator_layers(
         keras.layers.BatchNormalization(name="project_bn", **hidden),
         keras.layers.LeakyReLU(_LEAKY_SLOPE, name="project_act", **hidden),
         keras.layers.Reshape((base, base, _PROJECTION_FILTERS), name="reshape", **hidden),
-        *_transpose_block(128, strides=1, name="refine", dtype_policy=dtype_policy),
+        *_transpose_block(_REFINE_FILTERS, strides=1, name="refine", dtype_policy=dtype_policy),
     ]
     for index, filters in enumerate(stages, start=1):
         layers += _transpose_block(filters, strides=2, name=f"up{index}", dtype_policy=dtype_policy)
@@ -171,7 +166,7 @@ def discriminator_layers(
     image_size: int, dtype_policy: str = "float32", spectral_norm: bool = False
 ) -> list[keras.layers.Layer]:
     """The discriminator's layers from an image-sized map (any number of channels) to one logit."""
-    filters = [64, 128] if image_size in (28, 32) else [64, 128, 256]
+    filters = [64, 128] if image_size in _TWO_STAGE_SIZES else [64, 128, 256]
     hidden = {"dtype": dtype_policy}
     weighted = _spectrally_normalized if spectral_norm else _unchanged
     layers: list[keras.layers.Layer] = []
@@ -211,7 +206,7 @@ class DCGAN(keras.Model):
         discriminator: keras.Model,
         *,
         latent_dim: int,
-        ema_decay: float = 0.999,
+        ema_decay: float = DEFAULT_EMA_DECAY,
         seed: int | None = None,
         loss: str = "bce",
         label_smoothing: float = 0.0,
@@ -219,9 +214,8 @@ class DCGAN(keras.Model):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}: use 0 to disable the average")
-        _check_loss(loss, label_smoothing)
+        check_ema_decay(ema_decay)
+        check_loss(loss, label_smoothing)
         self.loss_name = loss
         self.label_smoothing = label_smoothing
         self.diffaugment = check_diffaugment_policies(diffaugment)
@@ -318,7 +312,7 @@ def discriminator_loss(
     ``"hinge"``: ``mean(relu(1 - real)) + mean(relu(1 + fake))``, which stops pushing a logit once it
     is past the margin of 1.
     """
-    _check_loss(loss, label_smoothing)
+    check_loss(loss, label_smoothing)
     if loss == "hinge":
         return tf.reduce_mean(tf.nn.relu(1.0 - real_logits)) + tf.reduce_mean(tf.nn.relu(1.0 + fake_logits))
     real_targets = tf.ones_like(real_logits) * (1.0 - label_smoothing)
@@ -327,7 +321,7 @@ def discriminator_loss(
 
 def generator_loss(fake_logits: tf.Tensor, *, loss: str = "bce") -> tf.Tensor:
     """The generator's loss on its images' logits: the non-saturating cross-entropy, or ``-mean(fake)``."""
-    _check_loss(loss, 0.0)
+    check_loss(loss, 0.0)
     if loss == "hinge":
         return -tf.reduce_mean(fake_logits)
     return _cross_entropy(tf.ones_like(fake_logits), fake_logits)
@@ -335,111 +329,3 @@ def generator_loss(fake_logits: tf.Tensor, *, loss: str = "bce") -> tf.Tensor:
 
 def _cross_entropy(targets: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits))
-
-
-def _check_loss(loss: str, label_smoothing: float) -> None:
-    if loss not in GAN_LOSSES:
-        raise ValueError(f"unknown loss {loss!r}: choose one of {', '.join(GAN_LOSSES)}")
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}: 0 turns it off")
-    if label_smoothing and loss != "bce":
-        raise ValueError("label_smoothing applies to the 'bce' loss only: the hinge loss has no targets")
-
-
-def check_diffaugment_policies(policies: Sequence[str]) -> tuple[str, ...]:
-    """The DiffAugment policies asked for, in the order they are applied, or ValueError naming the bad one."""
-    if isinstance(policies, str):
-        raise ValueError(
-            f"diffaugment takes a sequence of policy names, got the string {policies!r}: pass e.g. "
-            "('translation', 'cutout')"
-        )
-    unknown = [policy for policy in policies if policy not in DIFFAUGMENT_POLICIES]
-    if unknown:
-        raise ValueError(
-            f"unknown DiffAugment policy {unknown[0]!r}: choose from {', '.join(DIFFAUGMENT_POLICIES)}"
-        )
-    return tuple(policy for policy in DIFFAUGMENT_POLICIES if policy in policies)
-
-
-def diff_augment(images: tf.Tensor, policies: Sequence[str], seed: keras.random.SeedGenerator) -> tf.Tensor:
-    """DiffAugment: each image ``[N, H, W, C]`` gets its own random draw of every policy named.
-
-    The policies run in the paper's order (color, translation, cutout) whatever order they are named in.
-    Every step is built from differentiable TensorFlow ops and stateless random numbers drawn from `seed`,
-    so gradients reach the generator and a seeded run repeats exactly, also under op determinism.
-    """
-    for policy in check_diffaugment_policies(policies):
-        images = _AUGMENTATIONS[policy](images, seed)
-    return images
-
-
-def random_color(images: tf.Tensor, seed: keras.random.SeedGenerator) -> tf.Tensor:
-    """Shift brightness by up to ±0.5, scale saturation by 0 to 2 and contrast by 0.5 to 1.5, per image.
-
-    Saturation mixes the channels towards their mean, so grayscale images skip it.
-    """
-    shape = (tf.shape(images)[0], 1, 1, 1)
-    images = images + keras.random.uniform(shape, -0.5, 0.5, seed=seed)
-    if images.shape[-1] != 1:
-        grey = tf.reduce_mean(images, axis=-1, keepdims=True)
-        images = (images - grey) * keras.random.uniform(shape, 0.0, 2.0, seed=seed) + grey
-    mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
-    return (images - mean) * keras.random.uniform(shape, 0.5, 1.5, seed=seed) + mean
-
-
-def random_translation(images: tf.Tensor, seed: keras.random.SeedGenerator) -> tf.Tensor:
-    """Shift each image by up to 1/8 of its size along each axis, filling what comes in with `AUGMENT_FILL`."""
-    batch = tf.shape(images)[0]
-    height, width = int(images.shape[1]), int(images.shape[2])
-    max_rows, max_columns = _fraction_of(height, _TRANSLATION_RATIO), _fraction_of(width, _TRANSLATION_RATIO)
-    row_shifts = keras.random.randint((batch,), -max_rows, max_rows + 1, seed=seed)
-    column_shifts = keras.random.randint((batch,), -max_columns, max_columns + 1, seed=seed)
-    # Shifting is multiplying by 0/1 matrices that pick each output row (column) from its source one:
-    # plain batched matmuls, so the op differentiates, stays deterministic and needs no gather.
-    rows = _shift_matrices(row_shifts, height, images.dtype)
-    columns = _shift_matrices(column_shifts, width, images.dtype)
-    moved = tf.einsum("bij,bjwc->biwc", rows, images)
-    moved = tf.einsum("bkw,bhwc->bhkc", columns, moved)
-    covered_rows = tf.reduce_sum(rows, axis=2)[:, :, None, None]
-    covered_columns = tf.reduce_sum(columns, axis=2)[:, None, :, None]
-    return moved + AUGMENT_FILL * (1.0 - covered_rows * covered_columns)
-
-
-def _fraction_of(size: int, ratio: float) -> int:
-    """`size * ratio` rounded half up (4 of 28 pixels for translation, 14 for cutout)."""
-    return int(size * ratio + 0.5)
-
-
-def _shift_matrices(shifts: tf.Tensor, size: int, dtype: tf.DType) -> tf.Tensor:
-    """``[N, size, size]``: entry (i, j) is 1 where output index i takes input index j = i - shift."""
-    index = tf.range(size, dtype=shifts.dtype)
-    sources = index[None, :, None] - shifts[:, None, None]
-    return tf.cast(tf.equal(sources, index[None, None, :]), dtype)
-
-
-def random_cutout(images: tf.Tensor, seed: keras.random.SeedGenerator) -> tf.Tensor:
-    """Set a square of half the image's side to `AUGMENT_FILL` in each image.
-
-    The square's centre is uniform over the image, so near a border part of it falls outside.
-    """
-    batch = tf.shape(images)[0]
-    height, width = int(images.shape[1]), int(images.shape[2])
-    cut_rows = _cut_mask(batch, height, _fraction_of(height, _CUTOUT_RATIO), seed)
-    cut_columns = _cut_mask(batch, width, _fraction_of(width, _CUTOUT_RATIO), seed)
-    cut = tf.cast(cut_rows[:, :, None, None] & cut_columns[:, None, :, None], images.dtype)
-    return images * (1.0 - cut) + AUGMENT_FILL * cut
-
-
-def _cut_mask(batch: tf.Tensor, size: int, length: int, seed: keras.random.SeedGenerator) -> tf.Tensor:
-    """``[N, size]`` booleans: a run of `length` indices starting anywhere from -length/2 to size - length/2."""
-    half = length // 2
-    starts = keras.random.randint((batch, 1), -half, size - half + 1, seed=seed)
-    index = tf.range(size, dtype=starts.dtype)[None, :]
-    return (index >= starts) & (index < starts + length)
-
-
-_AUGMENTATIONS: dict[str, Callable[[tf.Tensor, keras.random.SeedGenerator], tf.Tensor]] = {
-    "color": random_color,
-    "translation": random_translation,
-    "cutout": random_cutout,
-}

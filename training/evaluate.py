@@ -1,23 +1,18 @@
 """Sample-quality numbers for a published version: Fréchet distance and Inception-style score.
 
-Both use a small CNN classifier trained on the dataset's own labels (cached on disk) instead of an
-ImageNet Inception network: its 128-d penultimate layer gives the features for the Fréchet distance and
-its softmax gives p(y|x) for the score. The numbers are comparable between versions evaluated on the same
-dataset, not with published FID/IS values. A reference row computed from real held-out images shows what
-"as good as real data" looks like at the same sample count. Conditional models are asked for every class
-in turn, and the share of their images the classifier puts in the class asked for is their label accuracy.
+Both use a small CNN classifier trained on the dataset's own labels (`training.classifier`) instead of an
+ImageNet Inception network: its penultimate layer gives the features for the Fréchet distance and its
+softmax gives p(y|x) for the score (`training.fid`). The numbers are comparable between versions evaluated
+on the same dataset, not with published FID/IS values. A reference row computed from real held-out images
+shows what "as good as real data" looks like at the same sample count. Conditional models are asked for
+every class in turn, and the share of their images the classifier puts in the class asked for is their
+label accuracy.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import re
-import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,40 +20,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from genserve.store import (
-    ENCODE_SIGNATURE,
-    IMAGES_INPUT,
-    IMAGES_OUTPUT,
-    LABEL_INPUT,
-    LATENT_INPUT,
-    LATENT_MEAN_OUTPUT,
-    SIGNATURE_NAME,
-    EvaluationRecord,
-    ModelMetadata,
-    read_metadata,
-    write_evaluation,
-)
-from training.datasets import ImageDataset, load_dataset, make_tf_dataset, to_uint8
+from genserve.conventions import cycled_labels, to_uint8, to_unit_range
+from genserve.store import EvaluationRecord, ModelMetadata, read_metadata, write_evaluation
+from training.classifier import Predictions, default_cache_dir, load_or_train_classifier, predict
+from training.datasets import ImageDataset, load_dataset
+from training.fid import DEFAULT_NUM_SAMPLES, feature_frechet_distance, inception_score
+from training.sampling import generate_images, reconstruct_images
 
 logger = logging.getLogger(__name__)
 
-CLASSIFIER_VERSION = "cnn-v1"  # part of the cache key: bump when the architecture or training changes
-FEATURE_LAYER = "features"
-_TARGET_TRAINING_EXAMPLES = 16_000  # examples seen in training, spread over as many epochs as that takes
-_MIN_EPOCHS, _MAX_EPOCHS = 3, 30
-_CLASSIFIER_BATCH_SIZE = 64
-
-
-@dataclass(frozen=True)
-class _Predictions:
-    features: np.ndarray  # float64 [N, D]
-    probabilities: np.ndarray  # float64 [N, K]
-
-
-def default_cache_dir() -> Path:
-    """Where trained classifiers are kept: $XDG_CACHE_HOME/genserve, else ~/.cache/genserve."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "genserve"
+# Images per SavedModel or classifier call: bounds memory, does not change the numbers.
+DEFAULT_BATCH_SIZE = 250
 
 
 def evaluate_command(
@@ -92,7 +64,7 @@ def evaluate_command(
         seed=seed,
     )
     write_evaluation(Path(version_dir), record)
-    print(format_record(record))
+    print(_format_record(record))
     return record
 
 
@@ -101,10 +73,10 @@ def evaluate_version(
     *,
     train: ImageDataset,
     held_out: ImageDataset,
-    num_samples: int = 10_000,
+    num_samples: int = DEFAULT_NUM_SAMPLES,
     cache_dir: Path | None = None,
     seed: int = 0,
-    batch_size: int = 250,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> EvaluationRecord:
     """Score `num_samples` generated images against `train`, with held-out real images as reference."""
     _check_inputs(train, held_out, num_samples, batch_size)
@@ -114,18 +86,18 @@ def evaluate_version(
     started = time.monotonic()
     classifier, classifier_path = load_or_train_classifier(train, cache_dir or default_cache_dir(), seed=seed)
     rng = np.random.RandomState(seed)
-    reference = _predict(classifier, train.images[_subset(len(train), num_samples, rng)], batch_size)
-    held_out_all = _predict(classifier, held_out.images, batch_size)
+    reference = predict(classifier, train.images[_subset(len(train), num_samples, rng)], batch_size)
+    held_out_all = predict(classifier, held_out.images, batch_size)
     accuracy = float(np.mean(held_out_all.probabilities.argmax(axis=1) == held_out.labels))
-    real = _take(held_out_all, _subset(len(held_out), num_samples, rng))
+    real = held_out_all.take(_subset(len(held_out), num_samples, rng))
     loaded = tf.saved_model.load(str(version_dir))
-    generated_images = _generate(loaded, metadata, num_samples, seed=seed, batch_size=batch_size)
+    generated_images = generate_images(loaded, metadata, num_samples, seed=seed, batch_size=batch_size)
     _check_shape(tuple(generated_images.shape[1:]), train)  # the metadata could disagree with the graph
-    generated = _predict(classifier, _to_unit_range(generated_images), batch_size)
+    generated = predict(classifier, to_unit_range(generated_images), batch_size)
     logger.info("classifier accuracy on held-out images: %.4f", accuracy)
     details: dict[str, Any] = {}
     if metadata.conditional:
-        requested = generated_labels(num_samples, len(metadata.class_names or []))
+        requested = cycled_labels(num_samples, len(metadata.class_names or []))
         details["label_accuracy"] = float(np.mean(generated.probabilities.argmax(axis=1) == requested))
         logger.info("generated images classified as their requested class: %.4f", details["label_accuracy"])
     if metadata.has_encoder:
@@ -153,7 +125,7 @@ def evaluate_version(
     )
 
 
-def format_record(record: EvaluationRecord) -> str:
+def _format_record(record: EvaluationRecord) -> str:
     """A small plain-text table of the model's numbers next to the real-data reference."""
     real_n = record.details.get("real_num_samples", "-")
     rows = [
@@ -174,54 +146,7 @@ def format_record(record: EvaluationRecord) -> str:
     return "\n".join(rows)
 
 
-# --- metrics ---------------------------------------------------------------------------------------------
-
-
-def frechet_distance(
-    mean_a: np.ndarray, covariance_a: np.ndarray, mean_b: np.ndarray, covariance_b: np.ndarray
-) -> float:
-    """Fréchet distance between two Gaussians: |m_a - m_b|^2 + tr(C_a + C_b - 2 (C_a^½ C_b C_a^½)^½)."""
-    root_a = _sqrt_psd(covariance_a)
-    middle = root_a @ covariance_b @ root_a
-    cross_trace = float(np.sum(np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2.0), 0.0, None))))
-    mean_term = float(np.sum((mean_a - mean_b) ** 2))
-    distance = mean_term + float(np.trace(covariance_a) + np.trace(covariance_b)) - 2.0 * cross_trace
-    return max(distance, 0.0)  # rounding can push identical fits a hair below zero
-
-
-def gaussian_fit(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance of `features` [N, D]; needs N >= 2."""
-    if features.ndim != 2 or len(features) < 2:
-        raise ValueError(
-            f"need at least 2 feature vectors [N, D] to fit a Gaussian, got shape {features.shape}"
-        )
-    values = features.astype(np.float64)
-    return values.mean(axis=0), np.cov(values, rowvar=False)
-
-
-def feature_frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    """Fréchet distance between Gaussian fits of two feature sets."""
-    return frechet_distance(*gaussian_fit(features_a), *gaussian_fit(features_b))
-
-
-def inception_score(probabilities: np.ndarray) -> float:
-    """exp(E_x[KL(p(y|x) || p(y))]) for class probabilities [N, K]; between 1 and K."""
-    if probabilities.ndim != 2 or len(probabilities) == 0:
-        raise ValueError(f"need class probabilities [N, K] with N >= 1, got shape {probabilities.shape}")
-    conditional = np.clip(probabilities.astype(np.float64), 1e-12, 1.0)
-    marginal = conditional.mean(axis=0, keepdims=True)
-    divergence = np.sum(conditional * (np.log(conditional) - np.log(marginal)), axis=1)
-    return float(np.exp(np.mean(divergence)))
-
-
-def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
-    """Square root of a symmetric positive semi-definite matrix via its eigen-decomposition."""
-    eigenvalues, eigenvectors = np.linalg.eigh((matrix + matrix.T) / 2.0)
-    roots = np.sqrt(np.clip(eigenvalues, 0.0, None))
-    return (eigenvectors * roots) @ eigenvectors.T
-
-
-def _features_distance(a: _Predictions, b: _Predictions) -> float:
+def _features_distance(a: Predictions, b: Predictions) -> float:
     return feature_frechet_distance(a.features, b.features)
 
 
@@ -230,168 +155,9 @@ def _class_fractions(probabilities: np.ndarray) -> list[float]:
     return [round(float(count) / len(probabilities), 4) for count in counts]
 
 
-# --- the classifier --------------------------------------------------------------------------------------
-
-
-def build_classifier(image_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
-    """A small CNN; the `features` layer (128-d) is the feature extractor, the output is logits."""
-    inputs = keras.Input(shape=image_shape, name="images")
-    x = inputs
-    for filters in (16, 32):
-        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
-        x = keras.layers.MaxPooling2D()(x)
-    while x.shape[1] > 8:  # larger images: keep shrinking so the dense layer stays small
-        x = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(x)
-    x = keras.layers.Flatten()(x)
-    features = keras.layers.Dense(128, activation="relu", name=FEATURE_LAYER)(x)
-    dropped = keras.layers.Dropout(0.3)(features)
-    logits = keras.layers.Dense(num_classes, name="logits")(dropped)
-    return keras.Model(inputs, logits, name="evaluation_classifier")
-
-
-def load_or_train_classifier(
-    train: ImageDataset, cache_dir: Path, *, seed: int = 0
-) -> tuple[keras.Model, Path]:
-    """The classifier for `train`, from the cache when one was trained on the same data, else trained now."""
-    if train.labels is None or train.class_names is None:
-        raise ValueError(f"evaluation needs a labelled dataset, and {train.name!r} has no labels")
-    path = Path(cache_dir) / "classifiers" / f"{_cache_key(train)}.keras"
-    if path.is_file():
-        logger.info("reusing cached classifier %s", path)
-        return keras.models.load_model(path), path
-    classifier = _train_classifier(train, seed)
-    _save_atomic(classifier, path)
-    return classifier, path
-
-
-def _cache_key(train: ImageDataset) -> str:
-    digest = hashlib.sha256(CLASSIFIER_VERSION.encode())
-    digest.update(np.ascontiguousarray(train.images).tobytes())
-    digest.update(np.ascontiguousarray(train.labels).tobytes())
-    digest.update(repr(train.class_names).encode())
-    slug = re.sub(r"[^a-z0-9]+", "-", train.name.lower()).strip("-")[:40] or "dataset"
-    height, width, channels = train.image_shape
-    return f"{slug}-{height}x{width}x{channels}-{digest.hexdigest()[:12]}"
-
-
-def _train_classifier(train: ImageDataset, seed: int) -> keras.Model:
-    if train.class_names is None:
-        raise ValueError(f"evaluation needs a labelled dataset, and {train.name!r} has no class names")
-    keras.utils.set_random_seed(seed)
-    classifier = build_classifier(train.image_shape, len(train.class_names))
-    classifier.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    epochs = int(np.clip(np.ceil(_TARGET_TRAINING_EXAMPLES / len(train)), _MIN_EPOCHS, _MAX_EPOCHS))
-    logger.info(
-        "training the evaluation classifier on %d %s images for %d epochs", len(train), train.name, epochs
-    )
-    batches = make_tf_dataset(
-        train, _CLASSIFIER_BATCH_SIZE, seed=seed, with_labels=True, drop_remainder=False
-    )
-    started = time.monotonic()
-    classifier.fit(batches, epochs=epochs, shuffle=False, verbose=0, callbacks=[_EpochLogger(epochs)])
-    logger.info("classifier trained in %.1f s", time.monotonic() - started)
-    return classifier
-
-
-class _EpochLogger(keras.callbacks.Callback):
-    """One log line per epoch instead of Keras's progress bar."""
-
-    def __init__(self, epochs: int) -> None:
-        super().__init__()
-        self.epochs = epochs
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = logs or {}
-        accuracy, loss = logs.get("accuracy", float("nan")), logs.get("loss", float("nan"))
-        logger.info(
-            "classifier epoch %d/%d: loss %.4f, accuracy %.4f", epoch + 1, self.epochs, loss, accuracy
-        )
-
-
-def _save_atomic(classifier: keras.Model, path: Path) -> None:
-    """Save through a temporary file and a rename, so a concurrent reader never loads half a model."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
-        classifier.save(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _predict(classifier: keras.Model, images: np.ndarray, batch_size: int) -> _Predictions:
-    extractor = keras.Model(
-        classifier.inputs, [classifier.get_layer(FEATURE_LAYER).output, classifier.outputs[0]]
-    )
-    features, logits = extractor.predict(images, batch_size=batch_size, verbose=0)
-    probabilities = tf.nn.softmax(logits.astype(np.float64), axis=-1).numpy()
-    return _Predictions(features.astype(np.float64), probabilities)
-
-
-def _take(predictions: _Predictions, indices: np.ndarray) -> _Predictions:
-    return _Predictions(predictions.features[indices], predictions.probabilities[indices])
-
-
 def _subset(total: int, count: int, rng: np.random.RandomState) -> np.ndarray:
     """Up to `count` distinct indices out of `total`, random so class-sorted data is sampled evenly."""
     return np.sort(rng.permutation(total)[:count])
-
-
-# --- generated images ------------------------------------------------------------------------------------
-
-
-def generate_images(
-    version_dir: Path, num_samples: int, *, seed: int = 0, batch_size: int = 250
-) -> np.ndarray:
-    """`num_samples` uint8 images from a version's SavedModel, from latents drawn with `seed`.
-
-    Conditional models get class labels cycling through every class, so each class is equally represented.
-    """
-    loaded = tf.saved_model.load(str(version_dir))
-    return _generate(loaded, read_metadata(version_dir), num_samples, seed=seed, batch_size=batch_size)
-
-
-def _generate(
-    loaded: Any, metadata: ModelMetadata, num_samples: int, *, seed: int, batch_size: int
-) -> np.ndarray:
-    signature = loaded.signatures[SIGNATURE_NAME]
-    latents = np.random.RandomState(seed).randn(num_samples, metadata.latent_dim).astype(np.float32)
-    needs_labels = LABEL_INPUT in signature.structured_input_signature[1]
-    num_classes = len(metadata.class_names or [])
-    if needs_labels and num_classes == 0:
-        raise ValueError(f"{metadata.name} takes class labels but its metadata lists no class_names")
-    labels = generated_labels(num_samples, max(num_classes, 1))
-    logger.info("generating %d images from %s", num_samples, metadata.name)
-
-    def generate(rows: slice) -> np.ndarray:
-        inputs = {LATENT_INPUT: tf.constant(latents[rows])}
-        if needs_labels:
-            inputs[LABEL_INPUT] = tf.constant(labels[rows])
-        return np.asarray(signature(**inputs)[IMAGES_OUTPUT].numpy())
-
-    return _in_batches(num_samples, batch_size, generate)
-
-
-def _reconstruct(loaded: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """A VAE's reconstructions of uint8 `images`: each encoded to its posterior mean and decoded."""
-    encode, decode = loaded.signatures[ENCODE_SIGNATURE], loaded.signatures[SIGNATURE_NAME]
-
-    def reconstruct(rows: slice) -> np.ndarray:
-        latents = encode(**{IMAGES_INPUT: tf.constant(images[rows])})[LATENT_MEAN_OUTPUT]
-        return np.asarray(decode(**{LATENT_INPUT: latents})[IMAGES_OUTPUT].numpy())
-
-    return _in_batches(len(images), batch_size, reconstruct)
-
-
-def _in_batches(count: int, batch_size: int, run: Callable[[slice], np.ndarray]) -> np.ndarray:
-    """`run` over rows [0, count) in slices of `batch_size`, outputs concatenated."""
-    return np.concatenate([run(slice(start, start + batch_size)) for start in range(0, count, batch_size)])
 
 
 def _reconstruction_details(
@@ -399,13 +165,13 @@ def _reconstruction_details(
     classifier: keras.Model,
     held_out: ImageDataset,
     subset: np.ndarray,
-    reference: _Predictions,
+    reference: Predictions,
     batch_size: int,
 ) -> dict[str, float]:
     """How faithfully a VAE reconstructs held-out images: pixel error, class kept, Fréchet distance."""
     originals = to_uint8(held_out.images[subset])
-    reconstructed = _reconstruct(loaded, originals, batch_size)
-    predicted = _predict(classifier, _to_unit_range(reconstructed), batch_size)
+    reconstructed = reconstruct_images(loaded, originals, batch_size)
+    predicted = predict(classifier, to_unit_range(reconstructed), batch_size)
     error = np.abs(reconstructed.astype(np.float64) - originals.astype(np.float64)).mean()
     details = {
         "reconstruction_mean_abs_error": float(error),
@@ -416,15 +182,6 @@ def _reconstruction_details(
         details["reconstruction_class_agreement"] = float(np.mean(kept))
     logger.info("reconstructions of held-out images: %s", details)
     return details
-
-
-def generated_labels(num_samples: int, num_classes: int) -> np.ndarray:
-    """The class asked of each generated image of a conditional model: 0, 1, ..., K-1, 0, 1, ..."""
-    return (np.arange(num_samples) % num_classes).astype(np.int32)
-
-
-def _to_unit_range(images: np.ndarray) -> np.ndarray:
-    return (images.astype(np.float32) / 127.5 - 1.0).astype(np.float32)
 
 
 # --- checks ----------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from genserve.conventions import PIXEL_MAX, pixels_to_unit, unit_to_pixel_values
 from genserve.store import (
     ENCODE_SIGNATURE,
     FROM_EMBEDDING_SIGNATURE,
@@ -42,6 +43,7 @@ from training.cdcgan import (
 )
 from training.config import CHECKPOINTS_DIR, RunInfo, read_run_info
 from training.dcgan import build_generator
+from training.models import EMA_GENERATOR_SLOT, ENCODER_SLOT, GENERATOR_SLOT
 from training.vae import build_decoder, build_encoder
 
 logger = logging.getLogger(__name__)
@@ -96,7 +98,7 @@ class GeneratorServer(tf.Module):
         return _to_pixels(self.from_embedding_generator([z, label_embedding], training=False))
 
     def _encode(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        scaled = tf.cast(images, tf.float32) / 127.5 - 1.0
+        scaled = pixels_to_unit(tf.cast(images, tf.float32))
         z_mean, z_log_var = self.encoder(scaled, training=False)
         return {
             LATENT_MEAN_OUTPUT: tf.cast(z_mean, tf.float32),
@@ -113,7 +115,7 @@ class GeneratorServer(tf.Module):
 
 
 def _to_pixels(images: tf.Tensor) -> dict[str, tf.Tensor]:
-    pixels = tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0.0, 255.0)
+    pixels = tf.clip_by_value(tf.round(unit_to_pixel_values(images)), 0.0, float(PIXEL_MAX))
     return {IMAGES_OUTPUT: tf.cast(pixels, tf.uint8)}
 
 
@@ -190,7 +192,7 @@ def _check_encoder_matches(encoder: keras.Model | None, metadata: ModelMetadata)
         )
 
 
-def framework_versions() -> dict[str, str]:
+def _framework_versions() -> dict[str, str]:
     return {
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
@@ -219,7 +221,7 @@ def build_metadata(info: RunInfo, *, epochs: int, averaged: bool, name: str | No
         training_config=training_config,
         epochs=epochs,
         seed=config.seed,
-        framework_versions=framework_versions(),
+        framework_versions=_framework_versions(),
     )
 
 
@@ -243,11 +245,11 @@ def export_checkpoint(
         logger.info("run %s kept no averaged generator; exporting the raw one", run_dir)
     generator = _build_generator(info)
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-    slot = "ema_generator" if averaged else "generator"
+    slot = EMA_GENERATOR_SLOT if averaged else GENERATOR_SLOT
     networks = {slot: generator}
     encoder = None
     if info.config.model == "vae":
-        encoder = networks["encoder"] = build_encoder(info.image_shape, info.config.latent_dim)
+        encoder = networks[ENCODER_SLOT] = build_encoder(info.image_shape, info.config.latent_dim)
     checkpoint = tf.train.Checkpoint(**networks, epoch=epoch)
     checkpoint.restore(checkpoint_path).expect_partial().assert_existing_objects_matched()
     metadata = build_metadata(info, epochs=int(epoch), averaged=averaged, name=name)

@@ -17,6 +17,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from training.config import check_kl_weight
 from training.dcgan import check_image_shape, check_latent_dim
 
 _KERNEL_SIZE = 3
@@ -129,8 +130,7 @@ class VAE(keras.Model):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not kl_weight > 0:
-            raise ValueError(f"kl_weight must be positive, got {kl_weight}")
+        check_kl_weight(kl_weight)
         self.encoder = encoder
         self.generator = decoder
         self.ema_generator: keras.Model | None = None

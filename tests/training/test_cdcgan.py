@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from genserve.conventions import cycled_labels, latents_from_seeds, to_uint8
 from genserve.store import (
     FROM_EMBEDDING_SIGNATURE,
     IMAGES_OUTPUT,
@@ -15,7 +16,6 @@ from genserve.store import (
     SIGNATURE_NAME,
     read_metadata,
 )
-from training.callbacks import fixed_latents
 from training.cdcgan import (
     LABEL_EMBEDDING_DIM,
     ConditionalDCGAN,
@@ -23,7 +23,6 @@ from training.cdcgan import (
     build_conditional_generator,
 )
 from training.config import TrainConfig
-from training.datasets import to_uint8
 from training.export import export_checkpoint
 from training.train import TrainResult, train
 
@@ -138,8 +137,8 @@ def test_exported_images_equal_the_averaged_keras_generator(trained: tuple[Train
     config, result = trained
     assert result.version_dir is not None
     checkpointed = export_checkpoint(config.run_path, config.store)  # rebuilds the generator from the run
-    z = fixed_latents(6, LATENT_DIM)
-    labels = np.arange(6, dtype=np.int32) % NUM_CLASSES
+    z = latents_from_seeds(range(6), LATENT_DIM)
+    labels = cycled_labels(6, NUM_CLASSES)
     signature = tf.saved_model.load(str(result.version_dir)).signatures[SIGNATURE_NAME]
     served = signature(z=tf.constant(z), label=tf.constant(labels))[IMAGES_OUTPUT].numpy()
     again = tf.saved_model.load(str(checkpointed)).signatures[SIGNATURE_NAME]
@@ -169,7 +168,7 @@ def test_from_embedding_with_a_class_row_equals_generating_that_class(
     assert result.version_dir is not None
     loaded = tf.saved_model.load(str(result.version_dir))
     table = loaded.signatures[LABEL_EMBEDDINGS_SIGNATURE]()[LABEL_EMBEDDINGS_OUTPUT].numpy()
-    z = fixed_latents(3, LATENT_DIM)
+    z = latents_from_seeds(range(3), LATENT_DIM)
     labels = np.array([2, 0, 1], dtype=np.int32)
 
     by_label = loaded.signatures[SIGNATURE_NAME](z=tf.constant(z), label=tf.constant(labels))[IMAGES_OUTPUT]

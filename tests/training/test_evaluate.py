@@ -3,84 +3,16 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from genserve.store import (
-    EVALUATION_FILE,
-    IMAGES_OUTPUT,
-    SIGNATURE_NAME,
-    ModelMetadata,
-    publish_version,
-    read_evaluation,
-)
-from training.datasets import ImageDataset, load_dataset, to_uint8
-from training.evaluate import (
-    default_cache_dir,
-    evaluate_command,
-    evaluate_version,
-    feature_frechet_distance,
-    frechet_distance,
-    gaussian_fit,
-    generate_images,
-    inception_score,
-)
-
-LATENT_DIM = 8
-
-# --- metrics ---------------------------------------------------------------------------------------------
-
-
-def test_frechet_distance_of_identical_features_is_zero() -> None:
-    features = np.random.RandomState(0).normal(size=(500, 16))
-
-    assert feature_frechet_distance(features, features) == pytest.approx(0.0, abs=1e-6)
-
-
-def test_frechet_distance_of_shifted_features_is_squared_shift() -> None:
-    features = np.random.RandomState(1).normal(size=(400, 6))
-    shift = np.array([3.0, 0.0, 4.0, 0.0, 0.0, 0.0])
-
-    assert feature_frechet_distance(features, features + shift) == pytest.approx(25.0, rel=1e-6)
-
-
-def test_frechet_distance_matches_closed_form_for_commuting_covariances() -> None:
-    # For diagonal covariances the trace term is sum((sqrt(a) - sqrt(b))^2) = (1-3)^2 + (2-1)^2 = 5;
-    # rotating both by the same orthogonal matrix must not change it.
-    rotation, _ = np.linalg.qr(np.random.RandomState(2).normal(size=(2, 2)))
-    first = rotation @ np.diag([1.0, 4.0]) @ rotation.T
-    second = rotation @ np.diag([9.0, 1.0]) @ rotation.T
-    mean = np.zeros(2)
-
-    assert frechet_distance(mean, first, mean, second) == pytest.approx(5.0, rel=1e-9)
-    assert frechet_distance(mean, first, mean + [1.0, 1.0], second) == pytest.approx(7.0, rel=1e-9)
-
-
-def test_gaussian_fit_needs_two_samples() -> None:
-    with pytest.raises(ValueError, match="at least 2"):
-        gaussian_fit(np.zeros((1, 3)))
-
-
-def test_inception_score_of_confident_uniform_predictions_is_the_class_count() -> None:
-    one_hot = np.tile(np.eye(7), (3, 1))
-
-    assert inception_score(one_hot) == pytest.approx(7.0, rel=1e-6)
-
-
-def test_inception_score_of_a_single_predicted_class_is_one() -> None:
-    same = np.tile([[0.0, 1.0, 0.0]], (10, 1))
-
-    assert inception_score(same) == pytest.approx(1.0, rel=1e-6)
-
-
-def test_default_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-
-    assert default_cache_dir() == tmp_path / "genserve"
-
+from genserve.conventions import to_uint8
+from genserve.store import EVALUATION_FILE, IMAGES_OUTPUT, read_evaluation
+from tests.training.savedmodels import LATENT_DIM, module_metadata, publish_module
+from training.datasets import ImageDataset, load_dataset
+from training.evaluate import evaluate_command, evaluate_version
 
 # --- tiny SavedModels ------------------------------------------------------------------------------------
 
@@ -100,38 +32,10 @@ class _NoiseGenerator(tf.Module):
         return {IMAGES_OUTPUT: tf.reshape(images, [-1, 28, 28, 3])}
 
 
-class _LabelPainter(tf.Module):
-    """A conditional generator whose images are filled with their class number."""
-
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, LATENT_DIM], tf.float32, name="z"),
-            tf.TensorSpec([None], tf.int32, name="label"),
-        ]
-    )
-    def generate(self, z: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
-        fill = tf.cast(label, tf.uint8)[:, None, None, None]
-        return {IMAGES_OUTPUT: tf.tile(fill, [1, 4, 4, 1]) + tf.zeros_like(z[:, :1, None, None], tf.uint8)}
-
-
-def _publish(store: Path, module: tf.Module, metadata: ModelMetadata, **extra_signatures: Any) -> Path:
-    def write_model(folder: Path) -> None:
-        signatures = {SIGNATURE_NAME: module.generate, **extra_signatures}
-        tf.saved_model.save(module, str(folder), signatures=signatures)
-
-    return publish_version(store, metadata, write_model)
-
-
-def _metadata(name: str, kind: str, **overrides: Any) -> ModelMetadata:
-    """Metadata of a hand-built test model: 28x28 RGB shapes and LATENT_DIM unless overridden."""
-    values: dict[str, Any] = {"latent_dim": LATENT_DIM, "image_shape": (28, 28, 3), "channels": 3}
-    return ModelMetadata(name=name, kind=kind, dataset="shapes", epochs=0, **(values | overrides))
-
-
 @pytest.fixture(scope="module")
 def noise_version(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    metadata = _metadata("noise", "dcgan")
-    return _publish(tmp_path_factory.mktemp("store"), _NoiseGenerator(), metadata)
+    metadata = module_metadata("noise", "dcgan")
+    return publish_module(tmp_path_factory.mktemp("store"), _NoiseGenerator(), metadata)
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +72,7 @@ def test_second_evaluation_reuses_the_cached_classifier(
     held_out = load_dataset("shapes", split="test", limit=50)
     evaluate_version(noise_version, train=train, held_out=held_out, num_samples=100, cache_dir=cache_dir)
 
-    with caplog.at_level(logging.INFO, logger="training.evaluate"):
+    with caplog.at_level(logging.INFO, logger="training.classifier"):
         record = evaluate_version(
             noise_version, train=train, held_out=held_out, num_samples=100, cache_dir=cache_dir
         )
@@ -191,16 +95,6 @@ def test_generated_shape_must_match_the_dataset(noise_version: Path, cache_dir: 
 
     with pytest.raises(ValueError, match="image_size"):
         evaluate_version(noise_version, train=train, held_out=train, num_samples=10, cache_dir=cache_dir)
-
-
-def test_conditional_models_get_every_class_in_turn(tmp_path: Path) -> None:
-    metadata = _metadata("painter", "cdcgan", image_shape=(4, 4, 1), channels=1, class_names=["a", "b", "c"])
-    version = _publish(tmp_path, _LabelPainter(), metadata)
-
-    images = generate_images(version, 7, batch_size=4)
-
-    assert images.shape == (7, 4, 4, 1) and images.dtype == np.uint8
-    np.testing.assert_array_equal(images[:, 0, 0, 0], [0, 1, 2, 0, 1, 2, 0])
 
 
 class _ClassPicker(tf.Module):
@@ -230,9 +124,9 @@ def test_conditional_models_report_how_often_images_show_the_requested_class(
     assert labels is not None
     firsts = [int(np.flatnonzero(labels == index)[0]) for index in range(3)]
     examples = to_uint8(held_out.images[firsts])
-    metadata = _metadata("picker", "cdcgan", class_names=["circle", "square", "triangle"])
-    version = _publish(tmp_path, _ClassPicker(examples), metadata)
-    swapped = _publish(tmp_path, _ClassPicker(examples[[1, 2, 0]]), metadata)
+    metadata = module_metadata("picker", "cdcgan", class_names=["circle", "square", "triangle"])
+    version = publish_module(tmp_path, _ClassPicker(examples), metadata)
+    swapped = publish_module(tmp_path, _ClassPicker(examples[[1, 2, 0]]), metadata)
 
     record = evaluate_version(version, train=train, held_out=held_out, num_samples=30, cache_dir=cache_dir)
     wrong = evaluate_version(swapped, train=train, held_out=held_out, num_samples=30, cache_dir=cache_dir)
@@ -262,8 +156,8 @@ def test_vae_evaluation_scores_its_reconstructions_of_held_out_images(
     cache_dir: Path, tmp_path: Path
 ) -> None:
     module = _IdentityVAE()
-    metadata = _metadata("identity", "vae", latent_dim=_PIXELS)
-    version = _publish(tmp_path, module, metadata, encode=module.encode)
+    metadata = module_metadata("identity", "vae", latent_dim=_PIXELS)
+    version = publish_module(tmp_path, module, metadata, encode=module.encode)
     train = load_dataset("shapes")
     held_out = load_dataset("shapes", split="test", limit=100)
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from genserve.conventions import latents_from_seeds, to_uint8
 from genserve.store import (
     COMPLETE_MARKER,
     IMAGES_OUTPUT,
@@ -14,9 +15,7 @@ from genserve.store import (
     list_versions,
     read_metadata,
 )
-from training.callbacks import fixed_latents
 from training.config import RunInfo, TrainConfig
-from training.datasets import to_uint8
 from training.dcgan import build_generator
 from training.export import build_metadata, export_generator
 
@@ -72,7 +71,7 @@ def test_signature_takes_float_latents_and_returns_uint8_images(exported: Path) 
 def test_served_images_equal_the_generator_inference_output_in_pixels(
     exported: Path, generator: keras.Model
 ) -> None:
-    z = fixed_latents(16, LATENT_DIM)
+    z = latents_from_seeds(range(16), LATENT_DIM)
     signature = tf.saved_model.load(str(exported)).signatures[SIGNATURE_NAME]
 
     served = signature(**{LATENT_INPUT: tf.constant(z)})[IMAGES_OUTPUT].numpy()
@@ -139,7 +138,7 @@ def test_export_rejects_metadata_that_does_not_match_the_generator(
 def test_mixed_precision_generator_is_served_in_float32(tmp_path: Path) -> None:
     keras.utils.set_random_seed(4)
     generator = build_generator(LATENT_DIM, IMAGE_SHAPE, dtype_policy="mixed_bfloat16")
-    z = fixed_latents(8, LATENT_DIM)
+    z = latents_from_seeds(range(8), LATENT_DIM)
 
     version = export_generator(generator, _metadata(), tmp_path)
     signature = tf.saved_model.load(str(version)).signatures[SIGNATURE_NAME]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from genserve.conventions import to_uint8
 from genserve.store import (
     ENCODE_SIGNATURE,
     IMAGES_INPUT,
@@ -22,7 +23,7 @@ from genserve.store import (
 )
 from tests.conftest import TINY_LATENT_DIM, TINY_VAE
 from training.config import TrainConfig
-from training.datasets import load_dataset, to_uint8
+from training.datasets import load_dataset
 from training.export import export_checkpoint, export_generator
 from training.vae import VAE, build_decoder, build_encoder, kl_divergence, logits_model, reconstruction_loss
 
