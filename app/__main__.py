@@ -7,6 +7,7 @@ import logging
 import uvicorn
 
 from app.config import Settings
+from app.connections import DeadlineHttpToolsProtocol
 from app.main import create_app
 from app.shutdown import GracefulServer
 
@@ -19,7 +20,13 @@ def main() -> None:
     app = create_app(settings)
     # One process, one worker: the batcher lives in this process, so scale out with replicas.
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level, workers=1
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        workers=1,
+        http=DeadlineHttpToolsProtocol.with_timeouts(settings.header_timeout_s, settings.body_timeout_s),
+        timeout_keep_alive=settings.keep_alive_s,
     )
     GracefulServer(config, app, settings.shutdown_grace_s).run()
 

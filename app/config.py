@@ -58,6 +58,35 @@ class Settings(BaseSettings):
         16, ge=1, le=1024, description="Most images one /encode or /reconstruct call may upload."
     )
     request_timeout_s: float = Field(30.0, gt=0, description="Deadline of one generation request.")
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest request body other than an image upload (JSON on POST /generate); 413 beyond.",
+    )
+    max_upload_pixels: int = Field(
+        16 * 1024 * 1024,
+        ge=64,
+        description="Most pixels (width x height) of one uploaded image, checked before it is decoded; 422 beyond.",
+    )
+    max_request_pixels: int = Field(
+        64 * 1024 * 1024,
+        ge=64,
+        description="Most pixels of all the images one upload request may hold together; 422 beyond.",
+    )
+    max_concurrent_decodes: int = Field(
+        2, ge=1, description="Uploaded images decoded at once across all requests; others wait their turn."
+    )
+    keep_alive_s: int = Field(
+        5,
+        ge=1,
+        description="Close a connection idle this long, before its first request or between requests.",
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Close a connection whose request headers take longer than this to arrive."
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="Close a connection whose request body takes longer than this to arrive."
+    )
     shutdown_grace_s: float = Field(
         20.0, ge=0, description="On SIGTERM, how long queued and in-flight work may take to finish."
     )
@@ -82,6 +111,14 @@ class Settings(BaseSettings):
     def _split_sizes(cls, value: object) -> object:
         if isinstance(value, str):
             return [int(part) for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("admin_token", mode="after")
+    @classmethod
+    def _blank_token_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        # `GENSERVE_ADMIN_TOKEN=` (empty, or only spaces) must not switch the admin API on with an empty password.
+        if value is None or not value.get_secret_value().strip():
+            return None
         return value
 
     @field_validator("version_policy")

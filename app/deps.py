@@ -12,6 +12,7 @@ from app.metrics import Metrics
 from app.registry import ModelRegistry
 from app.rendering import Renderer
 from app.store_watcher import StoreWatcher
+from app.uploads import UploadReader
 
 
 async def get_settings(request: Request) -> Settings:
@@ -34,6 +35,11 @@ async def get_renderer(request: Request) -> Renderer:
     return renderer
 
 
+async def get_upload_reader(request: Request) -> UploadReader:
+    reader: UploadReader = request.app.state.upload_reader
+    return reader
+
+
 async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -48,5 +54,6 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 GenerationDep = Annotated[GenerationService, Depends(get_generation)]
 RendererDep = Annotated[Renderer, Depends(get_renderer)]
+UploadReaderDep = Annotated[UploadReader, Depends(get_upload_reader)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 WatcherDep = Annotated[StoreWatcher, Depends(get_watcher)]

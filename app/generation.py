@@ -22,6 +22,7 @@ from app.errors import InvalidParameter, ModelNotReady, ShuttingDown
 from app.latents import InterpolationMethod, interpolation_path, lerp, truncate
 from app.metrics import Metrics
 from app.registry import ModelRegistry, ModelVersion
+from app.shutdown import admitted
 from genserve import store
 from genserve.conventions import latents_from_seeds
 
@@ -202,7 +203,7 @@ class GenerationService:
     async def _submit(
         self, model_version: ModelVersion, inputs: dict[str, np.ndarray], request: Request | None
     ) -> np.ndarray:
-        if self._registry.closing:
+        if self._registry.closing and not admitted(request):
             self._metrics.rejected(model_version.name, model_version.version, "shutdown")
             raise ShuttingDown()
         if model_version.batcher is None:

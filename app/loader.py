@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,11 @@ from app.registry import ModelVersion, VersionStatus
 from app.runtime import DeviceInfo, GeneratorRuntime
 
 logger = logging.getLogger(__name__)
+
+# Longest load-failure reason that /models and 503s show; the log has the whole error.
+_MAX_REASON_CHARS = 300
+# An absolute path of two or more components, as file-system errors quote them.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s'\"/:]+/)+([^\s'\"/:]*)")
 
 BatcherFactory = Callable[[str, int, GeneratorRuntime], Batcher]
 
@@ -44,7 +50,7 @@ class ModelLoader:
             await batcher.start()
         except Exception as error:  # a bad version must never take the service down
             model_version.status = VersionStatus.FAILED
-            model_version.error = str(error)
+            model_version.error = public_reason(error, model_version)
             self._metrics.load_failed(model_version.name)
             logger.error("failed to load %s version %d: %s", model_version.name, model_version.version, error)
             return False
@@ -85,3 +91,13 @@ class ModelLoader:
         model_version.runtime = None
         model_version.batcher = None
         logger.info("unloaded %s version %d", model_version.name, model_version.version)
+
+
+def public_reason(error: Exception, model_version: ModelVersion) -> str:
+    """Why a load failed, as clients may read it: the version's folder relative to the store, no other paths."""
+    reason = str(error) or type(error).__name__
+    relative = f"{model_version.name}/{model_version.version}"
+    for folder in sorted({str(model_version.path.resolve()), str(model_version.path)}, key=len, reverse=True):
+        reason = reason.replace(folder, relative)
+    reason = _ABSOLUTE_PATH.sub(lambda match: f".../{match.group(1)}", reason)
+    return reason if len(reason) <= _MAX_REASON_CHARS else reason[: _MAX_REASON_CHARS - 1] + "…"

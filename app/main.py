@@ -12,6 +12,7 @@ import anyio
 from fastapi import FastAPI
 
 from app.batching import Batcher, BatchingConfig
+from app.body_limit import BodyLimitMiddleware
 from app.config import Settings
 from app.docs import install_docs
 from app.error_handlers import install_error_handlers
@@ -22,7 +23,9 @@ from app.registry import ModelRegistry
 from app.rendering import Renderer
 from app.routes import api_router
 from app.runtime import GeneratorRuntime, configure_devices
+from app.shutdown import AdmissionMiddleware
 from app.store_watcher import StoreWatcher
+from app.uploads import UploadLimits, UploadReader
 from app.version_policy import VersionPolicy
 
 logger = logging.getLogger(__name__)
@@ -45,11 +48,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings or Settings()
     app.state.metrics = Metrics()
     install_error_handlers(app)
+    app.add_middleware(AdmissionMiddleware)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=app.state.settings.max_body_bytes,
+        max_upload_body_bytes=upload_limits(app.state.settings).body_bytes(
+            app.state.settings.max_upload_images
+        ),
+    )
     # Outermost, so it also sees the 500s produced by the error middleware.
     app.add_middleware(HTTPMetricsMiddleware, metrics=app.state.metrics)
     app.include_router(api_router)
     install_docs(app)
     return app
+
+
+def upload_limits(settings: Settings) -> UploadLimits:
+    return UploadLimits(
+        max_bytes=settings.max_upload_bytes,
+        max_side=settings.max_upload_side,
+        max_pixels=settings.max_upload_pixels,
+        max_request_pixels=settings.max_request_pixels,
+        max_files=settings.max_upload_images,
+    )
 
 
 def _make_batcher(
@@ -99,6 +120,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.watcher = watcher
     app.state.generation = GenerationService(settings.request_timeout_s, metrics, registry)
     app.state.renderer = Renderer(metrics)
+    app.state.upload_reader = UploadReader(upload_limits(settings), settings.max_concurrent_decodes)
     # Models load in the background so /healthz answers at once and /readyz reports progress.
     loading = asyncio.create_task(_start_watching(watcher, settings), name="genserve-load-models")
     try:

@@ -128,6 +128,11 @@ class Metrics:
         self.store_scans = self._counter(
             "store_scans", "Scans of the model store, by result (ok, empty, error).", ("result",)
         )
+        self.store_entries_skipped = self._counter(
+            "store_entries_skipped",
+            "Folders in the model store that name no model or version, counted once when they appear.",
+            (),
+        )
         self.ready = Gauge(
             "ready",
             "1 when the default model can serve, else 0.",
@@ -165,6 +170,9 @@ class Metrics:
 
     def store_scanned(self, result: str) -> None:
         self.store_scans.labels(result=result).inc()
+
+    def store_entry_skipped(self) -> None:
+        self.store_entries_skipped.inc()
 
     def load_failed(self, model: str) -> None:
         self.model_load_failures.labels(model=model).inc()

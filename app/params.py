@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import secrets
 from typing import overload
 
@@ -14,6 +13,10 @@ from genserve import store
 from genserve.conventions import MAX_SEED, cycled_labels
 from genserve.store import ModelMetadata
 
+# Seeds go up to 2**32 - 1: ten digits.
+_MAX_DECIMAL_DIGITS = 10
+# Longest piece of a request's own input that an error message quotes back.
+MAX_SHOWN_CHARS = 48
 # Explicit latents far outside the prior (|z| of a few units) only saturate the generator; beyond this they are
 # surely a mistake.
 MAX_LATENT_VALUE = 1e4
@@ -30,10 +33,11 @@ def parse_model_name(name: None) -> None: ...
 def parse_model_name(name: str | None) -> str | None:
     if name is None:
         return None
-    try:
-        return store.validate_model_name(name)
-    except ValueError as error:
-        raise InvalidParameter("model", str(error)) from None
+    if not store.is_model_name(name):
+        raise InvalidParameter(
+            "model", f"must be 1-64 characters matching {store.MODEL_NAME_PATTERN}, got {shown(name)}"
+        )
+    return name
 
 
 def parse_version(version: str | int | None) -> int | str | None:
@@ -41,13 +45,20 @@ def parse_version(version: str | int | None) -> int | str | None:
     if version is None or version == "latest":
         return None
     text = str(version)
-    if text.isdigit() and 1 <= int(text) and len(text) <= 9:
-        return int(text)
-    if re.fullmatch(store.LABEL_PATTERN, text) and len(text) <= 64:
+    number = store.parse_version_name(text)
+    if number is not None:
+        return number
+    if store.is_label(text):
         return text
     raise InvalidParameter(
-        "version", f"must be a positive integer, 'latest' or a version label, got {text!r}"
+        "version", f"must be a positive integer, 'latest' or a version label, got {shown(text)}"
     )
+
+
+def shown(value: object) -> str:
+    """`value` as an error message may quote it: its repr, cut short so a message never echoes a huge input."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 1] + "…"
 
 
 def check_range(field: str, value: int, low: int, high: int) -> int:
@@ -75,14 +86,15 @@ def seed_range(seed: int | None, count: int) -> list[int]:
 
 
 def parse_seed_list(text: str, max_count: int) -> list[int]:
-    try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise InvalidParameter("seeds", f"must be comma-separated integers, got {text!r}") from None
-    if not 2 <= len(seeds) <= max_count:
-        raise InvalidParameter("seeds", f"needs between 2 and {max_count} keyframe seeds, got {len(seeds)}")
-    for seed in seeds:
-        check_range("seeds", seed, 0, MAX_SEED)
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not 2 <= len(parts) <= max_count:
+        raise InvalidParameter("seeds", f"needs between 2 and {max_count} keyframe seeds, got {len(parts)}")
+    seeds = []
+    for part in parts:
+        seed = _decimal(part)
+        if seed is None:
+            raise InvalidParameter("seeds", f"must be comma-separated integers, got {shown(text)}")
+        seeds.append(check_range("seeds", seed, 0, MAX_SEED))
     return seeds
 
 
@@ -145,6 +157,14 @@ def _label_index(label: str | int, classes: list[str], field: str = "label") -> 
     text = str(label)
     if text in classes:
         return classes.index(text)
-    if text.isdigit() and int(text) < len(classes):
+    index = _decimal(text)
+    if index is not None and index < len(classes):
+        return index
+    raise InvalidParameter(field, f"must be one of {classes} or 0..{len(classes) - 1}, got {shown(text)}")
+
+
+def _decimal(text: str) -> int | None:
+    """A non-negative integer written in at most ten ASCII digits, else None (no "²", no 5,000-digit numbers)."""
+    if len(text) <= _MAX_DECIMAL_DIGITS and text.isascii() and text.isdigit():
         return int(text)
-    raise InvalidParameter(field, f"must be one of {classes} or 0..{len(classes) - 1}, got {text!r}")
+    return None

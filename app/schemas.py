@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 
 class ImageFormat(str, enum.Enum):
@@ -27,21 +27,25 @@ class InterpolationMethodName(str, enum.Enum):
     lerp = "lerp"
 
 
+# JSON numbers only: `true` is not 1 and "0.5" is not 0.5.
+Number = StrictInt | StrictFloat
+
+
 class GenerateBody(BaseModel):
     """Optional JSON body of POST /generate: the query fields, plus explicit latent vectors."""
 
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = None
-    version: str | int | None = None
-    n: int | None = None
-    seed: int | None = None
-    truncation: float | None = None
-    label: str | int | None = None
-    cols: int | None = None
+    version: str | StrictInt | None = None
+    n: StrictInt | None = None
+    seed: StrictInt | None = None
+    truncation: Number | None = None
+    label: str | StrictInt | None = None
+    cols: StrictInt | None = None
     format: ImageFormat | None = None
-    include_latents: bool | None = None
-    latents: list[list[float]] | None = Field(
+    include_latents: StrictBool | None = None
+    latents: list[list[Number]] | None = Field(
         None, description="Generate exactly these vectors (each of the model's latent length)."
     )
 

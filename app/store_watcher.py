@@ -72,22 +72,26 @@ class StoreWatcher:
         self._retire_delay_s = retire_delay_s
         self._drain_timeout_s = drain_timeout_s
         self._held_back: dict[str, set[int]] = {}
+        self._skipped: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._sync_lock = asyncio.Lock()
 
     async def start(self, device: DeviceInfo) -> None:
         """Load what the store holds, then keep polling it when a poll interval is set."""
         self.registry.device = device
-        await self.sync()
         if self._poll_interval_s > 0:
             self._spawn(self._poll(), "genserve-store-poll")
+        await self._sync_logged()
 
     async def sync(self, only: str | None = None, *, retry_now: bool = False) -> None:
         """One pass: register what the store holds, load what is due, retire what the policy dropped."""
         async with self._sync_lock:
             # Listing folders can block (network storage), so it happens on a worker thread.
-            listings = await anyio.to_thread.run_sync(self._read_store, only)
-            self.registry.scanned = True
+            try:
+                listings = await anyio.to_thread.run_sync(self._read_store, only)
+            finally:
+                # Requests get a definite answer after the first scan, even one that failed.
+                self.registry.scanned = True
             if listings is None:
                 return
             plans = [self._plan(listing, retry_now) for listing in listings]
@@ -123,44 +127,54 @@ class StoreWatcher:
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self._poll_interval_s)
-            try:
-                await self.sync()
-            except Exception:  # the watcher must outlive any one bad scan
-                logger.exception("store scan failed")
-                self._metrics.store_scanned("error")
+            await self._sync_logged()
 
-    def _scan_names(self) -> list[str] | None:
+    async def _sync_logged(self) -> None:
+        try:
+            await self.sync()
+        except Exception:  # the watcher must outlive any one bad scan
+            logger.exception("store scan failed")
+            self._metrics.store_scanned("error")
+
+    def _scan(self) -> dict[str, list[int]] | None:
+        """Each model's complete versions; None when the store is unreadable or holds nothing usable."""
         root = self.registry.store_path
         try:
             if not root.is_dir():
                 raise FileNotFoundError(f"{root} is not a folder")
-            names = store.list_models(root)
+            scan = store.scan_store(root)
         except OSError as error:
             logger.warning("model store unreadable, keeping what is loaded: %s", error)
             self._metrics.store_scanned("error")
             return None
-        if not names:
+        self._report_skipped(scan.skipped)
+        if not scan.models:
             logger.warning("no complete model versions under %s; keeping what is loaded", root)
             self._metrics.store_scanned("empty")
             return None
         self._metrics.store_scanned("ok")
-        return names
+        return scan.models
+
+    def _report_skipped(self, skipped: list[store.SkippedEntry]) -> None:
+        """Log and count each folder that names nothing, once for as long as it stays there."""
+        current = {entry.path for entry in skipped}
+        for entry in skipped:
+            if entry.path not in self._skipped:
+                logger.warning("model store: skipping %s: %s", entry.path, entry.reason)
+                self._metrics.store_entry_skipped()
+        self._skipped = current
 
     def _read_store(self, only: str | None) -> list[ModelListing] | None:
         """What the store holds now (blocking file-system reads); None when nothing usable was found."""
-        names = self._scan_names()
-        if names is None:
+        models = self._scan()
+        if models is None:
             return None
-        return [self._list_model(name) for name in names if only is None or name == only]
-
-    def _list_model(self, name: str) -> ModelListing:
         root = self.registry.store_path
-        try:
-            complete = store.list_versions(root, name)
-        except OSError as error:
-            logger.warning("cannot list versions of %s, keeping what is loaded: %s", name, error)
-            return ModelListing(name, [], None)
-        return ModelListing(name, complete, self._read_labels(root, name, complete))
+        return [
+            ModelListing(name, complete, self._read_labels(root, name, complete))
+            for name, complete in models.items()
+            if only is None or name == only
+        ]
 
     def _plan(
         self, listing: ModelListing, retry_now: bool

@@ -30,10 +30,12 @@ def free_port() -> int:
         return port
 
 
-def start(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start `command` with stdout and stderr going to `log`."""
+def start(
+    command: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `command` (in `cwd`) with stdout and stderr going to `log`."""
     with log.open("wb") as output:
-        return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env, cwd=cwd)
 
 
 def wait_until_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
@@ -64,11 +66,11 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = _STOP_TIMEOUT_S) -
 
 @contextlib.contextmanager
 def running_service(
-    env: dict[str, str], log: Path, timeout_s: float = 90.0
+    env: dict[str, str], log: Path, timeout_s: float = 90.0, cwd: Path | None = None
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """`python -m app` on GENSERVE_HOST:GENSERVE_PORT of `env`, ready (/readyz 200); stopped on exit."""
+    """`python -m app` (of the checkout `cwd`) on GENSERVE_HOST:GENSERVE_PORT of `env`, ready; stopped on exit."""
     base_url = f"http://{env['GENSERVE_HOST']}:{env['GENSERVE_PORT']}"
-    process = start([sys.executable, "-m", "app"], log, env)
+    process = start([sys.executable, "-m", "app"], log, env, cwd)
     try:
         wait_until_ready(f"{base_url}/readyz", process, log, timeout_s)
         yield process, base_url

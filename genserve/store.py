@@ -27,6 +27,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -54,9 +55,11 @@ FORMAT_VERSION = 1
 
 MODEL_NAME_PATTERN = r"[a-z0-9][a-z0-9._-]*"
 LABEL_PATTERN = r"[a-z][a-z0-9_-]*"
-_LABEL_RE = re.compile(rf"^{LABEL_PATTERN}$")
-_MODEL_NAME_RE = re.compile(rf"^{MODEL_NAME_PATTERN}$")
+_LABEL_RE = re.compile(LABEL_PATTERN)
+_MODEL_NAME_RE = re.compile(MODEL_NAME_PATTERN)
 _MAX_NAME_LENGTH = 64
+# Version numbers are canonical positive decimals (no sign, no leading zero); nine digits is plenty.
+_VERSION_RE = re.compile(r"[1-9][0-9]{0,8}")
 
 ModelKind = Literal["dcgan", "cdcgan", "vae"]
 
@@ -77,6 +80,8 @@ class ModelMetadata(BaseModel):
     seed: int | None = None
     created: str = Field(default_factory=lambda: utc_now())
     framework_versions: dict[str, str] = Field(default_factory=dict)
+    # What the training cost (wall time, images/s, whether a time budget ended it); empty if not recorded.
+    training_summary: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def conditional(self) -> bool:
@@ -106,9 +111,27 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def is_model_name(name: str) -> bool:
+    """Whether `name` is a safe model name: 1-64 characters matching MODEL_NAME_PATTERN, nothing more."""
+    return len(name) <= _MAX_NAME_LENGTH and _MODEL_NAME_RE.fullmatch(name) is not None
+
+
+def is_label(name: str) -> bool:
+    """Whether `name` can name a version (e.g. stable, canary): LABEL_PATTERN, at most 64 characters."""
+    return len(name) <= _MAX_NAME_LENGTH and _LABEL_RE.fullmatch(name) is not None and name != "latest"
+
+
+def parse_version_name(name: str) -> int | None:
+    """The version number a folder or field `name` stands for ("3" -> 3), or None if it names none.
+
+    Only canonical ASCII decimals count: "03", "+3", "³" or a thousand digits are not version numbers.
+    """
+    return int(name) if _VERSION_RE.fullmatch(name) else None
+
+
 def validate_model_name(name: str) -> str:
     """Return `name` if it is a safe model name, else raise ValueError saying what is allowed."""
-    if len(name) > _MAX_NAME_LENGTH or not _MODEL_NAME_RE.match(name):
+    if not is_model_name(name):
         raise ValueError(
             f"invalid model name {name!r}: use 1-{_MAX_NAME_LENGTH} characters matching {MODEL_NAME_PATTERN}"
         )
@@ -129,16 +152,80 @@ def is_complete(path: Path) -> bool:
     return (path / COMPLETE_MARKER).is_file()
 
 
-def _numeric_children(folder: Path) -> list[int]:
-    if not folder.is_dir():
-        return []
-    return sorted(int(child.name) for child in folder.iterdir() if child.name.isdigit() and child.is_dir())
+@dataclass(frozen=True)
+class SkippedEntry:
+    """A folder in the store that names no model or version; `path` is relative to the store."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class StoreScan:
+    """What a store holds: each model's complete versions (oldest first), and the folders that were skipped."""
+
+    models: dict[str, list[int]]
+    skipped: list[SkippedEntry]
+
+
+def scan_store(store: Path) -> StoreScan:
+    """Every model with at least one complete version, skipping (and reporting) folders that name nothing.
+
+    Raises OSError only when the store itself cannot be listed; an unreadable model folder is skipped.
+    """
+    root = Path(store)
+    models: dict[str, list[int]] = {}
+    skipped: list[SkippedEntry] = []
+    for child in sorted(root.iterdir()):
+        if _is_private(child.name) or not child.is_dir():
+            continue
+        if not is_model_name(child.name):
+            skipped.append(
+                SkippedEntry(_shown(child.name), f"not a model name ({MODEL_NAME_PATTERN}, at most 64)")
+            )
+            continue
+        try:
+            versions = _version_folders(child, skipped)
+        except OSError as error:
+            skipped.append(SkippedEntry(child.name, f"unreadable ({error.strerror or type(error).__name__})"))
+            continue
+        complete = [version for version in versions if is_complete(child / str(version))]
+        if complete:
+            models[child.name] = complete
+    return StoreScan(models, skipped)
+
+
+def _version_folders(folder: Path, skipped: list[SkippedEntry]) -> list[int]:
+    """Numbered version folders of a model folder, complete or not, sorted; other folders go to `skipped`."""
+    versions = []
+    for child in folder.iterdir():
+        if _is_private(child.name) or not child.is_dir():
+            continue
+        version = parse_version_name(child.name)
+        if version is None:
+            skipped.append(SkippedEntry(f"{folder.name}/{_shown(child.name)}", "not a version number"))
+        else:
+            versions.append(version)
+    return sorted(versions)
+
+
+def _is_private(name: str) -> bool:
+    """Hidden entries and staging folders of a publication in progress: never models or versions."""
+    return name.startswith(".")
+
+
+def _shown(name: str) -> str:
+    """A folder name as logs may show it: printable, and short even if the name is not."""
+    text = name.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= _MAX_NAME_LENGTH + 8 else text[:_MAX_NAME_LENGTH] + "…"
 
 
 def list_versions(store: Path, name: str) -> list[int]:
     """Complete versions of a model, oldest first."""
     folder = model_dir(store, name)
-    return [v for v in _numeric_children(folder) if is_complete(folder / str(v))]
+    if not folder.is_dir():
+        return []
+    return [v for v in _version_folders(folder, []) if is_complete(folder / str(v))]
 
 
 def latest_version(store: Path, name: str) -> int | None:
@@ -151,11 +238,7 @@ def list_models(store: Path) -> list[str]:
     root = Path(store)
     if not root.is_dir():
         return []
-    names = []
-    for child in sorted(root.iterdir()):
-        if child.is_dir() and _MODEL_NAME_RE.match(child.name) and list_versions(root, child.name):
-            names.append(child.name)
-    return names
+    return sorted(scan_store(root).models)
 
 
 def read_labels(store: Path, name: str) -> dict[str, int]:
@@ -171,7 +254,7 @@ def read_labels(store: Path, name: str) -> dict[str, int]:
         raise ValueError(f"{file} must map label names to version numbers")
     labels: dict[str, int] = {}
     for label, version in raw.items():
-        if not _LABEL_RE.match(str(label)) or label == "latest":
+        if not is_label(str(label)):
             raise ValueError(f"{file}: label {label!r} must match {LABEL_PATTERN} and not be 'latest'")
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise ValueError(f"{file}: label {label!r} must name a positive integer version, got {version!r}")
@@ -185,7 +268,8 @@ def write_labels(store: Path, name: str, labels: dict[str, int]) -> None:
 
 def next_version(store: Path, name: str) -> int:
     """One above every numbered folder, complete or not, so no version number is ever reused."""
-    existing = _numeric_children(model_dir(store, name))
+    folder = model_dir(store, name)
+    existing = _version_folders(folder, []) if folder.is_dir() else []
     return (existing[-1] + 1) if existing else 1
 
 

@@ -14,8 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from app import params
-from app.config import Settings
-from app.deps import GenerationDep, RegistryDep, RendererDep, SettingsDep
+from app.deps import GenerationDep, RegistryDep, RendererDep, SettingsDep, UploadReaderDep
 from app.generation import GenerationService, ImageRequest, InterpolationRequest
 from app.registry import ModelVersion
 from app.rendering import JSON, EncodingView, FramesView, ReconstructionView
@@ -38,7 +37,7 @@ from app.schemas import (
     InterpolationMethodName,
     ReconstructJSONResponse,
 )
-from app.uploads import UploadedImage, UploadLimits, files_in, load_image, read_form
+from app.uploads import UploadedImage, UploadReader
 
 router = APIRouter(tags=["images in (VAE)"])
 
@@ -63,16 +62,23 @@ class _Target:
 
     model_version: ModelVersion
     invert: bool
+    reader: UploadReader
+
+    async def uploads(self, request: Request, fields: dict[str, tuple[int, int]]) -> list[UploadedImage]:
+        """Every file of `fields` (name -> (fewest, most) files) as this model's input, in field order."""
+        image_shape = self.model_version.metadata.image_shape
+        return await self.reader.read(request, fields, image_shape, invert=self.invert)
 
 
 async def _target(
     registry: RegistryDep,
+    reader: UploadReaderDep,
     model: VaeModelQuery = None,
     version: VersionQuery = None,
     invert: InvertQuery = False,
 ) -> _Target:
     model_version = registry.resolve_encoder(params.parse_model_name(model), params.parse_version(version))
-    return _Target(model_version, invert)
+    return _Target(model_version, invert, reader)
 
 
 TargetDep = Annotated[_Target, Depends(_target)]
@@ -85,27 +91,6 @@ def _multipart(fields: dict[str, str], *, repeated: bool) -> dict[str, Any]:
     properties = {name: {**schema, "description": description} for name, description in fields.items()}
     form = {"type": "object", "properties": properties, "required": list(fields)}
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": form}}}}
-
-
-def _limits(settings: Settings) -> UploadLimits:
-    return UploadLimits(settings.max_upload_bytes, settings.max_upload_side, settings.max_upload_images)
-
-
-async def _uploaded_images(
-    request: Request, settings: Settings, target: _Target, fields: dict[str, tuple[int, int]]
-) -> list[UploadedImage]:
-    """Every file of `fields` (name -> (fewest, most) files), read, checked and converted, in field order."""
-    limits = _limits(settings)
-    form = await read_form(request, limits)
-    try:
-        image_shape = target.model_version.metadata.image_shape
-        images = []
-        for field, (fewest, most) in fields.items():
-            for upload in files_in(form, field, required=fewest, limit=most):
-                images.append(await load_image(field, upload, image_shape, limits, invert=target.invert))
-        return images
-    finally:
-        await form.close()
 
 
 async def _encode_uploads(
@@ -132,7 +117,7 @@ async def encode(
 ) -> Response:
     """Each uploaded image's latent (the posterior mean; POST it to /generate as `latents` to decode it)."""
     model_version = target.model_version
-    uploads = await _uploaded_images(request, settings, target, {"image": (1, settings.max_upload_images)})
+    uploads = await target.uploads(request, {"image": (1, settings.max_upload_images)})
     _, means, log_vars = await _encode_uploads(generation, model_version, uploads, request)
     view = EncodingView(model_version, [upload.filename for upload in uploads], means, log_vars)
     return await renderer.render(view, JSON)
@@ -167,7 +152,7 @@ async def reconstruct(
 ) -> Response:
     """Encode each uploaded image and decode its latent: how the model sees it."""
     model_version = target.model_version
-    uploads = await _uploaded_images(request, settings, target, {"image": (1, settings.max_upload_images)})
+    uploads = await target.uploads(request, {"image": (1, settings.max_upload_images)})
     pixels, means, _ = await _encode_uploads(generation, model_version, uploads, request)
     result = await generation.images(model_version, ImageRequest(latents=means), http_request=request)
     view = ReconstructionView([upload.filename for upload in uploads], pixels, result, compare)
@@ -206,7 +191,7 @@ async def interpolate_images(
     """Morph one uploaded image into another: encode both, walk between their latents, decode every frame."""
     params.check_range("steps", steps, 2, settings.max_steps)
     model_version = target.model_version
-    uploads = await _uploaded_images(request, settings, target, {"start": (1, 1), "end": (1, 1)})
+    uploads = await target.uploads(request, {"start": (1, 1), "end": (1, 1)})
     _, means, _ = await _encode_uploads(generation, model_version, uploads, request)
     interpolation = InterpolationRequest(steps=steps, method=method.value, loop=loop, keyframe_latents=means)
     plan = generation.plan_interpolation(model_version, interpolation)

@@ -43,13 +43,15 @@ def max_abs_diff(a: np.ndarray, b: np.ndarray) -> int:
 
 
 @asynccontextmanager
-async def running_app(store: Path, **overrides: object) -> AsyncIterator[httpx.AsyncClient]:
+async def running_app(
+    store: Path, *, wait_ready: bool = True, **overrides: object
+) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(make_settings(store, **overrides))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as client:
             deadline = time.monotonic() + 60
-            while (await client.get("/readyz")).status_code != 200:
+            while wait_ready and (await client.get("/readyz")).status_code != 200:
                 if time.monotonic() > deadline:
                     raise TimeoutError("service not ready")
                 await asyncio.sleep(0.05)
