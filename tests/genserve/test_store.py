@@ -65,3 +65,31 @@ def test_evaluation_is_written_atomically_beside_the_version(tmp_path: Path) -> 
     assert sorted(p.name for p in version.iterdir()) == sorted(
         [store.COMPLETE_MARKER, store.EVALUATION_FILE, store.METADATA_FILE, "saved_model.pb"]
     )
+
+
+def test_scan_skips_and_reports_folders_that_name_nothing(tmp_path: Path) -> None:
+    store.publish_version(tmp_path, metadata(), write_dummy)
+    for odd in ["a" * 65, "Bad", "demo/²", "demo/007", "demo/+3", "demo/" + "9" * 12]:
+        (tmp_path / odd).mkdir()
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / "demo" / ".tmp-staging").mkdir()
+    (tmp_path / "notes.txt").write_text("not a folder")
+    scan = store.scan_store(tmp_path)
+    assert scan.models == {"demo": [1]}
+    reasons = {entry.path: entry.reason for entry in scan.skipped}
+    assert set(reasons) == {"a" * 65, "Bad", "demo/\\xb2", "demo/007", "demo/+3", "demo/" + "9" * 12}
+    assert store.list_models(tmp_path) == ["demo"] and store.list_versions(tmp_path, "demo") == [1]
+    assert store.publish_version(tmp_path, metadata(), write_dummy).name == "2"
+
+
+@pytest.mark.parametrize(
+    ("name", "version"),
+    [("1", 1), ("42", 42), ("0", None), ("007", None), ("²", None), ("٣", None), ("1" * 10, None), ("", None)],
+)
+def test_only_canonical_ascii_decimals_name_versions(name: str, version: int | None) -> None:
+    assert store.parse_version_name(name) == version
+
+
+@pytest.mark.parametrize("name", ["demo\n", "demo ", "a" * 65])
+def test_model_names_match_whole(name: str) -> None:
+    assert not store.is_model_name(name)
