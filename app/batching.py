@@ -11,6 +11,7 @@ import asyncio
 import bisect
 import contextlib
 import functools
+import itertools
 import logging
 import math
 import time
@@ -37,6 +38,7 @@ _NEWEST_WEIGHT = 0.2
 DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_MAX_DELAY_MS = 5.0
 DEFAULT_MAX_QUEUE_IMAGES = 1024
+DEFAULT_MAX_CONCURRENT_BATCHES = 2
 
 RunBatch = Callable[[dict[str, np.ndarray]], np.ndarray]
 
@@ -79,6 +81,9 @@ class BatchingConfig:
     max_delay_ms: float = DEFAULT_MAX_DELAY_MS
     max_queue_images: int = DEFAULT_MAX_QUEUE_IMAGES
     allowed_batch_sizes: tuple[int, ...] = ()
+    # Model calls that may run at once: a second call overlaps the first's Python work (slicing, copying out,
+    # the next batch's assembly) with its matrix work, and on a GPU keeps the device fed.
+    max_concurrent_batches: int = DEFAULT_MAX_CONCURRENT_BATCHES
     # Skip the delay for a lone request while recent batches held about one request each (low concurrency).
     adaptive_delay: bool = True
 
@@ -89,6 +94,8 @@ class BatchingConfig:
             raise ValueError(f"max_delay_ms must be >= 0 (0 never waits), got {self.max_delay_ms}")
         if self.max_queue_images < 1:
             raise ValueError(f"max_queue_images must be >= 1, got {self.max_queue_images}")
+        if self.max_concurrent_batches < 1:
+            raise ValueError(f"max_concurrent_batches must be >= 1, got {self.max_concurrent_batches}")
         check_allowed_batch_sizes(self.allowed_batch_sizes, self.max_batch_size)
 
 
@@ -120,7 +127,9 @@ class _Request:
     future: asyncio.Future[np.ndarray]
     arrived: float = field(default_factory=time.monotonic)
     taken: int = 0  # images already handed to batches
-    outputs: list[np.ndarray] = field(default_factory=list)
+    outputs: dict[int, np.ndarray] = field(
+        default_factory=dict
+    )  # by first row: batches may finish out of order
     received: int = 0
 
     @property
@@ -187,7 +196,9 @@ class Batcher:
         self._owns_executor = executor is None
         self._queue: deque[_Request] = deque()
         self._queued_images = 0
-        self._in_flight: list[_Slice] = []
+        self._in_flight: dict[int, list[_Slice]] = {}  # by batch number
+        self._batch_numbers = itertools.count()
+        self._running: set[asyncio.Task[None]] = set()
         # Since Python 3.10 asyncio primitives bind to the loop on first use, so this is safe before start().
         self._wakeup = asyncio.Event()
         self._consumer: asyncio.Task[None] | None = None
@@ -202,7 +213,7 @@ class Batcher:
 
     @property
     def in_flight_images(self) -> int:
-        return sum(piece.stop - piece.start for piece in self._in_flight)
+        return sum(piece.stop - piece.start for piece in self._in_flight_slices())
 
     @property
     def running(self) -> bool:
@@ -212,7 +223,9 @@ class Batcher:
         if self._consumer is not None or self._closing:
             raise RuntimeError(f"batcher {self.name!r} was already started or stopped; create a new one")
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batcher-{self.name}")
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.config.max_concurrent_batches, thread_name_prefix=f"batcher-{self.name}"
+            )
         self._consumer = asyncio.get_running_loop().create_task(self._consume(), name=f"batcher-{self.name}")
 
     async def submit(self, inputs: dict[str, np.ndarray], *, deadline: float | None = None) -> np.ndarray:
@@ -232,6 +245,8 @@ class Batcher:
             self._reject("deadline")
             raise DeadlineExceeded("the request deadline passed before it was queued")
         request = _Request(inputs, size, deadline, asyncio.get_running_loop().create_future())
+        # A caller that gave up (deadline, disconnect) never reads its error; that is not worth a warning.
+        request.future.add_done_callback(_mark_retrieved)
         self._queue.append(request)
         self._queued_images += size
         self._wakeup.set()
@@ -269,9 +284,16 @@ class Batcher:
         raise DeadlineExceeded("the request deadline passed before its images were generated")
 
     async def _consume(self) -> None:
+        slots = asyncio.Semaphore(self.config.max_concurrent_batches)
         try:
-            while await self._wait_for_batch():
-                await self._run(self._take_batch())
+            while True:
+                # A batch closes only once a model call can start, so it keeps filling while all are busy.
+                await slots.acquire()
+                if not await self._wait_for_batch():
+                    break
+                self._start_run(self._take_batch(), slots)
+            if self._running:
+                await asyncio.wait(set(self._running))
         except Exception:
             logger.exception("batcher %r stopped unexpectedly", self.name)
             self._closing = True
@@ -329,12 +351,26 @@ class Batcher:
             room -= take
         return slices
 
+    def _start_run(self, slices: list[_Slice], slots: asyncio.Semaphore) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(slices))
+        self._running.add(task)
+
+        def finished(done: asyncio.Task[None]) -> None:
+            self._running.discard(done)
+            slots.release()
+
+        task.add_done_callback(finished)
+
+    def _in_flight_slices(self) -> list[_Slice]:
+        return [piece for slices in self._in_flight.values() for piece in slices]
+
     async def _run(self, slices: list[_Slice]) -> None:
         if not slices:
             return
         images = sum(piece.stop - piece.start for piece in slices)
         batch_size = self._padded_size(images)
-        self._in_flight = slices
+        number = next(self._batch_numbers)
+        self._in_flight[number] = slices
         started = time.monotonic()
         self.stats.model_calls += 1
         parts = [piece.inputs() for piece in slices]
@@ -346,22 +382,22 @@ class Batcher:
             logger.exception("model call for %r failed (batch of %d images)", self.name, images)
             for piece in slices:
                 self._drop(piece.request, ModelCallFailed(f"the model call for {self.name!r} failed"), None)
-            self._in_flight = []
+            self._in_flight.pop(number, None)
             return
         model_call_s = time.monotonic() - started
-        self._in_flight = []
+        self._in_flight.pop(number, None)
         self._record(slices, images, batch_size - images, started, model_call_s)
         for piece, output in zip(slices, outputs, strict=True):
-            self._deliver(piece.request, output)
+            self._deliver(piece, output)
 
-    def _deliver(self, request: _Request, output: np.ndarray) -> None:
+    def _deliver(self, piece: _Slice, output: np.ndarray) -> None:
+        request = piece.request
         if request.future.done():
             return  # the caller gave up; its rows were computed but nobody wants them
-        # Slices of one request arrive in order because batches run one at a time.
-        request.outputs.append(output)
+        request.outputs[piece.start] = output
         request.received += output.shape[0]
         if request.received == request.size:
-            outputs = request.outputs
+            outputs = [request.outputs[start] for start in sorted(request.outputs)]
             request.future.set_result(outputs[0] if len(outputs) == 1 else np.concatenate(outputs))
 
     def _drop(self, request: _Request, error: ServiceError | None, reason: str | None) -> None:
@@ -381,9 +417,9 @@ class Batcher:
             self._reject(reason)
 
     def _fail_remaining(self, make_error: Callable[[], ServiceError], reason: str | None) -> None:
-        for request in [piece.request for piece in self._in_flight] + list(self._queue):
+        for request in [piece.request for piece in self._in_flight_slices()] + list(self._queue):
             self._drop(request, make_error(), reason)
-        self._in_flight = []
+        self._in_flight = {}
         self._queue.clear()
 
     def _padded_size(self, images: int) -> int:
@@ -420,3 +456,8 @@ class Batcher:
 def _moving_average(previous: float, latest: float) -> float:
     """Exponential moving average: the newest observation weighs _NEWEST_WEIGHT, older ones fade geometrically."""
     return (1.0 - _NEWEST_WEIGHT) * previous + _NEWEST_WEIGHT * latest
+
+
+def _mark_retrieved(future: asyncio.Future[np.ndarray]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.batching import (
     DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_CONCURRENT_BATCHES,
     DEFAULT_MAX_DELAY_MS,
     DEFAULT_MAX_QUEUE_IMAGES,
     check_allowed_batch_sizes,
@@ -42,6 +43,18 @@ class Settings(BaseSettings):
     )
     max_queue_images: int = Field(
         DEFAULT_MAX_QUEUE_IMAGES, ge=1, description="Queued images beyond which requests get 503."
+    )
+    max_concurrent_batches: int = Field(
+        DEFAULT_MAX_CONCURRENT_BATCHES, ge=1, description="Model calls per version that may run at once."
+    )
+    render_threads: int = Field(
+        2, ge=1, description="Threads rendering response bodies too large to render on the event loop."
+    )
+    tf_intra_op_threads: int | None = Field(
+        None, ge=1, description="Threads TensorFlow uses inside one operation; its own choice when unset."
+    )
+    tf_inter_op_threads: int | None = Field(
+        None, ge=1, description="Operations TensorFlow runs at once; its own choice when unset."
     )
     allowed_batch_sizes: Annotated[list[int], NoDecode] = Field(
         default_factory=list, description="Comma-separated batch sizes to pad to (fixed shapes for XLA/GPU)."

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import anyio
@@ -81,6 +82,7 @@ def _make_batcher(
         max_delay_ms=settings.max_delay_ms,
         max_queue_images=settings.max_queue_images,
         allowed_batch_sizes=tuple(settings.allowed_batch_sizes),
+        max_concurrent_batches=settings.max_concurrent_batches,
         adaptive_delay=settings.adaptive_delay,
     )
     batcher = Batcher(
@@ -105,7 +107,12 @@ def _make_watcher(settings: Settings, metrics: Metrics, registry: ModelRegistry)
 
 
 async def _start_watching(watcher: StoreWatcher, settings: Settings) -> None:
-    device = await anyio.to_thread.run_sync(configure_devices, settings.gpu_memory_limit_mb)
+    device = await anyio.to_thread.run_sync(
+        configure_devices,
+        settings.gpu_memory_limit_mb,
+        settings.tf_intra_op_threads,
+        settings.tf_inter_op_threads,
+    )
     await watcher.start(device)
 
 
@@ -119,7 +126,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.registry = registry
     app.state.watcher = watcher
     app.state.generation = GenerationService(settings.request_timeout_s, metrics, registry)
-    app.state.renderer = Renderer(metrics)
+    render_pool = ThreadPoolExecutor(max_workers=settings.render_threads, thread_name_prefix="render")
+    app.state.renderer = Renderer(metrics, render_pool)
     app.state.upload_reader = UploadReader(upload_limits(settings), settings.max_concurrent_decodes)
     # Models load in the background so /healthz answers at once and /readyz reports progress.
     loading = asyncio.create_task(_start_watching(watcher, settings), name="genserve-load-models")
@@ -131,3 +139,4 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await loading
         await watcher.close()
+        render_pool.shutdown(wait=False, cancel_futures=True)

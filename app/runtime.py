@@ -26,9 +26,24 @@ class DeviceInfo:
     kind: str  # "GPU" or "CPU"
 
 
-def configure_devices(gpu_memory_limit_mb: int | None = None) -> DeviceInfo:
-    """Use the first GPU when one is visible, growing its memory on demand; the CPU otherwise."""
+def configure_devices(
+    gpu_memory_limit_mb: int | None = None,
+    intra_op_threads: int | None = None,
+    inter_op_threads: int | None = None,
+) -> DeviceInfo:
+    """Use the first GPU when one is visible, growing its memory on demand; the CPU otherwise.
+
+    Thread counts apply only before TensorFlow has run anything in this process; later they are kept as they are.
+    """
     import tensorflow as tf
+
+    try:
+        if intra_op_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+        if inter_op_threads:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+    except RuntimeError:
+        logger.warning("TensorFlow was already running; its thread counts stay as they were")
 
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:

@@ -1,4 +1,8 @@
-"""Dispatch ``python -m bench NAME [options]`` to ``bench.NAME_bench.main``; with no NAME, run them all."""
+"""Dispatch ``python -m bench NAME [options]`` to ``bench.NAME_bench.main``; with no NAME, run them all.
+
+``python -m bench --check`` runs them all and passes ``--check`` to those with goals (``HAS_GOALS``), so the
+exit code is 1 when one of their goals is missed.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from collections.abc import Callable, Sequence
 import bench
 
 _SUFFIX = "_bench"
+_CHECK = "--check"
 
 
 def available() -> list[str]:
@@ -25,12 +30,20 @@ def _entry_point(name: str) -> Callable[[Sequence[str]], int]:
     return entry
 
 
+def _has_goals(name: str) -> bool:
+    return bool(getattr(importlib.import_module(f"bench.{name}{_SUFFIX}"), "HAS_GOALS", False))
+
+
 def main(argv: Sequence[str]) -> int:
     names = available()
     if argv and argv[0] in ("-h", "--help"):
-        print(f"usage: python -m bench [{'|'.join(names)}] [options]; no name runs them all")
+        print(
+            f"usage: python -m bench [{'|'.join(names)}] [options]; no name runs them all "
+            f"({_CHECK}: exit 1 when a goal is missed)"
+        )
         return 0
-    if argv and argv[0] not in names:
+    check = list(argv) == [_CHECK]
+    if argv and not check and argv[0] not in names:
         print(
             f"python -m bench: error: unknown benchmark {argv[0]!r}; choose one of {', '.join(names)}",
             file=sys.stderr,
@@ -39,9 +52,11 @@ def main(argv: Sequence[str]) -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if argv:
+    if argv and not check:
         return _entry_point(argv[0])(list(argv[1:]))
-    return max((_entry_point(name)([]) for name in names), default=0)
+    return max(
+        (_entry_point(name)([_CHECK] if check and _has_goals(name) else []) for name in names), default=0
+    )
 
 
 if __name__ == "__main__":

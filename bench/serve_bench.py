@@ -3,7 +3,8 @@
 First the in-process limit: seeds -> latents -> model -> one PNG grid per 16 images, with no HTTP.
 Then the real server (`python -m app`) is started once per mode and driven closed-loop over loopback
 for every (n, concurrency) cell. One markdown table holds every row, followed by PASS/FAIL goals.
-The exit code is 0 whatever the numbers say; only a server that never becomes ready makes it 1.
+With --check the exit code is 1 when a measured goal is missed (each one is named on stderr); without it,
+0 whatever the numbers say. A server that never becomes ready makes it 1 either way.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import contextlib
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -36,6 +38,8 @@ GOAL_CONCURRENCY = 32
 GOAL_SPEEDUP = 3.0
 GOAL_LIMIT_FRACTION = 0.8
 GOAL_LATENCY_SLACK_MS = 5.0
+# `python -m bench --check` passes --check on to the benchmarks that have goals.
+HAS_GOALS = True
 _IDLE_POLL_S = 0.2
 _IDLE_TIMEOUT_S = 60.0
 
@@ -59,6 +63,7 @@ class BenchConfig:
     max_delay_ms: float | None = None
     limit_duration_s: float = 2.0
     startup_timeout_s: float = 180.0
+    check: bool = False
 
 
 @dataclass(frozen=True)
@@ -333,6 +338,7 @@ def render_report(
     client_name: str,
     limit: InProcessLimit,
     cells: list[Cell],
+    goals: list[Goal],
     load_average: float | None = None,
 ) -> str:
     """The whole report as markdown: context, one table, per-batch-size limits and the goals."""
@@ -358,7 +364,7 @@ def render_report(
         f"In-process images/s (latents + model + one PNG grid per {GRID_IMAGES} images): {sizes}.",
         "",
     ]
-    for goal in check_goals(cells, limit):
+    for goal in goals:
         mark = {True: "PASS", False: "FAIL", None: "N/A"}[goal.passed]
         lines.append(f"- **{mark}** {goal.description}: {goal.detail}")
     return "\n".join(lines)
@@ -433,6 +439,9 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         help="seconds per in-process batch size",
     )
     parser.add_argument("--startup-timeout", type=float, default=defaults.startup_timeout_s)
+    parser.add_argument(
+        "--check", action="store_true", help="exit with 1 when a measured goal is missed (default: always 0)"
+    )
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.warmup < 0 or args.limit_duration <= 0 or args.batch_size < 1:
         parser.error("--duration and --limit-duration must be > 0, --warmup >= 0 and --batch-size >= 1")
@@ -449,6 +458,7 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         max_delay_ms=args.max_delay_ms,
         limit_duration_s=args.limit_duration,
         startup_timeout_s=args.startup_timeout,
+        check=args.check,
     )
 
 
@@ -496,11 +506,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ServerStartError as error:
         logger.error("serve bench: %s", error)
         return 1
-    report = render_report(config, model, client_name, limit, cells, load_average)
+    goals = check_goals(cells, limit)
+    report = render_report(config, model, client_name, limit, cells, goals, load_average)
     print(report)
     if config.out is not None:
         config.out.write_text(report + "\n")
-    return 0
+    return exit_code(goals, config.check)
+
+
+def exit_code(goals: list[Goal], check: bool) -> int:
+    """0, or with `check` 1 when a measured goal was missed, naming each missed goal on stderr."""
+    if not check:
+        return 0
+    # A goal whose cells were not measured (passed is None) is neither met nor missed.
+    missed = [goal for goal in goals if goal.passed is False]
+    for goal in missed:
+        print(f"goal missed: {goal.description}: {goal.detail}", file=sys.stderr)
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":

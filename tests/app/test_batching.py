@@ -81,8 +81,10 @@ def doubled(*values: float) -> list[float]:
 async def started(
     model: FakeModel, observer: RecordingObserver | None = None, **config: Any
 ) -> AsyncIterator[Batcher]:
-    # Most tests pin the fixed-delay behaviour; the adaptive one has tests of its own.
+    # Most tests pin the fixed-delay behaviour and one model call at a time; the adaptive delay and overlapping
+    # calls have tests of their own.
     config.setdefault("adaptive_delay", False)
+    config.setdefault("max_concurrent_batches", 1)
     batcher = Batcher(model, BatchingConfig(**config), name="fake", observer=observer)
     await batcher.start()
     try:
@@ -350,7 +352,7 @@ def test_stop_with_drain_finishes_queued_work_then_refuses_new_submits() -> None
 def test_stop_without_drain_fails_queued_and_in_flight_work() -> None:
     async def scenario() -> None:
         model = FakeModel(hold=True)
-        batcher = Batcher(model, BatchingConfig(max_batch_size=1, max_delay_ms=0))
+        batcher = Batcher(model, BatchingConfig(max_batch_size=1, max_delay_ms=0, max_concurrent_batches=1))
         await batcher.start()
         tasks = [asyncio.create_task(batcher.submit(latents(i))) for i in range(3)]
         await model.wait_entered()
@@ -437,5 +439,86 @@ def test_adaptive_delay_waits_again_once_requests_share_batches() -> None:
             began = time.monotonic()
             await batcher.submit(latents(1))
             assert time.monotonic() - began >= 0.14
+
+    asyncio.run(scenario())
+
+
+class GatedModel:
+    """A model whose calls each wait for their own release, so tests decide the order in which they finish."""
+
+    def __init__(self) -> None:
+        self.gates: list[threading.Event] = []
+        self.sizes: list[int] = []
+        self._lock = threading.Lock()
+        self.running = 0
+        self.most_running = 0
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        gate = threading.Event()
+        with self._lock:
+            self.gates.append(gate)
+            self.sizes.append(len(inputs["z"]))
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        gate.wait(WAIT_S)
+        with self._lock:
+            self.running -= 1
+        return inputs["z"][:, 0] * 2
+
+    async def wait_calls(self, count: int) -> None:
+        deadline = time.monotonic() + WAIT_S
+        while len(self.gates) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"expected {count} model calls, saw {len(self.gates)}")
+            await asyncio.sleep(0.001)
+
+
+def test_two_model_calls_overlap_and_a_request_split_across_them_is_reassembled_in_order() -> None:
+    async def scenario() -> None:
+        model = GatedModel()
+        config = BatchingConfig(
+            max_batch_size=4, max_delay_ms=0, max_concurrent_batches=2, adaptive_delay=False
+        )
+        batcher = Batcher(model, config, name="gated")
+        await batcher.start()
+        try:
+            # Six images: rows 0-3 go to the first call, rows 4-5 to the second, which is released first.
+            request = asyncio.create_task(batcher.submit(latents(0, 1, 2, 3, 4, 5)))
+            await model.wait_calls(2)
+            assert model.sizes == [4, 2] and batcher.in_flight_images == 6
+            model.gates[1].set()
+            await asyncio.sleep(0.05)
+            assert not request.done()
+            model.gates[0].set()
+            assert (await request).tolist() == doubled(0, 1, 2, 3, 4, 5)
+            assert model.most_running == 2
+        finally:
+            await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_no_more_calls_run_at_once_than_allowed() -> None:
+    async def scenario() -> None:
+        model = GatedModel()
+        config = BatchingConfig(
+            max_batch_size=1, max_delay_ms=0, max_concurrent_batches=2, adaptive_delay=False
+        )
+        batcher = Batcher(model, config, name="gated")
+        await batcher.start()
+        try:
+            requests = [asyncio.create_task(batcher.submit(latents(value))) for value in range(5)]
+            await model.wait_calls(2)
+            await asyncio.sleep(0.05)
+            assert len(model.gates) == 2 and batcher.queued_images == 3
+            for _ in range(5):
+                await model.wait_calls(min(len(model.gates) + 1, 5)) if len(model.gates) < 5 else None
+                for gate in model.gates:
+                    gate.set()
+            results = await asyncio.gather(*requests)
+            assert [result.tolist() for result in results] == [doubled(value) for value in range(5)]
+            assert model.most_running == 2
+        finally:
+            await batcher.stop()
 
     asyncio.run(scenario())

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image, ImageSequence
 
 from tests.app.helpers import decode_base64_png, decode_npy, decode_png, frame_count, max_abs_diff
 from tests.app.test_generate import assert_error
@@ -51,12 +54,34 @@ def test_interpolate_loop_leaves_out_the_closing_frame(client: TestClient) -> No
     assert [frame["position"] for frame in response.json()["frames"]] == [0.0, 0.5, 1.0, 1.5]
 
 
+def animation_frames(data: bytes) -> list[np.ndarray]:
+    return [
+        np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(Image.open(io.BytesIO(data)))
+    ]
+
+
+def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+# WebP frames are lossless; GIF maps each frame onto a palette of 256 colours.
+ANIMATION_TOLERANCE = {"webp": 1, "gif": 8}
+
+
 @pytest.mark.parametrize("image_format", ["gif", "webp"])
-def test_interpolate_animations_have_one_frame_per_step(client: TestClient, image_format: str) -> None:
+def test_interpolate_animations_run_from_start_to_end_one_frame_per_step(
+    client: TestClient, image_format: str
+) -> None:
     response = client.get("/interpolate", params={"start": 10, "end": 20, "steps": 6, "format": image_format})
     assert response.status_code == 200
     assert response.headers["content-type"] == f"image/{image_format}"
     assert frame_count(response.content) == 6
+    frames = animation_frames(response.content)
+    start, end = seed_image(client, 10), seed_image(client, 20)
+    for frame, keyframe, other in ((frames[0], start, end), (frames[-1], end, start)):
+        assert max_abs_diff(frame, keyframe) <= ANIMATION_TOLERANCE[image_format]
+        # Closer to its own keyframe than to the other end, whatever the palette did.
+        assert mean_abs_diff(frame, keyframe) < mean_abs_diff(frame, other)
 
 
 def test_interpolate_png_is_a_strip_of_frames(client: TestClient) -> None:

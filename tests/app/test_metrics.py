@@ -55,7 +55,8 @@ def test_lifecycle_and_state_metrics(client: TestClient) -> None:
     assert value(samples, "genserve_ready") == 1
     assert value(samples, "genserve_model_loads_total", model=TINY_MODEL) == 1
     assert value(samples, "genserve_model_load_duration_seconds_count", model=TINY_MODEL) == 1
-    assert value(samples, "genserve_model_info", **MODEL, kind="dcgan", device="/CPU:0") == 1
+    device = client.get("/models").json()["device"]
+    assert value(samples, "genserve_model_info", **MODEL, kind="dcgan", device=device) == 1
     assert value(samples, "genserve_queue_depth_images", **MODEL) == 0
     assert value(samples, "genserve_in_flight_images", **MODEL) == 0
     assert any(name == "process_cpu_seconds_total" for name, _ in samples)

@@ -8,6 +8,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.runtime import configure_devices
 from genserve import store
 from genserve.store import EvaluationRecord
 from tests.app.test_generate import assert_error
@@ -19,7 +20,8 @@ def test_models_lists_the_loaded_model(client: TestClient) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["default_model"] == TINY_MODEL
-    assert body["device"] == "/CPU:0"
+    # Whatever this machine offers (GPU or CPU), /models reports the device the service chose.
+    assert body["device"] == configure_devices().name
     [model] = body["models"]
     assert model["name"] == TINY_MODEL and model["default"] is True and model["latest_available"] == 1
     [version] = model["versions"]
@@ -28,6 +30,7 @@ def test_models_lists_the_loaded_model(client: TestClient) -> None:
     assert version["latent_dim"] == TINY_LATENT_DIM
     assert version["image_shape"] == [28, 28, 3]
     assert version["dataset"] == "shapes"
+    assert version["device"] == body["device"]
 
 
 def test_model_detail_and_unknown_model(client: TestClient) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -13,8 +15,29 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.processes import free_port, running_service
+from bench.processes import free_port, running_service, start, wait_until_ready
 from tests.app.helpers import decode_png
+from tests.conftest import TINY_MODEL
+
+GRACE_S = 2.0
+# `python -m app` with a model call that outlasts any grace period of these tests.
+SLOW_MODEL_SERVER = """
+import time
+
+from app import runtime
+from app.__main__ import main
+
+generate = runtime.GeneratorRuntime.run
+
+
+def slow_run(self, inputs):
+    time.sleep(60)
+    return generate(self, inputs)
+
+
+runtime.GeneratorRuntime.run = slow_run
+main()
+"""
 
 
 @pytest.fixture
@@ -58,3 +81,103 @@ def test_sigterm_drains_queued_work_then_exits_zero(server: tuple[subprocess.Pop
     assert results and results[0].status_code == 200
     assert decode_png(results[0].content).shape[1] == 2 * 30 + 2
     assert process.wait(timeout=20) == 0
+
+
+@pytest.fixture
+def slow_server(tiny_store: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    """A server whose model calls take a minute, with a grace period of GRACE_S; and its log."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "GENSERVE_MODEL_STORE": str(tiny_store),
+        "GENSERVE_HOST": "127.0.0.1",
+        "GENSERVE_PORT": str(port),
+        "GENSERVE_MAX_DELAY_MS": "0",
+        # One model call at a time: the second request waits in the queue behind the first.
+        "GENSERVE_MAX_CONCURRENT_BATCHES": "1",
+        "GENSERVE_SHUTDOWN_GRACE_S": str(GRACE_S),
+    }
+    log = tmp_path / "server.log"
+    process = start([sys.executable, "-c", SLOW_MODEL_SERVER], log, env)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(f"{base_url}/readyz", process, log, 90)
+        yield process, base_url, log
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def send_in_background(base_url: str, results: list[httpx.Response | Exception]) -> threading.Thread:
+    def send() -> None:
+        try:
+            results.append(httpx.post(f"{base_url}/generate", params={"n": 2, "seed": 5}, timeout=90))
+        except httpx.HTTPError as error:
+            results.append(error)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    return thread
+
+
+def one_in_flight_one_queued(
+    base_url: str, results: list[httpx.Response | Exception]
+) -> list[threading.Thread]:
+    """Two requests of 2 images: the first inside a model call, the second waiting behind it."""
+    first = send_in_background(base_url, results)
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{base_url}/models/{TINY_MODEL}").json()["versions"][0]["batching"]["model_calls"] < 1:
+        assert time.monotonic() < deadline, "the first request never reached the model"
+        time.sleep(0.05)
+    second = send_in_background(base_url, results)
+    time.sleep(0.5)
+    return [first, second]
+
+
+def exit_seconds(process: subprocess.Popen[bytes], since: float) -> tuple[int, float]:
+    code = process.wait(timeout=30)
+    return code, time.monotonic() - since
+
+
+def test_work_outlasting_the_grace_is_answered_503_and_the_process_exits_in_time(
+    slow_server: tuple[subprocess.Popen[bytes], str, Path],
+) -> None:
+    process, base_url, log = slow_server
+    results: list[httpx.Response | Exception] = []
+    requests = one_in_flight_one_queued(base_url, results)
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+
+    code, seconds = exit_seconds(process, signalled)
+    assert code == 0
+    # The grace period, then at most a second for the answers to go out, plus start-up slack for a busy machine.
+    assert GRACE_S <= seconds < GRACE_S + 3, seconds
+    for thread in requests:
+        thread.join(timeout=10)
+    assert len(results) == 2
+    for response in results:
+        assert isinstance(response, httpx.Response), response
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "shutting_down"
+        assert int(response.headers["retry-after"]) >= 1
+    assert re.search(
+        rf"dropping 2 queued and 2 in-flight images of {TINY_MODEL} version 1", log.read_text()
+    ), log.read_text()[-3000:]
+
+
+def test_second_sigterm_exits_at_once(slow_server: tuple[subprocess.Popen[bytes], str, Path]) -> None:
+    process, base_url, log = slow_server
+    results: list[httpx.Response | Exception] = []
+    requests = one_in_flight_one_queued(base_url, results)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+
+    code, seconds = exit_seconds(process, signalled)
+    assert code == 128 + signal.SIGTERM
+    assert seconds < 1.5, seconds
+    for thread in requests:
+        thread.join(timeout=10)
+    assert "second SIGTERM: stopping now, dropping 4 pending images" in log.read_text()
