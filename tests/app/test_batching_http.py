@@ -73,13 +73,9 @@ def test_full_queue_answers_503_with_retry_after(tiny_store: Path, monkeypatch: 
 
     async def scenario() -> None:
         # One model call at a time, so the second request waits in the queue instead of in a second call.
-        settings = {
-            "max_batch_size": 4,
-            "max_queue_images": 4,
-            "max_delay_ms": 0,
-            "max_concurrent_batches": 1,
-        }
-        async with running_app(tiny_store, **settings) as client:
+        async with running_app(
+            tiny_store, max_batch_size=4, max_queue_images=4, max_delay_ms=0, max_concurrent_batches=1
+        ) as client:
             held.armed = True
             busy = asyncio.create_task(client.post("/generate", params={"n": 4, "seed": 1}))
             await held.wait_started()
