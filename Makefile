@@ -57,7 +57,9 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# The peer servers of `python -m bench peers` (LitServe) are a benchmark-only install, never part of `make run`.
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench
 
 clean:

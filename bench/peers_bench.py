@@ -1,0 +1,210 @@
+"""``python -m bench peers``: genserve against the servers a user would otherwise run, in one run.
+
+Three servers serve the same SavedModel and the same work (``POST /generate?n=N&seed=S&format=png``, one PNG grid
+per request): genserve, a plain FastAPI app (a sync endpoint, one model call per request) and LitServe with its
+batching (`bench/peers/`). All three start once; each cell (n, concurrency) is then measured for every server in
+turn, round after round, so that a noisy moment hits them alike; the table gives medians over the rounds,
+images/s, p99, the server's CPU (its whole process tree) and genserve's ratio to the best peer. With --check
+the exit code is 1 when a goal is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import statistics
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.loadgen import LoadResult, LoadSpec, choose_client
+from bench.processes import free_port, start, stop, wait_until_ready
+
+ROOT = Path(__file__).resolve().parent.parent
+HAS_GOALS = True
+GENSERVE = "genserve"
+PEERS = {"plain FastAPI": "bench.peers.plain_fastapi", "LitServe": "bench.peers.litserve_app"}
+CELLS = ((1, 1), (1, 32), (16, 8), (16, 32), (64, 4))
+GOAL_RATIO = 1.1
+GOAL_RATIO_N1_C32 = 1.5
+_STARTUP_S = 180.0
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    images_per_s: float
+    p99_ms: float | None
+    cpu_pct: float | None
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    base_url: str
+    pid: int
+
+
+def tree_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process and all its descendants (Linux /proc), None elsewhere."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        process = int(stat.parent.name)
+        children.setdefault(int(fields[1]), []).append(process)
+        times[process] = (int(fields[11]) + int(fields[12])) / tick
+    if pid not in times:
+        return None
+    total, pending = 0.0, [pid]
+    while pending:
+        process = pending.pop()
+        total += times.get(process, 0.0)
+        pending.extend(children.get(process, []))
+    return total
+
+
+@contextlib.contextmanager
+def running(store: Path, model: str, folder: Path) -> Iterator[list[Server]]:
+    """genserve and every peer, each on its own port, all ready; stopped on exit."""
+    processes = []
+    servers = []
+    try:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("GENSERVE_")}
+        port = free_port()
+        genserve_env = env | {
+            "GENSERVE_MODEL_STORE": str(store),
+            "GENSERVE_DEFAULT_MODEL": model,
+            "GENSERVE_HOST": "127.0.0.1",
+            "GENSERVE_PORT": str(port),
+            "GENSERVE_LOG_LEVEL": "warning",
+            "GENSERVE_MAX_QUEUE_IMAGES": "8192",
+        }
+        processes.append(start([sys.executable, "-m", "app"], folder / "genserve.log", genserve_env, ROOT))
+        servers.append(Server(GENSERVE, f"http://127.0.0.1:{port}", processes[-1].pid))
+        for name, module in PEERS.items():
+            port = free_port()
+            command = [
+                sys.executable,
+                "-m",
+                module,
+                "--store",
+                str(store),
+                "--model",
+                model,
+                "--port",
+                str(port),
+            ]
+            processes.append(start(command, folder / f"{module}.log", env, ROOT))
+            servers.append(Server(name, f"http://127.0.0.1:{port}", processes[-1].pid))
+        for server, process in zip(servers, processes, strict=True):
+            ready = "/readyz" if server.name == GENSERVE else "/health"
+            wait_until_ready(f"{server.base_url}{ready}", process, folder / "genserve.log", _STARTUP_S)
+        yield servers
+    finally:
+        for process in processes:
+            stop(process)
+
+
+def measure(server: Server, n: int, concurrency: int, duration_s: float, client: str) -> Measurement:
+    _, load = choose_client(client)
+    spec = LoadSpec(server.base_url, n, concurrency, duration_s, warmup_s=1.0)
+    before = tree_cpu_s(server.pid)
+    result: LoadResult = load(spec)
+    after = tree_cpu_s(server.pid)
+    cpu = None if before is None or after is None else 100 * (after - before) / result.wall_s
+    if result.errors:
+        logger.warning("%s n=%d c=%d: %d errors", server.name, n, concurrency, result.errors)
+    return Measurement(result.requests_per_s * n, result.p99_ms, cpu)
+
+
+def run(
+    store: Path, model: str, rounds: int, duration_s: float, client: str
+) -> dict[tuple[str, int, int], list[Measurement]]:
+    results: dict[tuple[str, int, int], list[Measurement]] = {}
+    with tempfile.TemporaryDirectory() as folder, running(store, model, Path(folder)) as servers:
+        for round_index in range(rounds):
+            for n, concurrency in CELLS:
+                # Rotate the order each round so that no server always goes first.
+                order = servers[round_index % len(servers) :] + servers[: round_index % len(servers)]
+                for server in order:
+                    measured = measure(server, n, concurrency, duration_s, client)
+                    results.setdefault((server.name, n, concurrency), []).append(measured)
+                    logger.info(
+                        "round %d %s n=%d c=%d: %.0f img/s, p99 %s ms, cpu %s %%",
+                        round_index + 1,
+                        server.name,
+                        n,
+                        concurrency,
+                        measured.images_per_s,
+                        measured.p99_ms,
+                        measured.cpu_pct,
+                    )
+    return results
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
+
+
+def summarize(results: dict[tuple[str, int, int], list[Measurement]]) -> tuple[str, list[str]]:
+    names = [GENSERVE, *PEERS]
+    header = (
+        "| cell | "
+        + " | ".join(f"{name}: img/s, p99 ms, CPU %" for name in names)
+        + " | genserve ÷ best peer |"
+    )
+    lines = [header, "|" + "---|" * (len(names) + 2)]
+    missed = []
+    for n, concurrency in CELLS:
+        medians = {}
+        for name in names:
+            runs = results.get((name, n, concurrency), [])
+            medians[name] = (
+                _median([run.images_per_s for run in runs]),
+                _median([run.p99_ms for run in runs]),
+                _median([run.cpu_pct for run in runs]),
+            )
+        cells = [
+            f"{rate or 0:,.0f}, {p99 if p99 is not None else float('nan'):.1f}, {cpu or 0:.0f}"
+            for rate, p99, cpu in medians.values()
+        ]
+        best_peer = max(PEERS, key=lambda name: medians[name][0] or 0.0)
+        ratio = (medians[GENSERVE][0] or 0.0) / max(medians[best_peer][0] or 0.0, 1e-9)
+        lines.append(f"| n={n}, c={concurrency} | " + " | ".join(cells) + f" | {ratio:.2f}× ({best_peer}) |")
+        goal = GOAL_RATIO_N1_C32 if (n, concurrency) == (1, 32) else GOAL_RATIO
+        if ratio < goal:
+            missed.append(f"n={n}, c={concurrency}: {ratio:.2f}× the best peer ({best_peer}), goal {goal}×")
+        genserve_p99, peer_p99 = medians[GENSERVE][1], medians[best_peer][1]
+        if genserve_p99 is not None and peer_p99 is not None and genserve_p99 > peer_p99:
+            missed.append(
+                f"n={n}, c={concurrency}: p99 {genserve_p99:.1f} ms > {best_peer}'s {peer_p99:.1f} ms"
+            )
+    return "\n".join(lines), missed
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench peers", description=__doc__)
+    parser.add_argument("--store", type=Path, default=ROOT / "model_store")
+    parser.add_argument("--model", default="mnist-dcgan")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    parser.add_argument("--client", default="auto", help="auto (wrk if installed), wrk, socket or httpx")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
+    options = parser.parse_args(argv)
+    results = run(options.store.resolve(), options.model, options.rounds, options.duration, options.client)
+    table, missed = summarize(results)
+    print(table)
+    for goal in missed:
+        print(f"goal missed: {goal}", file=sys.stderr)
+    return 1 if options.check and missed else 0
