@@ -84,7 +84,16 @@ def test_scan_skips_and_reports_folders_that_name_nothing(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(
     ("name", "version"),
-    [("1", 1), ("42", 42), ("0", None), ("007", None), ("²", None), ("٣", None), ("1" * 10, None), ("", None)],
+    [
+        ("1", 1),
+        ("42", 42),
+        ("0", None),
+        ("007", None),
+        ("²", None),
+        ("٣", None),
+        ("1" * 10, None),
+        ("", None),
+    ],
 )
 def test_only_canonical_ascii_decimals_name_versions(name: str, version: int | None) -> None:
     assert store.parse_version_name(name) == version
