@@ -52,9 +52,11 @@ def test_shapes_at_other_size_and_grayscale() -> None:
     assert dataset.image_shape == (16, 16, 1) and len(dataset) == 10
 
 
-def test_generation_is_fast() -> None:
+def test_generation_is_vectorised() -> None:
     import time
 
-    started = time.perf_counter()
+    # CPU time of this process, not wall time: other work on a busy machine does not count against it. A loop
+    # over images in Python takes tens of seconds for 2,048 of them; the vectorised code well under one.
+    started = time.process_time()
     shapes_images(2048)
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 2.0
