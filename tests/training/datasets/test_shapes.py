@@ -55,8 +55,8 @@ def test_shapes_at_other_size_and_grayscale() -> None:
 def test_generation_is_vectorised() -> None:
     import time
 
-    # CPU time of this process, not wall time: other work on a busy machine does not count against it. A loop
-    # over images in Python takes tens of seconds for 2,048 of them; the vectorised code well under one.
+    # CPU time of this process, not wall time, so other work on a busy machine does not count against it; the
+    # vectorised generator needs a fraction of the bound.
     started = time.process_time()
     shapes_images(2048)
     assert time.process_time() - started < 2.0
