@@ -14,7 +14,9 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -50,8 +52,8 @@ class Server:
     pid: int
 
 
-def tree_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a process and all its descendants (Linux /proc), None elsewhere."""
+def _process_table() -> tuple[dict[int, list[int]], dict[int, float]]:
+    """Each process's children, and its user + system CPU seconds (Linux /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
     children: dict[int, list[int]] = {}
     times: dict[int, float] = {}
@@ -63,14 +65,35 @@ def tree_cpu_s(pid: int) -> float | None:
         process = int(stat.parent.name)
         children.setdefault(int(fields[1]), []).append(process)
         times[process] = (int(fields[11]) + int(fields[12])) / tick
-    if pid not in times:
-        return None
-    total, pending = 0.0, [pid]
+    return children, times
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process below it."""
+    children, _ = _process_table()
+    found, pending = [], [pid]
     while pending:
         process = pending.pop()
-        total += times.get(process, 0.0)
+        found.append(process)
         pending.extend(children.get(process, []))
-    return total
+    return found
+
+
+def tree_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process and all its descendants (Linux /proc), None elsewhere."""
+    _, times = _process_table()
+    if pid not in times:
+        return None
+    return sum(times.get(process, 0.0) for process in descendants(pid))
+
+
+def stop_tree(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server and whatever it started (LitServe's workers outlive a SIGTERM to their parent)."""
+    family = descendants(process.pid)
+    stop(process)
+    for pid in family[1:]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager
@@ -112,7 +135,7 @@ def running(store: Path, model: str, folder: Path) -> Iterator[list[Server]]:
         yield servers
     finally:
         for process in processes:
-            stop(process)
+            stop_tree(process)
 
 
 def measure(server: Server, n: int, concurrency: int, duration_s: float, client: str) -> Measurement:
