@@ -16,6 +16,7 @@ from app.batching import (
     check_allowed_batch_sizes,
 )
 from app.store_watcher import DEFAULT_RETRY_INITIAL_S, DEFAULT_RETRY_MAX_S
+from app.text_batching import DEFAULT_MAX_ACTIVE_SEQUENCES, DEFAULT_MAX_QUEUED_SEQUENCES
 from app.version_policy import VersionPolicy
 
 
@@ -28,10 +29,28 @@ class Settings(BaseSettings):
     default_model: str | None = Field(None, description="Model used when a request names none.")
     host: str = Field("127.0.0.1", description="Address `python -m app` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `python -m app` listens on.")
+    grpc_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port of the TensorFlow Serving gRPC API (PredictionService, ModelService) on `host`; off when unset.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Logging level.")
 
     max_n: int = Field(64, ge=1, le=4096, description="Most images one /generate call may ask for.")
     max_steps: int = Field(64, ge=2, le=1024, description="Most frames one /interpolate call may ask for.")
+    max_new_tokens: int = Field(
+        512, ge=1, le=65536, description="Most tokens one text sequence may generate (max_new_tokens)."
+    )
+    max_prompt_chars: int = Field(4096, ge=1, description="Longest prompt of a text request, in characters.")
+    max_active_sequences: int = Field(
+        DEFAULT_MAX_ACTIVE_SEQUENCES,
+        ge=1,
+        description="Text sequences advanced together by one model step (continuous batching).",
+    )
+    max_queued_sequences: int = Field(
+        DEFAULT_MAX_QUEUED_SEQUENCES, ge=1, description="Text sequences waiting for a place; 503 beyond."
+    )
     max_batch_size: int = Field(
         DEFAULT_MAX_BATCH_SIZE, ge=1, description="Images per model call; 1 turns batching off."
     )
@@ -46,6 +65,12 @@ class Settings(BaseSettings):
     )
     max_concurrent_batches: int = Field(
         DEFAULT_MAX_CONCURRENT_BATCHES, ge=1, description="Model calls per version that may run at once."
+    )
+    png_compress_level: int = Field(
+        1,
+        ge=0,
+        le=9,
+        description="zlib level of served PNGs: 1 encodes several times faster than Pillow's 6 for about 10% more bytes.",
     )
     render_threads: int = Field(
         2, ge=1, description="Threads rendering response bodies too large to render on the event loop."
@@ -125,6 +150,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [int(part) for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("grpc_port", mode="before")
+    @classmethod
+    def _blank_port_is_off(cls, value: object) -> object:
+        # `GENSERVE_GRPC_PORT=` (as compose files pass an unset variable) leaves the gRPC API off.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("admin_token", mode="after")
     @classmethod

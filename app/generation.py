@@ -25,6 +25,7 @@ from app.registry import ModelRegistry, ModelVersion
 from app.shutdown import admitted
 from genserve import store
 from genserve.conventions import latents_from_seeds
+from genserve.store import ModelMetadata
 
 # Up to this many seeds, drawing latents inline (a few microseconds each) beats a hand-off to a worker thread.
 _INLINE_SEEDS = 16
@@ -159,6 +160,26 @@ class GenerationService:
         )
         return Frames(model_version, images, positions, request.keyframe_seeds, request.method)
 
+    async def images_for_latents(
+        self,
+        model_version: ModelVersion,
+        latents: np.ndarray,
+        labels: np.ndarray | None,
+        *,
+        timeout_s: float | None = None,
+        http_request: Request | None = None,
+    ) -> GeneratedImages:
+        """Images for float32 `latents` ``[N, D]`` and, for conditional models, int32 class `labels` ``[N]``.
+
+        The tensors go to the model as given (no truncation, one class per row), as inference protocols send
+        them; `timeout_s` shortens the request deadline when the caller has less time left.
+        """
+        metadata = model_version.metadata
+        latents = params.check_latent_length(latents, metadata.latent_dim)
+        _check_row_labels(metadata, labels, len(latents))
+        images = await self._decode(model_version, latents, labels, request=http_request, timeout_s=timeout_s)
+        return GeneratedImages(model_version, images, latents, None)
+
     async def encode(
         self, model_version: ModelVersion, images: np.ndarray, *, http_request: Request | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -191,6 +212,7 @@ class GenerationService:
         *,
         label_embeddings: np.ndarray | None = None,
         request: Request | None = None,
+        timeout_s: float | None = None,
     ) -> np.ndarray:
         """Images for `latents`; conditional models take class `labels` or points in their label embedding."""
         inputs = {store.LATENT_INPUT: latents}
@@ -198,19 +220,44 @@ class GenerationService:
             inputs[store.LABEL_INPUT] = labels
         if label_embeddings is not None:
             inputs[store.LABEL_EMBEDDING_INPUT] = label_embeddings
-        return await self._submit(model_version, inputs, request)
+        return await self._submit(model_version, inputs, request, timeout_s)
 
     async def _submit(
-        self, model_version: ModelVersion, inputs: dict[str, np.ndarray], request: Request | None
+        self,
+        model_version: ModelVersion,
+        inputs: dict[str, np.ndarray],
+        request: Request | None,
+        timeout_s: float | None = None,
     ) -> np.ndarray:
         if self._registry.closing and not admitted(request):
             self._metrics.rejected(model_version.name, model_version.version, "shutdown")
             raise ShuttingDown()
         if model_version.batcher is None:
             raise ModelNotReady(f"model {model_version.name!r} version {model_version.version} is not loaded")
-        deadline = time.monotonic() + self.request_timeout_s
+        seconds = self.request_timeout_s if timeout_s is None else min(timeout_s, self.request_timeout_s)
+        deadline = time.monotonic() + seconds
         work = model_version.batcher.submit(inputs, deadline=deadline)
         return await cancel_on_disconnect(request, work)
+
+
+def _check_row_labels(metadata: ModelMetadata, labels: np.ndarray | None, count: int) -> None:
+    """One class index per image for a conditional model, none for the others."""
+    if not metadata.conditional:
+        if labels is not None:
+            raise InvalidParameter("label", f"model {metadata.name!r} is not conditional and takes no label")
+        return
+    classes = metadata.class_names or []
+    if labels is None:
+        raise InvalidParameter("label", f"this model needs one class index (0..{len(classes) - 1}) per image")
+    if labels.shape != (count,):
+        raise InvalidParameter(
+            "label", f"must hold one class index per image ({count}), got shape {labels.shape}"
+        )
+    outside = labels[(labels < 0) | (labels >= len(classes))]
+    if outside.size:
+        raise InvalidParameter(
+            "label", f"class indices must lie in 0..{len(classes) - 1} ({classes}), got {int(outside[0])}"
+        )
 
 
 def _label_blend(model_version: ModelVersion, request: InterpolationRequest) -> tuple[int, int] | None:

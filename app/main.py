@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from typing import TYPE_CHECKING
 
 import anyio
 from fastapi import FastAPI
@@ -26,8 +28,14 @@ from app.routes import api_router
 from app.runtime import GeneratorRuntime, configure_devices
 from app.shutdown import AdmissionMiddleware
 from app.store_watcher import StoreWatcher
+from app.text_batching import TextBatcher, TextBatchingConfig
+from app.text_generation import TextGenerationService
+from app.text_runtime import TextRuntime
 from app.uploads import UploadLimits, UploadReader
 from app.version_policy import VersionPolicy
+
+if TYPE_CHECKING:
+    from app.grpc_server import GrpcServer
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +100,25 @@ def _make_batcher(
     return batcher
 
 
+def _make_text_batcher(
+    settings: Settings, metrics: Metrics, name: str, version: int, runtime: TextRuntime
+) -> TextBatcher:
+    config = TextBatchingConfig(
+        max_active_sequences=settings.max_active_sequences,
+        max_queued_sequences=settings.max_queued_sequences,
+    )
+    return TextBatcher(
+        runtime, config, name=f"{name}:{version}", observer=metrics.text_observer(name, version)
+    )
+
+
 def _make_watcher(settings: Settings, metrics: Metrics, registry: ModelRegistry) -> StoreWatcher:
-    loader = ModelLoader(partial(_make_batcher, settings, metrics), metrics, settings.warmup_batch_sizes)
+    loader = ModelLoader(
+        partial(_make_batcher, settings, metrics),
+        metrics,
+        settings.warmup_batch_sizes,
+        text_batcher_factory=partial(_make_text_batcher, settings, metrics),
+    )
     return StoreWatcher(
         registry,
         loader,
@@ -116,6 +141,29 @@ async def _start_watching(watcher: StoreWatcher, settings: Settings) -> None:
     await watcher.start(device)
 
 
+async def _start_grpc(
+    settings: Settings, metrics: Metrics, registry: ModelRegistry, generation: GenerationService
+) -> GrpcServer | None:
+    """TensorFlow Serving's gRPC API on GENSERVE_GRPC_PORT, or None when it is unset."""
+    if settings.grpc_port is None:
+        return None
+    # Its messages are TensorFlow's protos, so importing it imports TensorFlow: seconds, off the event loop.
+    await anyio.to_thread.run_sync(importlib.import_module, "app.grpc_server")
+    from app.grpc_server import GrpcServer
+
+    server = GrpcServer(
+        settings.host,
+        settings.grpc_port,
+        registry=registry,
+        generation=generation,
+        metrics=metrics,
+        max_rows=settings.max_n,
+        max_message_bytes=settings.max_body_bytes,
+    )
+    await server.start()
+    return server
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -126,15 +174,19 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.registry = registry
     app.state.watcher = watcher
     app.state.generation = GenerationService(settings.request_timeout_s, metrics, registry)
+    app.state.text_generation = TextGenerationService(settings.request_timeout_s, metrics, registry)
     render_pool = ThreadPoolExecutor(max_workers=settings.render_threads, thread_name_prefix="render")
-    app.state.renderer = Renderer(metrics, render_pool)
+    app.state.renderer = Renderer(metrics, render_pool, settings.png_compress_level)
     app.state.upload_reader = UploadReader(upload_limits(settings), settings.max_concurrent_decodes)
+    grpc_server = await _start_grpc(settings, metrics, registry, app.state.generation)
     # Models load in the background so /healthz answers at once and /readyz reports progress.
     loading = asyncio.create_task(_start_watching(watcher, settings), name="genserve-load-models")
     try:
         yield
     finally:
         registry.begin_draining()
+        if grpc_server is not None:
+            await grpc_server.stop(settings.shutdown_grace_s)
         loading.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await loading

@@ -22,6 +22,7 @@ from prometheus_client import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.batching import BatchReport
+from app.text_batching import StepReport
 from genserve import store
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 BATCH_IMAGE_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128, 256)
 BATCH_REQUEST_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+STEP_SEQUENCE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 MODEL_LABELS = ("model", "version")
 
@@ -48,7 +50,9 @@ class Metrics:
         platform_collector.PlatformCollector(registry=self.registry)
         gc_collector.GCCollector(registry=self.registry)
         self._build_http()
+        self._build_grpc()
         self._build_generation()
+        self._build_text()
         self._build_lifecycle()
 
     def _counter(self, name: str, doc: str, labels: tuple[str, ...]) -> Counter:
@@ -73,6 +77,16 @@ class Metrics:
             "Time to answer an HTTP request.",
             ("route", "method"),
             LATENCY_BUCKETS,
+        )
+
+    def _build_grpc(self) -> None:
+        # HTTP protocols are told apart by route template (/v2/... is the Open Inference Protocol, /v1/models/...
+        # TensorFlow Serving's REST API); gRPC calls have no route, so they are counted here by method.
+        self.grpc_requests = self._counter(
+            "grpc_requests", "gRPC calls answered, by method and status code.", ("method", "code")
+        )
+        self.grpc_duration = self._histogram(
+            "grpc_request_duration_seconds", "Time to answer a gRPC call.", ("method",), LATENCY_BUCKETS
         )
 
     def _build_generation(self) -> None:
@@ -112,6 +126,26 @@ class Metrics:
         self.queue_depth = self._gauge("queue_depth_images", "Images waiting for a model call.", MODEL_LABELS)
         self.in_flight = self._gauge("in_flight_images", "Images in the running model call.", MODEL_LABELS)
 
+    def _build_text(self) -> None:
+        self.text_tokens = self._counter(
+            "text_tokens_generated", "Tokens sampled by text generators.", MODEL_LABELS
+        )
+        self.text_step_sequences = self._histogram(
+            "text_step_sequences",
+            "Sequences advanced by one text model call (continuous batching).",
+            MODEL_LABELS,
+            STEP_SEQUENCE_BUCKETS,
+        )
+        self.text_step_duration = self._histogram(
+            "text_step_seconds", "Duration of one text model step.", MODEL_LABELS, FAST_BUCKETS
+        )
+        self.text_first_token = self._histogram(
+            "text_time_to_first_token_seconds",
+            "Time from a text request's arrival to its first sampled token.",
+            MODEL_LABELS,
+            LATENCY_BUCKETS,
+        )
+
     def _build_lifecycle(self) -> None:
         self.model_loads = self._counter("model_loads", "Model versions loaded and warmed up.", ("model",))
         self.model_load_failures = self._counter(
@@ -145,6 +179,9 @@ class Metrics:
 
     def batch_observer(self, model: str, version: int) -> BatchMetrics:
         return BatchMetrics(self, model, str(version))
+
+    def text_observer(self, model: str, version: int) -> TextStepMetrics:
+        return TextStepMetrics(self, model, str(version))
 
     def track_batcher(
         self, model: str, version: int, queued: Callable[[], int], in_flight: Callable[[], int]
@@ -180,6 +217,14 @@ class Metrics:
     def rejected(self, model: str, version: int, reason: str) -> None:
         self.rejections.labels(model=model, version=str(version), reason=reason).inc()
 
+    def observe_grpc(self, method: str, code: str, seconds: float) -> None:
+        """Count one answered gRPC call; never raises, like every metric a request reports."""
+        try:
+            self.grpc_requests.labels(method=method, code=code).inc()
+            self.grpc_duration.labels(method=method).observe(seconds)
+        except Exception:
+            logger.exception("failed to record gRPC metrics")
+
     def observe_render(self, model: str, version: int, response_format: str, seconds: float) -> None:
         self.render_duration.labels(model=model, version=str(version), format=response_format).observe(
             seconds
@@ -206,6 +251,26 @@ class BatchMetrics:
         histogram = metrics.queue_wait.labels(**labels)
         for wait in report.queue_wait_s:
             histogram.observe(wait)
+
+    def on_reject(self, reason: str) -> None:
+        self._metrics.rejections.labels(**self._labels, reason=reason).inc()
+
+
+class TextStepMetrics:
+    """The text batcher's observer for one model version; never lets a metrics error reach a request."""
+
+    def __init__(self, metrics: Metrics, model: str, version: str) -> None:
+        self._metrics = metrics
+        self._labels = {"model": model, "version": version}
+
+    def on_step(self, report: StepReport) -> None:
+        metrics, labels = self._metrics, self._labels
+        metrics.text_tokens.labels(**labels).inc(report.generated_tokens)
+        metrics.text_step_sequences.labels(**labels).observe(report.sequences)
+        metrics.text_step_duration.labels(**labels).observe(report.step_s)
+
+    def on_first_token(self, seconds: float) -> None:
+        self._metrics.text_first_token.labels(**self._labels).observe(seconds)
 
     def on_reject(self, reason: str) -> None:
         self._metrics.rejections.labels(**self._labels, reason=reason).inc()

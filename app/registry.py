@@ -11,6 +11,8 @@ from pathlib import Path
 from app.batching import Batcher
 from app.errors import InvalidParameter, ModelNotFound, ModelNotReady, VersionNotFound
 from app.runtime import DeviceInfo, GeneratorRuntime
+from app.text_batching import TextBatcher
+from app.text_runtime import TextRuntime
 from genserve.store import ModelMetadata
 
 logger = logging.getLogger(__name__)
@@ -24,7 +26,11 @@ class VersionStatus(str, enum.Enum):
 
 @dataclass
 class ModelVersion:
-    """One version of one model and, once loaded, the runtime and batcher serving it."""
+    """One version of one model and, once loaded, the runtime and batcher serving it.
+
+    Image generators are served by `runtime` and `batcher`, text generators by `text_runtime` and
+    `text_batcher` (continuous batching); a loaded version has exactly one pair.
+    """
 
     name: str
     version: int
@@ -33,6 +39,8 @@ class ModelVersion:
     error: str | None = None
     runtime: GeneratorRuntime | None = None
     batcher: Batcher | None = None
+    text_runtime: TextRuntime | None = None
+    text_batcher: TextBatcher | None = None
     warmup_s: float | None = None
     failed_attempts: int = 0
     retry_at: float | None = None
@@ -40,6 +48,8 @@ class ModelVersion:
     @property
     def metadata(self) -> ModelMetadata:
         """Metadata of a loaded version; asking before it has loaded is a 503."""
+        if self.text_runtime is not None:
+            return self.text_runtime.metadata
         if self.runtime is None:
             raise ModelNotReady(f"model {self.name!r} version {self.version} is not loaded")
         return self.runtime.metadata
@@ -102,11 +112,22 @@ class ModelRegistry:
             raise ModelNotFound(f"model {resolved!r} not found; available: {sorted(self._entries) or 'none'}")
         return entry
 
-    def resolve(self, name: str | None, version: int | str | None) -> ModelVersion:
+    def resolve(
+        self, name: str | None, version: int | str | None, *, allow_text: bool = False
+    ) -> ModelVersion:
         """The serving version for a request, or the 404/503 error that explains why there is none.
 
-        `version` is None for the newest available version, a number, or a label such as "canary".
+        `version` is None for the newest available version, a number, or a label such as "canary". A text
+        generator is a 422 unless `allow_text` (only `POST /generate` serves them).
         """
+        model_version = self._resolve(name, version)
+        if model_version.text_runtime is not None and not allow_text:
+            raise InvalidParameter(
+                "model", f"{model_version.name!r} generates text: use POST /generate with a prompt"
+            )
+        return model_version
+
+    def _resolve(self, name: str | None, version: int | str | None) -> ModelVersion:
         entry = self.get_entry(name)
         if version is None:
             chosen = entry.latest_available()
@@ -160,12 +181,18 @@ class ModelRegistry:
         self.closing = True
 
     def pending_images(self) -> int:
-        """Images queued or inside a model call, across every loaded version."""
-        return sum(
+        """Images (and text sequences) queued or inside a model call, across every loaded version."""
+        images = sum(
             v.batcher.queued_images + v.batcher.in_flight_images
             for v in self.versions()
             if v.batcher is not None
         )
+        sequences = sum(
+            v.text_batcher.queued_sequences + v.text_batcher.active_sequences
+            for v in self.versions()
+            if v.text_batcher is not None
+        )
+        return images + sequences
 
 
 def _label_target(entry: ModelEntry, label: str) -> int:

@@ -61,7 +61,9 @@ class View(Protocol):
 
     def headers(self) -> dict[str, str]: ...
 
-    def body(self, format: str) -> Body: ...
+    def body(self, format: str, level: int) -> Body:
+        """The body in `format`; PNG files compressed at zlib `level`."""
+        ...
 
 
 def model_headers(model_version: ModelVersion) -> dict[str, str]:
@@ -77,9 +79,10 @@ class Renderer:
     queue rather than fight over the interpreter lock.
     """
 
-    def __init__(self, metrics: Metrics, executor: Executor) -> None:
+    def __init__(self, metrics: Metrics, executor: Executor, png_level: int) -> None:
         self._metrics = metrics
         self._executor = executor
+        self._png_level = png_level
 
     async def render(self, view: View, format: str, headers: dict[str, str] | None = None) -> Response:
         if view.pixels <= INLINE_RENDER_PIXELS and format not in _ANIMATIONS:
@@ -94,7 +97,7 @@ class Renderer:
 
     def _timed_body(self, view: View, format: str) -> Body:
         begin = time.perf_counter()
-        body = view.body(format)
+        body = view.body(format, self._png_level)
         model_version = view.model_version
         self._metrics.observe_render(
             model_version.name, model_version.version, format, time.perf_counter() - begin
@@ -124,24 +127,24 @@ class GeneratedView:
             return {}
         return {"X-Seeds": f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])}
 
-    def body(self, format: str) -> Body:
+    def body(self, format: str, level: int) -> Body:
         images = self.result.images
         if format == JSON:
-            return self._json()
+            return self._json(level)
         if format == "npy":
             return imaging.npy_bytes(images)
         if format == "zip":
-            return imaging.zip_bytes(images, self._file_names())
-        return imaging.grid_png_bytes(images, self.cols)
+            return imaging.zip_bytes(images, self._file_names(), level)
+        return imaging.grid_png_bytes(images, self.cols, level)
 
     def _file_names(self) -> list[str]:
         if self.result.seeds is not None:
             return [f"seed{seed:010d}.png" for seed in self.result.seeds]
         return [f"latent{index:04d}.png" for index in range(len(self.result.images))]
 
-    def _json(self) -> dict[str, Any]:
+    def _json(self, level: int) -> dict[str, Any]:
         result = self.result
-        encoded = imaging.png_base64_list(result.images)
+        encoded = imaging.png_base64_list(result.images, level)
         seeds: list[int | None] = list(result.seeds) if result.seeds is not None else [None] * len(encoded)
         images = [
             {
@@ -177,22 +180,22 @@ class ReconstructionView:
     def headers(self) -> dict[str, str]:
         return {}
 
-    def body(self, format: str) -> Body:
+    def body(self, format: str, level: int) -> Body:
         images = self.result.images
         if format == JSON:
-            return self._json()
+            return self._json(level)
         if format == "npy":
             return imaging.npy_bytes(images)
         if format == "zip":
             names = [f"reconstruction{index:04d}.png" for index in range(len(images))]
-            return imaging.zip_bytes(images, names)
+            return imaging.zip_bytes(images, names, level)
         if self.compare:
-            return imaging.grid_png_bytes(np.concatenate([self.inputs, images]), len(images))
-        return imaging.grid_png_bytes(images)
+            return imaging.grid_png_bytes(np.concatenate([self.inputs, images]), len(images), level)
+        return imaging.grid_png_bytes(images, level=level)
 
-    def _json(self) -> dict[str, Any]:
+    def _json(self, level: int) -> dict[str, Any]:
         images = self.result.images
-        encoded = imaging.png_base64_list(images)
+        encoded = imaging.png_base64_list(images, level)
         response = ReconstructJSONResponse(
             **_image_header(self.model_version, images),
             images=[
@@ -222,15 +225,15 @@ class FramesView:
     def headers(self) -> dict[str, str]:
         return {}
 
-    def body(self, format: str) -> Body:
+    def body(self, format: str, level: int) -> Body:
         images = self.frames.images
         if format == JSON:
-            return self._json()
+            return self._json(level)
         if format == "png":
-            return imaging.grid_png_bytes(images, self.cols or min(len(images), _FRAME_STRIP_COLUMNS))
+            return imaging.grid_png_bytes(images, self.cols or min(len(images), _FRAME_STRIP_COLUMNS), level)
         return imaging.animation_bytes(images, self.fps, format.upper())
 
-    def _json(self) -> dict[str, Any]:
+    def _json(self, level: int) -> dict[str, Any]:
         frames = self.frames
         response = InterpolateJSONResponse(
             model=self.model_version.name,
@@ -240,7 +243,7 @@ class FramesView:
             frames=[
                 {"position": round(float(position), 6), "png_base64": png}
                 for position, png in zip(
-                    frames.positions, imaging.png_base64_list(frames.images), strict=True
+                    frames.positions, imaging.png_base64_list(frames.images, level), strict=True
                 )
             ],
         )
@@ -263,7 +266,7 @@ class EncodingView:
     def headers(self) -> dict[str, str]:
         return {}
 
-    def body(self, format: str) -> Body:
+    def body(self, format: str, level: int) -> Body:
         response = EncodeResponse(
             model=self.model_version.name,
             version=self.model_version.version,

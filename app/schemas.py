@@ -15,6 +15,16 @@ class ImageFormat(str, enum.Enum):
     zip = "zip"
 
 
+class GenerateFormat(str, enum.Enum):
+    """Formats of POST /generate: the image formats, and `text` (plain text) for text generators."""
+
+    png = "png"
+    json = "json"
+    npy = "npy"
+    zip = "zip"
+    text = "text"
+
+
 class AnimationFormat(str, enum.Enum):
     png = "png"
     gif = "gif"
@@ -43,11 +53,19 @@ class GenerateBody(BaseModel):
     truncation: Number | None = None
     label: str | StrictInt | None = None
     cols: StrictInt | None = None
-    format: ImageFormat | None = None
+    format: GenerateFormat | None = None
     include_latents: StrictBool | None = None
     latents: list[list[Number]] | None = Field(
         None, description="Generate exactly these vectors (each of the model's latent length)."
     )
+    # Text generators only.
+    prompt: str | None = None
+    max_new_tokens: StrictInt | None = None
+    temperature: Number | None = None
+    top_k: StrictInt | None = None
+    top_p: Number | None = None
+    stop: list[str] | None = None
+    stream: StrictBool | None = None
 
 
 class GeneratedImage(BaseModel):
@@ -63,6 +81,21 @@ class GenerateJSONResponse(BaseModel):
     height: int
     channels: int
     images: list[GeneratedImage]
+
+
+class TextCompletion(BaseModel):
+    index: int
+    seed: int
+    text: str = Field(description="The continuation of the prompt (without it, and without a stop sequence).")
+    finish_reason: str = Field(description="length, stop or end_of_text.")
+    tokens: int
+
+
+class GenerateTextResponse(BaseModel):
+    model: str
+    version: int
+    prompt: str
+    completions: list[TextCompletion]
 
 
 class InterpolationFrame(BaseModel):
@@ -121,8 +154,11 @@ class VersionInfo(BaseModel):
     device: str | None = None
     evaluation: dict[str, Any] | None = None
     capabilities: list[str] | None = Field(
-        None, description="What the version can do: generate, interpolate, labels, label_blend, encode."
+        None,
+        description="What the version can do: generate, interpolate, labels, label_blend, encode; text "
+        "generators: generate_text, stream.",
     )
+    vocabulary_size: int | None = None
     batching: dict[str, int] | None = None
 
 

@@ -17,6 +17,17 @@ embedding space) and returns ``images``; ``label_embeddings`` takes nothing and 
 table, ``label_embeddings`` float32 ``[num_classes, E]``. VAEs add ``encode``: ``images`` uint8
 ``[None, H, W, C]`` to ``z_mean`` and ``z_log_var`` float32 ``[None, latent_dim]`` (the approximate
 posterior; ``z_mean`` is the image's latent, and ``serving_default`` decodes it).
+
+Text generators (``kind="char-rnn"``, with ``ModelMetadata.text``) are character-level recurrent models
+with three signatures. ``serving_default`` samples in the graph, as TensorFlow Serving calls it:
+``prompt`` string ``[]``, ``max_new_tokens`` int32 ``[]``, ``temperature`` float32 ``[]`` (0 is greedy)
+and ``seed`` int64 ``[]`` to ``text`` string ``[]``, the continuation only. ``step`` advances a batch
+by one token: ``token_ids`` int32 ``[B]`` and ``state`` float32 ``[B, state_size]`` to ``logits``
+float32 ``[B, vocabulary_size]`` (the next token's) and ``state`` (the new one); ``initial_state``
+takes ``batch_size`` int32 ``[]`` and returns the zero ``state``. Token ids index
+``TextInfo.vocabulary``; id ``END_OF_TEXT_ID`` is the end-of-text marker, which separates documents in
+training and is fed first, before the prompt, so generation starts as a document does. Their
+``evaluation.json`` is a ``TextEvaluationRecord`` (held-out bits per character).
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 SIGNATURE_NAME = "serving_default"
 LATENT_INPUT = "z"
@@ -46,6 +57,19 @@ ENCODE_SIGNATURE = "encode"
 IMAGES_INPUT = "images"
 LATENT_MEAN_OUTPUT = "z_mean"
 LATENT_LOG_VAR_OUTPUT = "z_log_var"
+STEP_SIGNATURE = "step"
+INITIAL_STATE_SIGNATURE = "initial_state"
+TOKEN_IDS_INPUT = "token_ids"
+STATE_INPUT = "state"
+STATE_OUTPUT = "state"
+LOGITS_OUTPUT = "logits"
+BATCH_SIZE_INPUT = "batch_size"
+PROMPT_INPUT = "prompt"
+MAX_NEW_TOKENS_INPUT = "max_new_tokens"
+TEMPERATURE_INPUT = "temperature"
+SEED_INPUT = "seed"
+TEXT_OUTPUT = "text"
+END_OF_TEXT_ID = 0
 METADATA_FILE = "genserve.json"
 EVALUATION_FILE = "evaluation.json"
 LABELS_FILE = "labels.json"
@@ -61,7 +85,20 @@ _MAX_NAME_LENGTH = 64
 # Version numbers are canonical positive decimals (no sign, no leading zero); nine digits is plenty.
 _VERSION_RE = re.compile(r"[1-9][0-9]{0,8}")
 
-ModelKind = Literal["dcgan", "cdcgan", "vae"]
+ModelKind = Literal["dcgan", "cdcgan", "vae", "char-rnn"]
+TEXT_KINDS: tuple[ModelKind, ...] = ("char-rnn",)
+
+
+class TextInfo(BaseModel):
+    """What a text generator reads and writes: its vocabulary (index = token id) and its state size."""
+
+    vocabulary: list[str] = Field(min_length=2)
+    state_size: int = Field(gt=0)
+    end_of_text: str = "\u241e"  # shown for END_OF_TEXT_ID; never a character of the training text
+    cell: str = "gru"
+    layers: int = Field(1, gt=0)
+    units: int = Field(gt=0)
+    sequence_length: int = Field(gt=0)
 
 
 class ModelMetadata(BaseModel):
@@ -70,9 +107,11 @@ class ModelMetadata(BaseModel):
     format_version: int = FORMAT_VERSION
     name: str
     kind: ModelKind
-    latent_dim: int = Field(gt=0)
-    image_shape: tuple[int, int, int]
-    channels: int = Field(gt=0)
+    # Image generators need the three image fields; text generators leave them at 0 and fill `text`.
+    latent_dim: int = Field(0, ge=0)
+    image_shape: tuple[int, int, int] = (0, 0, 0)
+    channels: int = Field(0, ge=0)
+    text: TextInfo | None = None
     class_names: list[str] | None = None
     dataset: str
     training_config: dict[str, Any] = Field(default_factory=dict)
@@ -82,6 +121,20 @@ class ModelMetadata(BaseModel):
     framework_versions: dict[str, str] = Field(default_factory=dict)
     # What the training cost (wall time, images/s, whether a time budget ended it); empty if not recorded.
     training_summary: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_kind_fields(self) -> ModelMetadata:
+        if self.is_text:
+            if self.text is None:
+                raise ValueError(f"a {self.kind} model needs `text` (vocabulary and state size)")
+        elif self.latent_dim < 1 or self.channels < 1 or min(self.image_shape) < 1:
+            raise ValueError(f"a {self.kind} model needs a positive latent_dim, image_shape and channels")
+        return self
+
+    @property
+    def is_text(self) -> bool:
+        """Whether this version generates text (the `step` and `initial_state` signatures) rather than images."""
+        return self.kind in TEXT_KINDS
 
     @property
     def conditional(self) -> bool:
@@ -103,6 +156,16 @@ class EvaluationRecord(BaseModel):
     real_fid: float | None = None
     real_inception_score: float | None = None
     classifier_accuracy: float | None = None
+    created: str = Field(default_factory=lambda: utc_now())
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class TextEvaluationRecord(BaseModel):
+    """Held-out bits per character of a text generator, with the baselines' numbers in `details`."""
+
+    dataset: str
+    num_samples: int  # held-out characters scored
+    bits_per_char: float
     created: str = Field(default_factory=lambda: utc_now())
     details: dict[str, Any] = Field(default_factory=dict)
 
@@ -300,7 +363,14 @@ def write_json_atomic(file: Path, payload: dict[str, Any]) -> None:
         raise
 
 
-def write_evaluation(path: Path, record: EvaluationRecord) -> None:
+def read_text_evaluation(path: Path) -> TextEvaluationRecord | None:
+    file = Path(path) / EVALUATION_FILE
+    if not file.is_file():
+        return None
+    return TextEvaluationRecord.model_validate_json(file.read_text())
+
+
+def write_evaluation(path: Path, record: EvaluationRecord | TextEvaluationRecord) -> None:
     write_json_atomic(Path(path) / EVALUATION_FILE, record.model_dump(mode="json"))
 
 

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from app.routes import admin, generate, health, interpolate, metrics, models, vae
+from app.routes import admin, generate, health, interpolate, metrics, models, tfserving, v2, vae
 
 api_router = APIRouter()
 api_router.include_router(generate.router)
@@ -12,3 +12,5 @@ api_router.include_router(models.router)
 api_router.include_router(health.router)
 api_router.include_router(metrics.router)
 api_router.include_router(admin.router)
+api_router.include_router(v2.router)
+api_router.include_router(tfserving.router)

@@ -1,4 +1,5 @@
-"""POST /generate: images from seeds or explicit latents, as a PNG grid, JSON, .npy or .zip."""
+"""POST /generate: images from seeds or explicit latents, as a PNG grid, JSON, .npy or .zip; text from a
+text generator (see `routes/text.py`)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from app.deps import GenerationDep, RegistryDep, RendererDep, SettingsDep
 from app.errors import InvalidParameter
 from app.generation import ImageRequest
 from app.rendering import GeneratedView
+from app.routes import text
 from app.routes.openapi import ModelQuery, VersionQuery, error_responses
-from app.schemas import GenerateBody, GenerateJSONResponse, ImageFormat
+from app.routes.text import TextGenerationDep
+from app.schemas import GenerateBody, GenerateFormat, GenerateJSONResponse, GenerateTextResponse
 
 router = APIRouter(tags=["generation"])
 
@@ -24,8 +27,14 @@ DEFAULT_N = 16
     "/generate",
     responses={
         200: {
-            "content": {"image/png": {}, "application/x-npy": {}, "application/zip": {}},
-            "model": GenerateJSONResponse,
+            "content": {
+                "image/png": {},
+                "application/x-npy": {},
+                "application/zip": {},
+                "text/plain": {},
+                "text/event-stream": {},
+            },
+            "model": GenerateJSONResponse | GenerateTextResponse,
         },
         **error_responses(404, 422, 500, 503, 504),
     },
@@ -36,6 +45,7 @@ async def generate(
     settings: SettingsDep,
     generation: GenerationDep,
     renderer: RendererDep,
+    text_generation: TextGenerationDep,
     model: ModelQuery = None,
     version: VersionQuery = None,
     n: Annotated[int | None, Query(description="Number of images (1..GENSERVE_MAX_N, default 16).")] = None,
@@ -49,11 +59,34 @@ async def generate(
         ),
     ] = None,
     cols: Annotated[int | None, Query(description="Grid columns for format=png.")] = None,
-    format: Annotated[ImageFormat | None, Query(description="png (grid, default), json, npy or zip.")] = None,
+    format: Annotated[
+        GenerateFormat | None,
+        Query(description="png (grid, default), json, npy or zip; text models: json (default) or text."),
+    ] = None,
     include_latents: Annotated[bool | None, Query(description="With format=json, add each latent.")] = None,
+    prompt: Annotated[str | None, Query(description="Text models: the text to continue.")] = None,
+    max_new_tokens: Annotated[
+        int | None, Query(description="Text models: most tokens per sequence (1..GENSERVE_MAX_NEW_TOKENS).")
+    ] = None,
+    temperature: Annotated[
+        float | None, Query(description="Text models: 0 is greedy, 1 (default) as learnt.")
+    ] = None,
+    top_k: Annotated[
+        int | None, Query(description="Text models: sample among the k likeliest tokens.")
+    ] = None,
+    top_p: Annotated[
+        float | None, Query(description="Text models: sample within this probability mass.")
+    ] = None,
+    stop: Annotated[
+        list[str] | None, Query(description="Text models: stop sequences (repeat the field).")
+    ] = None,
+    stream: Annotated[
+        bool | None, Query(description="Text models: server-sent events, one per token.")
+    ] = None,
     body: Annotated[GenerateBody | None, Body(description="The same fields, plus `latents`.")] = None,
 ) -> Response:
-    """Generate images; each image's latent comes from its own seed, so a seed always gives the same image.
+    """Generate images (or text); each image's latent, and each text sequence's sampling, comes from its own
+    seed, so a seed always gives the same result.
 
     Fields may come in the query or in a JSON body; the body wins where both are given.
     """
@@ -67,15 +100,26 @@ async def generate(
         cols=cols,
         format=format,
         include_latents=include_latents,
+        prompt=prompt,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        stop=stop,
+        stream=stream,
     )
     fields = _merge(query, body)
+    text_version = text.text_model_version(registry, fields)
+    if text_version is not None:
+        return await text.generate_text(fields, text_version, settings, text_generation, http_request)
     image_request = _image_request(fields, settings.max_n)
     model_version = registry.resolve(
         params.parse_model_name(fields.model), params.parse_version(fields.version)
     )
+    text.refuse_text_fields(fields, model_version)
     result = await generation.images(model_version, image_request, http_request=http_request)
     view = GeneratedView(result, cols=fields.cols, include_latents=bool(fields.include_latents))
-    return await renderer.render(view, (fields.format or ImageFormat.png).value)
+    return await renderer.render(view, (fields.format or GenerateFormat.png).value)
 
 
 def _merge(query: GenerateBody, body: GenerateBody | None) -> GenerateBody:

@@ -46,6 +46,8 @@ def _version_info(registry: ModelRegistry, model_version: ModelVersion) -> Versi
     info = VersionInfo(
         version=model_version.version, status=model_version.status.value, error=model_version.error
     )
+    if model_version.text_runtime is not None:
+        return _text_version_info(registry, model_version, info)
     runtime = model_version.runtime
     if runtime is None:
         return info
@@ -62,6 +64,25 @@ def _version_info(registry: ModelRegistry, model_version: ModelVersion) -> Versi
     info.capabilities = _capabilities(model_version)
     if model_version.batcher is not None:
         info.batching = dataclasses.asdict(model_version.batcher.stats)
+    return info
+
+
+def _text_version_info(
+    registry: ModelRegistry, model_version: ModelVersion, info: VersionInfo
+) -> VersionInfo:
+    runtime, batcher = model_version.text_runtime, model_version.text_batcher
+    if runtime is None:
+        return info
+    evaluation = runtime.evaluation
+    info.kind = runtime.metadata.kind
+    info.dataset = runtime.metadata.dataset
+    info.created = runtime.metadata.created
+    info.device = registry.device.name
+    info.vocabulary_size = runtime.vocabulary_size
+    info.evaluation = evaluation.model_dump(mode="json") if evaluation else None
+    info.capabilities = ["generate_text", "stream"]
+    if batcher is not None:
+        info.batching = dataclasses.asdict(batcher.stats)
     return info
 
 

@@ -47,3 +47,11 @@ def test_animations_keep_every_frame_and_loop() -> None:
     webp = Image.open(io.BytesIO(imaging.animation_bytes(batch, fps=10, image_format="WEBP")))
     webp.seek(2)
     np.testing.assert_array_equal(np.asarray(webp.convert("RGB")), batch[2])
+
+
+def test_png_compress_level_trades_size_for_time_not_pixels() -> None:
+    batch = np.zeros((16, 28, 28, 1), dtype=np.uint8)
+    batch[:, 8:20, 10:14] = 255
+    stored, smallest = imaging.grid_png_bytes(batch, level=0), imaging.grid_png_bytes(batch, level=9)
+    assert len(stored) > 2 * len(smallest)
+    np.testing.assert_array_equal(decode_png(stored), decode_png(smallest))

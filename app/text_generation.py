@@ -1,0 +1,111 @@
+"""The text pipeline: a parsed request to sequences in a text model version's continuous batcher.
+
+The route parses fields into a `TextRequest`, resolves the version and calls `TextGenerationService.start`,
+which checks the prompt against the model's vocabulary and queues one sequence per seed; the returned
+`TextStream` yields token events (for ``stream=true``) or collects them into a `GeneratedText`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from app import params
+from app.disconnect import cancel_on_disconnect
+from app.errors import InvalidParameter, ModelNotReady, ShuttingDown
+from app.metrics import Metrics
+from app.registry import ModelRegistry, ModelVersion
+from app.shutdown import admitted
+from app.text_batching import Sampling, TextJob, TokenEvent
+from genserve.text import context_ids, unknown_characters
+
+
+@dataclass(frozen=True)
+class TextRequest:
+    """What to write: a prompt continued once per seed (sequence i uses seeds[i]), and how to sample."""
+
+    prompt: str
+    seeds: list[int]
+    sampling: Sampling
+
+
+@dataclass(frozen=True)
+class Completion:
+    index: int
+    seed: int
+    text: str
+    finish_reason: str
+    tokens: int
+
+
+@dataclass(frozen=True)
+class GeneratedText:
+    model_version: ModelVersion
+    prompt: str
+    completions: list[Completion]
+
+
+class TextStream:
+    """One request's sequences in flight: iterate `events()`, or `collect()` them all."""
+
+    def __init__(self, model_version: ModelVersion, request: TextRequest, job: TextJob) -> None:
+        self.model_version = model_version
+        self.request = request
+        self._job = job
+
+    def events(self) -> AsyncIterator[TokenEvent]:
+        return self._job.events()
+
+    def cancel(self) -> None:
+        self._job.cancel()
+
+    async def collect(self) -> GeneratedText:
+        texts = ["" for _ in self.request.seeds]
+        reasons = ["" for _ in self.request.seeds]
+        async for event in self._job.events():
+            texts[event.index] += event.text
+            reasons[event.index] = event.finish_reason or reasons[event.index]
+        completions = [
+            Completion(seq.index, seed, texts[seq.index], reasons[seq.index], len(seq.generated))
+            for seq, seed in zip(self._job.sequences, self.request.seeds, strict=True)
+        ]
+        return GeneratedText(self.model_version, self.request.prompt, completions)
+
+
+class TextGenerationService:
+    """The one path from text requests to sequences in a continuous batcher."""
+
+    def __init__(self, request_timeout_s: float, metrics: Metrics, registry: ModelRegistry) -> None:
+        self.request_timeout_s = request_timeout_s
+        self._metrics = metrics
+        self._registry = registry
+
+    def start(
+        self, model_version: ModelVersion, request: TextRequest, *, http_request: Request | None = None
+    ) -> TextStream:
+        """Queue the request's sequences (503 when full or draining, 422 for characters the model never saw)."""
+        if self._registry.closing and not admitted(http_request):
+            self._metrics.rejected(model_version.name, model_version.version, "shutdown")
+            raise ShuttingDown()
+        runtime, batcher = model_version.text_runtime, model_version.text_batcher
+        if runtime is None or batcher is None:
+            raise ModelNotReady(f"model {model_version.name!r} version {model_version.version} is not loaded")
+        unknown = unknown_characters(request.prompt, runtime.index)
+        if unknown:
+            raise InvalidParameter(
+                "prompt",
+                f"characters outside model {model_version.name!r}'s vocabulary: {params.shown(''.join(unknown))}",
+            )
+        context = context_ids(request.prompt, runtime.index)
+        deadline = time.monotonic() + self.request_timeout_s
+        job = batcher.submit(
+            [context] * len(request.seeds), request.seeds, request.sampling, deadline=deadline
+        )
+        return TextStream(model_version, request, job)
+
+    async def complete(self, stream: TextStream, *, http_request: Request | None = None) -> GeneratedText:
+        """Every sequence's text; the sequences are dropped if the client leaves first."""
+        return await cancel_on_disconnect(http_request, stream.collect())
