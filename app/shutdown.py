@@ -78,6 +78,19 @@ async def _drop_pending(registry: ModelRegistry, grace_s: float) -> None:
             model_version.version,
         )
         await batcher.stop(drain=False)
+    for model_version in list(registry.versions()):
+        text_batcher = model_version.text_batcher
+        if text_batcher is None or text_batcher.queued_sequences + text_batcher.active_sequences == 0:
+            continue
+        logger.warning(
+            "shutdown grace of %.1f s ran out: dropping %d queued and %d active sequences of %s version %d",
+            grace_s,
+            text_batcher.queued_sequences,
+            text_batcher.active_sequences,
+            model_version.name,
+            model_version.version,
+        )
+        await text_batcher.stop(drain=False)
 
 
 class GracefulServer(uvicorn.Server):

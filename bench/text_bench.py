@@ -1,0 +1,238 @@
+"""Text decoding side by side: continuous batching, one request at a time, and static batches.
+
+``python -m bench text [--model-dir model_store/NAME/VERSION] [--concurrency 1,8,32] [--requests N]``
+
+Closed-loop clients (as many as the concurrency) each send their requests one after another; every request
+asks for one sequence with `max_new_tokens` drawn from 16-256 (seeded, the same draws for every mode) and
+stops only at its budget or the end-of-text token. The three modes drive the same loaded `step` signature:
+
+- continuous: `app.text_batching.TextBatcher`, every active sequence advances one token per call, requests
+  join and leave at step boundaries;
+- per-request: the same scheduler allowed one active sequence, so each request decodes alone;
+- static: up to `--static-batch` waiting requests start together and the batch runs until its longest
+  sequence ends; finished rows keep being computed and newcomers wait for the whole batch.
+
+Seeds make every mode produce the same tokens, so tokens/s compare like for like. Without `--model-dir` a
+tiny char-rnn is trained first on the procedural grammar (seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.runtime import DeviceInfo
+from app.text_batching import Sampling, TextBatcher, TextBatchingConfig
+from app.text_runtime import TextRuntime
+from genserve.store import END_OF_TEXT_ID
+from genserve.text import sample_token
+
+MODES = ("continuous", "per-request", "static")
+MIN_TOKENS, MAX_TOKENS = 16, 256
+
+
+@dataclass(frozen=True)
+class Outcome:
+    tokens: int
+    first_token_s: float
+    latency_s: float
+
+
+@dataclass(frozen=True)
+class Row:
+    mode: str
+    concurrency: int
+    tokens_per_s: float
+    ttft_p50_s: float
+    ttft_p95_s: float
+    latency_p50_s: float
+    steps: int
+
+
+async def _continuous(batcher: TextBatcher, seed: int, budget: int) -> Outcome:
+    started = time.monotonic()
+    job = batcher.submit([[END_OF_TEXT_ID]], [seed], Sampling(max_new_tokens=budget))
+    first, tokens = None, 0
+    async for event in job.events():
+        if event.finish_reason is None:
+            first = first or time.monotonic()
+    tokens = len(job.sequences[0].generated)
+    done = time.monotonic()
+    return Outcome(tokens, (first or done) - started, done - started)
+
+
+class StaticBatcher:
+    """Waiting requests start together in batches of up to `size`; a batch ends when its last sequence does."""
+
+    def __init__(self, runtime: TextRuntime, size: int) -> None:
+        self._runtime, self._size = runtime, size
+        self._waiting: deque[tuple[int, int, asyncio.Future[Outcome], float]] = deque()
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1)
+        self.steps = 0
+
+    async def generate(self, seed: int, budget: int) -> Outcome:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._waiting.append((seed, budget, future, time.monotonic()))
+        self._wakeup.set()
+        return await future
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._waiting:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            batch = [self._waiting.popleft() for _ in range(min(self._size, len(self._waiting)))]
+            outcomes = await loop.run_in_executor(self._executor, self._decode, batch)
+            for (_, _, future, _), outcome in zip(batch, outcomes, strict=True):
+                future.set_result(outcome)
+
+    def _decode(self, batch: list[tuple[int, int, asyncio.Future[Outcome], float]]) -> list[Outcome]:
+        size = len(batch)
+        generators = [np.random.RandomState(seed) for seed, *_ in batch]
+        tokens = np.full(size, END_OF_TEXT_ID, np.int32)
+        state = self._runtime.initial_state(size)
+        counts, first, ended = [0] * size, [0.0] * size, [0.0] * size
+        while not all(ended):
+            logits, state = self._runtime.step(tokens, state)
+            self.steps += 1
+            now = time.monotonic()
+            for row, (_, budget, _, _) in enumerate(batch):
+                if ended[row]:
+                    continue
+                token = sample_token(logits[row], generators[row])
+                first[row] = first[row] or now
+                if token == END_OF_TEXT_ID or counts[row] + 1 >= budget:
+                    ended[row] = now
+                counts[row] += token != END_OF_TEXT_ID
+                tokens[row] = token
+        # Results reach clients only when the whole batch is done.
+        done = time.monotonic()
+        return [
+            Outcome(counts[row], first[row] - arrived, done - arrived)
+            for row, (_, _, _, arrived) in enumerate(batch)
+        ]
+
+
+async def _measure(
+    runtime: TextRuntime, mode: str, concurrency: int, budgets: list[int], static_batch: int
+) -> Row:
+    work = deque(enumerate(budgets))
+    outcomes: list[Outcome] = []
+    static = StaticBatcher(runtime, static_batch) if mode == "static" else None
+    active = 64 if mode == "continuous" else 1
+    batcher = TextBatcher(runtime, TextBatchingConfig(max_active_sequences=active, max_queued_sequences=4096))
+    await batcher.start()
+    static_task = asyncio.create_task(static.run()) if static else None
+
+    async def client() -> None:
+        while work:
+            seed, budget = work.popleft()
+            if static is not None:
+                outcomes.append(await static.generate(seed, budget))
+            else:
+                outcomes.append(await _continuous(batcher, seed, budget))
+
+    started = time.monotonic()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    elapsed = time.monotonic() - started
+    await batcher.stop(drain=False)
+    if static_task is not None:
+        static_task.cancel()
+    ttfts = sorted(o.first_token_s for o in outcomes)
+    return Row(
+        mode,
+        concurrency,
+        sum(o.tokens for o in outcomes) / elapsed,
+        statistics.median(ttfts),
+        ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))],
+        statistics.median(o.latency_s for o in outcomes),
+        static.steps if static else batcher.stats.steps,
+    )
+
+
+def _tiny_model(folder: Path) -> Path:
+    """A GRU of 64 units trained for a few seconds on the procedural grammar, published under `folder`."""
+    from training.text.config import TextTrainConfig
+    from training.text.train import train_text
+
+    config = TextTrainConfig(
+        dataset="grammar",
+        name="grammar-rnn",
+        store=folder / "model_store",
+        run_dir=folder / "runs",
+        layers=1,
+        units=64,
+        embedding_dim=16,
+        sequence_length=32,
+        batch_size=32,
+        epochs=5,
+        lr=1e-2,
+        limit_chars=12_000,
+    )
+    version = train_text(config)
+    if version is None:
+        raise RuntimeError("training did not publish a version")
+    return version
+
+
+def _table(rows: list[Row]) -> str:
+    lines = [
+        "| concurrency | mode | tokens/s | TTFT p50 (ms) | TTFT p95 (ms) | latency p50 (s) | model calls |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.concurrency} | {row.mode} | {row.tokens_per_s:.0f} | {row.ttft_p50_s * 1000:.1f} "
+            f"| {row.ttft_p95_s * 1000:.1f} | {row.latency_p50_s:.2f} | {row.steps} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] = ()) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench text", description=__doc__)
+    parser.add_argument(
+        "--model-dir", type=Path, help="a published char-rnn version (default: train a tiny one)"
+    )
+    parser.add_argument("--concurrency", default="1,8,32", help="comma-separated client counts")
+    parser.add_argument(
+        "--requests", type=int, default=0, help="requests per concurrency (default: 2x, at least 16)"
+    )
+    parser.add_argument("--static-batch", type=int, default=32, help="largest static batch")
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help="comma-separated subset of " + ", ".join(MODES)
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(list(argv))
+    with tempfile.TemporaryDirectory() as scratch:
+        model_dir = args.model_dir or _tiny_model(Path(scratch))
+        runtime = TextRuntime(model_dir, DeviceInfo("/CPU:0", "CPU"))
+        runtime.warm_up([1, 8, 32, 64])
+        rows = []
+        for concurrency in (int(c) for c in args.concurrency.split(",")):
+            count = args.requests or max(16, 2 * concurrency)
+            budgets = [
+                int(b) for b in np.random.RandomState(args.seed).randint(MIN_TOKENS, MAX_TOKENS + 1, count)
+            ]
+            for mode in args.modes.split(","):
+                rows.append(asyncio.run(_measure(runtime, mode, concurrency, budgets, args.static_batch)))
+                print(f"{mode} at {concurrency}: {rows[-1].tokens_per_s:.0f} tokens/s", file=sys.stderr)
+    print(f"model: {model_dir}\n")
+    print(_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

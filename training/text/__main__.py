@@ -1,0 +1,3 @@
+from training.text.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""Publish a trained char-rnn to the model store: `step`, `initial_state` and the in-graph `serving_default`."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from genserve.store import ModelKind, ModelMetadata, TextInfo, publish_version
+from training.text.config import TextTrainConfig
+from training.text.data import TextCorpus
+from training.text.model import CharRnnServer
+
+KIND: ModelKind = "char-rnn"
+
+
+def publish_char_rnn(
+    model: keras.Model, config: TextTrainConfig, corpus: TextCorpus, *, epochs: int, summary: dict[str, Any]
+) -> Path:
+    """Write the model as the next version of `config.name` in `config.store`; returns its folder."""
+    server = CharRnnServer(
+        model, corpus.vocabulary, cell=config.cell, layers=config.layers, units=config.units
+    )
+    metadata = ModelMetadata(
+        name=config.name,
+        kind=KIND,
+        text=TextInfo(
+            vocabulary=corpus.vocabulary,
+            state_size=server.state_size,
+            end_of_text=corpus.vocabulary[0],
+            cell=config.cell,
+            layers=config.layers,
+            units=config.units,
+            sequence_length=config.sequence_length,
+        ),
+        dataset=config.dataset,
+        training_config=config.to_json(),
+        epochs=epochs,
+        seed=config.seed,
+        framework_versions={
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "python": platform.python_version(),
+        },
+        training_summary=summary,
+    )
+
+    def write_model(folder: Path) -> None:
+        tf.saved_model.save(server, str(folder), signatures=server.signatures())
+
+    return publish_version(config.store, metadata, write_model)

@@ -1,0 +1,152 @@
+"""The network: embedding -> stacked GRU or LSTM -> logits over the vocabulary, and its serving module.
+
+Training sees fixed windows from a zero state (see `training.text.train`); serving drives the same weights
+one token at a time through `step`, whose recurrent state is one flat float32 row per sequence: every
+layer's ``h`` (and an LSTM's ``c``) side by side, so the service can batch sequences without knowing the
+cell.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from genserve import store
+
+
+def build_char_rnn(
+    vocabulary_size: int,
+    *,
+    cell: str = "gru",
+    layers: int = 2,
+    units: int = 256,
+    embedding_dim: int = 64,
+    dropout: float = 0.0,
+) -> keras.Model:
+    """ids int32 ``[B, T]`` -> next-token logits ``[B, T, vocabulary_size]``."""
+    ids = keras.Input(shape=(None,), dtype="int32", name="ids")
+    x = keras.layers.Embedding(vocabulary_size, embedding_dim, name="embedding")(ids)
+    recurrent = keras.layers.GRU if cell == "gru" else keras.layers.LSTM
+    for layer in range(layers):
+        x = recurrent(units, return_sequences=True, name=f"rnn_{layer}")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name=f"dropout_{layer}")(x)
+    logits = keras.layers.Dense(vocabulary_size, name="logits")(x)
+    return keras.Model(ids, logits, name=f"char_{cell}")
+
+
+class CharRnnServer(tf.Module):
+    """The exported signatures: `step`, `initial_state` and the in-graph sampler `serving_default`."""
+
+    def __init__(
+        self, model: keras.Model, vocabulary: list[str], *, cell: str, layers: int, units: int
+    ) -> None:
+        super().__init__(name="char_rnn_server")
+        self.model = model
+        self._cell_kind, self._units = cell, units
+        self._embedding = model.get_layer("embedding")
+        self._rnn_layers = [model.get_layer(f"rnn_{layer}") for layer in range(layers)]
+        self._logits = model.get_layer("logits")
+        self.state_size = layers * units * (2 if cell == "lstm" else 1)
+        self.vocabulary = tf.constant(vocabulary)
+        self._vocabulary_size = len(vocabulary)
+        keys = tf.constant(vocabulary[1:])
+        values = tf.range(1, len(vocabulary), dtype=tf.int32)
+        self._table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), -1)
+        state_spec = tf.TensorSpec([None, self.state_size], tf.float32, name=store.STATE_INPUT)
+        self.step = tf.function(
+            self._step,
+            input_signature=[tf.TensorSpec([None], tf.int32, name=store.TOKEN_IDS_INPUT), state_spec],
+        )
+        self.initial_state = tf.function(
+            self._initial_state, input_signature=[tf.TensorSpec([], tf.int32, name=store.BATCH_SIZE_INPUT)]
+        )
+        self.sample = tf.function(
+            self._sample,
+            input_signature=[
+                tf.TensorSpec([], tf.string, name=store.PROMPT_INPUT),
+                tf.TensorSpec([], tf.int32, name=store.MAX_NEW_TOKENS_INPUT),
+                tf.TensorSpec([], tf.float32, name=store.TEMPERATURE_INPUT),
+                tf.TensorSpec([], tf.int64, name=store.SEED_INPUT),
+            ],
+        )
+
+    def signatures(self) -> dict[str, Any]:
+        return {
+            store.SIGNATURE_NAME: self.sample.get_concrete_function(),
+            store.STEP_SIGNATURE: self.step.get_concrete_function(),
+            store.INITIAL_STATE_SIGNATURE: self.initial_state.get_concrete_function(),
+        }
+
+    def _initial_state(self, batch_size: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {store.STATE_OUTPUT: tf.zeros([batch_size, self.state_size], tf.float32)}
+
+    def _step(self, token_ids: tf.Tensor, state: tf.Tensor) -> dict[str, tf.Tensor]:
+        logits, new_state = self._advance(token_ids, state)
+        return {store.LOGITS_OUTPUT: logits, store.STATE_OUTPUT: new_state}
+
+    def _advance(self, token_ids: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        x = self._embedding(token_ids)
+        pieces, offset, units = [], 0, self._units
+        for layer in self._rnn_layers:
+            if self._cell_kind == "lstm":
+                h, c = state[:, offset : offset + units], state[:, offset + units : offset + 2 * units]
+                x, (h, c) = layer.cell(x, [h, c], training=False)
+                pieces += [h, c]
+                offset += 2 * units
+            else:
+                x, (h,) = layer.cell(x, [state[:, offset : offset + units]], training=False)
+                pieces.append(h)
+                offset += units
+        return tf.cast(self._logits(x), tf.float32), tf.concat(pieces, axis=1)
+
+    def _advance_one(self, token: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """One sequence, one token: shapes fixed at [1, ...] so loops keep them."""
+        logits, state = self._advance(tf.reshape(token, [1]), state)
+        return tf.reshape(logits, [1, self._vocabulary_size]), tf.reshape(state, [1, self.state_size])
+
+    def _sample(
+        self, prompt: tf.Tensor, max_new_tokens: tf.Tensor, temperature: tf.Tensor, seed: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
+        """End-of-text and the prompt fed token by token, then up to `max_new_tokens` sampled ones."""
+        ids = self._table.lookup(tf.strings.unicode_split(prompt, "UTF-8"))
+        context = tf.concat([[store.END_OF_TEXT_ID], tf.boolean_mask(ids, ids >= 0)], axis=0)
+        state = tf.zeros([1, self.state_size], tf.float32)
+        logits = tf.zeros([1, self._vocabulary_size], tf.float32)
+
+        def feed(i: tf.Tensor, logits: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            logits, state = self._advance_one(context[i], state)
+            return i + 1, logits, state
+
+        _, logits, state = tf.while_loop(
+            lambda i, *_: i < tf.size(context), feed, [tf.constant(0), logits, state]
+        )
+        tokens = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[])
+
+        def generate(
+            i: tf.Tensor, done: tf.Tensor, logits: tf.Tensor, state: tf.Tensor, tokens: tf.TensorArray
+        ) -> tuple[Any, ...]:
+            token = _pick(logits, temperature, tf.stack([seed, tf.cast(i, tf.int64)]))
+            done = tf.equal(token, store.END_OF_TEXT_ID)
+            tokens = tf.cond(done, lambda: tokens, lambda: tokens.write(tokens.size(), token))
+            logits, state = self._advance_one(token, state)
+            return i + 1, done, logits, state, tokens
+
+        *_, tokens = tf.while_loop(
+            lambda i, done, *_: tf.logical_and(i < max_new_tokens, tf.logical_not(done)),
+            generate,
+            [tf.constant(0), tf.constant(False), logits, state, tokens],
+        )
+        text = tf.strings.reduce_join(tf.gather(self.vocabulary, tokens.stack()))
+        return {store.TEXT_OUTPUT: text}
+
+
+def _pick(logits: tf.Tensor, temperature: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """The next token of a [1, V] row: greedy at temperature 0, else a seeded draw (stateless)."""
+    return tf.cond(
+        temperature <= 0.0,
+        lambda: tf.argmax(logits[0], output_type=tf.int32),
+        lambda: tf.cast(tf.random.stateless_categorical(logits / temperature, 1, seed=seed)[0, 0], tf.int32),
+    )
