@@ -1,20 +1,22 @@
-"""Training recipes side by side on this machine: ours against the TF tutorial's, or ours with one change.
+"""Training recipes side by side on this machine: ours against the TF tutorial's, or ours with some changes.
 
-Every variant trains the same networks on the same data with the same seed and differs from the genserve
-recipe in exactly one respect (see `VARIANTS`); the first variant named is the baseline the others are
-divided by. Each gets either ``--seconds`` of training or exactly ``--epochs`` epochs (fixed work, which
-keeps variants comparable when the machine's speed varies), its throughput is measured after the first
-(compiling) step, and its published generator is then scored with the evaluation classifier (FID and
-Inception Score, lower and higher is better).
+Every variant trains on the same data and differs from the genserve recipe as `VARIANTS` says; the first
+variant named is the baseline the others are compared with. Each gets either ``--seconds`` of training (equal
+wall time, the budget a user actually has) or exactly ``--epochs`` epochs (equal work), under every seed of
+``--seeds``; its throughput is measured after the first (compiling) step, and its published generator is then
+scored with the evaluation classifier (FID and Inception Score, lower and higher is better). With several
+seeds the table gives each seed's FID, their mean and spread, and whether the variant beat the baseline's FID
+under every seed, the bar for a switch to become a default.
 
     python -m bench train [--data mnist.npz] [--variants tutorial,genserve] [--seconds 120 | --epochs 3]
-                          [--mixed-precision] [--samples 2000] [--out table.md]
+                          [--seeds 0,1] [--mixed-precision] [--samples 2000] [--out table.md]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import statistics
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -45,7 +47,9 @@ class Variant:
     changes: Mapping[str, Any] = field(default_factory=dict)
 
 
-# One change each. Label smoothing 0.1 is the 0.9 real target of Salimans et al. (2016) and of Goodfellow's
+_BATCH256_RECIPE: dict[str, Any] = {"batch_size": 256, "d_width": 1.0, "r1_gamma": 0.0}
+
+# One change each, except the last three, which compare whole recipes. Label smoothing 0.1 is the 0.9 real target of Salimans et al. (2016) and of Goodfellow's
 # GAN tutorial. DiffAugment uses translation+cutout, the paper's policy for its small-image (CIFAR-10)
 # BigGAN runs; its colour jitter reduces to brightness and contrast on grayscale digits.
 VARIANTS: dict[str, Variant] = {
@@ -58,6 +62,17 @@ VARIANTS: dict[str, Variant] = {
         Variant("spectral_norm", "spectral norm in the discriminator", {"spectral_norm": True}),
         Variant("hinge", "hinge loss", {"loss": "hinge"}),
         Variant("diffaugment", "DiffAugment translation,cutout", {"diffaugment": "translation,cutout"}),
+        Variant(
+            "batch256",
+            "batch 256, tutorial-width discriminator, no R1 (the recipe of mnist-dcgan v3)",
+            _BATCH256_RECIPE,
+        ),
+        Variant("wide_b64", "batch 64, discriminator 2x wide, no R1", {"batch_size": 64, "d_width": 2.0}),
+        Variant(
+            "r1_wide_b64",
+            "batch 64, discriminator 2x wide, lazy R1 gamma 0.1",
+            {"batch_size": 64, "d_width": 2.0, "r1_gamma": 0.1},
+        ),
     )
 }
 DEFAULT_VARIANTS = ("tutorial", "genserve")
@@ -95,6 +110,7 @@ class TimedThroughput(keras.callbacks.Callback):
 @dataclass(frozen=True)
 class VariantResult:
     variant: Variant
+    seed: int
     config: TrainConfig
     steps: int
     images_per_second: float
@@ -102,19 +118,20 @@ class VariantResult:
     evaluation: EvaluationRecord
 
 
-def variant_config(variant: Variant, args: argparse.Namespace, work_dir: Path) -> TrainConfig:
-    """The `TrainConfig` a variant trains with under the benchmark's options."""
+def variant_config(variant: Variant, args: argparse.Namespace, work_dir: Path, seed: int = 0) -> TrainConfig:
+    """The `TrainConfig` a variant trains with under the benchmark's options and one of its seeds."""
     options: dict[str, Any] = {
         "dataset": args.dataset,
         "data_path": args.data,
         "name": f"bench-{variant.name}",
         "epochs": args.epochs or _EPOCHS_CEILING,
-        "batch_size": args.batch_size,
-        "seed": args.seed,
+        "seed": seed,
         "mixed_precision": args.mixed_precision,
         "store": work_dir / "store",
-        "run_dir": work_dir / "runs" / variant.name,
+        "run_dir": work_dir / "runs" / f"{variant.name}-seed{seed}",
     }
+    if args.batch_size is not None:
+        options["batch_size"] = args.batch_size
     return TrainConfig(**(options | dict(variant.changes)))
 
 
@@ -124,11 +141,12 @@ def run_variant(
     work_dir: Path,
     train_set: ImageDataset,
     held_out: ImageDataset,
+    seed: int = 0,
 ) -> VariantResult:
-    config = variant_config(variant, args, work_dir)
+    config = variant_config(variant, args, work_dir, seed)
     meter = TimedThroughput(None if args.epochs else args.seconds, config.batch_size)
     budget = f"{args.epochs} epochs" if args.epochs else f"{args.seconds:.0f} s"
-    logger.info("training variant %r (%s) for %s", variant.name, variant.description, budget)
+    logger.info("training variant %r (%s), seed %d, for %s", variant.name, variant.description, seed, budget)
     result = train(config, callbacks=[meter])
     if result.version_dir is None:
         raise RuntimeError(f"variant {variant.name!r} published nothing")
@@ -138,11 +156,17 @@ def run_variant(
         held_out=held_out,
         num_samples=args.samples,
         cache_dir=args.cache_dir,
-        seed=args.seed,
+        seed=0,  # the same scored latents and reference images for every variant and training seed
     )
-    logger.info("variant %r: FID %.3f, IS %.3f", variant.name, evaluation.fid, evaluation.inception_score)
+    logger.info(
+        "variant %r, seed %d: FID %.3f, IS %.3f",
+        variant.name,
+        seed,
+        evaluation.fid,
+        evaluation.inception_score,
+    )
     epochs_seen = meter.steps * config.batch_size / len(train_set)
-    return VariantResult(variant, config, meter.steps, meter.images_per_second, epochs_seen, evaluation)
+    return VariantResult(variant, seed, config, meter.steps, meter.images_per_second, epochs_seen, evaluation)
 
 
 def format_table(results: Sequence[VariantResult]) -> str:
@@ -172,6 +196,45 @@ def format_table(results: Sequence[VariantResult]) -> str:
     return "\n".join(lines)
 
 
+def format_seed_table(results: Sequence[VariantResult]) -> str:
+    """One markdown row per variant over every seed: FID per seed, mean and spread, and whether it won.
+
+    The spread is half the range (max - min) / 2 of the per-seed FIDs. A variant "wins" when its FID is
+    below the baseline's (the first variant's) under every seed, each seed against the same seed.
+    """
+    variants = list(dict.fromkeys(result.variant.name for result in results))
+    seeds = sorted({result.seed for result in results})
+    by_key = {(result.variant.name, result.seed): result for result in results}
+    baseline = variants[0]
+    seed_columns = " | ".join(f"FID seed {seed}" for seed in seeds)
+    lines = [
+        f"| variant | change | {seed_columns} | FID mean ± half-range | IS mean | epochs (mean) "
+        f"| images/s (mean) | beats {baseline} under every seed |",
+        "|---|---|" + "---:|" * (len(seeds) + 4) + "---|",
+    ]
+    for name in variants:
+        rows = [by_key[(name, seed)] for seed in seeds]
+        fids = [row.evaluation.fid for row in rows]
+        spread = (max(fids) - min(fids)) / 2
+        wins = all(row.evaluation.fid < by_key[(baseline, row.seed)].evaluation.fid for row in rows)
+        verdict = "(baseline)" if name == baseline else ("yes" if wins else "no")
+        lines.append(
+            f"| {name} | {rows[0].variant.description} | {' | '.join(f'{fid:.2f}' for fid in fids)} "
+            f"| {statistics.mean(fids):.2f} ± {spread:.2f} "
+            f"| {statistics.mean(row.evaluation.inception_score for row in rows):.2f} "
+            f"| {statistics.mean(row.epochs_seen for row in rows):.2f} "
+            f"| {statistics.mean(row.images_per_second for row in rows):.0f} | {verdict} |"
+        )
+    reference = results[0].evaluation
+    if reference.real_fid is not None and reference.real_inception_score is not None:
+        lines.append("")
+        lines.append(
+            f"Real held-out {reference.dataset} images at the same sample count: FID {reference.real_fid:.3f}, "
+            f"IS {reference.real_inception_score:.3f}."
+        )
+    return "\n".join(lines)
+
+
 def _ratio(numerator: float, denominator: float) -> str:
     return f"{numerator / denominator:.2f}x" if denominator else "-"
 
@@ -183,10 +246,22 @@ def describe_run(args: argparse.Namespace, train_set: ImageDataset) -> str:
     else:
         budget = f"{args.seconds:g} s of training"
     precision = "mixed_bfloat16" if args.mixed_precision else "float32"
+    seeds = ("seeds " if len(args.seeds) > 1 else "seed ") + ", ".join(str(seed) for seed in args.seeds)
+    batch = args.batch_size or "of the recipe"
     return (
-        f"Each variant: {budget} on {train_set.name} ({len(train_set)} images), batch {args.batch_size}, "
-        f"seed {args.seed}, {precision}; {args.samples} generated images scored."
+        f"Each variant: {budget} on {train_set.name} ({len(train_set)} images), batch {batch} unless the "
+        f"variant sets it, {seeds}, {precision}; {args.samples} generated images scored."
     )
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seeds like 0,1, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"expected distinct non-negative seeds like 0,1, got {text!r}")
+    return seeds
 
 
 def parse_variants(text: str) -> list[Variant]:
@@ -222,8 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--samples", type=int, default=2000, help="images scored per variant (default: %(default)s)"
     )
-    parser.add_argument("--batch-size", type=int, default=256, help="default: %(default)s (the tutorial's)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--batch-size", type=int, help="for every variant that does not set its own (default: the recipe's)"
+    )
+    parser.add_argument(
+        "--seeds",
+        "--seed",
+        type=parse_seeds,
+        default=[0],
+        help="training seeds, comma-separated; every variant trains once per seed (default: 0)",
+    )
     parser.add_argument("--cache-dir", type=Path, help="where the scoring classifier is cached")
     parser.add_argument(
         "--work-dir", type=Path, help="keep runs and the store here (default: a temporary folder)"
@@ -242,12 +325,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--epochs must be at least 1")
     if args.epochs is None and args.seconds is None:
         args.seconds = _DEFAULT_SECONDS
-    train_set = load_dataset(args.dataset, data_path=args.data, seed=args.seed)
-    held_out = load_dataset(args.dataset, data_path=args.data, split="test", seed=args.seed)
+    train_set = load_dataset(args.dataset, data_path=args.data, seed=0)
+    held_out = load_dataset(args.dataset, data_path=args.data, split="test", seed=0)
     with tempfile.TemporaryDirectory(prefix="genserve-bench-") as scratch:
         work_dir = args.work_dir or Path(scratch)
-        results = [run_variant(variant, args, work_dir, train_set, held_out) for variant in args.variants]
-    report = f"{describe_run(args, train_set)}\n\n{format_table(results)}\n"
+        # Seed by seed, so an interrupted comparison still holds whole rounds of every variant.
+        results = [
+            run_variant(variant, args, work_dir, train_set, held_out, seed)
+            for seed in args.seeds
+            for variant in args.variants
+        ]
+    table = format_table(results) if len(args.seeds) == 1 else format_seed_table(results)
+    report = f"{describe_run(args, train_set)}\n\n{table}\n"
     print(report, end="")
     if args.out is not None:
         args.out.write_text(report)

@@ -29,9 +29,13 @@ def section(title: str) -> list[str]:
     return lines[start:end]
 
 
-def first_table(lines: list[str]) -> list[Row]:
-    """The rows of the first markdown table in `lines`, each keyed by the header's cells."""
-    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+def first_table(lines: list[str], having: str = "") -> list[Row]:
+    """The rows of the first markdown table in `lines` whose header contains `having`, keyed by the header's cells."""
+    start = next(
+        i
+        for i, line in enumerate(lines)
+        if line.startswith("|") and having in line and not lines[i - 1].startswith("|")
+    )
     rows = []
     for line in lines[start:]:
         if not line.startswith("|"):
@@ -115,8 +119,8 @@ def test_bundled_model_row_matches_its_evaluation_and_metadata(name: str) -> Non
     generates = row["generates"]
     if "every class at" in generates:
         fractions = details["generated_class_fractions"]
-        low, high = found(r"every class at (\d+)–(\d+)%", generates)
-        assert (int(low), int(high)) == (round(100 * min(fractions)), round(100 * max(fractions)))
+        low, high = found(r"every class at ([\d.]+)–([\d.]+)%", generates)
+        assert low == shown(100 * min(fractions), low) and high == shown(100 * max(fractions), high)
     if "classified as the requested" in generates:
         accuracy = number(r"(\d+)% classified as the requested", generates)
         assert int(accuracy) == round(100 * details["label_accuracy"])
@@ -137,10 +141,21 @@ def test_bundled_numbers_use_the_sample_count_the_readme_names() -> None:
 
 
 def test_recipe_table_ratios_follow_its_fids() -> None:
-    rows = first_table(section("Benchmarks"))
+    rows = first_table(section("Benchmarks"), having="FID / baseline")
     baseline = rows[0]
     assert baseline["variant"].startswith("baseline")
     for row in rows:
         ratios = [float(ratio.rstrip("×")) for ratio in row["FID / baseline (seed 0, seed 1)"].split(", ")]
         for seed, ratio in zip(("FID seed 0", "FID seed 1"), ratios, strict=False):
             assert ratio == round(float(row[seed]) / float(baseline[seed]), 2), (row["variant"], seed)
+
+
+def test_recipe_comparison_means_follow_its_seeds() -> None:
+    rows = first_table(section("Benchmarks"), having="FID mean ± half-range")
+    assert len(rows) >= 2
+    for row in rows:
+        seeds = [float(row["FID seed 0"]), float(row["FID seed 1"])]
+        mean, half_range = (float(part) for part in row["FID mean ± half-range"].split(" ± "))
+        # Printed to two decimals: within half a unit of the last digit (and of float rounding).
+        assert abs(mean - sum(seeds) / 2) <= 0.0051, row["variant"]
+        assert abs(half_range - (max(seeds) - min(seeds)) / 2) <= 0.0051, row["variant"]

@@ -1,10 +1,17 @@
 """A class-conditional DCGAN: the DCGAN's networks, each told which class an image is meant to be.
 
 The generator looks the class up in a learned embedding and appends it to the latent vector before the
-DCGAN's projection, so every later layer sees both. The discriminator turns the class into a learned
-image-sized map and stacks it onto the image as one more channel, so its first convolution can already
-compare the picture with the class it claims to be. Everything after these inputs is the DCGAN's own
-conv stack, and `ConditionalDCGAN` trains the pair with the DCGAN's loop and weight averaging.
+DCGAN's projection, so every later layer sees both. The discriminator learns the class in one of two ways:
+
+- ``conditioning="concat"``: the class becomes a learned image-sized map stacked onto the image as one more
+  channel, so the first convolution can already compare the picture with the class it claims to be.
+- ``conditioning="projection"`` (Miyato & Koyama 2018): the DCGAN's conv stack sees the image alone, and the
+  logit gains the inner product of a learned class embedding with its features, ``psi(phi(x)) + e_y . phi(x)``.
+  The class term is then part of the real-vs-fake judgement itself, so a digit drawn as the wrong class is
+  penalised directly; this is what lifts the share of images of the requested class.
+
+Everything else is the DCGAN's own conv stack, and `ConditionalDCGAN` trains the pair with the DCGAN's loop
+and weight averaging.
 """
 
 from __future__ import annotations
@@ -14,12 +21,15 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from training.config import CONDITIONINGS
 from training.dcgan import (
     DCGAN,
     check_image_shape,
     check_latent_dim,
+    discriminator_feature_layers,
     discriminator_layers,
     generator_layers,
+    logit_layer,
 )
 
 LABEL_EMBEDDING_DIM = 32
@@ -57,21 +67,54 @@ def build_conditional_discriminator(
     name: str = "discriminator",
     dtype_policy: str = "float32",
     spectral_norm: bool = False,
+    width: float = 1.0,
+    conditioning: str = "concat",
 ) -> keras.Model:
     """``(images [N, H, W, C], label int32 [N])`` to one real-vs-fake logit each, ``[N, 1]``.
 
-    `spectral_norm` normalises the DCGAN layers after the label map, as `build_discriminator` does.
+    `spectral_norm` normalises the DCGAN layers, and `width` scales them, as in `build_discriminator`;
+    `conditioning` is "concat" (label map as an extra channel) or "projection" (class embedding . features).
     """
-    height, width, channels = check_image_shape(image_shape)
+    height, _, channels = check_image_shape(image_shape)
     _check_num_classes(num_classes)
-    images = keras.Input(shape=(height, width, channels), name="images")
+    if conditioning not in CONDITIONINGS:
+        raise ValueError(f"unknown conditioning {conditioning!r}: choose one of {', '.join(CONDITIONINGS)}")
+    images = keras.Input(shape=(height, height, channels), name="images")
     label = keras.Input(shape=(), dtype="int32", name="label")
-    label_map = keras.layers.Embedding(num_classes, height * width, name="label_map")(label)
-    label_map = keras.layers.Reshape((height, width, 1), name="label_map_reshape")(label_map)
+    options: dict[str, Any] = {"spectral_norm": spectral_norm, "width": width}
+    if conditioning == "projection":
+        logit = _projection_head(images, label, num_classes, dtype_policy, **options)
+        return keras.Model([images, label], logit, name=name)
+    label_map = keras.layers.Embedding(num_classes, height * height, name="label_map")(label)
+    label_map = keras.layers.Reshape((height, height, 1), name="label_map_reshape")(label_map)
     x = keras.layers.Concatenate(name="image_and_label", dtype=dtype_policy)([images, label_map])
-    for layer in discriminator_layers(height, dtype_policy, spectral_norm=spectral_norm):
+    for layer in discriminator_layers(height, dtype_policy, **options):
         x = layer(x)
     return keras.Model([images, label], x, name=name)
+
+
+def _projection_head(
+    images: keras.KerasTensor,
+    label: keras.KerasTensor,
+    num_classes: int,
+    dtype_policy: str,
+    *,
+    spectral_norm: bool,
+    width: float,
+) -> keras.KerasTensor:
+    """``psi(phi(x)) + e_y . phi(x)``: the unconditional logit plus the class embedding's projection."""
+    features = images
+    for layer in discriminator_feature_layers(
+        int(images.shape[1]), dtype_policy, spectral_norm=spectral_norm, width=width
+    ):
+        features = layer(features)
+    features = keras.layers.Activation("linear", name="features_float32", dtype="float32")(features)
+    unconditional = logit_layer(spectral_norm)(features)
+    embedded = keras.layers.Embedding(
+        num_classes, int(features.shape[-1]), name="class_projection", dtype="float32"
+    )(label)
+    projected = keras.layers.Dot(axes=1, name="projection", dtype="float32")([embedded, features])
+    return keras.layers.Add(name="logit_and_projection", dtype="float32")([unconditional, projected])
 
 
 def embedding_generator(generator: keras.Model) -> keras.Model:

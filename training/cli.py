@@ -1,6 +1,8 @@
 """``python -m training {train,export,evaluate}``: parse arguments into `TrainConfig` and call the library.
 
-TensorFlow is imported only once a command runs, so ``--help`` and argument errors answer at once.
+TensorFlow is imported only once a command runs, so ``--help`` and argument errors answer at once, and
+so that its C++ start-up messages (CUDA probing, oneDNN notices) and log lines can be hidden first
+(`training.console`), unless ``--verbose`` is given or TF_CPP_MIN_LOG_LEVEL is already set.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from genserve.conventions import SUPPORTED_CHANNELS
-from training.config import DIFFAUGMENT_POLICIES, GAN_LOSSES, MODELS, RECIPES, TrainConfig
+from training.config import CONDITIONINGS, DIFFAUGMENT_POLICIES, GAN_LOSSES, MODELS, RECIPES, TrainConfig
+from training.console import quiet_tensorflow
 from training.fid import DEFAULT_NUM_SAMPLES
+from training.text.cli import MODEL as TEXT_MODEL
 
 logger = logging.getLogger("training")
 
@@ -26,6 +30,9 @@ _TRAIN_DEFAULTS = TrainConfig(dataset="mnist", name="defaults")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    parser.add_argument(
+        "--verbose", action="store_true", help="show TensorFlow's own start-up and runtime messages"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,export,evaluate}")
     _add_train(commands.add_parser("train", help="train a model and publish it to the model store"))
     _add_export(commands.add_parser("export", help="publish a run's checkpoint to the model store"))
@@ -115,6 +122,45 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
         metavar="POLICIES",
         help=f"DiffAugment policies, comma-separated subset of {','.join(DIFFAUGMENT_POLICIES)} (default: none)",
     )
+    gan.add_argument(
+        "--r1-gamma",
+        type=float,
+        default=d.r1_gamma,
+        help="R1 penalty weight on real images, 0 turns it off (default: %(default)s)",
+    )
+    gan.add_argument(
+        "--r1-interval",
+        type=int,
+        default=d.r1_interval,
+        help="apply R1 every this many steps, weighted by it (lazy regularisation; default: %(default)s)",
+    )
+    gan.add_argument(
+        "--d-width",
+        type=float,
+        default=d.d_width,
+        help="multiplier of the discriminator's filter counts (default: %(default)s)",
+    )
+    gan.add_argument(
+        "--conditioning",
+        choices=CONDITIONINGS,
+        default=d.conditioning,
+        help="how a cdcgan's discriminator sees the class (default: %(default)s)",
+    )
+    progress = parser.add_argument_group("progress and limits")
+    progress.add_argument(
+        "--eval-every",
+        type=int,
+        default=d.eval_every,
+        metavar="K",
+        help="every K epochs, FID and class score of --eval-samples images into history.json (default: off)",
+    )
+    progress.add_argument("--eval-samples", type=int, default=d.eval_samples, help="default: %(default)s")
+    progress.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="MINUTES",
+        help="stop after the epoch that uses up this much wall time, then publish as usual",
+    )
     vae = parser.add_argument_group("VAE options")
     vae.add_argument(
         "--kl-weight", type=float, default=d.kl_weight, help="beta of a beta-VAE (default: %(default)s)"
@@ -161,6 +207,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def _run_train(args: argparse.Namespace) -> None:
     config = train_config_from_args(args)
+    _load_tensorflow(args)
     from training.train import train
 
     result = train(config)
@@ -169,6 +216,7 @@ def _run_train(args: argparse.Namespace) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> None:
+    _load_tensorflow(args)
     from training.export import export_checkpoint
 
     version_dir = export_checkpoint(args.path, args.store, name=args.name, use_ema=args.use_ema)
@@ -176,6 +224,14 @@ def _run_export(args: argparse.Namespace) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
+    _load_tensorflow(args)
+    from genserve.store import read_metadata
+
+    if read_metadata(args.version_dir).is_text:
+        from training.text.evaluate import evaluate_version
+
+        print(evaluate_version(args.version_dir, data_path=args.data_path).model_dump_json(indent=2))
+        return
     from training.evaluate import evaluate_command
 
     evaluate_command(
@@ -188,13 +244,41 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     )
 
 
+def _text_train_options(arguments: list[str]) -> list[str] | None:
+    """The options after ``train`` when they ask for the text model (``--model char-rnn``), else None.
+
+    Text models have options of their own (cell, units, sequence length, ...), so their parser takes over.
+    """
+    if not arguments or arguments[0] != "train":
+        return None
+    options = arguments[1:]
+    pairs = zip(options, [*options[1:], ""], strict=True)
+    if f"--model={TEXT_MODEL}" in options or any(
+        key == "--model" and value == TEXT_MODEL for key, value in pairs
+    ):
+        return options
+    return None
+
+
+def _load_tensorflow(args: argparse.Namespace) -> None:
+    """Import TensorFlow before the library does: quietly, unless --verbose."""
+    if not args.verbose:
+        quiet_tensorflow()
+
+
 _COMMANDS = {"train": _run_train, "export": _run_export, "evaluate": _run_evaluate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; bad input exits with status 2 and a one-line message instead of a traceback."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    text_options = _text_train_options(arguments)
+    if text_options is not None:
+        from training.text.cli import train_main
+
+        return train_main(text_options)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

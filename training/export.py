@@ -9,9 +9,11 @@ posterior's mean and log-variance).
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -41,7 +43,7 @@ from training.cdcgan import (
     embedding_generator,
     label_embedding_table,
 )
-from training.config import CHECKPOINTS_DIR, RunInfo, read_run_info
+from training.config import CHECKPOINTS_DIR, HISTORY_FILE, RunInfo, read_run_info
 from training.dcgan import build_generator
 from training.models import EMA_GENERATOR_SLOT, ENCODER_SLOT, GENERATOR_SLOT
 from training.vae import build_decoder, build_encoder
@@ -201,10 +203,36 @@ def _framework_versions() -> dict[str, str]:
     }
 
 
-def build_metadata(info: RunInfo, *, epochs: int, averaged: bool, name: str | None = None) -> ModelMetadata:
+def training_summary(
+    history: list[dict[str, Any]], *, stopped_on_time_budget: bool = False
+) -> dict[str, Any]:
+    """What the training cost, from a run's per-epoch history: wall time, images seen and images/s.
+
+    The wall time is the epochs' own (the periodic sample checks included), not start-up or export.
+    """
+    seconds = sum(float(entry.get("wall_seconds", 0.0)) for entry in history)
+    images = sum(int(entry.get("images", 0)) for entry in history)
+    return {
+        "epochs_timed": len(history),
+        "wall_seconds": round(seconds, 1),
+        "images_seen": images,
+        "images_per_second": round(images / seconds, 1) if seconds > 0 else 0.0,
+        "stopped_on_time_budget": stopped_on_time_budget,
+    }
+
+
+def build_metadata(
+    info: RunInfo,
+    *,
+    epochs: int,
+    averaged: bool,
+    name: str | None = None,
+    summary: dict[str, Any] | None = None,
+) -> ModelMetadata:
     """Store metadata for a model trained as `info` describes; dataset class names go in training_config.
 
-    Conditional models also list the class names as their `class_names`, in label order.
+    Conditional models also list the class names as their `class_names`, in label order; `summary`
+    (`training_summary`) records what the training cost.
     """
     config = info.config
     training_config = config.to_dict()
@@ -222,6 +250,7 @@ def build_metadata(info: RunInfo, *, epochs: int, averaged: bool, name: str | No
         epochs=epochs,
         seed=config.seed,
         framework_versions=_framework_versions(),
+        training_summary=summary or {},
     )
 
 
@@ -252,8 +281,18 @@ def export_checkpoint(
         encoder = networks[ENCODER_SLOT] = build_encoder(info.image_shape, info.config.latent_dim)
     checkpoint = tf.train.Checkpoint(**networks, epoch=epoch)
     checkpoint.restore(checkpoint_path).expect_partial().assert_existing_objects_matched()
-    metadata = build_metadata(info, epochs=int(epoch), averaged=averaged, name=name)
+    summary = training_summary(_history_until(run_dir, int(epoch)))
+    metadata = build_metadata(info, epochs=int(epoch), averaged=averaged, name=name, summary=summary)
     return export_generator(generator, metadata, store, encoder=encoder)
+
+
+def _history_until(run_dir: Path, epoch: int) -> list[dict[str, Any]]:
+    """The run's history.json entries up to `epoch` (the checkpoint's), or none if it kept no history."""
+    path = run_dir / HISTORY_FILE
+    if not path.is_file():
+        return []
+    entries: list[dict[str, Any]] = json.loads(path.read_text()).get("epochs", [])
+    return [entry for entry in entries if int(entry.get("epoch", 0)) <= epoch]
 
 
 def _build_generator(info: RunInfo) -> keras.Model:

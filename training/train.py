@@ -18,8 +18,9 @@ from training.cdcgan import ConditionalDCGAN, build_conditional_discriminator, b
 from training.config import RunInfo, TrainConfig, read_run_info
 from training.datasets import ImageDataset, load_dataset, make_tf_dataset
 from training.dcgan import DCGAN, build_discriminator, build_generator
-from training.export import build_metadata, export_generator
+from training.export import build_metadata, export_generator, training_summary
 from training.models import GenerativeModel
+from training.progress import SampleQuality, TimeBudget
 from training.vae import VAE, build_decoder, build_encoder
 
 logger = logging.getLogger(__name__)
@@ -33,13 +34,15 @@ class TrainResult:
     version_dir: Path | None
     history: list[dict[str, Any]]
     epochs_completed: int
+    stopped_on_time_budget: bool = False
 
 
 def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
     """Train (or resume) the run `config` describes, export it if asked, and return what happened.
 
-    `callbacks` run after the built-in ones (history, sample grid, checkpoint) at the end of each epoch.
-    On Ctrl-C a checkpoint is saved before the KeyboardInterrupt propagates, so `resume=True` picks it up.
+    `callbacks` run after the built-in ones (sample check, history, sample grid, checkpoint, time budget) at
+    the end of each epoch. On Ctrl-C a checkpoint is saved before the KeyboardInterrupt propagates, so
+    `resume=True` picks it up.
     """
     seed_everything(config.seed)
     dataset = _load(config)
@@ -49,12 +52,16 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     checkpointer = Checkpointer(gan, config.run_path, info)
     initial_epoch = _starting_epoch(config, info, checkpointer)
     history = HistoryWriter(config.run_path, config.batch_size, initial_epoch)
+    budget = TimeBudget(config.time_budget) if config.time_budget is not None else None
     if initial_epoch < config.epochs:
         data = make_tf_dataset(
             dataset, config.batch_size, seed=_data_seed(config.seed), with_labels=config.conditional
         )
         sample_grid = SampleGrid(config.run_path, config.latent_dim, config.sample_grid, num_classes)
-        _fit(gan, data, config, initial_epoch, [history, sample_grid, checkpointer, *callbacks], checkpointer)
+        # The sample check writes into the epoch's logs, so it runs before the history records them.
+        built_in = [*_sample_quality(config, dataset), history, sample_grid, checkpointer]
+        built_in += [budget] if budget is not None else []
+        _fit(gan, data, config, initial_epoch, [*built_in, *callbacks], checkpointer)
     else:
         logger.info(
             "run %s already has %d of %d epochs; nothing to train",
@@ -63,8 +70,30 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
             config.epochs,
         )
     epochs_completed = int(checkpointer.epoch)
-    version_dir = _export(gan, info, epochs_completed) if config.export else None
-    return TrainResult(config.run_path, version_dir, history.epochs, epochs_completed)
+    stopped = budget is not None and budget.exhausted
+    summary = training_summary(history.epochs, stopped_on_time_budget=stopped)
+    version_dir = _export(gan, info, epochs_completed, summary) if config.export else None
+    return TrainResult(config.run_path, version_dir, history.epochs, epochs_completed, stopped)
+
+
+def _sample_quality(config: TrainConfig, dataset: ImageDataset) -> list[SampleQuality]:
+    """The periodic small-N FID check, if asked for and if the model is a GAN and the data labelled."""
+    if not config.eval_every:
+        return []
+    if not config.is_gan or dataset.labels is None:
+        raise ValueError(
+            "eval_every scores GAN samples with a classifier of the dataset's labels: use it with dcgan or "
+            f"cdcgan on labelled data (model {config.model!r}, dataset {dataset.name!r})"
+        )
+    return [
+        SampleQuality(
+            dataset,
+            config.eval_every,
+            config.eval_samples,
+            latent_dim=config.latent_dim,
+            seed=config.seed or 0,
+        )
+    ]
 
 
 def seed_everything(seed: int | None) -> None:
@@ -119,21 +148,26 @@ def _build_networks(config: TrainConfig, image_shape: tuple[int, int, int], num_
         loss=config.loss,
         label_smoothing=config.label_smoothing,
         diffaugment=config.diffaugment_policies,
+        r1_gamma=config.r1_gamma,
+        r1_interval=config.r1_interval,
     )
     policy = config.dtype_policy
+    critic: dict[str, Any] = {
+        "dtype_policy": policy,
+        "spectral_norm": config.spectral_norm,
+        "width": config.d_width,
+    }
     if not config.conditional:
         return DCGAN(
             build_generator(config.latent_dim, image_shape, dtype_policy=policy),
-            build_discriminator(image_shape, dtype_policy=policy, spectral_norm=config.spectral_norm),
+            build_discriminator(image_shape, **critic),
             **options,
         )
     if num_classes is None:
         raise ValueError(f"model {config.model!r} needs num_classes: the number of classes in the dataset")
     return ConditionalDCGAN(
         build_conditional_generator(config.latent_dim, image_shape, num_classes, dtype_policy=policy),
-        build_conditional_discriminator(
-            image_shape, num_classes, dtype_policy=policy, spectral_norm=config.spectral_norm
-        ),
+        build_conditional_discriminator(image_shape, num_classes, conditioning=config.conditioning, **critic),
         num_classes=num_classes,
         **options,
     )
@@ -192,12 +226,15 @@ def _check_same_architecture(saved: RunInfo, current: RunInfo) -> None:
             info.image_shape,
             config.ema_decay > 0.0,
             config.spectral_norm,
+            config.d_width,
+            config.conditioning,
         )
 
     if shape(saved) != shape(current):
         raise ValueError(
-            f"cannot resume: the run was (model, latent_dim, image_shape, ema, spectral_norm) = {shape(saved)} "
-            f"but the options now give {shape(current)}; resume with the original options or start a new --run-dir"
+            "cannot resume: the run was (model, latent_dim, image_shape, ema, spectral_norm, d_width, "
+            f"conditioning) = {shape(saved)} but the options now give {shape(current)}; resume with the "
+            "original options or start a new --run-dir"
         )
 
 
@@ -225,9 +262,9 @@ def _fit(
         raise
 
 
-def _export(gan: GenerativeModel, info: RunInfo, epochs_completed: int) -> Path:
+def _export(gan: GenerativeModel, info: RunInfo, epochs_completed: int, summary: dict[str, Any]) -> Path:
     averaged = info.config.export_ema and gan.ema_generator is not None
     generator = gan.ema_generator if averaged and gan.ema_generator is not None else gan.generator
-    metadata = build_metadata(info, epochs=epochs_completed, averaged=averaged)
+    metadata = build_metadata(info, epochs=epochs_completed, averaged=averaged, summary=summary)
     encoder = gan.encoder if isinstance(gan, VAE) else None
     return export_generator(generator, metadata, info.config.store, encoder=encoder)

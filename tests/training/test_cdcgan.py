@@ -178,3 +178,47 @@ def test_from_embedding_with_a_class_row_equals_generating_that_class(
 
     assert table.shape == (NUM_CLASSES, LABEL_EMBEDDING_DIM) and table.dtype == np.float32
     assert np.abs(by_label.numpy().astype(int) - by_embedding.numpy().astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("width", [1.0, 2.0])
+def test_projection_discriminator_gives_one_logit_that_depends_on_the_class(width: float) -> None:
+    keras.utils.set_random_seed(0)
+    discriminator = build_conditional_discriminator(
+        (28, 28, 1), NUM_CLASSES, conditioning="projection", width=width
+    )
+    images = np.repeat(np.random.RandomState(0).uniform(-1, 1, (1, 28, 28, 1)), 3, axis=0).astype(np.float32)
+
+    logits = np.asarray(discriminator([images, np.arange(NUM_CLASSES, dtype=np.int32)], training=False))
+
+    assert logits.shape == (NUM_CLASSES, 1) and logits.dtype == np.float32
+    assert len(np.unique(logits.round(6))) == NUM_CLASSES  # the same image scores differently per class
+    projection = discriminator.get_layer("class_projection")
+    assert projection.embeddings.shape == (NUM_CLASSES, discriminator.get_layer("flatten").output.shape[-1])
+    assert "label_map" not in [layer.name for layer in discriminator.layers]
+
+
+def test_unknown_conditioning_is_rejected_with_the_choices() -> None:
+    with pytest.raises(ValueError, match="concat, projection"):
+        build_conditional_discriminator((28, 28, 1), NUM_CLASSES, conditioning="auxiliary")
+
+
+def test_projection_cdcgan_trains_with_r1_under_mixed_precision() -> None:
+    gan = ConditionalDCGAN(
+        build_conditional_generator(LATENT_DIM, (28, 28, 1), NUM_CLASSES, dtype_policy="mixed_bfloat16"),
+        build_conditional_discriminator(
+            (28, 28, 1), NUM_CLASSES, dtype_policy="mixed_bfloat16", conditioning="projection"
+        ),
+        num_classes=NUM_CLASSES,
+        latent_dim=LATENT_DIM,
+        r1_gamma=1.0,
+        r1_interval=1,
+        seed=0,
+    )
+    gan.compile(g_optimizer=keras.optimizers.Adam(1e-3), d_optimizer=keras.optimizers.Adam(1e-3))
+    images = np.random.RandomState(0).uniform(-1, 1, (6, 28, 28, 1)).astype(np.float32)
+    labels = np.array([0, 1, 2, 0, 1, 2], np.int32)
+
+    logs = gan.train_on_batch(images, labels, return_dict=True)
+
+    assert set(logs) == {"d_loss", "g_loss", "r1"}
+    assert all(np.isfinite(value) for value in logs.values()) and logs["r1"] > 0

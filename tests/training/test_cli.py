@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,14 @@ TRAIN = ["train", "--dataset", "shapes", "--name", "cli-test"]
         (["--label-smoothing", "0.6"], "label_smoothing must be in [0, 0.5)"),
         (["--model", "vae", "--spectral-norm"], "spectral_norm only apply to GANs"),
         (["--kl-weight", "0.5"], "kl_weight only applies to model 'vae'"),
+        (["--r1-gamma", "-1"], "r1_gamma must be 0 (off) or positive"),
+        (["--r1-interval", "0"], "r1_interval must be an integer of at least 1"),
+        (["--d-width", "0.1"], "d_width must be between 0.25 and 8"),
+        (["--conditioning", "projection"], "conditioning applies to conditional models"),
+        (["--model", "vae", "--r1-gamma", "1"], "r1_gamma only apply to GANs"),
+        (["--eval-every", "-1"], "eval_every must be a whole number of epochs"),
+        (["--eval-samples", "1"], "eval_samples must be an integer of at least 2"),
+        (["--time-budget", "0"], "time_budget must be a positive number of minutes"),
     ],
 )
 def test_bad_train_options_exit_2_with_one_line(
@@ -152,3 +161,60 @@ def test_recipe_and_vae_flags_fill_the_config() -> None:
         ("translation", "cutout"),
     )
     assert (vae.model, vae.kl_weight, vae.lr_g, vae.beta_1, vae.ema_decay) == ("vae", 0.5, 1e-3, 0.9, 0.0)
+
+
+def test_r1_width_conditioning_and_progress_flags_fill_the_config() -> None:
+    args = [
+        *TRAIN,
+        "--model",
+        "cdcgan",
+        "--r1-gamma",
+        "0.5",
+        "--r1-interval",
+        "8",
+        "--d-width",
+        "2",
+        "--conditioning",
+        "projection",
+        "--eval-every",
+        "3",
+        "--eval-samples",
+        "500",
+        "--time-budget",
+        "55",
+    ]
+    config = train_config_from_args(build_parser().parse_args(args))
+
+    assert (config.r1_gamma, config.r1_interval, config.d_width, config.conditioning) == (
+        0.5,
+        8,
+        2.0,
+        "projection",
+    )
+    assert (config.eval_every, config.eval_samples, config.time_budget) == (3, 500, 55.0)
+
+
+_START_UP_NOISE = ("oneDNN", "cuda", "cuInit", "absl::InitializeLog", "cpu_feature_guard")
+
+
+def test_commands_keep_tensorflow_start_up_messages_off_the_console(tmp_path: Path) -> None:
+    environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "training", "export", str(tmp_path / "no-run")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+    )
+
+    assert completed.returncode == 2
+    assert completed.stderr.startswith("python -m training export: error: ")
+    assert not [word for word in _START_UP_NOISE if word in completed.stderr + completed.stdout]
+    assert len(completed.stderr.strip().splitlines()) == 1
+
+
+def test_train_with_the_text_model_hands_over_to_its_own_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--model", "char-rnn", "--help"])
+    assert exit_info.value.code == 0
+    assert "--sequence-length" in capsys.readouterr().out

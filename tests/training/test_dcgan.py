@@ -1,8 +1,9 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from training.dcgan import DCGAN, build_discriminator, build_generator
+from training.dcgan import DCGAN, build_discriminator, build_generator, r1_penalty
 
 LATENT_DIM = 16
 
@@ -105,3 +106,93 @@ def test_mixed_precision_keeps_float32_weights_outputs_and_losses() -> None:
     assert {weight.dtype for weight in gan.generator.weights + gan.discriminator.weights} == {"float32"}
     assert gan.generator(np.zeros((1, 4), np.float32)).dtype == "float32"
     assert gan.discriminator(real).dtype == "float32"
+
+
+def _linear_critic(weights: np.ndarray) -> keras.Model:
+    """D(x) = w . x: its input gradient is w for every image, so R1 is exactly |w|^2."""
+    critic = keras.Sequential(
+        [keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(1, use_bias=False)]
+    )
+    critic.layers[-1].kernel.assign(weights.reshape(-1, 1))
+    return critic
+
+
+def test_r1_penalty_is_the_squared_input_gradient_norm() -> None:
+    weights = np.random.RandomState(0).randn(28 * 28).astype(np.float32) * 0.1
+    real = np.random.RandomState(1).uniform(-1, 1, (4, 28, 28, 1)).astype(np.float32)
+
+    penalty = float(r1_penalty(_linear_critic(weights), real))
+
+    np.testing.assert_allclose(penalty, float(np.sum(weights.astype(np.float64) ** 2)), rtol=1e-4)
+
+
+def test_r1_penalty_of_the_dcgan_discriminator_is_positive() -> None:
+    keras.utils.set_random_seed(0)
+    real = np.random.RandomState(1).uniform(-1, 1, (4, 28, 28, 1)).astype(np.float32)
+
+    assert float(r1_penalty(build_discriminator((28, 28, 1)), real)) > 0
+
+
+def _gan_with_critic(critic: keras.Model, r1_gamma: float, r1_interval: int) -> DCGAN:
+    gan = DCGAN(
+        build_generator(4, (28, 28, 1)), critic, latent_dim=4, r1_gamma=r1_gamma, r1_interval=r1_interval
+    )
+    gan.compile(g_optimizer=keras.optimizers.Adam(), d_optimizer=keras.optimizers.Adam())
+    gan.build_optimizers()
+    return gan
+
+
+@pytest.mark.parametrize(("r1_gamma", "r1_interval"), [(1.0, 1), (3.0, 1), (3.0, 4)])
+def test_lazy_r1_term_is_gamma_over_two_times_the_interval_times_r1_on_due_steps(
+    r1_gamma: float, r1_interval: int
+) -> None:
+    weights = np.random.RandomState(0).randn(28 * 28).astype(np.float32) * 0.1
+    gan = _gan_with_critic(_linear_critic(weights), r1_gamma, r1_interval)
+    real = tf.constant(np.random.RandomState(1).uniform(-1, 1, (4, 28, 28, 1)), tf.float32)
+
+    due = float(gan._lazy_r1(real, None))  # step 0 is due
+    gan.d_optimizer.iterations.assign(1)
+    skipped = float(gan._lazy_r1(real, None))
+
+    expected = 0.5 * r1_gamma * r1_interval * float(np.sum(weights.astype(np.float64) ** 2))
+    np.testing.assert_allclose(due, expected, rtol=1e-4)
+    assert skipped == (due if r1_interval == 1 else 0.0)
+
+
+def test_r1_training_step_reports_the_penalty_and_moves_the_discriminator() -> None:
+    keras.utils.set_random_seed(0)
+    gan = DCGAN(
+        build_generator(4, (28, 28, 1)), build_discriminator((28, 28, 1)), latent_dim=4, r1_gamma=1.0, seed=0
+    )
+    gan.compile(g_optimizer=keras.optimizers.Adam(1e-3), d_optimizer=keras.optimizers.Adam(1e-3))
+    before = [np.array(weight) for weight in gan.discriminator.weights]
+    real = np.random.RandomState(0).uniform(-1, 1, (8, 28, 28, 1)).astype(np.float32)
+
+    logs = gan.train_on_batch(real, return_dict=True)
+
+    assert set(logs) == {"d_loss", "g_loss", "r1"} and logs["r1"] > 0
+    assert all(np.isfinite(value) for value in logs.values())
+    assert not np.allclose(np.array(gan.discriminator.weights[0]), before[0])
+
+
+@pytest.mark.parametrize(("r1_gamma", "r1_interval"), [(-1.0, 16), (1.0, 0)])
+def test_bad_r1_settings_are_rejected(r1_gamma: float, r1_interval: int) -> None:
+    with pytest.raises(ValueError, match="r1_"):
+        _gan_with_critic(build_discriminator((28, 28, 1)), r1_gamma, r1_interval)
+
+
+@pytest.mark.parametrize("size", [28, 64])
+def test_discriminator_width_multiplies_every_convolution_and_keeps_one_logit(size: int) -> None:
+    narrow = build_discriminator((size, size, 1))
+    wide = build_discriminator((size, size, 1), width=2.0)
+
+    def filters(model: keras.Model) -> list[int]:
+        return [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+    assert filters(wide) == [2 * count for count in filters(narrow)]
+    assert wide(np.zeros((2, size, size, 1), np.float32)).shape == (2, 1)
+
+
+def test_discriminator_width_outside_its_range_is_rejected() -> None:
+    with pytest.raises(ValueError, match="d_width must be between"):
+        build_discriminator((28, 28, 1), width=0.1)

@@ -156,8 +156,12 @@ def test_resume_with_a_different_architecture_is_refused(
 
     with pytest.raises(ValueError, match="cannot resume"):
         train(replace(config, run_dir=tmp_path / "run", latent_dim=8, resume=True, epochs=3))
-    with pytest.raises(ValueError, match=r"cannot resume: .*spectral_norm\) = .*False\) but .*True\)"):
+    with pytest.raises(
+        ValueError, match=r"cannot resume: .*spectral_norm, .*\) = .*False, .*\) but .*True, "
+    ):
         train(replace(config, run_dir=tmp_path / "run", spectral_norm=True, resume=True, epochs=3))
+    with pytest.raises(ValueError, match=r"cannot resume: .*d_width, .*\) = .*2\.0, .*\) but .*1\.0, "):
+        train(replace(config, run_dir=tmp_path / "run", d_width=1.0, resume=True, epochs=3))
 
 
 class _InterruptAt(keras.callbacks.Callback):
