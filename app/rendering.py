@@ -105,6 +105,13 @@ class Renderer:
         return body
 
 
+class _ModelHeadersOnly:
+    """Views whose responses carry no headers beyond the model's."""
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
 @dataclass(frozen=True)
 class GeneratedView:
     """Images from /generate: a grid, one PNG per image in JSON or a zip, or the raw array."""
@@ -161,7 +168,7 @@ class GeneratedView:
 
 
 @dataclass(frozen=True)
-class ReconstructionView:
+class ReconstructionView(_ModelHeadersOnly):
     """Reconstructions of uploads; `compare` puts the inputs, as the model saw them, above them in the grid."""
 
     filenames: list[str | None]
@@ -176,9 +183,6 @@ class ReconstructionView:
     @property
     def pixels(self) -> int:
         return int(self.result.images.size + (self.inputs.size if self.compare else 0))
-
-    def headers(self) -> dict[str, str]:
-        return {}
 
     def body(self, format: str, level: int) -> Body:
         images = self.result.images
@@ -207,7 +211,7 @@ class ReconstructionView:
 
 
 @dataclass(frozen=True)
-class FramesView:
+class FramesView(_ModelHeadersOnly):
     """Interpolation frames: a PNG strip, a looping GIF or WebP, or JSON with each frame's position."""
 
     frames: Frames
@@ -221,9 +225,6 @@ class FramesView:
     @property
     def pixels(self) -> int:
         return int(self.frames.images.size)
-
-    def headers(self) -> dict[str, str]:
-        return {}
 
     def body(self, format: str, level: int) -> Body:
         images = self.frames.images
@@ -251,7 +252,7 @@ class FramesView:
 
 
 @dataclass(frozen=True)
-class EncodingView:
+class EncodingView(_ModelHeadersOnly):
     """Each upload's latent (posterior mean) and log-variance, as JSON."""
 
     model_version: ModelVersion
@@ -262,9 +263,6 @@ class EncodingView:
     @property
     def pixels(self) -> int:
         return 0
-
-    def headers(self) -> dict[str, str]:
-        return {}
 
     def body(self, format: str, level: int) -> Body:
         response = EncodeResponse(

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from types import FrameType
 from typing import NoReturn
 
@@ -20,7 +21,9 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.registry import ModelRegistry
+from app.batching import Batcher
+from app.registry import ModelRegistry, ModelVersion
+from app.text_batching import TextBatcher
 
 logger = logging.getLogger(__name__)
 
@@ -64,33 +67,26 @@ async def drain(registry: ModelRegistry, grace_s: float) -> bool:
 
 
 async def _drop_pending(registry: ModelRegistry, grace_s: float) -> None:
-    """Answer the work still queued or inside a model call with 503 (shutting down), logging it per version."""
+    """Answer the work still queued or running with 503 (shutting down), logging it per version."""
     for model_version in list(registry.versions()):
-        batcher = model_version.batcher
-        if batcher is None or batcher.queued_images + batcher.in_flight_images == 0:
-            continue
-        logger.warning(
-            "shutdown grace of %.1f s ran out: dropping %d queued and %d in-flight images of %s version %d",
-            grace_s,
-            batcher.queued_images,
-            batcher.in_flight_images,
-            model_version.name,
-            model_version.version,
-        )
-        await batcher.stop(drain=False)
-    for model_version in list(registry.versions()):
-        text_batcher = model_version.text_batcher
-        if text_batcher is None or text_batcher.queued_sequences + text_batcher.active_sequences == 0:
-            continue
-        logger.warning(
-            "shutdown grace of %.1f s ran out: dropping %d queued and %d active sequences of %s version %d",
-            grace_s,
-            text_batcher.queued_sequences,
-            text_batcher.active_sequences,
-            model_version.name,
-            model_version.version,
-        )
-        await text_batcher.stop(drain=False)
+        for work, batcher in _pending_work(model_version):
+            logger.warning(
+                "shutdown grace of %.1f s ran out: dropping %s of %s version %d",
+                grace_s,
+                work,
+                model_version.name,
+                model_version.version,
+            )
+            await batcher.stop(drain=False)
+
+
+def _pending_work(model_version: ModelVersion) -> Iterator[tuple[str, Batcher | TextBatcher]]:
+    """(what is pending, in words; the batcher holding it) for each batcher of the version with work left."""
+    images, text = model_version.batcher, model_version.text_batcher
+    if images is not None and images.queued_images + images.in_flight_images:
+        yield f"{images.queued_images} queued and {images.in_flight_images} in-flight images", images
+    if text is not None and text.queued_sequences + text.active_sequences:
+        yield f"{text.queued_sequences} queued and {text.active_sequences} active sequences", text
 
 
 class GracefulServer(uvicorn.Server):

@@ -14,9 +14,7 @@ import argparse
 import contextlib
 import logging
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -24,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.loadgen import LoadResult, LoadSpec, choose_client
-from bench.processes import free_port, start, stop, wait_until_ready
+from bench.processes import free_port, start, stop_tree, tree_cpu_s, wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 HAS_GOALS = True
@@ -50,50 +48,6 @@ class Server:
     name: str
     base_url: str
     pid: int
-
-
-def _process_table() -> tuple[dict[int, list[int]], dict[int, float]]:
-    """Each process's children, and its user + system CPU seconds (Linux /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
-    times: dict[int, float] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        process = int(stat.parent.name)
-        children.setdefault(int(fields[1]), []).append(process)
-        times[process] = (int(fields[11]) + int(fields[12])) / tick
-    return children, times
-
-
-def descendants(pid: int) -> list[int]:
-    """`pid` and every process below it."""
-    children, _ = _process_table()
-    found, pending = [], [pid]
-    while pending:
-        process = pending.pop()
-        found.append(process)
-        pending.extend(children.get(process, []))
-    return found
-
-
-def tree_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a process and all its descendants (Linux /proc), None elsewhere."""
-    _, times = _process_table()
-    if pid not in times:
-        return None
-    return sum(times.get(process, 0.0) for process in descendants(pid))
-
-
-def stop_tree(process: subprocess.Popen[bytes]) -> None:
-    """Stop a server and whatever it started (LitServe's workers outlive a SIGTERM to their parent)."""
-    family = descendants(process.pid)
-    stop(process)
-    for pid in family[1:]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager

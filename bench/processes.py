@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -76,6 +77,50 @@ def running_service(
         yield process, base_url
     finally:
         stop(process)
+
+
+def _process_table() -> tuple[dict[int, list[int]], dict[int, float]]:
+    """Each process's children, and its user + system CPU seconds (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        process = int(stat.parent.name)
+        children.setdefault(int(fields[1]), []).append(process)
+        times[process] = (int(fields[11]) + int(fields[12])) / tick
+    return children, times
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process below it."""
+    children, _ = _process_table()
+    found, pending = [], [pid]
+    while pending:
+        process = pending.pop()
+        found.append(process)
+        pending.extend(children.get(process, []))
+    return found
+
+
+def tree_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process and all its descendants (Linux /proc), None elsewhere."""
+    _, times = _process_table()
+    if pid not in times:
+        return None
+    return sum(times.get(process, 0.0) for process in descendants(pid))
+
+
+def stop_tree(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server and whatever it started (LitServe's workers outlive a SIGTERM to their parent)."""
+    family = descendants(process.pid)
+    stop(process)
+    for pid in family[1:]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _tail(log: Path) -> str:

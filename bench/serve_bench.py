@@ -26,7 +26,7 @@ import numpy as np
 from app.imaging import grid_png_bytes
 from app.runtime import GeneratorRuntime, configure_devices
 from bench.loadgen import LoadClient, LoadResult, LoadSpec, choose_client
-from bench.processes import ServerStartError, free_port, running_service
+from bench.processes import ServerStartError, free_port, running_service, tree_cpu_s
 from genserve import store
 from genserve.conventions import latents_from_seeds
 
@@ -182,16 +182,6 @@ def _server_env(config: BenchConfig, model: str, max_batch_size: int, port: int)
     return env
 
 
-def _process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a running process (Linux /proc); None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    # After the command name, utime and stime are the 12th and 13th fields, in clock ticks.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _batcher_counts(probe: httpx.Client, model: str) -> tuple[int, int] | None:
     """(batches, images) the serving version's batcher has run so far, from GET /models/{model}."""
     try:
@@ -245,9 +235,9 @@ def _measure_cell(
     client: LoadClient, spec: LoadSpec, server: Server, probe: httpx.Client, model: str, mode: str
 ) -> Cell:
     counts_before = _wait_idle(probe, model)
-    cpu_before = _process_cpu_s(server.pid)
+    cpu_before = tree_cpu_s(server.pid)
     load = client(spec)
-    cpu_after = _process_cpu_s(server.pid)
+    cpu_after = tree_cpu_s(server.pid)
     counts_after = _wait_idle(probe, model)
     server_cpu_pct = None
     if cpu_before is not None and cpu_after is not None and load.wall_s > 0:
