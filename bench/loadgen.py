@@ -1,4 +1,5 @@
-"""Closed-loop HTTP load against POST /generate: `wrk` when it is installed, asyncio sockets otherwise.
+"""Closed-loop load: POST /generate through `wrk` when it is installed, asyncio sockets otherwise, and any
+other request (another protocol, another client library) through `run_senders`.
 
 Each of `concurrency` connections sends its next request as soon as the previous answer arrives.
 Answers finishing during the warm-up are discarded; the rest count until the duration ends.
@@ -15,7 +16,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +70,10 @@ class LoadResult:
 
 
 LoadClient = Callable[[LoadSpec], LoadResult]
-Send = Callable[[str], Awaitable[bool]]  # POST a path on a kept-alive connection; True for a 200 answer
+Send = Callable[
+    [int], Awaitable[bool]
+]  # one request for a seed on a kept-alive connection; True when it succeeded
+OpenSenders = Callable[[LoadSpec], AbstractAsyncContextManager[list[Send]]]  # one sender per connection
 
 
 def choose_client(name: str) -> tuple[str, LoadClient]:
@@ -122,6 +127,29 @@ def run_httpx(spec: LoadSpec) -> LoadResult:
     return _run_in_process(spec, _httpx_load)
 
 
+def run_senders(spec: LoadSpec, open_senders: OpenSenders) -> LoadResult:
+    """Drive the server from this process with the senders `open_senders` yields (one per connection)."""
+
+    async def load(spec: LoadSpec, tally: _Tally) -> None:
+        async with open_senders(spec) as senders:
+            await _closed_loop(spec, tally, senders)
+
+    return _run_in_process(spec, load)
+
+
+@asynccontextmanager
+async def http_connections(spec: LoadSpec) -> AsyncIterator[list[HttpConnection]]:
+    """`spec.concurrency` kept-alive HTTP/1.1 connections to the spec's server, closed on exit."""
+    address = urlsplit(spec.base_url)
+    host, port = address.hostname or "127.0.0.1", address.port or 80
+    connections = [HttpConnection(host, port) for _ in range(spec.concurrency)]
+    try:
+        yield connections
+    finally:
+        for connection in connections:
+            connection.close()
+
+
 def _run_in_process(
     spec: LoadSpec, load: Callable[[LoadSpec, _Tally], Coroutine[Any, Any, None]]
 ) -> LoadResult:
@@ -143,24 +171,25 @@ def _run_in_process(
 
 
 async def _socket_load(spec: LoadSpec, tally: _Tally) -> None:
-    address = urlsplit(spec.base_url)
-    connections = [
-        _Connection(address.hostname or "127.0.0.1", address.port or 80) for _ in range(spec.concurrency)
-    ]
-    try:
-        await _closed_loop(spec, tally, [connection.post for connection in connections])
-    finally:
-        for connection in connections:
-            connection.close()
+    async with http_connections(spec) as connections:
+        senders = [_generate_sender(spec, connection) for connection in connections]
+        await _closed_loop(spec, tally, senders)
+
+
+def _generate_sender(spec: LoadSpec, connection: HttpConnection) -> Send:
+    async def send(seed: int) -> bool:
+        return await connection.post(spec.path(seed))
+
+    return send
 
 
 async def _httpx_load(spec: LoadSpec, tally: _Tally) -> None:
     limits = httpx.Limits(max_connections=spec.concurrency, max_keepalive_connections=spec.concurrency)
     async with httpx.AsyncClient(base_url=spec.base_url, limits=limits, timeout=REQUEST_TIMEOUT_S) as client:
 
-        async def send(path: str) -> bool:
+        async def send(seed: int) -> bool:
             try:
-                response = await client.post(path)
+                response = await client.post(spec.path(seed))
             except httpx.HTTPError:
                 return False
             return response.status_code == 200
@@ -180,7 +209,7 @@ async def _closed_loop(spec: LoadSpec, tally: _Tally, senders: list[Send]) -> No
 
 async def _worker(send: Send, spec: LoadSpec, seeds: Iterator[int], tally: _Tally) -> None:
     while (sent := time.perf_counter()) < tally.window_end:
-        ok = await send(spec.path(next(seeds)))
+        ok = await send(next(seeds))
         finished = time.perf_counter()
         tally.record(finished, finished - sent, ok)
         if not ok:
@@ -191,7 +220,7 @@ def _seeds(spec: LoadSpec) -> Iterator[int]:
     return ((spec.seed_start + index * spec.n) % _SEED_MODULUS for index in itertools.count())
 
 
-class _Connection:
+class HttpConnection:
     """One kept-alive HTTP/1.1 connection; reads each answer by its Content-Length and discards the body."""
 
     def __init__(self, host: str, port: int) -> None:
@@ -199,18 +228,22 @@ class _Connection:
         self._port = port
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
-    async def post(self, path: str) -> bool:
+    async def post(self, path: str, body: bytes = b"", headers: str = "") -> bool:
+        """POST `body` with extra `headers` (lines ending in CRLF); True for a 200 answer."""
         try:
             if self._streams is None:
                 self._streams = await asyncio.open_connection(self._host, self._port)
             reader, writer = self._streams
-            writer.write(f"POST {path} HTTP/1.1\r\nHost: {self._host}\r\nContent-Length: 0\r\n\r\n".encode())
-            head = await reader.readuntil(b"\r\n\r\n")
-            await reader.readexactly(_content_length(head))
+            request = (
+                f"POST {path} HTTP/1.1\r\nHost: {self._host}\r\n{headers}Content-Length: {len(body)}\r\n\r\n"
+            )
+            writer.write(request.encode() + body)
+            answer = await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(_content_length(answer))
         except (OSError, EOFError, asyncio.LimitOverrunError, ValueError):
             self.close()  # the next request starts on a fresh connection
             return False
-        return head.startswith(b"HTTP/1.1 200 ")
+        return answer.startswith(b"HTTP/1.1 200 ")
 
     def close(self) -> None:
         if self._streams is not None:

@@ -66,13 +66,23 @@ def number(pattern: str, text: str) -> str:
     return found(pattern, text)[0]
 
 
-def bundled_rows() -> dict[str, tuple[int, Row]]:
-    """README row of each bundled model, by name, with the version it names."""
+def named_rows(table: list[Row]) -> dict[str, tuple[int, Row]]:
+    """Rows by the model they name, with the version each names."""
     rows = {}
-    for row in first_table(section("Bundled models")):
+    for row in table:
         name, version = found(r"^`([a-z0-9.-]+)` v(\d+)$", row["model"])
         rows[name] = (int(version), row)
     return rows
+
+
+def bundled_rows() -> dict[str, tuple[int, Row]]:
+    """README row of each bundled image model, by name, with the version it names."""
+    return named_rows(first_table(section("Bundled models")))
+
+
+def bundled_text_rows() -> dict[str, tuple[int, Row]]:
+    """README row of each bundled text model (the section's table with bits per character)."""
+    return named_rows(first_table(section("Bundled models"), having="bits/char"))
 
 
 def bundled_version(name: str) -> tuple[ModelMetadata, EvaluationRecord]:
@@ -84,9 +94,10 @@ def bundled_version(name: str) -> tuple[ModelMetadata, EvaluationRecord]:
     return store.read_metadata(folder), evaluation
 
 
-def test_the_table_lists_the_served_version_of_every_bundled_model() -> None:
-    rows = bundled_rows()
+def test_the_tables_list_the_served_version_of_every_bundled_model() -> None:
+    rows = bundled_rows() | bundled_text_rows()
     assert sorted(rows) == store.list_models(BUNDLED_STORE)
+    assert not set(bundled_rows()) & set(bundled_text_rows())
     for name, (version, _) in rows.items():
         assert version == store.latest_version(BUNDLED_STORE, name), name
 
@@ -131,6 +142,22 @@ def test_bundled_model_row_matches_its_evaluation_and_metadata(name: str) -> Non
         assert reconstruction_fid == shown(details["reconstruction_fid"], reconstruction_fid)
         assert error == shown(details["reconstruction_mean_abs_error"], error)
         assert int(agreement) == round(100 * details["reconstruction_class_agreement"])
+
+
+@pytest.mark.parametrize("name", sorted(bundled_text_rows()))
+def test_bundled_text_model_row_matches_its_evaluation_and_metadata(name: str) -> None:
+    _, row = bundled_text_rows()[name]
+    folder = store.version_dir(BUNDLED_STORE, name, store.latest_version(BUNDLED_STORE, name) or 0)
+    metadata, evaluation = store.read_metadata(folder), store.read_text_evaluation(folder)
+    assert evaluation is not None and metadata.text is not None
+
+    bits = column(row, "held-out bits/char")
+    assert bits == shown(evaluation.bits_per_char, bits)
+    assert row["unigram"] == shown(evaluation.details["unigram_bits_per_char"], row["unigram"])
+    assert row["5-gram"] == shown(evaluation.details["5gram_bits_per_char"], row["5-gram"])
+    text = metadata.text
+    assert f"{text.cell.upper()} {text.layers}×{text.units}" in row["network"]
+    assert int(number(r"(\d+) epochs", row["training"])) == metadata.epochs
 
 
 def test_bundled_numbers_use_the_sample_count_the_readme_names() -> None:

@@ -1,10 +1,12 @@
-"""The models `make run` serves: every bundled version loads, generates, and the VAE encodes real digits."""
+"""The models `make run` serves: every bundled version loads and generates, the VAE encodes real digits and
+the text model writes text that its evaluation says is better than its baselines."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,20 +39,51 @@ def _all_available(client: TestClient) -> bool:
     return bool(models) and all(model["latest_available"] is not None for model in models)
 
 
-def test_every_bundled_model_is_served_with_its_evaluation(bundled: TestClient) -> None:
-    models = {model["name"]: model for model in bundled.get("/models").json()["models"]}
+def bundled_models(client: TestClient) -> dict[str, dict[str, Any]]:
+    return {model["name"]: model for model in client.get("/models").json()["models"]}
 
-    assert {"mnist-dcgan", "mnist-cdcgan", "mnist-vae"} <= set(models)
+
+def latest(model: dict[str, Any]) -> dict[str, Any]:
+    return next(v for v in model["versions"] if v["version"] == model["latest_available"])
+
+
+def test_every_bundled_image_model_is_served_with_its_evaluation(bundled: TestClient) -> None:
+    models = bundled_models(bundled)
+
+    assert {"mnist-dcgan", "mnist-cdcgan", "mnist-vae", "fortunes-rnn"} <= set(models)
     assert set(models) == set(store.list_models(BUNDLED))
     for name, model in models.items():
-        latest = next(v for v in model["versions"] if v["version"] == model["latest_available"])
-        evaluation = latest["evaluation"]
+        version = latest(model)
+        if version["kind"] == "char-rnn":
+            continue
+        evaluation = version["evaluation"]
         assert evaluation is not None, name
         assert evaluation["real_fid"] < evaluation["fid"], name
         response = bundled.post("/generate", params={"model": name, "n": 4, "seed": 1})
         assert response.status_code == 200
         grid = decode_png(response.content)
         assert grid.std() > 10, f"{name} drew blank images"  # real strokes on a dark background
+
+
+def test_the_bundled_text_model_beats_its_baselines_and_writes_words(bundled: TestClient) -> None:
+    version = latest(bundled_models(bundled)["fortunes-rnn"])
+    evaluation = version["evaluation"]
+    assert version["kind"] == "char-rnn"
+    assert evaluation["bits_per_char"] < evaluation["details"]["5gram_bits_per_char"]
+    assert evaluation["bits_per_char"] < 0.5 * evaluation["details"]["unigram_bits_per_char"]
+
+    response = bundled.post(
+        "/generate",
+        json={"model": "fortunes-rnn", "prompt": "The ", "n": 4, "max_new_tokens": 200, "temperature": 0.5},
+    )
+
+    assert response.status_code == 200, response.text
+    texts = [completion["text"] for completion in response.json()["completions"]]
+    words = [word.strip(".,;:!?\"'()-").lower() for text in texts for word in text.split()]
+    assert len(words) >= 4 * 10
+    # At temperature 0.5 a model of English writes common words; a model of noise would not.
+    common = {"the", "a", "of", "to", "and", "is", "in", "it", "you", "that", "be", "for", "i"}
+    assert sum(word in common for word in words) >= 0.15 * len(words), texts
 
 
 def test_the_bundled_vae_reconstructs_real_test_digits(bundled: TestClient) -> None:
@@ -70,9 +103,7 @@ def test_the_bundled_vae_reconstructs_real_test_digits(bundled: TestClient) -> N
 
 def test_the_bundled_dcgan_beats_the_version_it_replaced(bundled: TestClient) -> None:
     # mnist-dcgan v3 (batch 256, the tutorial's discriminator) scored FID 15.6 with classes at 6.8-11.8%.
-    model = next(m for m in bundled.get("/models").json()["models"] if m["name"] == "mnist-dcgan")
-    latest = next(v for v in model["versions"] if v["version"] == model["latest_available"])
-    evaluation = latest["evaluation"]
+    evaluation = latest(bundled_models(bundled)["mnist-dcgan"])["evaluation"]
 
     assert evaluation["num_samples"] == 10_000
     assert evaluation["fid"] < 15.0
