@@ -28,6 +28,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
     GENSERVE_HOST=0.0.0.0 \
     GENSERVE_PORT=8000 \
+    GENSERVE_GRPC_PORT=8500 \
     GENSERVE_MODEL_STORE=/models
 RUN useradd --create-home --uid 10001 --user-group genserve
 COPY --from=build /opt/venv /opt/venv
@@ -35,7 +36,9 @@ COPY --from=build /opt/venv /opt/venv
 COPY model_store/ /models/
 USER 10001:10001
 WORKDIR /home/genserve
-EXPOSE 8000
+# HTTP (genserve's routes, Open Inference Protocol v2, TensorFlow Serving REST) and TensorFlow Serving gRPC,
+# on the port TensorFlow Serving uses for it.
+EXPOSE 8000 8500
 # Ready means the default model is loaded and warmed up; generation can take a minute to get there on a CPU.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=90s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('GENSERVE_PORT', '8000') + '/readyz', timeout=4)"]

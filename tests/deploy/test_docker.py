@@ -97,7 +97,14 @@ def test_healthcheck_asks_readyz_on_the_service_port() -> None:
     assert probe[:2] == ["python", "-c"]
     assert "/readyz" in probe[2] and "GENSERVE_PORT" in probe[2]
     compile(probe[2], "HEALTHCHECK", "exec")
-    assert env_of(runtime)["GENSERVE_PORT"] in arguments_of(runtime, "EXPOSE")
+    assert env_of(runtime)["GENSERVE_PORT"] in " ".join(arguments_of(runtime, "EXPOSE")).split()
+
+
+def test_image_serves_tensorflow_serving_grpc_on_an_exposed_port() -> None:
+    runtime = stages()[-1]
+    port = env_of(runtime)["GENSERVE_GRPC_PORT"]
+    assert port == "8500"  # TensorFlow Serving's gRPC port, so its clients keep their address
+    assert port in " ".join(arguments_of(runtime, "EXPOSE")).split()
 
 
 def test_model_store_is_baked_in_where_the_settings_point() -> None:
@@ -230,8 +237,9 @@ def duration_s(text: str) -> float:
 @pytest.mark.parametrize("variant", sorted(COMPOSE_FILES))
 def test_compose_api_serves_the_read_only_store_and_drains_on_stop(variant: str) -> None:
     api = compose_config(variant)["services"]["api"]
-    [port] = api["ports"]
-    assert port["target"] == 8000 and port["published"] == "8000"
+    http, grpc = api["ports"]
+    assert http["target"] == 8000 and http["published"] == "8000"
+    assert grpc["target"] == 8500 and grpc["published"] == "8500"  # the image's GENSERVE_GRPC_PORT
     [store] = api["volumes"]
     assert store["type"] == "bind" and store["source"] == str(ROOT / "model_store")
     assert store["target"] == api["environment"]["GENSERVE_MODEL_STORE"] and store["read_only"] is True

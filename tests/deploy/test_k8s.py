@@ -87,15 +87,17 @@ def test_probes_and_scrape_path_are_real_routes(variant: str) -> None:
 def test_ports_agree_from_settings_to_service(variant: str) -> None:
     deployment = document(DEPLOYMENTS[variant])
     spec = container(deployment)
-    [port] = spec["ports"]
+    port, grpc = spec["ports"]
     assert port["containerPort"] == int(env(deployment)["GENSERVE_PORT"])
+    assert grpc["containerPort"] == int(env(deployment)["GENSERVE_GRPC_PORT"])
     assert env(deployment)["GENSERVE_HOST"] == "0.0.0.0"
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert int(annotations["prometheus.io/port"]) == port["containerPort"]
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert spec[probe]["httpGet"]["port"] == port["name"]
-    [service_port] = document(K8S / "service.yaml")["spec"]["ports"]
-    assert service_port["targetPort"] == port["name"]
+    service_http, service_grpc = document(K8S / "service.yaml")["spec"]["ports"]
+    assert service_http["targetPort"] == port["name"]
+    assert (service_grpc["targetPort"], service_grpc["appProtocol"]) == (grpc["name"], "grpc")
 
 
 @pytest.mark.parametrize("variant", sorted(DEPLOYMENTS))
