@@ -9,9 +9,11 @@ from fastapi import Depends, Request
 from app.config import Settings
 from app.generation import GenerationService
 from app.metrics import Metrics
+from app.protocols.tensors import TextInference
 from app.registry import ModelRegistry
 from app.rendering import Renderer
 from app.store_watcher import StoreWatcher
+from app.text_generation import TextGenerationService
 from app.uploads import UploadReader
 
 
@@ -35,6 +37,16 @@ async def get_renderer(request: Request) -> Renderer:
     return renderer
 
 
+async def get_text_generation(request: Request) -> TextGenerationService:
+    service: TextGenerationService = request.app.state.text_generation
+    return service
+
+
+async def get_text_inference(request: Request) -> TextInference:
+    """How the inference protocols serve text generators: through the text service, checked as /generate does."""
+    return TextInference(request.app.state.text_generation, request.app.state.settings)
+
+
 async def get_upload_reader(request: Request) -> UploadReader:
     reader: UploadReader = request.app.state.upload_reader
     return reader
@@ -54,6 +66,8 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 GenerationDep = Annotated[GenerationService, Depends(get_generation)]
 RendererDep = Annotated[Renderer, Depends(get_renderer)]
+TextGenerationDep = Annotated[TextGenerationService, Depends(get_text_generation)]
+TextInferenceDep = Annotated[TextInference, Depends(get_text_inference)]
 UploadReaderDep = Annotated[UploadReader, Depends(get_upload_reader)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 WatcherDep = Annotated[StoreWatcher, Depends(get_watcher)]

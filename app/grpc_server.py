@@ -1,8 +1,8 @@
 """TensorFlow Serving's gRPC API: `PredictionService` (Predict, GetModelMetadata) and `ModelService`
 (GetModelStatus), served by `grpc.aio` on the app's event loop.
 
-Predictions go through the same batcher as every HTTP route. A call's gRPC deadline shortens its request
-deadline; errors map to gRPC status codes (404 → NOT_FOUND, a bad field → INVALID_ARGUMENT, a full queue →
+Predictions go through the same batchers as every HTTP route (text: DT_STRING `string_val` in and out). A call's
+gRPC deadline shortens its request deadline; errors map to gRPC status codes (404 → NOT_FOUND, a bad field → INVALID_ARGUMENT, a full queue →
 RESOURCE_EXHAUSTED, not ready or shutting down → UNAVAILABLE, a passed deadline → DEADLINE_EXCEEDED), with
 the Retry-After seconds in the `retry-after` trailing metadata. Importing this module imports TensorFlow
 (the messages are TensorFlow's protos), so the lifespan imports it only when GENSERVE_GRPC_PORT is set.
@@ -34,7 +34,7 @@ from app.errors import DeadlineExceeded, InvalidParameter, Overloaded, ServiceEr
 from app.generation import GenerationService
 from app.metrics import Metrics
 from app.protocols import tfserving
-from app.protocols.tensors import infer
+from app.protocols.tensors import STRING, TextInference, infer, string_array, tensor_name
 from app.registry import ModelRegistry, ModelVersion
 from genserve import store
 
@@ -57,7 +57,7 @@ _DTYPES: dict[int, tuple[np.dtype, str]] = {
     types_pb2.DT_UINT32: (np.dtype(np.uint32), "uint32_val"),
     types_pb2.DT_UINT64: (np.dtype(np.uint64), "uint64_val"),
 }
-_OUTPUT_DTYPES = {np.dtype(np.uint8): types_pb2.DT_UINT8}
+_OUTPUT_DTYPES = {np.dtype(np.uint8): types_pb2.DT_UINT8, STRING: types_pb2.DT_STRING}
 _MAX_RANK = 8
 # Time kept back from a call's deadline, so that DEADLINE_EXCEEDED comes from us before the transport gives up.
 _ANSWER_MARGIN_S = 0.05
@@ -81,18 +81,25 @@ def status_code(error: ServiceError) -> grpc.StatusCode:
 
 
 def tensor_to_array(name: str, tensor: tensor_pb2.TensorProto) -> np.ndarray:
-    """A numeric TensorProto as a numpy array, from `tensor_content` or its typed repeated field."""
-    if tensor.dtype not in _DTYPES:
+    """A TensorProto as a numpy array: numbers from `tensor_content` or their typed repeated field, strings
+    (DT_STRING) from `string_val` as an object array of bytes."""
+    if tensor.dtype != types_pb2.DT_STRING and tensor.dtype not in _DTYPES:
         known = tensor.dtype in types_pb2.DataType.values()
         shown = types_pb2.DataType.Name(tensor.dtype) if known else str(tensor.dtype)
-        raise InvalidParameter(name, f"dtype {shown} is not a supported number type")
-    dtype, field = _DTYPES[tensor.dtype]
+        raise InvalidParameter(name, f"dtype {shown} is not a supported number or string type")
     if tensor.tensor_shape.unknown_rank or len(tensor.tensor_shape.dim) > _MAX_RANK:
         raise InvalidParameter(name, f"needs a known shape of at most {_MAX_RANK} dimensions")
     shape = [dim.size for dim in tensor.tensor_shape.dim]
     if any(size < 0 for size in shape):
         raise InvalidParameter(name, f"shape {shape} has a negative dimension")
     count = math.prod(shape)
+    if tensor.dtype == types_pb2.DT_STRING:
+        if len(tensor.string_val) != count:
+            raise InvalidParameter(
+                name, f"holds {len(tensor.string_val)} strings; shape {shape} needs {count}"
+            )
+        return string_array(list(tensor.string_val)).reshape(shape)
+    dtype, field = _DTYPES[tensor.dtype]
     if tensor.tensor_content:
         if len(tensor.tensor_content) != count * dtype.itemsize:
             raise InvalidParameter(
@@ -120,7 +127,10 @@ def array_to_tensor(array: np.ndarray) -> tensor_pb2.TensorProto:
     tensor = tensor_pb2.TensorProto(dtype=_OUTPUT_DTYPES[array.dtype])
     for size in array.shape:
         tensor.tensor_shape.dim.add(size=size)
-    tensor.tensor_content = np.ascontiguousarray(array).tobytes()
+    if array.dtype == STRING:
+        tensor.string_val.extend(array.reshape(-1).tolist())
+    else:
+        tensor.tensor_content = np.ascontiguousarray(array).tobytes()
     return tensor
 
 
@@ -164,15 +174,21 @@ class _Calls:
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Predict and GetModelMetadata over the registry and the generation service."""
+    """Predict and GetModelMetadata over the registry and the generation services."""
 
     def __init__(
-        self, registry: ModelRegistry, generation: GenerationService, calls: _Calls, max_rows: int
+        self,
+        registry: ModelRegistry,
+        generation: GenerationService,
+        calls: _Calls,
+        max_rows: int,
+        text: TextInference | None,
     ) -> None:
         self._registry = registry
         self._generation = generation
         self._calls = calls
         self._max_rows = max_rows
+        self._text = text
 
     async def Predict(
         self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
@@ -185,16 +201,24 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return await self._calls.answer("GetModelMetadata", context, lambda: self._metadata(request))
 
     def _resolve(self, spec: model_pb2.ModelSpec) -> ModelVersion:
-        return self._registry.resolve(params.parse_model_name(spec.name), _selector(spec))
+        return self._registry.resolve(params.parse_model_name(spec.name), _selector(spec), allow_text=True)
 
     async def _predict(
         self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
     ) -> predict_pb2.PredictResponse:
         model_version = self._resolve(request.model_spec)
         tfserving.check_signature_name(request.model_spec.signature_name)
-        tensors = {str(name): tensor_to_array(str(name), tensor) for name, tensor in request.inputs.items()}
+        tensors = {
+            tensor_name(name, "inputs"): tensor_to_array(name, tensor)
+            for name, tensor in request.inputs.items()
+        }
         outputs = await infer(
-            self._generation, model_version, tensors, self._max_rows, timeout_s=_time_left(context)
+            self._generation,
+            model_version,
+            tensors,
+            self._max_rows,
+            text=self._text,
+            timeout_s=_time_left(context),
         )
         wanted = list(request.output_filter) or list(outputs)
         unknown = [name for name in wanted if name not in outputs]
@@ -249,7 +273,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 
 class GrpcServer:
-    """The gRPC API on `host:port`, started and stopped by the app's lifespan."""
+    """The gRPC API on `host:port`, started and stopped by the app's lifespan; text generators are served when
+    `text` is given."""
 
     def __init__(
         self,
@@ -261,13 +286,14 @@ class GrpcServer:
         metrics: Metrics,
         max_rows: int,
         max_message_bytes: int,
+        text: TextInference | None = None,
     ) -> None:
         self.address = f"{host}:{port}"
         # The same bound on what a client may send as GENSERVE_MAX_BODY_BYTES puts on HTTP bodies.
         self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes)])
         calls = _Calls(metrics)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(registry, generation, calls, max_rows), self._server
+            PredictionServicer(registry, generation, calls, max_rows, text), self._server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(registry, calls), self._server

@@ -22,6 +22,7 @@ from app.error_handlers import install_error_handlers
 from app.generation import GenerationService
 from app.loader import ModelLoader
 from app.metrics import HTTPMetricsMiddleware, Metrics
+from app.protocols.tensors import TextInference
 from app.registry import ModelRegistry
 from app.rendering import Renderer
 from app.routes import api_router
@@ -142,7 +143,11 @@ async def _start_watching(watcher: StoreWatcher, settings: Settings) -> None:
 
 
 async def _start_grpc(
-    settings: Settings, metrics: Metrics, registry: ModelRegistry, generation: GenerationService
+    settings: Settings,
+    metrics: Metrics,
+    registry: ModelRegistry,
+    generation: GenerationService,
+    text_generation: TextGenerationService,
 ) -> GrpcServer | None:
     """TensorFlow Serving's gRPC API on GENSERVE_GRPC_PORT, or None when it is unset."""
     if settings.grpc_port is None:
@@ -159,6 +164,7 @@ async def _start_grpc(
         metrics=metrics,
         max_rows=settings.max_n,
         max_message_bytes=settings.max_body_bytes,
+        text=TextInference(text_generation, settings),
     )
     await server.start()
     return server
@@ -178,7 +184,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     render_pool = ThreadPoolExecutor(max_workers=settings.render_threads, thread_name_prefix="render")
     app.state.renderer = Renderer(metrics, render_pool, settings.png_compress_level)
     app.state.upload_reader = UploadReader(upload_limits(settings), settings.max_concurrent_decodes)
-    grpc_server = await _start_grpc(settings, metrics, registry, app.state.generation)
+    grpc_server = await _start_grpc(
+        settings, metrics, registry, app.state.generation, app.state.text_generation
+    )
     # Models load in the background so /healthz answers at once and /readyz reports progress.
     loading = asyncio.create_task(_start_watching(watcher, settings), name="genserve-load-models")
     try:

@@ -118,7 +118,7 @@ class ModelRegistry:
         """The serving version for a request, or the 404/503 error that explains why there is none.
 
         `version` is None for the newest available version, a number, or a label such as "canary". A text
-        generator is a 422 unless `allow_text` (only `POST /generate` serves them).
+        generator is a 422 unless `allow_text` (`POST /generate` and the inference protocols serve them).
         """
         model_version = self._resolve(name, version)
         if model_version.text_runtime is not None and not allow_text:

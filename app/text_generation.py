@@ -7,6 +7,7 @@ which checks the prompt against the model's vocabulary and queues one sequence p
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -84,9 +85,15 @@ class TextGenerationService:
         self._registry = registry
 
     def start(
-        self, model_version: ModelVersion, request: TextRequest, *, http_request: Request | None = None
+        self,
+        model_version: ModelVersion,
+        request: TextRequest,
+        *,
+        http_request: Request | None = None,
+        timeout_s: float | None = None,
     ) -> TextStream:
-        """Queue the request's sequences (503 when full or draining, 422 for characters the model never saw)."""
+        """Queue the request's sequences (503 when full or draining, 422 for characters the model never saw);
+        `timeout_s` shortens the request deadline when the caller has less time left."""
         if self._registry.closing and not admitted(http_request):
             self._metrics.rejected(model_version.name, model_version.version, "shutdown")
             raise ShuttingDown()
@@ -100,7 +107,8 @@ class TextGenerationService:
                 f"characters outside model {model_version.name!r}'s vocabulary: {params.shown(''.join(unknown))}",
             )
         context = context_ids(request.prompt, runtime.index)
-        deadline = time.monotonic() + self.request_timeout_s
+        seconds = self.request_timeout_s if timeout_s is None else min(timeout_s, self.request_timeout_s)
+        deadline = time.monotonic() + seconds
         job = batcher.submit(
             [context] * len(request.seeds), request.seeds, request.sampling, deadline=deadline
         )
@@ -109,3 +117,28 @@ class TextGenerationService:
     async def complete(self, stream: TextStream, *, http_request: Request | None = None) -> GeneratedText:
         """Every sequence's text; the sequences are dropped if the client leaves first."""
         return await cancel_on_disconnect(http_request, stream.collect())
+
+    async def generate_all(
+        self,
+        model_version: ModelVersion,
+        requests: list[TextRequest],
+        *,
+        timeout_s: float | None = None,
+        http_request: Request | None = None,
+    ) -> list[GeneratedText]:
+        """Every request's text, all sequences in the same batcher: if one request cannot start (full, draining,
+        an unknown character) or fails, or the client leaves, the sequences of all of them are dropped."""
+        streams: list[TextStream] = []
+        collecting: list[asyncio.Future[GeneratedText]] = []
+        try:
+            for request in requests:
+                streams.append(
+                    self.start(model_version, request, http_request=http_request, timeout_s=timeout_s)
+                )
+            collecting = [asyncio.ensure_future(stream.collect()) for stream in streams]
+            return list(await cancel_on_disconnect(http_request, asyncio.gather(*collecting)))
+        finally:
+            for task in collecting:
+                task.cancel()
+            for stream in streams:
+                stream.cancel()

@@ -13,7 +13,7 @@ import numpy as np
 
 from app import params
 from app.errors import InvalidParameter, VersionNotFound
-from app.protocols.tensors import TensorSpec, signature_of
+from app.protocols.tensors import STRING, TensorSpec, signature_of
 from app.registry import ModelEntry, ModelRegistry, ModelVersion, VersionStatus
 from genserve import store
 
@@ -23,6 +23,8 @@ TF_DTYPES = {
     np.dtype(np.float32): "DT_FLOAT",
     np.dtype(np.int32): "DT_INT32",
     np.dtype(np.uint8): "DT_UINT8",
+    np.dtype(np.int64): "DT_INT64",
+    STRING: "DT_STRING",
 }
 # TensorFlow Serving's version states: a version that failed to load has ended, with the load error.
 _STATES = {

@@ -1,14 +1,16 @@
 """The Open Inference Protocol v2 wire format: inference requests to named numpy tensors, outputs to responses.
 
-Tensors come as JSON (`data`, flat or nested, row-major) or, with the binary tensor data extension that
-Triton's clients use by default, as raw little-endian bytes after a JSON header whose length is in the
-`Inference-Header-Content-Length` header; outputs go back the same way when asked for.
+Tensors come as JSON (`data`, flat or nested, row-major; BYTES as strings) or, with the binary tensor data
+extension that Triton's clients use by default, as raw little-endian bytes after a JSON header whose length is
+in the `Inference-Header-Content-Length` header (BYTES: each element's length as 4 little-endian bytes, then
+the element); outputs go back the same way when asked for.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +19,7 @@ from fastapi.responses import Response
 
 from app import params
 from app.errors import InvalidParameter
-from app.protocols.tensors import TensorSpec, signature_of
+from app.protocols.tensors import STRING, TensorSpec, signature_of, string_array, tensor_name
 from app.registry import ModelRegistry, ModelVersion, VersionStatus
 
 PLATFORM = "tensorflow_savedmodel"
@@ -36,12 +38,14 @@ DATATYPES = {
     "FP16": np.dtype(np.float16),
     "FP32": np.dtype(np.float32),
     "FP64": np.dtype(np.float64),
+    "BYTES": STRING,
 }
 DATATYPE_NAMES = {dtype: name for name, dtype in DATATYPES.items()}
 # Tensors a request may declare; more than a few are a mistake, and each costs parsing.
 _MAX_TENSORS = 8
 _MAX_RANK = 8
 _MAX_ID_CHARS = 256
+_LENGTH = struct.Struct("<I")  # the length before each element of a binary BYTES tensor
 
 
 @dataclass(frozen=True)
@@ -108,11 +112,11 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 
 def _parse_tensor(tensor: object, binary: bytes, offset: int) -> tuple[str, np.ndarray, int]:
     """One input's name and array; binary data is read from `offset` of `binary`, which moves past it."""
-    if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+    if not isinstance(tensor, dict):
         raise InvalidParameter(
             "inputs", "each input must be an object with `name`, `datatype`, `shape`, `data`"
         )
-    name: str = tensor["name"]
+    name = tensor_name(tensor.get("name"), "inputs")
     datatype = tensor.get("datatype")
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise InvalidParameter(
@@ -123,20 +127,31 @@ def _parse_tensor(tensor: object, binary: bytes, offset: int) -> tuple[str, np.n
     count = math.prod(shape)
     size = _binary_size(name, tensor.get("parameters"))
     if size is None:
-        return name, _json_data(name, tensor.get("data"), dtype, shape, count), offset
-    if size != count * dtype.itemsize or offset + size > len(binary):
+        data = tensor.get("data")
+        if dtype == STRING:
+            return name, _json_strings(name, data, shape, count), offset
+        return name, _json_data(name, data, dtype, shape, count), offset
+    if offset + size > len(binary):
+        raise InvalidParameter(
+            name, f"binary_data_size {size} runs past the {len(binary)} bytes of binary data"
+        )
+    if dtype == STRING:
+        strings = _binary_strings(name, binary[offset : offset + size], count)
+        return name, strings.reshape(shape), offset + size
+    if size != count * dtype.itemsize:
         raise InvalidParameter(name, f"binary_data_size {size} does not match shape {shape} of {datatype}")
     array = np.frombuffer(binary, dtype=dtype.newbyteorder("<"), count=count, offset=offset)
     return name, array.reshape(shape).astype(dtype), offset + size
 
 
 def _shape(name: str, shape: object) -> list[int]:
+    """A tensor's shape: at most `_MAX_RANK` sizes, none for a scalar."""
     if (
         not isinstance(shape, list)
-        or not 1 <= len(shape) <= _MAX_RANK
+        or len(shape) > _MAX_RANK
         or not all(isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape)
     ):
-        raise InvalidParameter(name, f"shape must be a list of 1 to {_MAX_RANK} non-negative integers")
+        raise InvalidParameter(name, f"shape must be a list of at most {_MAX_RANK} non-negative integers")
     return shape
 
 
@@ -165,6 +180,39 @@ def _json_data(name: str, data: object, dtype: np.dtype, shape: list[int], count
         if array.dtype.kind == "f" or array.min() < limits.min or array.max() > limits.max:
             raise InvalidParameter(name, f"data must hold integers that fit {DATATYPE_NAMES[dtype]}")
     return array.astype(dtype).reshape(shape)
+
+
+def _json_strings(name: str, data: object, shape: list[int], count: int) -> np.ndarray:
+    values = _flat_strings(data, depth=_MAX_RANK)
+    if values is None or len(values) != count:
+        raise InvalidParameter(name, f"data must hold {count} strings for shape {shape}")
+    return string_array([value.encode() for value in values]).reshape(shape)
+
+
+def _flat_strings(data: object, depth: int) -> list[str] | None:
+    """The strings of a flat or nested list, row-major; None if anything else is in it."""
+    if not isinstance(data, list) or depth < 0:
+        return None
+    values: list[str] = []
+    for item in data:
+        nested = [item] if isinstance(item, str) else _flat_strings(item, depth - 1)
+        if nested is None:
+            return None
+        values.extend(nested)
+    return values
+
+
+def _binary_strings(name: str, data: bytes, count: int) -> np.ndarray:
+    """`count` elements, each a 4-byte little-endian length and then that many bytes, filling `data` exactly."""
+    values: list[bytes] = []
+    offset = 0
+    while len(values) < count and offset + _LENGTH.size <= len(data):
+        (length,) = _LENGTH.unpack_from(data, offset)
+        offset += _LENGTH.size + length
+        values.append(data[offset - length : offset])
+    if len(values) != count or offset != len(data):
+        raise InvalidParameter(name, f"binary data must hold {count} length-prefixed strings, exactly")
+    return string_array(values)
 
 
 def _requested_outputs(payload: dict[str, Any]) -> tuple[list[str] | None, set[str], bool]:
@@ -198,9 +246,11 @@ def infer_response(header: dict[str, Any], outputs: dict[str, np.ndarray], binar
             "shape": list(array.shape),
         }
         if name in binary:
-            data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+            data = _binary_data(array)
             tensor["parameters"] = {"binary_data_size": len(data)}
             chunks.append(data)
+        elif array.dtype == STRING:
+            tensor["data"] = [value.decode() for value in array.reshape(-1)]
         else:
             tensor["data"] = array.reshape(-1).tolist()
         described.append(tensor)
@@ -212,3 +262,9 @@ def infer_response(header: dict[str, Any], outputs: dict[str, np.ndarray], binar
         media_type="application/octet-stream",
         headers={HEADER_LENGTH: str(len(body))},
     )
+
+
+def _binary_data(array: np.ndarray) -> bytes:
+    if array.dtype == STRING:
+        return b"".join(_LENGTH.pack(len(value)) + value for value in array.reshape(-1))
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()

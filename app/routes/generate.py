@@ -9,13 +9,12 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response
 
 from app import params
-from app.deps import GenerationDep, RegistryDep, RendererDep, SettingsDep
+from app.deps import GenerationDep, RegistryDep, RendererDep, SettingsDep, TextGenerationDep
 from app.errors import InvalidParameter
 from app.generation import ImageRequest
 from app.rendering import GeneratedView
 from app.routes import text
 from app.routes.openapi import ModelQuery, VersionQuery, error_responses
-from app.routes.text import TextGenerationDep
 from app.schemas import GenerateBody, GenerateFormat, GenerateJSONResponse, GenerateTextResponse
 
 router = APIRouter(tags=["generation"])

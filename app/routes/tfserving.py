@@ -2,7 +2,7 @@
 
 `/v1/models/{name}[/versions/{version}|/labels/{label}]` with `/metadata` or `:predict`, answering the JSON
 that TensorFlow Serving answers, so its clients and tooling work unchanged. Prediction goes through the same
-batcher as `/generate`.
+batchers as `/generate`, for image and text generators alike.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from app import params
-from app.deps import GenerationDep, RegistryDep, SettingsDep
+from app.deps import GenerationDep, RegistryDep, SettingsDep, TextInferenceDep
 from app.protocols import tfserving
 from app.protocols import tfserving_rest as rest
 from app.protocols.errors import PlainErrorRoute
-from app.protocols.tensors import infer, signature_of
+from app.protocols.tensors import TextInference, infer, signature_of
 from app.registry import ModelRegistry, ModelVersion
 
 # Left out of the OpenAPI schema: the API has its own documentation, and its own error shape.
@@ -72,10 +72,16 @@ async def label_metadata(name: ModelPath, label: LabelPath, registry: RegistryDe
 
 @router.post("/{name}:predict")
 async def model_predict(
-    name: ModelPath, request: Request, registry: RegistryDep, settings: SettingsDep, generation: GenerationDep
+    name: ModelPath,
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    generation: GenerationDep,
+    text: TextInferenceDep,
 ) -> Response:
-    """Images from `instances` (rows) or `inputs` (columns) of latents `z` and, for conditional models, `label`."""
-    return await _predict(request, _resolve(registry, name, None), settings.max_n, generation)
+    """Images from `instances` (rows) or `inputs` (columns) of latents `z` and, for conditional models, `label`;
+    text from `prompt` strings and optional `max_new_tokens`, `temperature`, `seed`."""
+    return await _predict(request, _resolve(registry, name, None), settings.max_n, generation, text)
 
 
 @router.post("/{name}/versions/{version}:predict")
@@ -86,10 +92,11 @@ async def version_predict(
     registry: RegistryDep,
     settings: SettingsDep,
     generation: GenerationDep,
+    text: TextInferenceDep,
 ) -> Response:
     """`:predict` on one version."""
     model_version = _resolve(registry, name, tfserving.parse_version_number(version))
-    return await _predict(request, model_version, settings.max_n, generation)
+    return await _predict(request, model_version, settings.max_n, generation, text)
 
 
 @router.post("/{name}/labels/{label}:predict")
@@ -100,19 +107,26 @@ async def label_predict(
     registry: RegistryDep,
     settings: SettingsDep,
     generation: GenerationDep,
+    text: TextInferenceDep,
 ) -> Response:
     """`:predict` on the version a label points to."""
     model_version = _resolve(registry, name, tfserving.version_selector(None, label))
-    return await _predict(request, model_version, settings.max_n, generation)
+    return await _predict(request, model_version, settings.max_n, generation, text)
 
 
 def _resolve(registry: ModelRegistry, name: str, selector: int | str | None) -> ModelVersion:
-    return registry.resolve(params.parse_model_name(name), selector)
+    return registry.resolve(params.parse_model_name(name), selector, allow_text=True)
 
 
 async def _predict(
-    request: Request, model_version: ModelVersion, max_rows: int, generation: GenerationDep
+    request: Request,
+    model_version: ModelVersion,
+    max_rows: int,
+    generation: GenerationDep,
+    text: TextInference,
 ) -> Response:
     predict = rest.parse_predict_request(await request.body(), signature_of(model_version.metadata))
-    outputs = await infer(generation, model_version, predict.tensors, max_rows, http_request=request)
+    outputs = await infer(
+        generation, model_version, predict.tensors, max_rows, text=text, http_request=request
+    )
     return await anyio.to_thread.run_sync(rest.predict_response, predict.row_format, outputs)

@@ -1,7 +1,7 @@
 """Open Inference Protocol v2 (KServe, Triton) over REST: health, model metadata and readiness, and `infer`.
 
-The wire format is parsed and written by `app.protocols.v2`; inference goes through the same batcher as
-`/generate`.
+The wire format is parsed and written by `app.protocols.v2`; inference goes through the same batchers as
+`/generate`, for image and text generators alike.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 from app import params
-from app.deps import GenerationDep, RegistryDep, SettingsDep
+from app.deps import GenerationDep, RegistryDep, SettingsDep, TextInferenceDep
 from app.errors import LOADING_RETRY_AFTER_S, InvalidParameter, ShuttingDown, retry_after
 from app.protocols import v2
 from app.protocols.errors import PlainErrorRoute, plain_error
-from app.protocols.tensors import infer
+from app.protocols.tensors import TextInference, infer
 from app.registry import ModelRegistry, ModelVersion
 
 # Left out of the OpenAPI schema: the protocol has its own specification, and its own error shape.
@@ -79,10 +79,16 @@ async def version_ready(name: ModelPath, version: VersionPath, registry: Registr
 
 @router.post("/models/{name}/infer")
 async def model_infer(
-    name: ModelPath, request: Request, registry: RegistryDep, settings: SettingsDep, generation: GenerationDep
+    name: ModelPath,
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    generation: GenerationDep,
+    text: TextInferenceDep,
 ) -> Response:
-    """Images from latents `z` (FP32 [-1, latent_dim]) and, for conditional models, class indices `label`."""
-    return await _infer(request, _resolve(registry, name, None), settings.max_n, generation)
+    """Images from latents `z` (FP32 [-1, latent_dim]) and, for conditional models, class indices `label`; text
+    from `prompt` (BYTES [-1]) and optional `max_new_tokens`, `temperature`, `seed`."""
+    return await _infer(request, _resolve(registry, name, None), settings.max_n, generation, text)
 
 
 @router.post("/models/{name}/versions/{version}/infer")
@@ -93,13 +99,14 @@ async def version_infer(
     registry: RegistryDep,
     settings: SettingsDep,
     generation: GenerationDep,
+    text: TextInferenceDep,
 ) -> Response:
     """The same as `infer`, for one version."""
-    return await _infer(request, _resolve(registry, name, version), settings.max_n, generation)
+    return await _infer(request, _resolve(registry, name, version), settings.max_n, generation, text)
 
 
 def _resolve(registry: ModelRegistry, name: str, version: str | None) -> ModelVersion:
-    return registry.resolve(params.parse_model_name(name), params.parse_version(version))
+    return registry.resolve(params.parse_model_name(name), params.parse_version(version), allow_text=True)
 
 
 def _readiness(registry: ModelRegistry, name: str, version: str | None) -> JSONResponse:
@@ -110,10 +117,16 @@ def _readiness(registry: ModelRegistry, name: str, version: str | None) -> JSONR
 
 
 async def _infer(
-    request: Request, model_version: ModelVersion, max_rows: int, generation: GenerationDep
+    request: Request,
+    model_version: ModelVersion,
+    max_rows: int,
+    generation: GenerationDep,
+    text: TextInference,
 ) -> Response:
     parsed = v2.parse_infer_request(await request.body(), request.headers.get(v2.HEADER_LENGTH))
-    outputs = await infer(generation, model_version, parsed.tensors, max_rows, http_request=request)
+    outputs = await infer(
+        generation, model_version, parsed.tensors, max_rows, text=text, http_request=request
+    )
     names = parsed.outputs if parsed.outputs is not None else list(outputs)
     unknown = [name for name in names if name not in outputs]
     if unknown:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -43,8 +44,12 @@ def test_readyz_is_503_until_the_default_model_has_warmed_up(
 def test_readyz_is_503_for_an_empty_store(tmp_path: Path) -> None:
     with TestClient(create_app(make_settings(tmp_path / "empty"))) as client:
         assert client.get("/healthz").status_code == 200
-        response = client.get("/readyz")
+        deadline = time.monotonic() + 30
+        while (response := client.get("/readyz")).json()["error"]["message"].startswith("models are still"):
+            assert time.monotonic() < deadline, "the empty store was never scanned"
+            time.sleep(0.05)
         assert response.status_code == 503
+        assert response.json()["error"]["message"] == "no models found in 'empty'"
         response = client.post("/generate")
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "model_not_found"

@@ -7,106 +7,34 @@ HTTP and gRPC from one event loop as `python -m app` does.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 import numpy as np
 import pytest
 import tensorflow as tf
-import uvicorn
-from fastapi import FastAPI
 from tensorflow.core.framework import tensor_pb2, types_pb2
-from tensorflow_serving.apis import (
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
 from app import runtime
 from app.config import Settings
-from app.main import create_app
-from app.registry import ModelRegistry
-from bench.processes import free_port
-from tests.app.helpers import decode_npy, max_abs_diff
-from tests.app.protocol_helpers import combined_store, seeded_latents, wait_for_every_model
-from tests.conftest import TINY_CONDITIONAL_MODEL, TINY_LATENT_DIM, TINY_MODEL, make_settings
+from tests.app.helpers import max_abs_diff
+from tests.app.protocol_helpers import (
+    TIMEOUT_S,
+    Served,
+    combined_store,
+    predict_request,
+    rpc_error,
+    seeded_latents,
+    serving,
+)
+from tests.conftest import TINY_CONDITIONAL_MODEL, TINY_LATENT_DIM, TINY_MODEL
 
 MAX_N = 8
 MAX_QUEUE_IMAGES = 6
-TIMEOUT_S = 30
-
-
-@dataclass
-class Served:
-    app: FastAPI
-    http: httpx.Client
-    prediction: prediction_service_pb2_grpc.PredictionServiceStub
-    models: model_service_pb2_grpc.ModelServiceStub
-
-    @property
-    def registry(self) -> ModelRegistry:
-        registry: ModelRegistry = self.app.state.registry
-        return registry
-
-    def generated(self, model: str, seed: int, n: int) -> np.ndarray:
-        params: dict[str, str | int] = {"model": model, "seed": seed, "n": n, "format": "npy"}
-        response = self.http.post("/generate", params=params)
-        assert response.status_code == 200
-        return decode_npy(response.content)
-
-    def batching(self, model: str) -> dict[str, int]:
-        stats: dict[str, int] = self.http.get(f"/models/{model}").json()["versions"][0]["batching"]
-        return stats
-
-
-@contextmanager
-def serving(model_store: Path, **overrides: object) -> Iterator[Served]:
-    """The app over `model_store` with its gRPC API on, under uvicorn on a thread; stopped on exit."""
-    settings: Settings = make_settings(
-        model_store, default_model=TINY_MODEL, port=free_port(), grpc_port=free_port(), **overrides
-    )
-    app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    base_url = f"http://127.0.0.1:{settings.port}"
-    try:
-        with (
-            httpx.Client(base_url=base_url, timeout=TIMEOUT_S) as http,
-            grpc.insecure_channel(f"127.0.0.1:{settings.grpc_port}") as channel,
-        ):
-            _wait_until_serving(base_url, thread)
-            yield Served(
-                app,
-                http,
-                prediction_service_pb2_grpc.PredictionServiceStub(channel),
-                model_service_pb2_grpc.ModelServiceStub(channel),
-            )
-    finally:
-        server.should_exit = True
-        thread.join(TIMEOUT_S)
-
-
-def _wait_until_serving(base_url: str, thread: threading.Thread) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and thread.is_alive():
-        try:
-            if httpx.get(f"{base_url}/readyz").status_code == 200:
-                wait_for_every_model(base_url)
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError("the threaded server did not become ready")
 
 
 class HeldModel:
@@ -139,20 +67,6 @@ def model_store(
 def served(model_store: Path) -> Iterator[Served]:
     with serving(model_store, max_n=MAX_N, max_queue_images=MAX_QUEUE_IMAGES) as running:
         yield running
-
-
-def predict_request(model: str, **inputs: tensor_pb2.TensorProto) -> predict_pb2.PredictRequest:
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model
-    for name, tensor in inputs.items():
-        request.inputs[name].CopyFrom(tensor)
-    return request
-
-
-def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as raised:
-        call()
-    return raised.value
 
 
 def test_predict_gives_the_pixels_of_generate(served: Served) -> None:
