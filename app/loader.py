@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anyio
 
+from app import heap
 from app.batching import Batcher
 from app.metrics import Metrics
 from app.registry import ModelVersion, VersionStatus
@@ -70,6 +71,7 @@ class ModelLoader:
         model_version.warmup_s = time.perf_counter() - started
         model_version.error = None
         model_version.status = VersionStatus.AVAILABLE
+        heap.freeze_long_lived()
         self._metrics.loaded(
             model_version.name,
             model_version.version,
@@ -113,6 +115,7 @@ class ModelLoader:
         model_version.batcher = None
         model_version.text_runtime = None
         model_version.text_batcher = None
+        heap.release_unloaded()
         logger.info("unloaded %s version %d", model_version.name, model_version.version)
 
 

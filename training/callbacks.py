@@ -73,11 +73,17 @@ class Checkpointer(keras.callbacks.Callback):
 
     A checkpoint holds every network (for a GAN the averaged generator too), the optimizers (and so the
     step counter in their iterations), the noise generator's state and the number of completed epochs.
+    Checkpoints are written to `run_dir` and resumed from `restore_from` (default `run_dir`): in a multi-worker
+    run every worker saves (saving reads variables synchronised across workers) into its own folder, and
+    every worker resumes from the chief's.
     """
 
-    def __init__(self, gan: GenerativeModel, run_dir: Path, run_info: RunInfo) -> None:
+    def __init__(
+        self, gan: GenerativeModel, run_dir: Path, run_info: RunInfo, restore_from: Path | None = None
+    ) -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
+        self.restore_dir = Path(restore_from) if restore_from is not None else self.run_dir
         self.run_info = run_info
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -89,11 +95,15 @@ class Checkpointer(keras.callbacks.Callback):
 
     @property
     def latest(self) -> str | None:
-        return self.manager.latest_checkpoint
+        """The newest checkpoint to resume from, if any."""
+        if self.restore_dir == self.run_dir:
+            return self.manager.latest_checkpoint
+        latest: str | None = tf.train.latest_checkpoint(str(self.restore_dir / CHECKPOINTS_DIR))
+        return latest
 
     def restore_latest(self) -> int:
         """Restore the newest checkpoint, if any, and return how many epochs it had completed."""
-        path = self.manager.latest_checkpoint
+        path = self.latest
         if path is None:
             return 0
         self.gan.build_optimizers()

@@ -15,7 +15,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from genserve.conventions import SUPPORTED_CHANNELS
-from training.config import CONDITIONINGS, DIFFAUGMENT_POLICIES, GAN_LOSSES, MODELS, RECIPES, TrainConfig
+from training.config import (
+    CONDITIONINGS,
+    DIFFAUGMENT_POLICIES,
+    DISTRIBUTE_MODES,
+    GAN_LOSSES,
+    MODELS,
+    RECIPES,
+    TrainConfig,
+)
 from training.console import quiet_tensorflow
 from training.fid import DEFAULT_NUM_SAMPLES
 from training.text.cli import MODEL as TEXT_MODEL
@@ -101,6 +109,13 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=d.mixed_precision,
         help="compute in bfloat16, keep weights in float32 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--distribute",
+        choices=DISTRIBUTE_MODES,
+        default=d.distribute,
+        help="train on several devices ('mirrored') or machines ('multi-worker', from TF_CONFIG); 'auto' "
+        "mirrors over the GPUs when there are several; --batch-size is the global batch (default: %(default)s)",
     )
     gan = parser.add_argument_group("GAN recipe options (dcgan, cdcgan)")
     gan.add_argument("--loss", choices=GAN_LOSSES, default=d.loss, help="default: %(default)s")

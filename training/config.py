@@ -27,6 +27,9 @@ GAN_LOSSES = ("bce", "hinge")
 CONDITIONINGS = ("concat", "projection")
 DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
 SUPPORTED_IMAGE_SIZES = (28, 32, 64)
+# How training spreads over devices (`training.distribute`): "auto" is "mirrored" when more than one GPU is
+# visible, else "none"; "multi-worker" reads the cluster from TF_CONFIG.
+DISTRIBUTE_MODES = ("auto", "none", "mirrored", "multi-worker")
 # Each step moves the generator average 0.1% of the way to the current weights: it averages over roughly
 # the last thousand steps, a few epochs of MNIST at batch 256.
 DEFAULT_EMA_DECAY = 0.999
@@ -39,6 +42,10 @@ RUN_INFO_FILE = "config.json"
 HISTORY_FILE = "history.json"
 SAMPLES_DIR = "samples"
 CHECKPOINTS_DIR = "checkpoints"
+WORKERS_DIR = "workers"  # multi-worker runs: each non-chief worker's own folder, removed when it finishes
+PUBLISHED_FILE = (
+    "published.json"  # multi-worker runs: the version the chief published, so a restart won't again
+)
 
 # The TensorFlow DCGAN tutorial's settings: Adam(1e-4) for both networks, Keras' default beta_1, batch 256,
 # its discriminator's width, no R1 and no weight averaging. `recipe="tutorial"` pins these so a comparison
@@ -96,6 +103,8 @@ class TrainConfig:
     export_ema: bool = True
     jit_compile: bool = False
     mixed_precision: bool = False
+    # One of DISTRIBUTE_MODES. batch_size is the global batch: each of R replicas takes batch_size / R rows.
+    distribute: str = "auto"
     # GAN recipe options (dcgan, cdcgan), each off by default.
     loss: str = "bce"  # "bce" (the tutorial's) or "hinge"
     label_smoothing: float = 0.0  # one-sided: real targets become 1 - label_smoothing
@@ -214,6 +223,7 @@ class TrainConfig:
         if self.seed is not None and self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
         self._validate_model_options()
+        check_distribute(self.distribute, jit_compile=self.jit_compile)
         if self.jit_compile and self.seed is not None:
             # Seeded runs enable TF op determinism, under which Keras silently turns XLA off.
             raise ValueError(
@@ -264,6 +274,19 @@ class TrainConfig:
                 f"time_budget must be a positive number of minutes, got {self.time_budget}: leave it unset to "
                 "train every epoch"
             )
+
+
+def check_distribute(distribute: str, *, jit_compile: bool = False) -> str:
+    """`distribute` if it names a mode of `DISTRIBUTE_MODES` that suits the other options, else ValueError."""
+    if distribute not in DISTRIBUTE_MODES:
+        raise ValueError(
+            f"unknown distribute mode {distribute!r}: choose one of {', '.join(DISTRIBUTE_MODES)}"
+        )
+    if jit_compile and distribute in ("mirrored", "multi-worker"):
+        raise ValueError(
+            f"jit_compile runs on one device: drop it, or use --distribute none (not {distribute!r})"
+        )
+    return distribute
 
 
 def check_r1(r1_gamma: float, r1_interval: int) -> None:
@@ -333,12 +356,16 @@ class RunInfo:
     config: TrainConfig
     image_shape: tuple[int, int, int]
     dataset_class_names: list[str] | None = None
+    # How the run was spread (`training.distribute.Placement.describe`): strategy, replicas, workers, and the
+    # global and per-replica batch sizes.
+    distribution: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "config": self.config.to_dict(),
             "image_shape": list(self.image_shape),
             "dataset_class_names": self.dataset_class_names,
+            "distribution": self.distribution,
         }
 
     @classmethod
@@ -349,6 +376,7 @@ class RunInfo:
                 TrainConfig.from_dict(payload["config"]),
                 (height, width, channels),
                 payload.get("dataset_class_names"),
+                payload.get("distribution"),
             )
         except (KeyError, TypeError) as error:
             raise ValueError(f"{RUN_INFO_FILE} is not a genserve run description ({error!r})") from error

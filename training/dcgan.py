@@ -30,6 +30,10 @@ The recipe options, each off by default:
 Both builders take a Keras dtype policy for their hidden layers: ``"mixed_bfloat16"`` computes in bfloat16
 (markedly faster on CPUs with bfloat16 instructions) while weights, the generator's images and the
 discriminator's logits, and so the losses, stay float32.
+
+Under a `tf.distribute` strategy (`training.distribute`) the step draws latents for the global batch and keeps
+its replica's rows, scales its losses to the global batch, averages the generator's batch-norm statistics
+over the replicas, and updates the weight average on every device copy alike.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from training.config import (
     check_r1,
 )
 from training.diffaugment import diff_augment
+from training.distribute import assign_in_sync, average_across_replicas, replica_rows, scale_to_global_batch
 
 _PROJECTION_FILTERS = 256
 _REFINE_FILTERS = 128
@@ -290,8 +295,7 @@ class DCGAN(keras.Model):
 
     def _adversarial_step(self, real_images: tf.Tensor, condition: tf.Tensor | None) -> dict[str, tf.Tensor]:
         """One generator and one discriminator update; `condition` (class labels) goes to both networks."""
-        batch_size = tf.shape(real_images)[0]
-        z = keras.random.normal((batch_size, self.latent_dim), seed=self.noise_seed)
+        z = replica_rows(self._latents, tf.shape(real_images)[0])
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             fake_images = self.generator(_conditioned(z, condition), training=True)
             # One discriminator pass on the fakes serves both losses, so both see the same augmentation.
@@ -301,16 +305,23 @@ class DCGAN(keras.Model):
                 real_logits, fake_logits, loss=self.loss_name, label_smoothing=self.label_smoothing
             )
             g_loss = generator_loss(fake_logits, loss=self.loss_name)
-            regularised_d_loss = d_loss + self._lazy_r1(real_images, condition)
+            # Each replica's share of the global batch's losses (the R1 term included).
+            d_share = scale_to_global_batch(d_loss + self._lazy_r1(real_images, condition))
+            g_share = scale_to_global_batch(g_loss)
         g_weights = self.generator.trainable_variables
         d_weights = self.discriminator.trainable_variables
-        d_gradients = d_tape.gradient(regularised_d_loss, d_weights)
-        self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_loss, g_weights), g_weights, strict=True))
+        d_gradients = d_tape.gradient(d_share, d_weights)
+        g_gradients = g_tape.gradient(g_share, g_weights)
+        self.g_optimizer.apply_gradients(zip(g_gradients, g_weights, strict=True))
         self.d_optimizer.apply_gradients(zip(d_gradients, d_weights, strict=True))
+        average_across_replicas(self.generator.non_trainable_weights)
         self._update_ema()
         self.d_loss_tracker.update_state(d_loss)
         self.g_loss_tracker.update_state(g_loss)
         return {metric.name: metric.result() for metric in self.metrics}
+
+    def _latents(self, rows: tf.Tensor) -> tf.Tensor:
+        return keras.random.normal((rows, self.latent_dim), seed=self.noise_seed)
 
     def _lazy_r1(self, real_images: tf.Tensor, condition: tf.Tensor | None) -> tf.Tensor:
         """The R1 term of this step's discriminator loss: ``gamma/2 * interval * R1`` every `r1_interval`
@@ -334,15 +345,20 @@ class DCGAN(keras.Model):
     def _update_ema(self) -> None:
         if self.ema_generator is None:
             return
+        trainable = {id(weight) for weight in self.generator.trainable_weights}
+        pairs = list(zip(self.ema_generator.weights, self.generator.weights, strict=True))
+        assign_in_sync([pair for pair in pairs if id(pair[1]) in trainable], self._blend)
+        # Batch-norm moving statistics are already averages: copy them as they are.
+        assign_in_sync([pair for pair in pairs if id(pair[1]) not in trainable], _copy)
+
+    def _blend(self, average: Any, weight: Any) -> Any:
         updates = tf.cast(self.g_optimizer.iterations, tf.float32)
         decay = tf.minimum(self.ema_decay, (1.0 + updates) / (_EMA_WARMUP_OFFSET + updates))
-        trainable = {id(weight) for weight in self.generator.trainable_weights}
-        for average, weight in zip(self.ema_generator.weights, self.generator.weights, strict=True):
-            if id(weight) in trainable:
-                average.assign(decay * average + (1.0 - decay) * weight)
-            else:
-                # Batch-norm moving statistics are already averages: copy them as they are.
-                average.assign(weight)
+        return average.assign(decay * average + (1.0 - decay) * weight)
+
+
+def _copy(target: Any, source: Any) -> Any:
+    return target.assign(source)
 
 
 def r1_penalty(

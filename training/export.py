@@ -232,12 +232,15 @@ def build_metadata(
     """Store metadata for a model trained as `info` describes; dataset class names go in training_config.
 
     Conditional models also list the class names as their `class_names`, in label order; `summary`
-    (`training_summary`) records what the training cost.
+    (`training_summary`) records what the training cost, and ``training_config["distribution"]`` how the batch
+    was split over replicas.
     """
     config = info.config
     training_config = config.to_dict()
     training_config["dataset_class_names"] = info.dataset_class_names
     training_config["exported_generator"] = "ema" if averaged else "raw"
+    if info.distribution is not None:
+        training_config["distribution"] = info.distribution
     return ModelMetadata(
         name=name or config.name,
         kind=_kind(config.model),

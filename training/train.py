@@ -1,9 +1,16 @@
-"""Train a DCGAN, conditional DCGAN or VAE as a `TrainConfig` says: data, model, callbacks, resume, and export at the end."""
+"""Train a DCGAN, conditional DCGAN or VAE as a `TrainConfig` says: data, model, callbacks, resume, and export at the end.
+
+With ``distribute`` set (`training.distribute`) the model is built under the strategy, every worker trains in
+lock-step and resumes from the chief's checkpoints, and the chief alone publishes, once.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import random
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,11 +20,20 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from genserve.store import write_json_atomic
 from training.callbacks import Checkpointer, HistoryWriter, SampleGrid
 from training.cdcgan import ConditionalDCGAN, build_conditional_discriminator, build_conditional_generator
-from training.config import RunInfo, TrainConfig, read_run_info
+from training.config import PUBLISHED_FILE, RunInfo, TrainConfig, read_run_info
 from training.datasets import ImageDataset, load_dataset, make_tf_dataset
 from training.dcgan import DCGAN, build_discriminator, build_generator
+from training.distribute import (
+    Placement,
+    chief_value,
+    detached_copy,
+    distribute_batches,
+    fit_replicas,
+    make_placement,
+)
 from training.export import build_metadata, export_generator, training_summary
 from training.models import GenerativeModel
 from training.progress import SampleQuality, TimeBudget
@@ -42,26 +58,37 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
 
     `callbacks` run after the built-in ones (sample check, history, sample grid, checkpoint, time budget) at
     the end of each epoch. On Ctrl-C a checkpoint is saved before the KeyboardInterrupt propagates, so
-    `resume=True` picks it up.
+    `resume=True` picks it up. A non-chief worker of a multi-worker run returns no version and removes its
+    own folder when done.
     """
+    placement = make_placement(config.distribute)
     seed_everything(config.seed)
     dataset = _load(config)
-    info = RunInfo(config, dataset.image_shape, dataset.class_names)
+    info = RunInfo(config, dataset.image_shape, dataset.class_names, placement.describe(config.batch_size))
+    _log_distribution(info)
     num_classes = _num_classes(config, dataset)
-    gan = build_gan(config, dataset.image_shape, num_classes)
-    checkpointer = Checkpointer(gan, config.run_path, info)
-    initial_epoch = _starting_epoch(config, info, checkpointer)
-    history = HistoryWriter(config.run_path, config.batch_size, initial_epoch)
+    run_dir = placement.run_dir(config.run_path)
+    with placement.strategy.scope():
+        gan = build_gan(config, dataset.image_shape, num_classes)
+        if placement.distributed:
+            gan.build_optimizers()  # the slots are created here, under the strategy, not inside a replica
+    # Outside the scope: the epoch and step counters are plain variables, read and written by this process.
+    checkpointer = Checkpointer(gan, run_dir, info, restore_from=config.run_path)
+    with placement.strategy.scope():
+        initial_epoch = _starting_epoch(config, info, checkpointer)
+    history = HistoryWriter(run_dir, config.batch_size, initial_epoch)
     budget = TimeBudget(config.time_budget) if config.time_budget is not None else None
     if initial_epoch < config.epochs:
-        data = make_tf_dataset(
-            dataset, config.batch_size, seed=_data_seed(config.seed), with_labels=config.conditional
-        )
-        sample_grid = SampleGrid(config.run_path, config.latent_dim, config.sample_grid, num_classes)
+        # Every worker must shuffle alike for each to take its own part of every global batch.
+        data_seed = chief_value(placement, _data_seed(config.seed))
+        data = _batches(dataset, config, data_seed, placement)
         # The sample check writes into the epoch's logs, so it runs before the history records them.
-        built_in = [*_sample_quality(config, dataset), history, sample_grid, checkpointer]
-        built_in += [budget] if budget is not None else []
-        _fit(gan, data, config, initial_epoch, [*built_in, *callbacks], checkpointer)
+        quality = _sample_quality(config, dataset)  # checked on every worker, measured on the chief
+        built_in: list[keras.callbacks.Callback] = [*(quality if placement.is_chief else []), history]
+        if placement.is_chief:
+            built_in.append(SampleGrid(run_dir, config.latent_dim, config.sample_grid, num_classes))
+        built_in += [checkpointer, *([budget] if budget is not None else [])]
+        _fit(gan, data, config, initial_epoch, [*built_in, *callbacks], checkpointer, placement)
     else:
         logger.info(
             "run %s already has %d of %d epochs; nothing to train",
@@ -71,9 +98,42 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
         )
     epochs_completed = int(checkpointer.epoch)
     stopped = budget is not None and budget.exhausted
+    if not placement.is_chief:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            run_dir.parent.rmdir()  # the workers' folder, once the last worker has removed its own
+        return TrainResult(config.run_path, None, history.epochs, epochs_completed, stopped)
     summary = training_summary(history.epochs, stopped_on_time_budget=stopped)
-    version_dir = _export(gan, info, epochs_completed, summary) if config.export else None
+    version_dir = _publish(gan, info, epochs_completed, summary, placement) if config.export else None
     return TrainResult(config.run_path, version_dir, history.epochs, epochs_completed, stopped)
+
+
+def _batches(
+    dataset: ImageDataset, config: TrainConfig, seed: int, placement: Placement
+) -> tf.data.Dataset | tf.distribute.DistributedDataset:
+    """The training batches: one pipeline, or each replica's rows of the same global batches."""
+
+    def batches_of(rows: int) -> tf.data.Dataset:
+        return make_tf_dataset(dataset, rows, seed=seed, with_labels=config.conditional)
+
+    if not placement.distributed:
+        return batches_of(config.batch_size)
+    make_tf_dataset(dataset, config.batch_size, seed=seed)  # refuses a global batch larger than the data
+    return distribute_batches(placement, batches_of, config.batch_size, len(dataset))
+
+
+def _log_distribution(info: RunInfo) -> None:
+    distribution = info.distribution or {}
+    if distribution.get("strategy", "none") == "none":
+        return
+    logger.info(
+        "distribute %s: %d replicas on %d workers; global batch %d, %d per replica",
+        distribution["strategy"],
+        distribution["replicas"],
+        distribution["workers"],
+        distribution["global_batch_size"],
+        distribution["per_replica_batch_size"],
+    )
 
 
 def _sample_quality(config: TrainConfig, dataset: ImageDataset) -> list[SampleQuality]:
@@ -240,31 +300,68 @@ def _check_same_architecture(saved: RunInfo, current: RunInfo) -> None:
 
 def _fit(
     gan: GenerativeModel,
-    data: tf.data.Dataset,
+    data: tf.data.Dataset | tf.distribute.DistributedDataset,
     config: TrainConfig,
     initial_epoch: int,
     callbacks: list[keras.callbacks.Callback],
     checkpointer: Checkpointer,
+    placement: Placement,
 ) -> None:
-    verbose = 1 if sys.stdout.isatty() else 2
+    verbose = (1 if sys.stdout.isatty() else 2) if placement.is_chief else 0
     try:
-        gan.fit(
-            data,
-            epochs=config.epochs,
-            initial_epoch=initial_epoch,
-            callbacks=callbacks,
-            verbose=verbose,
-            shuffle=False,  # the tf.data pipeline already reshuffles every epoch
-        )
+        if placement.distributed:
+            fit_replicas(
+                gan,
+                data,
+                placement,
+                epochs=config.epochs,
+                initial_epoch=initial_epoch,
+                callbacks=callbacks,
+                verbose=verbose,
+            )
+        else:
+            gan.fit(
+                data,
+                epochs=config.epochs,
+                initial_epoch=initial_epoch,
+                callbacks=callbacks,
+                verbose=verbose,
+                shuffle=False,  # the tf.data pipeline already reshuffles every epoch
+            )
     except KeyboardInterrupt:
         path = checkpointer.save(int(checkpointer.epoch))
         logger.warning("interrupted: saved %s; continue with --resume", path)
         raise
 
 
-def _export(gan: GenerativeModel, info: RunInfo, epochs_completed: int, summary: dict[str, Any]) -> Path:
+def _publish(
+    gan: GenerativeModel, info: RunInfo, epochs_completed: int, summary: dict[str, Any], placement: Placement
+) -> Path:
+    """Export, once per finished multi-worker run: a chief restarted after publishing finds its version."""
+    record = info.config.run_path / PUBLISHED_FILE
+    if placement.workers > 1 and record.is_file():
+        published = json.loads(record.read_text())
+        if published["epochs"] == epochs_completed:
+            logger.info("run %s already published %s", info.config.run_path, published["version_dir"])
+            return Path(published["version_dir"])
+    version_dir = _export(gan, info, epochs_completed, summary, placement)
+    if placement.workers > 1:
+        write_json_atomic(record, {"version_dir": str(version_dir), "epochs": epochs_completed})
+    return version_dir
+
+
+def _export(
+    gan: GenerativeModel,
+    info: RunInfo,
+    epochs_completed: int,
+    summary: dict[str, Any],
+    placement: Placement,
+) -> Path:
     averaged = info.config.export_ema and gan.ema_generator is not None
     generator = gan.ema_generator if averaged and gan.ema_generator is not None else gan.generator
     metadata = build_metadata(info, epochs=epochs_completed, averaged=averaged, summary=summary)
     encoder = gan.encoder if isinstance(gan, VAE) else None
+    if placement.distributed:
+        generator = detached_copy(generator)
+        encoder = detached_copy(encoder) if encoder is not None else None
     return export_generator(generator, metadata, info.config.store, encoder=encoder)

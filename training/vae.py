@@ -8,6 +8,9 @@ summed over the image, plus the KL divergence from the standard normal prior, we
 For serving, `build_decoder` ends in ``tanh(logits / 2)``, which equals ``2 * sigmoid(logits) - 1``: the
 Bernoulli mean on the same [-1, 1] scale a DCGAN generator outputs, so the decoder is exported and served
 exactly like a GAN generator. `logits_model` gives the training view of the same layers.
+
+Under a `tf.distribute` strategy the step scales its loss (reconstruction and KL alike) to the global batch and
+draws the noise of its own rows of the global batch (`training.distribute`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import tensorflow as tf
 
 from training.config import check_kl_weight
 from training.dcgan import check_image_shape, check_latent_dim
+from training.distribute import replica_rows, scale_to_global_batch
 
 _KERNEL_SIZE = 3
 _HIDDEN_UNITS = 256
@@ -164,15 +168,21 @@ class VAE(keras.Model):
         targets = (tf.cast(images, tf.float32) + 1.0) / 2.0
         with tf.GradientTape() as tape:
             z_mean, z_log_var = self.encode(images, training=True)
-            noise = keras.random.normal(tf.shape(z_mean), seed=self.noise_seed)
+            noise = replica_rows(self._noise, tf.shape(z_mean)[0])
             z = z_mean + tf.exp(0.5 * z_log_var) * noise
             logits = tf.cast(self.decoder_logits(z, training=True), tf.float32)
             reconstruction = reconstruction_loss(targets, logits)
             kl = kl_divergence(z_mean, z_log_var)
             loss = reconstruction + self.kl_weight * kl
+            share = scale_to_global_batch(loss)  # this replica's share of the global batch's loss
         weights = self.encoder.trainable_variables + self.generator.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights, strict=True))
+        gradients = tape.gradient(share, weights)
+        self.optimizer.apply_gradients(zip(gradients, weights, strict=True))
         self.loss_tracker.update_state(loss)
         self.reconstruction_tracker.update_state(reconstruction)
         self.kl_tracker.update_state(kl)
         return {metric.name: metric.result() for metric in self.metrics}
+
+    def _noise(self, rows: tf.Tensor) -> tf.Tensor:
+        """Standard normal draws for the reparameterisation, one row per image."""
+        return keras.random.normal((rows, self.latent_dim), seed=self.noise_seed)

@@ -63,6 +63,8 @@ def test_every_manifest_is_checked() -> None:
     kinds = {(manifest["apiVersion"], manifest["kind"]) for _, manifest in k8s_documents()}
     assert kinds == {
         ("apps/v1", "Deployment"),
+        ("batch/v1", "Job"),
+        ("v1", "PersistentVolumeClaim"),
         ("v1", "Service"),
         ("autoscaling/v2", "HorizontalPodAutoscaler"),
         ("policy/v1", "PodDisruptionBudget"),

@@ -1,0 +1,343 @@
+"""Training on several devices or machines with `tf.distribute`: the strategy, and what a step needs under it.
+
+Data parallel: every replica holds the whole model. Each step the global batch (``--batch-size``) is split
+evenly, each replica computes gradients on its rows, Keras' optimizers sum the gradients across replicas, and
+every copy applies the same update, so the copies stay identical.
+
+- ``mirrored``: `tf.distribute.MirroredStrategy` over this machine's GPUs, or its (logical) CPU devices.
+- ``multi-worker``: `tf.distribute.MultiWorkerMirroredStrategy` over the workers TF_CONFIG lists, each with
+  its local devices. The task of type "chief", or else worker 0, is the chief: it alone keeps the run folder
+  and publishes; the others write to their own folders under ``<run>/workers/``.
+
+What a model's step does so that it trains the same as one process on the same global batch (each helper
+changes nothing when there is one replica, so single-process training is untouched):
+
+- `scale_to_global_batch`: a replica's loss is the mean over its rows; divided by the replica count, the
+  summed gradients are those of the global batch's mean (`tf.nn.compute_average_loss` for equal per-replica
+  batches, which `Placement.per_replica_batch_size` guarantees).
+- `replica_rows`: a per-image random draw (latents, a VAE's noise) is made for the whole global batch on every
+  replica from the shared seed generator, and each replica keeps its own rows.
+- `assign_in_sync`: the generator average is updated in cross-replica context, once per device copy, from the
+  synchronised weights.
+- `average_across_replicas`: batch normalisation normalises each replica's rows with their own statistics
+  (as data-parallel training usually does; Keras' synchronised batch norm trips over collective ordering under
+  MirroredStrategy), and its moving statistics are averaged over the replicas after every step, so every copy
+  holds the same.
+
+Keras' own ``fit`` does not run under MultiWorkerMirroredStrategy (it reduces nested batches and scalar
+metrics in ways that strategy refuses), so distributed runs go through `fit_replicas`, a plain epoch loop
+that drives the same callbacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from training.config import WORKERS_DIR, check_distribute
+
+TF_CONFIG_VARIABLE = "TF_CONFIG"
+_CHIEF = "chief"
+_WORKER = "worker"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where this process trains: its strategy, and which of how many workers it is (worker 0 is the chief)."""
+
+    strategy: tf.distribute.Strategy
+    mode: str
+    worker_index: int = 0
+    workers: int = 1
+
+    @property
+    def replicas(self) -> int:
+        """Model copies that train in lock-step, over all workers."""
+        return int(self.strategy.num_replicas_in_sync)
+
+    @property
+    def distributed(self) -> bool:
+        return self.mode != "none"
+
+    @property
+    def is_chief(self) -> bool:
+        return self.worker_index == 0
+
+    def per_replica_batch_size(self, global_batch_size: int) -> int:
+        """Rows each replica takes from a global batch, or ValueError when they cannot all take the same."""
+        if global_batch_size % self.replicas:
+            raise ValueError(
+                f"batch_size {global_batch_size} does not split evenly over {self.replicas} replicas: use a "
+                f"multiple of {self.replicas} (batch_size is the global batch)"
+            )
+        return global_batch_size // self.replicas
+
+    def describe(self, global_batch_size: int) -> dict[str, Any]:
+        """What a run records about its distribution (run config.json, version metadata)."""
+        return {
+            "strategy": self.mode,
+            "replicas": self.replicas,
+            "workers": self.workers,
+            "global_batch_size": global_batch_size,
+            "per_replica_batch_size": self.per_replica_batch_size(global_batch_size),
+        }
+
+    def run_dir(self, run_path: Path) -> Path:
+        """Where this process writes: the run folder for the chief, its own folder under it for the others."""
+        return run_path if self.is_chief else run_path / WORKERS_DIR / f"worker-{self.worker_index}"
+
+
+def resolve_mode(mode: str, visible_gpus: int) -> str:
+    """The mode `mode` stands for: "auto" is "mirrored" when more than one GPU is visible, else "none"."""
+    check_distribute(mode)
+    if mode != "auto":
+        return mode
+    return "mirrored" if visible_gpus > 1 else "none"
+
+
+def make_placement(mode: str) -> Placement:
+    """The strategy for `mode`; call it before TensorFlow runs anything (multi-worker needs that)."""
+    resolved = resolve_mode(mode, len(tf.config.list_physical_devices("GPU")))
+    if resolved == "none":
+        return Placement(tf.distribute.get_strategy(), resolved)
+    if resolved == "mirrored":
+        return Placement(_mirrored_strategy(), resolved)
+    cluster = _read_tf_config()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    return Placement(strategy, resolved, *worker_position(cluster))
+
+
+def _mirrored_strategy() -> tf.distribute.MirroredStrategy:
+    """Mirrored over the GPUs (NCCL all-reduce), or without any over every logical CPU device.
+
+    On CPUs the values are reduced on one device and copied back: MirroredStrategy's default collective
+    all-reduce there can pair one replica's generator gradients with another's discriminator gradients when
+    a step has two optimizers.
+    """
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        return tf.distribute.MirroredStrategy(devices=[device.name for device in gpus])
+    cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
+def _read_tf_config() -> dict[str, Any]:
+    text = os.environ.get(TF_CONFIG_VARIABLE)
+    if not text:
+        raise ValueError(
+            "multi-worker training reads its cluster from TF_CONFIG, which is unset: set it on every worker "
+            '(e.g. {"cluster": {"worker": ["host1:2222", "host2:2222"]}, "task": {"type": "worker", "index": 0}}) '
+            "or use --distribute mirrored on one machine"
+        )
+    config: dict[str, Any] = json.loads(text)
+    return config
+
+
+def worker_position(tf_config: dict[str, Any]) -> tuple[int, int]:
+    """(this task's worker index, number of workers) for a TF_CONFIG: the chief task first, then the workers."""
+    cluster = tf_config.get("cluster", {})
+    chiefs, workers = len(cluster.get(_CHIEF, [])), len(cluster.get(_WORKER, []))
+    task = tf_config.get("task", {})
+    kind, index = task.get("type"), int(task.get("index", 0))
+    if kind not in (_CHIEF, _WORKER) or chiefs + workers == 0:
+        raise ValueError(f"TF_CONFIG must describe a chief or worker task of its cluster, got {tf_config!r}")
+    return (index if kind == _CHIEF else chiefs + index), chiefs + workers
+
+
+def chief_value(placement: Placement, value: int) -> int:
+    """The chief's `value` on every worker, so all act on one value (the data seed of an unseeded run)."""
+    return _sum_over_workers(placement, value if placement.is_chief else 0)
+
+
+def any_worker(placement: Placement, flag: bool) -> bool:
+    """Whether `flag` is set on any worker (a time budget used up), so all workers stop together."""
+    return _sum_over_workers(placement, int(flag)) > 0
+
+
+def _sum_over_workers(placement: Placement, value: int) -> int:
+    if placement.workers == 1:
+        return value
+    strategy, replicas_here = placement.strategy, placement.replicas // placement.workers
+
+    @tf.function
+    def total() -> tf.Tensor:
+        # Every replica of this worker contributes, so each worker's value counts once per its replicas.
+        mine = strategy.run(lambda: tf.constant(value, tf.int64))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, mine, axis=None)
+
+    return int(total()) // replicas_here
+
+
+def distribute_batches(
+    placement: Placement,
+    batches_of: Callable[[int], tf.data.Dataset],
+    global_batch_size: int,
+    examples: int,
+) -> tf.distribute.DistributedDataset:
+    """Every replica's rows of each global batch, each worker reading only its own replicas' batches.
+
+    `batches_of(rows)` is the shuffled pipeline batched at `rows`, shuffled alike on every worker; it is
+    batched per replica, cut to whole global batches (as one process would drop the remainder), and worker
+    `w` keeps the batches of its replicas. So replica `r` trains on rows ``[r * b, (r + 1) * b)`` of the
+    global batch a single process would see, and no example is read twice in an epoch.
+    """
+    per_replica = placement.per_replica_batch_size(global_batch_size)
+    replicas = placement.replicas
+    whole_batches = examples // global_batch_size
+
+    def worker_batches(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        local = replicas // context.num_input_pipelines
+        worker = context.input_pipeline_id
+
+        def is_mine(index: tf.Tensor, _: Any) -> tf.Tensor:
+            return tf.equal((index % replicas) // local, worker)
+
+        batches = batches_of(per_replica).take(whole_batches * replicas).enumerate().filter(is_mine)
+        return batches.map(lambda _, batch: batch)
+
+    return placement.strategy.distribute_datasets_from_function(worker_batches)
+
+
+def replicas_in_sync() -> int:
+    """Replicas of the strategy in scope (1 outside any)."""
+    return int(tf.distribute.get_strategy().num_replicas_in_sync)
+
+
+def scale_to_global_batch(loss: tf.Tensor) -> tf.Tensor:
+    """A replica's mean loss scaled so that the gradients summed over replicas are the global batch mean's."""
+    replicas = replicas_in_sync()
+    return loss if replicas == 1 else loss * (1.0 / replicas)
+
+
+def replica_rows(draw: Callable[[Any], tf.Tensor], rows: Any) -> tf.Tensor:
+    """`draw(rows)` with one replica; with several, this replica's rows of `draw(rows * replicas)`.
+
+    Every replica draws the same global batch from the same seed state, so replicas never repeat each
+    other's rows, and the draws are the ones a single process would make for the global batch.
+    """
+    replicas = replicas_in_sync()
+    if replicas == 1:
+        return draw(rows)
+    start = tf.distribute.get_replica_context().replica_id_in_sync_group * rows
+    return draw(rows * replicas)[start : start + rows]
+
+
+def assign_in_sync(pairs: Sequence[tuple[Any, Any]], update: Callable[[Any, Any], Any]) -> None:
+    """``update(target, source)`` for every pair of variables, on every device copy alike.
+
+    Without a strategy it is a plain loop. Under one it runs in cross-replica context (a merge call from a
+    replica), once per device copy of `target` with that device's copy of `source`, so a value derived
+    from synchronised weights (an average of them) stays identical across replicas.
+    """
+    if not tf.distribute.has_strategy():
+        for target, source in pairs:
+            update(target, source)
+        return
+
+    def update_copies(strategy: tf.distribute.Strategy) -> None:
+        for target, source in pairs:
+            strategy.extended.update(_tf_variable(target), update, args=(_tf_variable(source),), group=False)
+
+    context = tf.distribute.get_replica_context()
+    if context is None:
+        update_copies(tf.distribute.get_strategy())
+    else:
+        context.merge_call(update_copies)
+
+
+def average_across_replicas(variables: Sequence[Any]) -> None:
+    """Give every device copy of each variable the mean of all copies' values (from replica context).
+
+    For state each replica updates on its own (batch-norm moving statistics); nothing without a strategy.
+    """
+    context = tf.distribute.get_replica_context()
+    if not variables or replicas_in_sync() == 1 or context is None:
+        return
+    own = [tf.identity(_tf_variable(variable)) for variable in variables]
+
+    def average(strategy: tf.distribute.Strategy, *values: Any) -> None:
+        targets = [_tf_variable(variable) for variable in variables]
+        means = strategy.extended.batch_reduce_to(
+            tf.distribute.ReduceOp.MEAN, list(zip(values, targets, strict=True))
+        )
+        for target, mean in zip(targets, means, strict=True):
+            strategy.extended.update(target, _assign, args=(mean,), group=False)
+
+    context.merge_call(average, args=tuple(own))
+
+
+def _assign(target: Any, value: Any) -> Any:
+    return target.assign(value)
+
+
+def _tf_variable(variable: Any) -> Any:
+    return variable.value if isinstance(variable, keras.Variable) else variable
+
+
+def fit_replicas(
+    model: keras.Model,
+    batches: tf.distribute.DistributedDataset,
+    placement: Placement,
+    *,
+    epochs: int,
+    initial_epoch: int,
+    callbacks: Sequence[keras.callbacks.Callback],
+    verbose: int,
+) -> None:
+    """Train `model` on every replica, epoch by epoch, on `batches` (from `distribute_batches`).
+
+    The callbacks see what ``fit`` would show them: epoch and batch events, the logs averaged over replicas
+    and ``model.stop_training``, which is agreed across workers after every epoch so all stop together.
+    """
+    step = _replicated_step(model, placement.strategy)
+    events = keras.callbacks.CallbackList(
+        list(callbacks), add_progbar=verbose != 0, model=model, verbose=verbose, epochs=epochs, steps=None
+    )
+    model.stop_training = False
+    events.on_train_begin()
+    logs: dict[str, float] = {}
+    for epoch in range(initial_epoch, epochs):
+        model.reset_metrics()
+        events.on_epoch_begin(epoch)
+        for index, batch in enumerate(batches):
+            events.on_train_batch_begin(index)
+            logs = {name: float(value) for name, value in step(batch).items()}
+            events.on_train_batch_end(index, logs)
+        logs = dict(logs)
+        events.on_epoch_end(epoch, logs)
+        model.stop_training = any_worker(placement, bool(model.stop_training))
+        if model.stop_training:
+            break
+    events.on_train_end(logs)
+
+
+def _replicated_step(
+    model: keras.Model, strategy: tf.distribute.Strategy
+) -> Callable[[Any], dict[str, tf.Tensor]]:
+    @tf.function
+    def step(batch: Any) -> dict[str, tf.Tensor]:
+        outputs = strategy.run(model.train_step, args=(batch,))
+        # Metrics keep per-replica sums (synchronised on read); equal per-replica batches make the mean exact.
+        return {
+            name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+            for name, value in outputs.items()
+        }
+
+    return step
+
+
+def detached_copy(model: keras.Model) -> keras.Model:
+    """A twin of `model` with its weights, whose variables belong to no strategy (call outside any scope).
+
+    What the chief exports, so a SavedModel never holds distributed variables.
+    """
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    return twin
