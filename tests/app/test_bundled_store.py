@@ -109,3 +109,13 @@ def test_the_bundled_dcgan_beats_the_version_it_replaced(bundled: TestClient) ->
     assert evaluation["fid"] < 15.0
     assert evaluation["inception_score"] > 7.0
     assert 0.06 < min(evaluation["details"]["generated_class_fractions"])
+
+
+def test_the_bundled_conditional_model_draws_the_digit_asked_for(bundled: TestClient) -> None:
+    # mnist-cdcgan v1 (class concatenated to the discriminator's input) scored FID 24.6 and put 88% of its
+    # images in the requested class.
+    evaluation = latest(bundled_models(bundled)["mnist-cdcgan"])["evaluation"]
+
+    assert evaluation["num_samples"] == 10_000
+    assert evaluation["details"]["label_accuracy"] >= 0.98
+    assert evaluation["fid"] < 10.0
