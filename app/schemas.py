@@ -41,6 +41,37 @@ class InterpolationMethodName(str, enum.Enum):
 Number = StrictInt | StrictFloat
 
 
+class GenerateQuery(BaseModel):
+    """The query fields of POST /generate, read from strings as FastAPI reads query parameters."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = Field(None, description="Model name; the default model when absent.")
+    version: str | None = Field(None, description="Version number, label or 'latest'.")
+    n: int | None = Field(None, description="Number of images (1..GENSERVE_MAX_N, default 16).")
+    seed: int | None = Field(None, description="Seed of the first image; image i uses seed+i.")
+    truncation: float | None = Field(None, description="Truncation psi in (0, 1]; 1 = none.")
+    label: str | None = Field(
+        None,
+        description="Class name or index, for conditional models; without it image i gets class "
+        "i % num_classes (the first image class 0, the next class 1, ...).",
+    )
+    cols: int | None = Field(None, description="Grid columns for format=png.")
+    format: GenerateFormat | None = Field(
+        None, description="png (grid, default), json, npy or zip; text models: json (default) or text."
+    )
+    include_latents: bool | None = Field(None, description="With format=json, add each latent.")
+    prompt: str | None = Field(None, description="Text models: the text to continue.")
+    max_new_tokens: int | None = Field(
+        None, description="Text models: most tokens per sequence (1..GENSERVE_MAX_NEW_TOKENS)."
+    )
+    temperature: float | None = Field(None, description="Text models: 0 is greedy, 1 (default) as learnt.")
+    top_k: int | None = Field(None, description="Text models: sample among the k likeliest tokens.")
+    top_p: float | None = Field(None, description="Text models: sample within this probability mass.")
+    stop: list[str] | None = Field(None, description="Text models: stop sequences (repeat the field).")
+    stream: bool | None = Field(None, description="Text models: server-sent events, one per token.")
+
+
 class GenerateBody(BaseModel):
     """Optional JSON body of POST /generate: the query fields, plus explicit latent vectors."""
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.processes import free_ports
 from training.config import HISTORY_FILE, MODELS, TrainConfig
 
 _ROOT = Path(__file__).resolve().parents[1]
@@ -67,20 +67,10 @@ def _config(args: argparse.Namespace, setup: Setup, folder: Path) -> TrainConfig
     )
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for item in sockets:
-        item.bind(("localhost", 0))
-    ports = [item.getsockname()[1] for item in sockets]
-    for item in sockets:
-        item.close()
-    return ports
-
-
 def _measure(args: argparse.Namespace, setup: Setup, folder: Path) -> Measurement:
     config = _config(args, setup, folder)
     payload = json.dumps({"config": config.to_dict(), "devices": setup.devices})
-    ports = _free_ports(setup.workers)
+    ports = free_ports(setup.workers)
     processes = []
     for index in range(setup.workers):
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

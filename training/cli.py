@@ -18,11 +18,11 @@ from genserve.conventions import SUPPORTED_CHANNELS
 from training.config import (
     CONDITIONINGS,
     DIFFAUGMENT_POLICIES,
-    DISTRIBUTE_MODES,
     GAN_LOSSES,
     MODELS,
     RECIPES,
     TrainConfig,
+    add_distribute_option,
 )
 from training.console import quiet_tensorflow
 from training.fid import DEFAULT_NUM_SAMPLES
@@ -110,13 +110,7 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
         default=d.mixed_precision,
         help="compute in bfloat16, keep weights in float32 (default: %(default)s)",
     )
-    parser.add_argument(
-        "--distribute",
-        choices=DISTRIBUTE_MODES,
-        default=d.distribute,
-        help="train on several devices ('mirrored') or machines ('multi-worker', from TF_CONFIG); 'auto' "
-        "mirrors over the GPUs when there are several; --batch-size is the global batch (default: %(default)s)",
-    )
+    add_distribute_option(parser, d.distribute)
     gan = parser.add_argument_group("GAN recipe options (dcgan, cdcgan)")
     gan.add_argument("--loss", choices=GAN_LOSSES, default=d.loss, help="default: %(default)s")
     gan.add_argument(

@@ -6,6 +6,7 @@ free of TensorFlow, so the CLI answers bad options at once and the models reject
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from collections.abc import Sequence
@@ -390,3 +391,14 @@ def read_run_info(run_dir: Path) -> RunInfo:
             f"{str(path)!r} does not exist: pass a run folder written by 'training train'"
         )
     return RunInfo.from_dict(json.loads(path.read_text()))
+
+
+def add_distribute_option(parser: argparse.ArgumentParser, default: str) -> None:
+    """`--distribute`, as every trainer's command line offers it."""
+    parser.add_argument(
+        "--distribute",
+        choices=DISTRIBUTE_MODES,
+        default=default,
+        help="train on several devices ('mirrored') or machines ('multi-worker', from TF_CONFIG); 'auto' "
+        "mirrors over the GPUs when there are several; --batch-size is the global batch (default: %(default)s)",
+    )

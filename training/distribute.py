@@ -15,6 +15,8 @@ changes nothing when there is one replica, so single-process training is untouch
 - `scale_to_global_batch`: a replica's loss is the mean over its rows; divided by the replica count, the
   summed gradients are those of the global batch's mean (`tf.nn.compute_average_loss` for equal per-replica
   batches, which `Placement.per_replica_batch_size` guarantees).
+- `clip_by_global_batch_norm`: a gradient-norm clip (the char-rnn's) measured on the global batch's gradient,
+  not on each replica's share of it, which is what a Keras optimizer's ``global_clipnorm`` would measure.
 - `replica_rows`: a per-image random draw (latents, a VAE's noise) is made for the whole global batch on every
   replica from the shared seed generator, and each replica keeps its own rows.
 - `assign_in_sync`: the generator average is updated in cross-replica context, once per device copy, from the
@@ -26,13 +28,17 @@ changes nothing when there is one replica, so single-process training is untouch
 
 Keras' own ``fit`` does not run under MultiWorkerMirroredStrategy (it reduces nested batches and scalar
 metrics in ways that strategy refuses), so distributed runs go through `fit_replicas`, a plain epoch loop
-that drives the same callbacks.
+that drives the same callbacks. After it, `remove_worker_folder` and `publish_once` finish a run: the chief
+alone keeps its folder and publishes, once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +47,10 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from training.config import WORKERS_DIR, check_distribute
+from genserve.store import write_json_atomic
+from training.config import PUBLISHED_FILE, WORKERS_DIR, check_distribute
+
+logger = logging.getLogger(__name__)
 
 TF_CONFIG_VARIABLE = "TF_CONFIG"
 _CHIEF = "chief"
@@ -92,6 +101,20 @@ class Placement:
     def run_dir(self, run_path: Path) -> Path:
         """Where this process writes: the run folder for the chief, its own folder under it for the others."""
         return run_path if self.is_chief else run_path / WORKERS_DIR / f"worker-{self.worker_index}"
+
+
+def log_distribution(distribution: dict[str, Any]) -> None:
+    """State once, at the start, how a run is spread (`Placement.describe`); nothing for one device."""
+    if distribution.get("strategy", "none") == "none":
+        return
+    logger.info(
+        "distribute %s: %d replicas on %d workers; global batch %d, %d per replica",
+        distribution["strategy"],
+        distribution["replicas"],
+        distribution["workers"],
+        distribution["global_batch_size"],
+        distribution["per_replica_batch_size"],
+    )
 
 
 def resolve_mode(mode: str, visible_gpus: int) -> str:
@@ -216,6 +239,31 @@ def scale_to_global_batch(loss: tf.Tensor) -> tf.Tensor:
     return loss if replicas == 1 else loss * (1.0 / replicas)
 
 
+def clip_by_global_batch_norm(gradients: Sequence[Any], clip_norm: float) -> list[Any]:
+    """This replica's gradients, clipped as one process clips the global batch's (call from replica context).
+
+    A Keras optimizer clips by ``global_clipnorm`` before it sums the replicas' gradients, so each replica's
+    share would be clipped by its own norm. Here the shares are summed first, the sum (the global batch's
+    gradient) is clipped by its norm, and each replica keeps 1/R of it: the optimizer's sum gives back the
+    clipped gradient, and its own ``global_clipnorm``, if it has one, no longer clips (each share's norm is
+    at most ``clip_norm / R``). With one replica it is `tf.clip_by_global_norm`, as the optimizer would do.
+    An embedding's gradient stays `tf.IndexedSlices`, whose norm (of its rows, as Keras measures it) the
+    sum over replicas keeps.
+    """
+    replicas = replicas_in_sync()
+    if replicas == 1:
+        return list(tf.clip_by_global_norm(list(gradients), clip_norm)[0])
+    total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, list(gradients))
+    clipped, _ = tf.clip_by_global_norm(total, clip_norm)
+    return [_scaled(gradient, 1.0 / replicas) for gradient in clipped]
+
+
+def _scaled(gradient: Any, factor: float) -> Any:
+    if isinstance(gradient, tf.IndexedSlices):
+        return tf.IndexedSlices(gradient.values * factor, gradient.indices, gradient.dense_shape)
+    return gradient * factor
+
+
 def replica_rows(draw: Callable[[Any], tf.Tensor], rows: Any) -> tf.Tensor:
     """`draw(rows)` with one replica; with several, this replica's rows of `draw(rows * replicas)`.
 
@@ -331,6 +379,34 @@ def _replicated_step(
         }
 
     return step
+
+
+def remove_worker_folder(placement: Placement, run_path: Path) -> None:
+    """A non-chief worker's own folder, removed once it is done, and the workers' folder after the last one."""
+    if placement.is_chief:
+        return
+    folder = placement.run_dir(run_path)
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        folder.parent.rmdir()
+
+
+def publish_once(placement: Placement, run_path: Path, epochs: int, publish: Callable[[], Path]) -> Path:
+    """`publish()`'s version folder; a multi-worker run publishes once for its `epochs`.
+
+    The chief records what it published in the run folder (``published.json``), so a chief restarted after
+    publishing (with ``--resume``, after every epoch was trained) returns that version instead of a second.
+    """
+    record = run_path / PUBLISHED_FILE
+    if placement.workers > 1 and record.is_file():
+        published = json.loads(record.read_text())
+        if published["epochs"] == epochs:
+            logger.info("run %s already published %s", run_path, published["version_dir"])
+            return Path(published["version_dir"])
+    version_dir = publish()
+    if placement.workers > 1:
+        write_json_atomic(record, {"version_dir": str(version_dir), "epochs": epochs})
+    return version_dir
 
 
 def detached_copy(model: keras.Model) -> keras.Model:

@@ -6,11 +6,8 @@ lock-step and resumes from the chief's checkpoints, and the chief alone publishe
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import random
-import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,10 +17,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from genserve.store import write_json_atomic
 from training.callbacks import Checkpointer, HistoryWriter, SampleGrid
 from training.cdcgan import ConditionalDCGAN, build_conditional_discriminator, build_conditional_generator
-from training.config import PUBLISHED_FILE, RunInfo, TrainConfig, read_run_info
+from training.config import RunInfo, TrainConfig, read_run_info
 from training.datasets import ImageDataset, load_dataset, make_tf_dataset
 from training.dcgan import DCGAN, build_discriminator, build_generator
 from training.distribute import (
@@ -32,7 +28,10 @@ from training.distribute import (
     detached_copy,
     distribute_batches,
     fit_replicas,
+    log_distribution,
     make_placement,
+    publish_once,
+    remove_worker_folder,
 )
 from training.export import build_metadata, export_generator, training_summary
 from training.models import GenerativeModel
@@ -65,7 +64,7 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     seed_everything(config.seed)
     dataset = _load(config)
     info = RunInfo(config, dataset.image_shape, dataset.class_names, placement.describe(config.batch_size))
-    _log_distribution(info)
+    log_distribution(info.distribution or {})
     num_classes = _num_classes(config, dataset)
     run_dir = placement.run_dir(config.run_path)
     with placement.strategy.scope():
@@ -99,12 +98,17 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     epochs_completed = int(checkpointer.epoch)
     stopped = budget is not None and budget.exhausted
     if not placement.is_chief:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            run_dir.parent.rmdir()  # the workers' folder, once the last worker has removed its own
+        remove_worker_folder(placement, config.run_path)
         return TrainResult(config.run_path, None, history.epochs, epochs_completed, stopped)
     summary = training_summary(history.epochs, stopped_on_time_budget=stopped)
-    version_dir = _publish(gan, info, epochs_completed, summary, placement) if config.export else None
+    version_dir = None
+    if config.export:
+        version_dir = publish_once(
+            placement,
+            config.run_path,
+            epochs_completed,
+            lambda: _export(gan, info, epochs_completed, summary, placement),
+        )
     return TrainResult(config.run_path, version_dir, history.epochs, epochs_completed, stopped)
 
 
@@ -120,20 +124,6 @@ def _batches(
         return batches_of(config.batch_size)
     make_tf_dataset(dataset, config.batch_size, seed=seed)  # refuses a global batch larger than the data
     return distribute_batches(placement, batches_of, config.batch_size, len(dataset))
-
-
-def _log_distribution(info: RunInfo) -> None:
-    distribution = info.distribution or {}
-    if distribution.get("strategy", "none") == "none":
-        return
-    logger.info(
-        "distribute %s: %d replicas on %d workers; global batch %d, %d per replica",
-        distribution["strategy"],
-        distribution["replicas"],
-        distribution["workers"],
-        distribution["global_batch_size"],
-        distribution["per_replica_batch_size"],
-    )
 
 
 def _sample_quality(config: TrainConfig, dataset: ImageDataset) -> list[SampleQuality]:
@@ -332,22 +322,6 @@ def _fit(
         path = checkpointer.save(int(checkpointer.epoch))
         logger.warning("interrupted: saved %s; continue with --resume", path)
         raise
-
-
-def _publish(
-    gan: GenerativeModel, info: RunInfo, epochs_completed: int, summary: dict[str, Any], placement: Placement
-) -> Path:
-    """Export, once per finished multi-worker run: a chief restarted after publishing finds its version."""
-    record = info.config.run_path / PUBLISHED_FILE
-    if placement.workers > 1 and record.is_file():
-        published = json.loads(record.read_text())
-        if published["epochs"] == epochs_completed:
-            logger.info("run %s already published %s", info.config.run_path, published["version_dir"])
-            return Path(published["version_dir"])
-    version_dir = _export(gan, info, epochs_completed, summary, placement)
-    if placement.workers > 1:
-        write_json_atomic(record, {"version_dir": str(version_dir), "epochs": epochs_completed})
-    return version_dir
 
 
 def _export(

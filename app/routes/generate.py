@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import Response
 
 from app import params
@@ -14,12 +14,23 @@ from app.errors import InvalidParameter
 from app.generation import ImageRequest
 from app.rendering import GeneratedView
 from app.routes import text
-from app.routes.openapi import ModelQuery, VersionQuery, error_responses
-from app.schemas import GenerateBody, GenerateFormat, GenerateJSONResponse, GenerateTextResponse
+from app.routes.openapi import error_responses, parse_query, query_parameters
+from app.schemas import (
+    GenerateBody,
+    GenerateFormat,
+    GenerateJSONResponse,
+    GenerateQuery,
+    GenerateTextResponse,
+)
 
 router = APIRouter(tags=["generation"])
 
 DEFAULT_N = 16
+
+
+async def _generate_query(request: Request) -> GenerateQuery:
+    """The query fields, validated at once (see `parse_query`), documented by the route's `openapi_extra`."""
+    return parse_query(GenerateQuery, request)
 
 
 @router.post(
@@ -37,6 +48,7 @@ DEFAULT_N = 16
         },
         **error_responses(404, 422, 500, 503, 504),
     },
+    openapi_extra={"parameters": query_parameters(GenerateQuery)},
 )
 async def generate(
     http_request: Request,
@@ -45,43 +57,7 @@ async def generate(
     generation: GenerationDep,
     renderer: RendererDep,
     text_generation: TextGenerationDep,
-    model: ModelQuery = None,
-    version: VersionQuery = None,
-    n: Annotated[int | None, Query(description="Number of images (1..GENSERVE_MAX_N, default 16).")] = None,
-    seed: Annotated[int | None, Query(description="Seed of the first image; image i uses seed+i.")] = None,
-    truncation: Annotated[float | None, Query(description="Truncation psi in (0, 1]; 1 = none.")] = None,
-    label: Annotated[
-        str | None,
-        Query(
-            description="Class name or index, for conditional models; without it image i gets class "
-            "i % num_classes (the first image class 0, the next class 1, ...)."
-        ),
-    ] = None,
-    cols: Annotated[int | None, Query(description="Grid columns for format=png.")] = None,
-    format: Annotated[
-        GenerateFormat | None,
-        Query(description="png (grid, default), json, npy or zip; text models: json (default) or text."),
-    ] = None,
-    include_latents: Annotated[bool | None, Query(description="With format=json, add each latent.")] = None,
-    prompt: Annotated[str | None, Query(description="Text models: the text to continue.")] = None,
-    max_new_tokens: Annotated[
-        int | None, Query(description="Text models: most tokens per sequence (1..GENSERVE_MAX_NEW_TOKENS).")
-    ] = None,
-    temperature: Annotated[
-        float | None, Query(description="Text models: 0 is greedy, 1 (default) as learnt.")
-    ] = None,
-    top_k: Annotated[
-        int | None, Query(description="Text models: sample among the k likeliest tokens.")
-    ] = None,
-    top_p: Annotated[
-        float | None, Query(description="Text models: sample within this probability mass.")
-    ] = None,
-    stop: Annotated[
-        list[str] | None, Query(description="Text models: stop sequences (repeat the field).")
-    ] = None,
-    stream: Annotated[
-        bool | None, Query(description="Text models: server-sent events, one per token.")
-    ] = None,
+    query: Annotated[GenerateQuery, Depends(_generate_query)],
     body: Annotated[GenerateBody | None, Body(description="The same fields, plus `latents`.")] = None,
 ) -> Response:
     """Generate images (or text); each image's latent, and each text sequence's sampling, comes from its own
@@ -89,25 +65,7 @@ async def generate(
 
     Fields may come in the query or in a JSON body; the body wins where both are given.
     """
-    query = GenerateBody(
-        model=model,
-        version=version,
-        n=n,
-        seed=seed,
-        truncation=truncation,
-        label=label,
-        cols=cols,
-        format=format,
-        include_latents=include_latents,
-        prompt=prompt,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        stop=stop,
-        stream=stream,
-    )
-    fields = _merge(query, body)
+    fields = _merge(GenerateBody.model_construct(**query.model_dump()), body)
     text_version = text.text_model_version(registry, fields)
     if text_version is not None:
         return await text.generate_text(fields, text_version, settings, text_generation, http_request)

@@ -3,11 +3,16 @@ and the documented error responses."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import functools
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Query
+from fastapi import Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 
 from app.schemas import AnimationFormat, ErrorResponse
+
+QueryModel = TypeVar("QueryModel", bound=BaseModel)
 
 DEFAULT_STEPS = 16
 DEFAULT_FPS = 12
@@ -28,3 +33,46 @@ FrameColumnsQuery = Annotated[
 def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for error statuses, each answered with the `ErrorResponse` body."""
     return {code: {"model": ErrorResponse} for code in status_codes}
+
+
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """OpenAPI `parameters` for the fields of a query model (see `parse_query`), each with its description."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    required = set(schema.get("required", []))
+    parameters = []
+    for name, field_schema in schema["properties"].items():
+        parameter: dict[str, Any] = {"name": name, "in": "query", "required": name in required}
+        if "description" in field_schema:
+            parameter["description"] = field_schema.pop("description")
+        parameters.append(parameter | {"schema": field_schema})
+    return parameters
+
+
+def parse_query(model: type[QueryModel], request: Request) -> QueryModel:
+    """The query string as `model`, in one validation rather than one per parameter, and as FastAPI validates
+    query parameters: from strings, the last of repeated values (every value for a list), unknown names
+    ignored, each problem a 422 whose location names the field."""
+    query = request.query_params
+    values: dict[str, Any] = {
+        name: query.getlist(name) if name in _list_fields(model) else query[name]
+        for name in model.model_fields
+        if name in query
+    }
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        problems = error.errors(include_url=False, include_context=False)
+        raise RequestValidationError(
+            [{**problem, "loc": ("query", *problem["loc"])} for problem in problems]
+        ) from None
+
+
+@functools.cache
+def _list_fields(model: type[BaseModel]) -> frozenset[str]:
+    properties = model.model_json_schema()["properties"]
+    return frozenset(
+        name
+        for name, schema in properties.items()
+        if schema.get("type") == "array"
+        or any(option.get("type") == "array" for option in schema.get("anyOf", []))
+    )

@@ -1,4 +1,5 @@
-"""Training under tf.distribute: two logical CPU devices in one process, and two worker processes.
+"""Training under tf.distribute: two logical CPU devices in one process, and two worker processes, for the
+image models and the char-rnn.
 
 Logical devices must be configured before TensorFlow starts and MultiWorkerMirroredStrategy before it runs
 anything, so every distributed run is a fresh process (`tests.training.distributed_worker` or the CLI).
@@ -6,10 +7,10 @@ anything, so every distributed run is a fresh process (`tests.training.distribut
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,10 +23,24 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from genserve.store import list_versions, read_metadata
+from bench.processes import free_ports
+from genserve.store import list_versions, read_metadata, read_text_evaluation
 from tests.conftest import TINY_LATENT_DIM
-from training.config import CHECKPOINTS_DIR, HISTORY_FILE, WORKERS_DIR, TrainConfig, read_run_info
-from training.distribute import TF_CONFIG_VARIABLE, Placement, resolve_mode
+from tests.training.text.tiny import tiny_text_config
+from training.config import (
+    CHECKPOINTS_DIR,
+    DISTRIBUTE_MODES,
+    HISTORY_FILE,
+    PUBLISHED_FILE,
+    WORKERS_DIR,
+    TrainConfig,
+    read_run_info,
+)
+from training.distribute import TF_CONFIG_VARIABLE, Placement, publish_once, resolve_mode
+from training.text import cli as text_cli
+from training.text.config import CHECKPOINT_FILE as TEXT_CHECKPOINT_FILE
+from training.text.config import HISTORY_FILE as TEXT_HISTORY_FILE
+from training.text.config import RUN_INFO_FILE as TEXT_RUN_INFO_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT, BATCH = 64, 16
@@ -56,16 +71,6 @@ def _config(root: Path, name: str, **changes: Any) -> dict[str, Any]:
 def _environment(**extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key != TF_CONFIG_VARIABLE}
     return {**env, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT), **extra}
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for item in sockets:
-        item.bind(("localhost", 0))
-    ports = [item.getsockname()[1] for item in sockets]
-    for item in sockets:
-        item.close()
-    return ports
 
 
 def _tf_config(ports: list[int], index: int) -> str:
@@ -137,7 +142,7 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The mirrored fixture's VAE trained by two worker processes, one replica each."""
     root = tmp_path_factory.mktemp("workers")
     config = _config(root, "shapes-vae", model="vae", distribute="multi-worker")
-    ports = _free_ports(2)
+    ports = free_ports(2)
     logs = [root / f"worker-{index}.log" for index in range(2)]
     specs = [{"runs": [{"config": config, "report": str(root / f"worker-{index}")}]} for index in range(2)]
     workers = [
@@ -281,7 +286,7 @@ def test_a_killed_worker_restarts_and_the_run_resumes_from_the_last_epoch(
     tmp_path: Path, stopped_workers: list[subprocess.Popen[bytes]]
 ) -> None:
     run = tmp_path / "run"
-    ports = _free_ports(2)
+    ports = free_ports(2)
     stopped_workers += [_start_cli_worker(ports, index, tmp_path, attempt=1) for index in range(2)]
     deadline = time.monotonic() + TIMEOUT_S
     while _epochs_checkpointed(run) < 1 or tf.train.latest_checkpoint(str(run / CHECKPOINTS_DIR)) is None:
@@ -298,7 +303,7 @@ def test_a_killed_worker_restarts_and_the_run_resumes_from_the_last_epoch(
     before = json.loads((run / HISTORY_FILE).read_text())["epochs"]
     assert 1 <= len(before) < EPOCHS, "the run finished before a worker could be killed"
 
-    ports = _free_ports(2)
+    ports = free_ports(2)
     restarted = [_start_cli_worker(ports, index, tmp_path, attempt=2) for index in range(2)]
     stopped_workers += restarted
     for process in restarted:
@@ -319,3 +324,185 @@ def test_a_killed_worker_restarts_and_the_run_resumes_from_the_last_epoch(
         "global_batch_size": BATCH,
         "per_replica_batch_size": BATCH // 2,
     }
+
+
+# The char-rnn: 4,100 characters of the grammar make 240 training windows of 16, 15 whole global batches.
+TEXT_STEPS = 15
+TEXT_MODEL = "grammar-rnn"
+
+
+def _text_config(root: Path, name: str, **changes: Any) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "units": 32,
+        "embedding_dim": 8,
+        "sequence_length": 16,
+        "batch_size": BATCH,
+        "epochs": 1,
+        "limit_chars": 4_100,
+        "sample_length": 5,
+        "clip_norm": 0.1,  # small enough to clip, so the clip must measure the global batch's gradient
+        **changes,
+    }
+    return tiny_text_config(root / "store", root / "runs" / name, **options).to_json()
+
+
+def _start_text_workers(root: Path, config: dict[str, Any], reports: str) -> None:
+    ports = free_ports(2)
+    logs = [root / f"{reports}-{index}.log" for index in range(2)]
+    workers = [
+        _start_runner(
+            {"runs": [{"text_config": config, "report": str(root / f"{reports}-{index}")}]},
+            log,
+            TF_CONFIG=_tf_config(ports, index),
+        )
+        for index, log in enumerate(logs)
+    ]
+    _wait(workers, logs)
+
+
+@pytest.fixture(scope="module")
+def text_mirrored(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The char-rnn trained by one process, and by two logical CPU devices on the same global batch."""
+    root = tmp_path_factory.mktemp("text-mirrored")
+    runs = [
+        ("single", _text_config(root / "single", TEXT_MODEL, distribute="none")),
+        ("mirrored", _text_config(root, TEXT_MODEL, distribute="mirrored")),
+    ]
+    spec = {
+        "logical_cpus": 2,
+        "runs": [{"text_config": config, "report": str(root / name)} for name, config in runs],
+    }
+    log = root / "runner.log"
+    _wait([_start_runner(spec, log)], [log])
+    return root
+
+
+@pytest.fixture(scope="module")
+def text_workers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The char-rnn trained by two worker processes for one epoch, then both started again for a second."""
+    root = tmp_path_factory.mktemp("text-workers")
+    config = _text_config(root, TEXT_MODEL, distribute="multi-worker")
+    _start_text_workers(root, config, "worker")
+    _start_text_workers(root, {**config, "epochs": 2, "resume": True}, "resumed")
+    return root
+
+
+def test_text_cli_offers_the_image_models_distribute_modes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train = argparse.ArgumentParser()
+    text_cli.add_train_arguments(train)
+    distribute = next(action for action in train._actions if action.dest == "distribute")
+    assert tuple(distribute.choices or ()) == DISTRIBUTE_MODES
+    assert distribute.default == TrainConfig(dataset="shapes", name="x").distribute
+    args = text_cli.build_parser().parse_args(
+        ["train", "--dataset", "grammar", "--name", TEXT_MODEL, "--distribute", "mirrored"]
+    )
+    assert text_cli.config_from_args(args).distribute == "mirrored"
+
+    monkeypatch.delenv(TF_CONFIG_VARIABLE, raising=False)
+    options = ["--dataset", "grammar", "--name", TEXT_MODEL, "--run-dir", str(tmp_path / "run")]
+    assert text_cli.train_main([*options, "--distribute", "multi-worker"]) == 2
+
+
+def test_a_restarted_chief_publishes_a_finished_run_once(tmp_path: Path) -> None:
+    strategy = cast(tf.distribute.Strategy, SimpleNamespace(num_replicas_in_sync=2))
+    chief = Placement(strategy, "multi-worker", worker_index=0, workers=2)
+    published: list[Path] = []
+
+    def publish() -> Path:
+        published.append(tmp_path / "store" / TEXT_MODEL / str(len(published) + 1))
+        return published[-1]
+
+    first = publish_once(chief, tmp_path, 2, publish)
+    assert publish_once(chief, tmp_path, 2, publish) == first and published == [first]
+    assert publish_once(chief, tmp_path, 3, publish) != first  # more epochs: a new version
+    assert json.loads((tmp_path / PUBLISHED_FILE).read_text())["epochs"] == 3
+
+
+def test_text_mirrored_replicas_match_one_process_on_the_same_global_batch(text_mirrored: Path) -> None:
+    single, replicated = _report(text_mirrored / "single"), _report(text_mirrored / "mirrored")
+
+    assert single["steps_per_epoch"] == replicated["steps_per_epoch"] == [TEXT_STEPS]
+    assert single["optimizer_steps"] == replicated["optimizer_steps"] == TEXT_STEPS
+    assert replicated["replica_spread"] == 0.0
+    difference = _largest_difference(_weights(text_mirrored / "single"), _weights(text_mirrored / "mirrored"))
+    assert difference < TOLERANCE
+
+
+def test_text_validation_and_held_out_score_match_one_process(text_mirrored: Path) -> None:
+    def history(run: Path) -> dict[str, list[float]]:
+        loaded: dict[str, list[float]] = json.loads((run / TEXT_HISTORY_FILE).read_text())
+        return loaded
+
+    single = history(text_mirrored / "single" / "runs" / TEXT_MODEL)
+    replicated = history(text_mirrored / "runs" / TEXT_MODEL)
+    assert single.keys() == replicated.keys() == {"loss", "val_loss"}
+    assert replicated["val_loss"] == pytest.approx(single["val_loss"], abs=1e-3)
+    assert replicated["loss"] == pytest.approx(single["loss"], abs=1e-3)
+    scores = [
+        read_text_evaluation(Path(_report(text_mirrored / name)["version_dir"]))
+        for name in ("single", "mirrored")
+    ]
+    assert scores[0] is not None and scores[1] is not None
+    assert scores[1].bits_per_char == pytest.approx(scores[0].bits_per_char, abs=1e-3)
+
+
+def test_text_run_and_version_record_the_global_and_per_replica_batch(text_mirrored: Path) -> None:
+    expected = {"strategy": "mirrored", "replicas": 2, "workers": 1, "global_batch_size": BATCH}
+    expected["per_replica_batch_size"] = BATCH // 2
+    report = _report(text_mirrored / "mirrored")
+
+    assert report["distribution"] == expected
+    run_info = json.loads((text_mirrored / "runs" / TEXT_MODEL / TEXT_RUN_INFO_FILE).read_text())
+    assert run_info["distribution"] == expected and run_info["distribute"] == "mirrored"
+    assert read_metadata(Path(report["version_dir"])).training_config["distribution"] == expected
+    assert list_versions(text_mirrored / "store", TEXT_MODEL) == [1]
+
+
+def test_text_workers_step_together_into_the_single_process_weights(
+    text_workers: Path, text_mirrored: Path
+) -> None:
+    chief, other = _report(text_workers / "worker-0"), _report(text_workers / "worker-1")
+
+    assert chief["steps_per_epoch"] == other["steps_per_epoch"] == [TEXT_STEPS]
+    assert chief["optimizer_steps"] == other["optimizer_steps"] == TEXT_STEPS
+    assert (
+        _largest_difference(_weights(text_workers / "worker-0"), _weights(text_workers / "worker-1")) == 0.0
+    )
+    assert (
+        _largest_difference(_weights(text_workers / "worker-0"), _weights(text_mirrored / "single"))
+        < TOLERANCE
+    )
+    assert (
+        chief["distribution"]["workers"] == 2
+        and chief["distribution"]["per_replica_batch_size"] == BATCH // 2
+    )
+
+
+def test_text_workers_resume_from_the_chiefs_checkpoint(text_workers: Path) -> None:
+    chief, other = _report(text_workers / "resumed-0"), _report(text_workers / "resumed-1")
+
+    # Only the second epoch was trained, on top of the first epoch's optimizer steps.
+    assert chief["steps_per_epoch"] == other["steps_per_epoch"] == [TEXT_STEPS]
+    assert chief["optimizer_steps"] == other["optimizer_steps"] == 2 * TEXT_STEPS
+    assert (
+        _largest_difference(_weights(text_workers / "resumed-0"), _weights(text_workers / "resumed-1")) == 0.0
+    )
+
+
+def test_text_only_the_chief_publishes_scores_and_keeps_a_run_folder(text_workers: Path) -> None:
+    reports = [_report(text_workers / name) for name in ("worker-0", "worker-1", "resumed-0", "resumed-1")]
+    store = text_workers / "store"
+
+    assert [report["version_dir"] for report in reports] == [
+        str(store / TEXT_MODEL / "1"),
+        None,
+        str(store / TEXT_MODEL / "2"),
+        None,
+    ]
+    assert list_versions(store, TEXT_MODEL) == [1, 2]
+    assert all(read_text_evaluation(store / TEXT_MODEL / str(version)) is not None for version in (1, 2))
+    run = text_workers / "runs" / TEXT_MODEL
+    assert json.loads((run / PUBLISHED_FILE).read_text())["epochs"] == 2
+    assert (run / TEXT_CHECKPOINT_FILE).is_file() and not (run / WORKERS_DIR).exists()

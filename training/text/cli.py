@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from training.config import add_distribute_option
 from training.text.config import CELLS, TextTrainConfig
 
 logger = logging.getLogger("training.text")
@@ -72,6 +73,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
             f"--{flag}", type=kind, default=default, help=f"{help_text} (default: %(default)s)"
         )
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    add_distribute_option(parser, d.distribute)
 
 
 def train_main(argv: Sequence[str]) -> int:
@@ -99,7 +101,8 @@ def _run(args: argparse.Namespace, command: str) -> int:
             from training.text.train import train_text
 
             version = train_text(config_from_args(args))
-            logger.info("published %s", version)
+            if version is not None:
+                logger.info("published %s", version)
         else:
             from training.text.evaluate import evaluate_version
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from genserve.store import validate_model_name
+from training.config import TrainConfig, check_distribute
 
 CELLS = ("gru", "lstm")
 DEFAULT_RUNS_ROOT = Path("runs")
@@ -44,6 +45,9 @@ class TextTrainConfig:
     resume: bool = False
     sample_length: int = 200  # characters sampled into samples/ after every epoch
     export: bool = True
+    # How training spreads over devices or machines: the image models' modes and default
+    # (`training.config.DISTRIBUTE_MODES`). batch_size is the global batch: each of R replicas takes 1/R of it.
+    distribute: str = TrainConfig.distribute
 
     def __post_init__(self) -> None:
         validate_model_name(self.name)
@@ -60,6 +64,7 @@ class TextTrainConfig:
             raise ValueError("lr and clip_norm must be positive")
         if self.limit_chars is not None and self.limit_chars < 4 * self.sequence_length:
             raise ValueError(f"limit_chars must be at least 4 x sequence_length ({4 * self.sequence_length})")
+        check_distribute(self.distribute)
 
     @property
     def run_folder(self) -> Path:

@@ -18,9 +18,19 @@ KIND: ModelKind = "char-rnn"
 
 
 def publish_char_rnn(
-    model: keras.Model, config: TextTrainConfig, corpus: TextCorpus, *, epochs: int, summary: dict[str, Any]
+    model: keras.Model,
+    config: TextTrainConfig,
+    corpus: TextCorpus,
+    *,
+    epochs: int,
+    summary: dict[str, Any],
+    distribution: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the model as the next version of `config.name` in `config.store`; returns its folder."""
+    """Write the model as the next version of `config.name` in `config.store`; returns its folder.
+
+    `distribution` (`training.distribute.Placement.describe`) goes into ``training_config["distribution"]``,
+    as for image models. The model's variables must belong to no strategy (`training.distribute.detached_copy`).
+    """
     server = CharRnnServer(
         model, corpus.vocabulary, cell=config.cell, layers=config.layers, units=config.units
     )
@@ -37,7 +47,7 @@ def publish_char_rnn(
             sequence_length=config.sequence_length,
         ),
         dataset=config.dataset,
-        training_config=config.to_json(),
+        training_config={**config.to_json(), **({"distribution": distribution} if distribution else {})},
         epochs=epochs,
         seed=config.seed,
         framework_versions={

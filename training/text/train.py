@@ -7,6 +7,10 @@ of text and forbid shuffling), resuming needs no saved state, and the last parti
 case. The cost is that the model never learns dependencies longer than a window, which for character-level
 text of a few hundred characters per document is little loss. At serving time the state is simply carried
 on past the window length.
+
+Under ``--distribute`` (`training.distribute`, as for the image models) the windows of each global batch
+are split over the replicas, each worker reading only its own replicas' rows, and `training.text.replicas`
+holds the step they take.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +27,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from genserve import store
 from genserve.store import TextEvaluationRecord
+from training.distribute import (
+    Placement,
+    chief_value,
+    detached_copy,
+    distribute_batches,
+    fit_replicas,
+    log_distribution,
+    make_placement,
+    publish_once,
+    remove_worker_folder,
+)
 from training.text.config import (
     CHECKPOINT_EPOCH_FILE,
     CHECKPOINT_FILE,
@@ -35,6 +52,7 @@ from training.text.data import TextCorpus, load_corpus, windows
 from training.text.evaluate import NGramModel, evaluation_record, model_bits, unigram_bits, write_record
 from training.text.export import publish_char_rnn
 from training.text.model import CharRnnServer, build_char_rnn
+from training.text.replicas import CharRnnTrainer, HeldOutLoss
 
 logger = logging.getLogger(__name__)
 
@@ -42,31 +60,75 @@ logger = logging.getLogger(__name__)
 SAMPLE_PROMPTS = ("", "The ")
 
 
-def train_text(config: TextTrainConfig) -> Path | None:
-    """Train as configured and return the published version folder (None when `config.export` is off)."""
+def train_text(config: TextTrainConfig, callbacks: Sequence[keras.callbacks.Callback] = ()) -> Path | None:
+    """Train as configured and return the published version folder (None when `config.export` is off).
+
+    `callbacks` run after the built-in ones (samples, checkpoint, history). With ``distribute`` set
+    (`training.distribute`) the network is built under the strategy and trained on every replica by
+    `fit_replicas`; every worker resumes from the chief's checkpoint, and the chief alone publishes, once,
+    and scores the version. A non-chief worker of a multi-worker run returns None and removes its own folder.
+    """
+    placement = make_placement(config.distribute)
     _seed_everything(config.seed)
+    seed = _data_seed(config.seed, placement)
     corpus = load_corpus(
         config.dataset,
         data_path=config.data_path,
         held_out=config.held_out,
-        seed=config.seed,
+        seed=seed,
         limit_chars=config.limit_chars,
     )
-    run_dir = config.run_folder
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RUN_INFO_FILE).write_text(
-        json.dumps({**config.to_json(), "vocabulary": corpus.vocabulary}, indent=2)
-    )
-    model, initial_epoch = _model(config, corpus, run_dir)
+    distribution = placement.describe(config.batch_size)
+    log_distribution(distribution)
+    run_dir = placement.run_dir(config.run_folder)
+    _write_run_info(run_dir, config, corpus, distribution)
+    with placement.strategy.scope():
+        model, initial_epoch = _model(config, corpus, config.run_folder)
+        if placement.distributed:
+            model.optimizer.build(model.trainable_variables)  # its slots, under the strategy
     started = time.perf_counter()
-    history = _fit(model, config, corpus, run_dir, initial_epoch)
+    if placement.distributed:
+        history = _fit_replicas(model, config, corpus, initial_epoch, placement, seed, callbacks)
+    else:
+        history = _fit(model, config, corpus, run_dir, initial_epoch, callbacks)
     summary = {"wall_s": round(time.perf_counter() - started, 1), "epochs_run": config.epochs - initial_epoch}
+    if not placement.is_chief:
+        remove_worker_folder(placement, config.run_folder)
+        return None
     if not config.export:
         return None
-    version = publish_char_rnn(model, config, corpus, epochs=config.epochs, summary={**summary, **history})
-    record = score(model, corpus, config.dataset, config.sequence_length)
-    write_record(version, record)
-    logger.info("published %s: held-out %.3f bits/char", version, record.bits_per_char)
+    network = detached_copy(model) if placement.distributed else model
+    return _publish(network, config, corpus, placement, {**summary, **history})
+
+
+def _write_run_info(
+    run_dir: Path, config: TextTrainConfig, corpus: TextCorpus, distribution: dict[str, Any]
+) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = {**config.to_json(), "vocabulary": corpus.vocabulary, "distribution": distribution}
+    (run_dir / RUN_INFO_FILE).write_text(json.dumps(info, indent=2))
+
+
+def _publish(
+    network: keras.Model,
+    config: TextTrainConfig,
+    corpus: TextCorpus,
+    placement: Placement,
+    summary: dict[str, Any],
+) -> Path:
+    """Publish the version (once per multi-worker run) and write its evaluation.json, unless it has one."""
+
+    def publish() -> Path:
+        distribution = placement.describe(config.batch_size)
+        return publish_char_rnn(
+            network, config, corpus, epochs=config.epochs, summary=summary, distribution=distribution
+        )
+
+    version = publish_once(placement, config.run_folder, config.epochs, publish)
+    if store.read_text_evaluation(version) is None:  # a chief restarted after publishing may have scored it
+        record = score(network, corpus, config.dataset, config.sequence_length)
+        write_record(version, record)
+        logger.info("published %s: held-out %.3f bits/char", version, record.bits_per_char)
     return version
 
 
@@ -90,6 +152,14 @@ def _seed_everything(seed: int | None) -> None:
         random.seed(seed)
         np.random.seed(seed)
         tf.random.set_seed(seed)
+
+
+def _data_seed(seed: int | None, placement: Placement) -> int | None:
+    """The seed of the held-out split and of the window order: under a strategy, one that every worker shares
+    (the chief's draw, for an unseeded run), so all hold out the same text and shuffle it alike."""
+    if seed is not None or not placement.distributed:
+        return seed
+    return chief_value(placement, random.randrange(2**31))
 
 
 def _model(config: TextTrainConfig, corpus: TextCorpus, run_dir: Path) -> tuple[keras.Model, int]:
@@ -118,39 +188,117 @@ def _model(config: TextTrainConfig, corpus: TextCorpus, run_dir: Path) -> tuple[
     return model, 0
 
 
-def _dataset(ids: np.ndarray, config: TextTrainConfig, *, shuffle: bool) -> tf.data.Dataset:
+def _dataset(
+    ids: np.ndarray,
+    config: TextTrainConfig,
+    *,
+    shuffle: bool,
+    seed: int | None = None,
+    rows: int | None = None,
+) -> tf.data.Dataset:
+    """Batches of `rows` windows (the batch size by default), reshuffled by `seed` every epoch if asked."""
     chunks = windows(ids, config.sequence_length)
     data = tf.data.Dataset.from_tensor_slices(chunks)
     if shuffle:
-        data = data.shuffle(len(chunks), seed=config.seed, reshuffle_each_iteration=True)
-    return data.batch(config.batch_size).map(lambda chunk: (chunk[:, :-1], chunk[:, 1:])).prefetch(2)
+        data = data.shuffle(len(chunks), seed=seed, reshuffle_each_iteration=True)
+    batch = config.batch_size if rows is None else rows
+    return data.batch(batch).map(lambda chunk: (chunk[:, :-1], chunk[:, 1:])).prefetch(2)
+
+
+def _held_out(config: TextTrainConfig, corpus: TextCorpus) -> tf.data.Dataset | None:
+    """The held-out batches of the per-epoch validation, when the held-out text fills a window."""
+    enough = len(corpus.held_out_ids) > config.sequence_length + 1
+    return _dataset(corpus.held_out_ids, config, shuffle=False) if enough else None
 
 
 def _fit(
-    model: keras.Model, config: TextTrainConfig, corpus: TextCorpus, run_dir: Path, initial_epoch: int
+    model: keras.Model,
+    config: TextTrainConfig,
+    corpus: TextCorpus,
+    run_dir: Path,
+    initial_epoch: int,
+    extra: Sequence[keras.callbacks.Callback] = (),
 ) -> dict[str, Any]:
     if initial_epoch >= config.epochs:
         return {}
-    train = _dataset(corpus.train_ids, config, shuffle=True)
-    enough = len(corpus.held_out_ids) > config.sequence_length + 1
-    held_out = _dataset(corpus.held_out_ids, config, shuffle=False) if enough else None
+    train = _dataset(corpus.train_ids, config, shuffle=True, seed=config.seed)
     callbacks = [
         TextSamples(model, config, corpus, run_dir / SAMPLES_DIR),
-        TextCheckpoint(run_dir, config, corpus),
-        keras.callbacks.CSVLogger(
-            str(run_dir / HISTORY_FILE.replace(".json", ".csv")), append=initial_epoch > 0
-        ),
+        TextCheckpoint(model, run_dir, config, corpus),
+        _history_csv(run_dir, initial_epoch),
+        *extra,
     ]
     history = model.fit(
         train,
-        validation_data=held_out,
+        validation_data=_held_out(config, corpus),
         epochs=config.epochs,
         initial_epoch=initial_epoch,
         callbacks=callbacks,
         shuffle=False,  # the dataset reshuffles its windows every epoch
         verbose=2,
     )
-    losses = {key: [round(float(v), 4) for v in values] for key, values in history.history.items()}
+    return _write_history(history.history, run_dir)
+
+
+def _fit_replicas(
+    model: keras.Model,
+    config: TextTrainConfig,
+    corpus: TextCorpus,
+    initial_epoch: int,
+    placement: Placement,
+    seed: int | None,
+    extra: Sequence[keras.callbacks.Callback] = (),
+) -> dict[str, Any]:
+    """`_fit` under a strategy: each replica trains on its rows of every global batch (`fit_replicas`).
+
+    Every worker checkpoints, as for the image models (a save that reads a variable kept in sync across
+    workers needs them all), the others into their own folders; the chief alone samples, validates and
+    records the history.
+    """
+    if initial_epoch >= config.epochs:
+        return {}
+    examples = len(windows(corpus.train_ids, config.sequence_length))
+    if examples < config.batch_size:
+        raise ValueError(
+            f"the training text makes {examples} windows of {config.sequence_length} characters, fewer than "
+            f"one global batch of {config.batch_size}: lower --batch-size or --sequence-length"
+        )
+
+    def batches_of(rows: int) -> tf.data.Dataset:
+        return _dataset(corpus.train_ids, config, shuffle=True, seed=seed, rows=rows)
+
+    batches = distribute_batches(placement, batches_of, config.batch_size, examples)
+    with placement.strategy.scope():
+        trainer = CharRnnTrainer(model, config.clip_norm)
+    run_dir, history = placement.run_dir(config.run_folder), keras.callbacks.History()
+    callbacks: list[keras.callbacks.Callback] = [TextCheckpoint(model, run_dir, config, corpus), history]
+    if placement.is_chief:
+        held_out = _held_out(config, corpus)
+        # Validation writes val_loss into the epoch's logs, so it runs before the others record them.
+        validation = [HeldOutLoss(model, held_out)] if held_out is not None else []
+        samples = TextSamples(model, config, corpus, run_dir / SAMPLES_DIR)
+        callbacks = [*validation, samples, *callbacks, _history_csv(run_dir, initial_epoch)]
+    fit_replicas(
+        trainer,
+        batches,
+        placement,
+        epochs=config.epochs,
+        initial_epoch=initial_epoch,
+        callbacks=[*callbacks, *extra],
+        verbose=2 if placement.is_chief else 0,
+    )
+    return _write_history(history.history, run_dir) if placement.is_chief else {}
+
+
+def _history_csv(run_dir: Path, initial_epoch: int) -> keras.callbacks.CSVLogger:
+    return keras.callbacks.CSVLogger(
+        str(run_dir / HISTORY_FILE.replace(".json", ".csv")), append=initial_epoch > 0
+    )
+
+
+def _write_history(history: dict[str, list[Any]], run_dir: Path) -> dict[str, Any]:
+    """history.json of this session's epochs, and the last losses for the version's summary."""
+    losses = {key: [round(float(v), 4) for v in values] for key, values in history.items()}
     (run_dir / HISTORY_FILE).write_text(json.dumps(losses, indent=2))
     return {
         "final_loss": losses.get("loss", [None])[-1],
@@ -187,17 +335,20 @@ class TextSamples(keras.callbacks.Callback):
 
 
 class TextCheckpoint(keras.callbacks.Callback):
-    """The model and its optimizer after every epoch, with what `--resume` must check."""
+    """The network and its optimizer after every epoch, with what `--resume` must check."""
 
-    def __init__(self, run_dir: Path, config: TextTrainConfig, corpus: TextCorpus) -> None:
+    def __init__(
+        self, network: keras.Model, run_dir: Path, config: TextTrainConfig, corpus: TextCorpus
+    ) -> None:
         super().__init__()
+        self._network = network
         self._file, self._epoch_file = run_dir / CHECKPOINT_FILE, run_dir / CHECKPOINT_EPOCH_FILE
         self._architecture, self._vocabulary = config.architecture(), corpus.vocabulary
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._file.parent.mkdir(parents=True, exist_ok=True)
         partial = self._file.with_suffix(".partial.keras")
-        self.model.save(partial)
+        self._network.save(partial)
         partial.replace(self._file)
         info = {"epochs": epoch + 1, "architecture": self._architecture, "vocabulary": self._vocabulary}
         self._epoch_file.write_text(json.dumps(info))
