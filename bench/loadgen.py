@@ -13,10 +13,11 @@ import math
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,12 @@ def percentile(sorted_values: list[float], fraction: float) -> float | None:
         return None
     rank = max(1, math.ceil(fraction * len(sorted_values)))
     return sorted_values[rank - 1]
+
+
+def median_of_present(values: Sequence[float | None]) -> float | None:
+    """The median of the values that were measured (None: a run that measured nothing); None when none were."""
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
 
 
 # --- in-process asyncio clients ------------------------------------------------------------------

@@ -14,14 +14,13 @@ import argparse
 import contextlib
 import logging
 import os
-import statistics
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.loadgen import LoadResult, LoadSpec, choose_client
+from bench.loadgen import LoadResult, LoadSpec, choose_client, median_of_present
 from bench.processes import free_port, start, stop_tree, tree_cpu_s, wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,11 +128,6 @@ def run(
     return results
 
 
-def _median(values: list[float | None]) -> float | None:
-    present = [value for value in values if value is not None]
-    return statistics.median(present) if present else None
-
-
 def summarize(results: dict[tuple[str, int, int], list[Measurement]]) -> tuple[str, list[str]]:
     names = [GENSERVE, *PEERS]
     header = (
@@ -148,9 +142,9 @@ def summarize(results: dict[tuple[str, int, int], list[Measurement]]) -> tuple[s
         for name in names:
             runs = results.get((name, n, concurrency), [])
             medians[name] = (
-                _median([run.images_per_s for run in runs]),
-                _median([run.p99_ms for run in runs]),
-                _median([run.cpu_pct for run in runs]),
+                median_of_present([run.images_per_s for run in runs]),
+                median_of_present([run.p99_ms for run in runs]),
+                median_of_present([run.cpu_pct for run in runs]),
             )
         cells = [
             f"{rate or 0:,.0f}, {p99 if p99 is not None else float('nan'):.1f}, {cpu or 0:.0f}"

@@ -41,6 +41,7 @@ from bench.loadgen import (
     OpenSenders,
     Send,
     http_connections,
+    median_of_present,
     run_senders,
 )
 from bench.processes import free_port, running_service, tree_cpu_s
@@ -261,11 +262,6 @@ def run(
     return results
 
 
-def _median(values: Sequence[float | None]) -> float | None:
-    present = [value for value in values if value is not None]
-    return statistics.median(present) if present else None
-
-
 def _shown(value: float | None, digits: int = 0) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
 
@@ -285,9 +281,9 @@ def summarize(results: dict[tuple[str, int, int], list[Measurement]], protocols:
                 continue
             medians[protocol] = (
                 statistics.median(m.images_per_s for m in runs),
-                _median([m.p50_ms for m in runs]),
-                _median([m.p99_ms for m in runs]),
-                _median([m.server_cpu_pct for m in runs]),
+                median_of_present([m.p50_ms for m in runs]),
+                median_of_present([m.p99_ms for m in runs]),
+                median_of_present([m.server_cpu_pct for m in runs]),
                 statistics.median(m.client_cpu_pct for m in runs),
             )
         base = medians.get(GENERATE_PNG, (0.0,))[0]
