@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from app.config import Settings
 from app.generation import GenerationService
 from app.metrics import Metrics
-from app.protocols.tensors import TextInference
+from app.protocols.tensors import Inference
 from app.registry import ModelRegistry
 from app.rendering import Renderer
 from app.store_watcher import StoreWatcher
@@ -42,9 +42,9 @@ async def get_text_generation(request: Request) -> TextGenerationService:
     return service
 
 
-async def get_text_inference(request: Request) -> TextInference:
-    """How the inference protocols serve text generators: through the text service, checked as /generate does."""
-    return TextInference(request.app.state.text_generation, request.app.state.settings)
+async def get_inference(request: Request) -> Inference:
+    inference: Inference = request.app.state.inference
+    return inference
 
 
 async def get_upload_reader(request: Request) -> UploadReader:
@@ -67,7 +67,7 @@ RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 GenerationDep = Annotated[GenerationService, Depends(get_generation)]
 RendererDep = Annotated[Renderer, Depends(get_renderer)]
 TextGenerationDep = Annotated[TextGenerationService, Depends(get_text_generation)]
-TextInferenceDep = Annotated[TextInference, Depends(get_text_inference)]
+InferenceDep = Annotated[Inference, Depends(get_inference)]
 UploadReaderDep = Annotated[UploadReader, Depends(get_upload_reader)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 WatcherDep = Annotated[StoreWatcher, Depends(get_watcher)]

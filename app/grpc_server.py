@@ -31,10 +31,9 @@ from tensorflow_serving.apis import (
 
 from app import params
 from app.errors import DeadlineExceeded, InvalidParameter, Overloaded, ServiceError
-from app.generation import GenerationService
 from app.metrics import Metrics
 from app.protocols import tfserving
-from app.protocols.tensors import STRING, TextInference, infer, string_array, tensor_name
+from app.protocols.tensors import STRING, Inference, string_array, tensor_name
 from app.registry import ModelRegistry, ModelVersion
 from genserve import store
 
@@ -179,16 +178,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(
         self,
         registry: ModelRegistry,
-        generation: GenerationService,
+        inference: Inference,
         calls: _Calls,
-        max_rows: int,
-        text: TextInference | None,
     ) -> None:
         self._registry = registry
-        self._generation = generation
+        self._inference = inference
         self._calls = calls
-        self._max_rows = max_rows
-        self._text = text
 
     async def Predict(
         self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
@@ -212,14 +207,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             tensor_name(name, "inputs"): tensor_to_array(name, tensor)
             for name, tensor in request.inputs.items()
         }
-        outputs = await infer(
-            self._generation,
-            model_version,
-            tensors,
-            self._max_rows,
-            text=self._text,
-            timeout_s=_time_left(context),
-        )
+        outputs = await self._inference.infer(model_version, tensors, timeout_s=_time_left(context))
         wanted = list(request.output_filter) or list(outputs)
         unknown = [name for name in wanted if name not in outputs]
         if unknown:
@@ -282,18 +270,16 @@ class GrpcServer:
         port: int,
         *,
         registry: ModelRegistry,
-        generation: GenerationService,
+        inference: Inference,
         metrics: Metrics,
-        max_rows: int,
         max_message_bytes: int,
-        text: TextInference | None = None,
     ) -> None:
         self.address = f"{host}:{port}"
         # The same bound on what a client may send as GENSERVE_MAX_BODY_BYTES puts on HTTP bodies.
         self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes)])
         calls = _Calls(metrics)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(registry, generation, calls, max_rows, text), self._server
+            PredictionServicer(registry, inference, calls), self._server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(registry, calls), self._server

@@ -22,7 +22,7 @@ from app.error_handlers import install_error_handlers
 from app.generation import GenerationService
 from app.loader import ModelLoader
 from app.metrics import HTTPMetricsMiddleware, Metrics
-from app.protocols.tensors import TextInference
+from app.protocols.tensors import Inference
 from app.registry import ModelRegistry
 from app.rendering import Renderer
 from app.routes import api_router
@@ -146,8 +146,7 @@ async def _start_grpc(
     settings: Settings,
     metrics: Metrics,
     registry: ModelRegistry,
-    generation: GenerationService,
-    text_generation: TextGenerationService,
+    inference: Inference,
 ) -> GrpcServer | None:
     """TensorFlow Serving's gRPC API on GENSERVE_GRPC_PORT, or None when it is unset."""
     if settings.grpc_port is None:
@@ -160,11 +159,9 @@ async def _start_grpc(
         settings.host,
         settings.grpc_port,
         registry=registry,
-        generation=generation,
+        inference=inference,
         metrics=metrics,
-        max_rows=settings.max_n,
         max_message_bytes=settings.max_body_bytes,
-        text=TextInference(text_generation, settings),
     )
     await server.start()
     return server
@@ -181,12 +178,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.watcher = watcher
     app.state.generation = GenerationService(settings.request_timeout_s, metrics, registry)
     app.state.text_generation = TextGenerationService(settings.request_timeout_s, metrics, registry)
+    app.state.inference = Inference(app.state.generation, app.state.text_generation, settings)
     render_pool = ThreadPoolExecutor(max_workers=settings.render_threads, thread_name_prefix="render")
     app.state.renderer = Renderer(metrics, render_pool, settings.png_compress_level)
     app.state.upload_reader = UploadReader(upload_limits(settings), settings.max_concurrent_decodes)
-    grpc_server = await _start_grpc(
-        settings, metrics, registry, app.state.generation, app.state.text_generation
-    )
+    grpc_server = await _start_grpc(settings, metrics, registry, app.state.inference)
     # Models load in the background so /healthz answers at once and /readyz reports progress.
     loading = asyncio.create_task(_start_watching(watcher, settings), name="genserve-load-models")
     try:

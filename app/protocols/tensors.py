@@ -70,14 +70,6 @@ TEXT_SIGNATURE = Signature(
 )
 
 
-@dataclass(frozen=True)
-class TextInference:
-    """What text generators are served through: the text service, and the settings its requests are checked by."""
-
-    service: TextGenerationService
-    settings: Settings
-
-
 def signature_of(metadata: ModelMetadata) -> Signature:
     """The `serving_default` signature of a generator, as the store contract defines it."""
     if metadata.is_text:
@@ -96,52 +88,54 @@ def string_array(values: list[bytes]) -> np.ndarray:
     return array
 
 
-async def infer(
-    generation: GenerationService,
-    model_version: ModelVersion,
-    tensors: dict[str, np.ndarray],
-    max_rows: int,
-    *,
-    text: TextInference | None = None,
-    timeout_s: float | None = None,
-    http_request: Request | None = None,
-) -> dict[str, np.ndarray]:
-    """The signature's outputs for named input `tensors`, generated through the model's shared batcher."""
-    if model_version.metadata.is_text:
-        if text is None:
-            raise InvalidParameter(
-                "model", f"{model_version.name!r} generates text, which this endpoint is not set up to serve"
-            )
-        return await _infer_text(text, model_version, tensors, max_rows, timeout_s, http_request)
-    signature = signature_of(model_version.metadata)
-    checked = check_inputs(signature, tensors, max_rows)
-    result = await generation.images_for_latents(
-        model_version,
-        checked[store.LATENT_INPUT],
-        checked.get(store.LABEL_INPUT),
-        timeout_s=timeout_s,
-        http_request=http_request,
-    )
-    return {store.IMAGES_OUTPUT: result.images}
+@dataclass(frozen=True)
+class Inference:
+    """What the inference protocols generate through: images from the image batcher, text from the continuous
+    batcher (each row checked as `POST /generate` checks a text request), at most `settings.max_n` rows."""
 
+    generation: GenerationService
+    text: TextGenerationService
+    settings: Settings
 
-async def _infer_text(
-    text: TextInference,
-    model_version: ModelVersion,
-    tensors: dict[str, np.ndarray],
-    max_rows: int,
-    timeout_s: float | None,
-    http_request: Request | None,
-) -> dict[str, np.ndarray]:
-    """One sequence per row; a scalar prompt is answered with a scalar text, as TensorFlow's signature does."""
-    checked = check_inputs(TEXT_SIGNATURE, tensors, max_rows)
-    rows = range(len(checked[store.PROMPT_INPUT]))
-    requests = [text_request(_generate_fields(checked, row), text.settings, model_version) for row in rows]
-    results = await text.service.generate_all(
-        model_version, requests, timeout_s=timeout_s, http_request=http_request
-    )
-    texts = string_array([result.completions[0].text.encode() for result in results])
-    return {store.TEXT_OUTPUT: texts.reshape(tensors[store.PROMPT_INPUT].shape)}
+    async def infer(
+        self,
+        model_version: ModelVersion,
+        tensors: dict[str, np.ndarray],
+        *,
+        timeout_s: float | None = None,
+        http_request: Request | None = None,
+    ) -> dict[str, np.ndarray]:
+        """The signature's outputs for named input `tensors`, generated through the model's shared batcher."""
+        if model_version.metadata.is_text:
+            return await self._infer_text(model_version, tensors, timeout_s, http_request)
+        checked = check_inputs(signature_of(model_version.metadata), tensors, self.settings.max_n)
+        result = await self.generation.images_for_latents(
+            model_version,
+            checked[store.LATENT_INPUT],
+            checked.get(store.LABEL_INPUT),
+            timeout_s=timeout_s,
+            http_request=http_request,
+        )
+        return {store.IMAGES_OUTPUT: result.images}
+
+    async def _infer_text(
+        self,
+        model_version: ModelVersion,
+        tensors: dict[str, np.ndarray],
+        timeout_s: float | None,
+        http_request: Request | None,
+    ) -> dict[str, np.ndarray]:
+        """One sequence per row; a scalar prompt is answered with a scalar text, as TensorFlow's signature does."""
+        checked = check_inputs(TEXT_SIGNATURE, tensors, self.settings.max_n)
+        rows = range(len(checked[store.PROMPT_INPUT]))
+        requests = [
+            text_request(_generate_fields(checked, row), self.settings, model_version) for row in rows
+        ]
+        results = await self.text.generate_all(
+            model_version, requests, timeout_s=timeout_s, http_request=http_request
+        )
+        texts = string_array([result.completions[0].text.encode() for result in results])
+        return {store.TEXT_OUTPUT: texts.reshape(tensors[store.PROMPT_INPUT].shape)}
 
 
 def _generate_fields(checked: dict[str, np.ndarray], row: int) -> GenerateBody:

@@ -14,11 +14,11 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from app import params
-from app.deps import GenerationDep, RegistryDep, SettingsDep, TextInferenceDep
+from app.deps import InferenceDep, RegistryDep
 from app.protocols import tfserving
 from app.protocols import tfserving_rest as rest
 from app.protocols.errors import PlainErrorRoute
-from app.protocols.tensors import TextInference, infer, signature_of
+from app.protocols.tensors import Inference, signature_of
 from app.registry import ModelRegistry, ModelVersion
 
 # Left out of the OpenAPI schema: the API has its own documentation, and its own error shape.
@@ -75,13 +75,11 @@ async def model_predict(
     name: ModelPath,
     request: Request,
     registry: RegistryDep,
-    settings: SettingsDep,
-    generation: GenerationDep,
-    text: TextInferenceDep,
+    inference: InferenceDep,
 ) -> Response:
     """Images from `instances` (rows) or `inputs` (columns) of latents `z` and, for conditional models, `label`;
     text from `prompt` strings and optional `max_new_tokens`, `temperature`, `seed`."""
-    return await _predict(request, _resolve(registry, name, None), settings.max_n, generation, text)
+    return await _predict(request, _resolve(registry, name, None), inference)
 
 
 @router.post("/{name}/versions/{version}:predict")
@@ -90,13 +88,11 @@ async def version_predict(
     version: VersionPath,
     request: Request,
     registry: RegistryDep,
-    settings: SettingsDep,
-    generation: GenerationDep,
-    text: TextInferenceDep,
+    inference: InferenceDep,
 ) -> Response:
     """`:predict` on one version."""
     model_version = _resolve(registry, name, tfserving.parse_version_number(version))
-    return await _predict(request, model_version, settings.max_n, generation, text)
+    return await _predict(request, model_version, inference)
 
 
 @router.post("/{name}/labels/{label}:predict")
@@ -105,13 +101,11 @@ async def label_predict(
     label: LabelPath,
     request: Request,
     registry: RegistryDep,
-    settings: SettingsDep,
-    generation: GenerationDep,
-    text: TextInferenceDep,
+    inference: InferenceDep,
 ) -> Response:
     """`:predict` on the version a label points to."""
     model_version = _resolve(registry, name, tfserving.version_selector(None, label))
-    return await _predict(request, model_version, settings.max_n, generation, text)
+    return await _predict(request, model_version, inference)
 
 
 def _resolve(registry: ModelRegistry, name: str, selector: int | str | None) -> ModelVersion:
@@ -121,12 +115,8 @@ def _resolve(registry: ModelRegistry, name: str, selector: int | str | None) -> 
 async def _predict(
     request: Request,
     model_version: ModelVersion,
-    max_rows: int,
-    generation: GenerationDep,
-    text: TextInference,
+    inference: Inference,
 ) -> Response:
     predict = rest.parse_predict_request(await request.body(), signature_of(model_version.metadata))
-    outputs = await infer(
-        generation, model_version, predict.tensors, max_rows, text=text, http_request=request
-    )
+    outputs = await inference.infer(model_version, predict.tensors, http_request=request)
     return await anyio.to_thread.run_sync(rest.predict_response, predict.row_format, outputs)

@@ -13,11 +13,11 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 from app import params
-from app.deps import GenerationDep, RegistryDep, SettingsDep, TextInferenceDep
+from app.deps import InferenceDep, RegistryDep
 from app.errors import LOADING_RETRY_AFTER_S, InvalidParameter, ShuttingDown, retry_after
 from app.protocols import v2
 from app.protocols.errors import PlainErrorRoute, plain_error
-from app.protocols.tensors import TextInference, infer
+from app.protocols.tensors import Inference
 from app.registry import ModelRegistry, ModelVersion
 
 # Left out of the OpenAPI schema: the protocol has its own specification, and its own error shape.
@@ -82,13 +82,11 @@ async def model_infer(
     name: ModelPath,
     request: Request,
     registry: RegistryDep,
-    settings: SettingsDep,
-    generation: GenerationDep,
-    text: TextInferenceDep,
+    inference: InferenceDep,
 ) -> Response:
     """Images from latents `z` (FP32 [-1, latent_dim]) and, for conditional models, class indices `label`; text
     from `prompt` (BYTES [-1]) and optional `max_new_tokens`, `temperature`, `seed`."""
-    return await _infer(request, _resolve(registry, name, None), settings.max_n, generation, text)
+    return await _infer(request, _resolve(registry, name, None), inference)
 
 
 @router.post("/models/{name}/versions/{version}/infer")
@@ -97,12 +95,10 @@ async def version_infer(
     version: VersionPath,
     request: Request,
     registry: RegistryDep,
-    settings: SettingsDep,
-    generation: GenerationDep,
-    text: TextInferenceDep,
+    inference: InferenceDep,
 ) -> Response:
     """The same as `infer`, for one version."""
-    return await _infer(request, _resolve(registry, name, version), settings.max_n, generation, text)
+    return await _infer(request, _resolve(registry, name, version), inference)
 
 
 def _resolve(registry: ModelRegistry, name: str, version: str | None) -> ModelVersion:
@@ -119,14 +115,10 @@ def _readiness(registry: ModelRegistry, name: str, version: str | None) -> JSONR
 async def _infer(
     request: Request,
     model_version: ModelVersion,
-    max_rows: int,
-    generation: GenerationDep,
-    text: TextInference,
+    inference: Inference,
 ) -> Response:
     parsed = v2.parse_infer_request(await request.body(), request.headers.get(v2.HEADER_LENGTH))
-    outputs = await infer(
-        generation, model_version, parsed.tensors, max_rows, text=text, http_request=request
-    )
+    outputs = await inference.infer(model_version, parsed.tensors, http_request=request)
     names = parsed.outputs if parsed.outputs is not None else list(outputs)
     unknown = [name for name in names if name not in outputs]
     if unknown:
