@@ -4,8 +4,11 @@ Three servers serve the same SavedModel and the same work (``POST /generate?n=N&
 per request): genserve, a plain FastAPI app (a sync endpoint, one model call per request) and LitServe with its
 batching (`bench/peers/`). All three start once; each cell (n, concurrency) is then measured for every server in
 turn, round after round, so that a noisy moment hits them alike; the table gives medians over the rounds,
-images/s, p99, the server's CPU (its whole process tree) and genserve's ratio to the best peer. With --check
-the exit code is 1 when a goal is missed.
+images/s, p99, the server's CPU (its whole process tree) and genserve's ratio to the best peer. Each round
+also measures the in-process limit (two threads generating batches of 64 and encoding PNG grids of 16 at
+once, no HTTP: both cores busy, as a server can keep them) while the servers sit idle, and the table ends with
+genserve's fraction of it at 16 and 64 images per request. With --check the exit code is 1 when a goal is
+missed.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 
 from bench.loadgen import LoadResult, LoadSpec, choose_client, median_of_present
 from bench.processes import free_port, start, stop_tree, tree_cpu_s, wait_until_ready
+from bench.serve_bench import measure_in_process_limit, resolve_model
 
 ROOT = Path(__file__).resolve().parent.parent
 HAS_GOALS = True
@@ -30,6 +34,10 @@ PEERS = {"plain FastAPI": "bench.peers.plain_fastapi", "LitServe": "bench.peers.
 CELLS = ((1, 1), (1, 32), (16, 8), (16, 32), (64, 4))
 GOAL_RATIO = 1.1
 GOAL_RATIO_N1_C32 = 1.5
+GOAL_LIMIT_FRACTION = 0.9
+LIMIT_BATCH_SIZE = 64
+LIMIT_SIZES = (16, 64)  # images per request whose best cell is compared with the in-process limit
+LIMIT_DURATION_S = 3.0
 _STARTUP_S = 180.0
 
 logger = logging.getLogger(__name__)
@@ -103,12 +111,23 @@ def measure(server: Server, n: int, concurrency: int, duration_s: float, client:
     return Measurement(result.requests_per_s * n, result.p99_ms, cpu)
 
 
-def run(
-    store: Path, model: str, rounds: int, duration_s: float, client: str
-) -> dict[tuple[str, int, int], list[Measurement]]:
+@dataclass
+class Results:
+    """Every measurement of a run: per (server, n, concurrency), and the in-process limit per round."""
+
+    cells: dict[tuple[str, int, int], list[Measurement]]
+    limits: list[float]
+
+
+def run(store: Path, model: str, rounds: int, duration_s: float, client: str) -> Results:
     results: dict[tuple[str, int, int], list[Measurement]] = {}
+    limits: list[float] = []
+    _, model_path = resolve_model(store, model)
     with tempfile.TemporaryDirectory() as folder, running(store, model, Path(folder)) as servers:
         for round_index in range(rounds):
+            limit = measure_in_process_limit(model_path, (LIMIT_BATCH_SIZE,), LIMIT_DURATION_S)
+            limits.append(limit.best_images_per_s)
+            logger.info("round %d in-process limit: %.0f img/s", round_index + 1, limits[-1])
             for n, concurrency in CELLS:
                 # Rotate the order each round so that no server always goes first.
                 order = servers[round_index % len(servers) :] + servers[: round_index % len(servers)]
@@ -125,10 +144,11 @@ def run(
                         measured.p99_ms,
                         measured.cpu_pct,
                     )
-    return results
+    return Results(results, limits)
 
 
-def summarize(results: dict[tuple[str, int, int], list[Measurement]]) -> tuple[str, list[str]]:
+def summarize(run_results: Results) -> tuple[str, list[str]]:
+    results = run_results.cells
     names = [GENSERVE, *PEERS]
     header = (
         "| cell | "
@@ -161,7 +181,34 @@ def summarize(results: dict[tuple[str, int, int], list[Measurement]]) -> tuple[s
             missed.append(
                 f"n={n}, c={concurrency}: p99 {genserve_p99:.1f} ms > {best_peer}'s {peer_p99:.1f} ms"
             )
-    return "\n".join(lines), missed
+    limit_lines, limit_missed = _versus_limit(run_results)
+    return "\n".join(lines + limit_lines), missed + limit_missed
+
+
+def _versus_limit(run_results: Results) -> tuple[list[str], list[str]]:
+    """genserve's best cell at each of LIMIT_SIZES against the median in-process limit."""
+    limit = median_of_present(run_results.limits)
+    if not limit:
+        return [], []
+    parts, missed = [], []
+    for size in LIMIT_SIZES:
+        rates = {
+            concurrency: median_of_present([run.images_per_s for run in runs]) or 0.0
+            for (name, n, concurrency), runs in run_results.cells.items()
+            if name == GENSERVE and n == size
+        }
+        if not rates:
+            continue
+        concurrency = max(rates, key=lambda c: rates[c])
+        fraction = rates[concurrency] / limit
+        parts.append(f"n={size}, c={concurrency}: {rates[concurrency]:,.0f} ({fraction:.2f}×)")
+        if fraction < GOAL_LIMIT_FRACTION:
+            missed.append(f"n={size}: {fraction:.2f}× the in-process limit, goal {GOAL_LIMIT_FRACTION}×")
+    line = (
+        f"In-process limit (two threads, batch {LIMIT_BATCH_SIZE}, PNG grids of 16, no HTTP): {limit:,.0f} img/s; "
+        f"genserve's best: " + ", ".join(parts) + "."
+    )
+    return ["", line], missed
 
 
 def main(argv: Sequence[str]) -> int:
