@@ -138,6 +138,7 @@ async def _start_watching(watcher: StoreWatcher, settings: Settings) -> None:
         settings.gpu_memory_limit_mb,
         settings.tf_intra_op_threads,
         settings.tf_inter_op_threads,
+        settings.tf_cpu_bfloat16,
     )
     await watcher.start(device)
 

@@ -1,7 +1,8 @@
 """``python -m bench peers``: genserve against the servers a user would otherwise run, in one run.
 
-Three servers serve the same SavedModel and the same work (``POST /generate?n=N&seed=S&format=png``, one PNG grid
-per request): genserve, a plain FastAPI app (a sync endpoint, one model call per request) and LitServe with its
+The same SavedModel and the same work (``POST /generate?n=N&seed=S&format=png``, one PNG grid per request) are
+served by genserve with its defaults, by genserve with ``GENSERVE_TF_CPU_BFLOAT16`` (on CPUs with bfloat16
+instructions), by a plain FastAPI app (a sync endpoint, one model call per request) and by LitServe with its
 batching (`bench/peers/`). All three start once; each cell (n, concurrency) is then measured for every server in
 turn, round after round, so that a noisy moment hits them alike; the table gives medians over the rounds,
 images/s, p99, the server's CPU (its whole process tree) and genserve's ratio to the best peer. Each round
@@ -23,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.runtime import cpu_has_bfloat16
 from bench.loadgen import LoadResult, LoadSpec, choose_client, median_of_present
 from bench.processes import free_port, start, stop_tree, tree_cpu_s, wait_until_ready
 from bench.serve_bench import measure_in_process_limit, resolve_model
@@ -30,6 +32,7 @@ from bench.serve_bench import measure_in_process_limit, resolve_model
 ROOT = Path(__file__).resolve().parent.parent
 HAS_GOALS = True
 GENSERVE = "genserve"
+GENSERVE_BFLOAT16 = "genserve bfloat16"
 PEERS = {"plain FastAPI": "bench.peers.plain_fastapi", "LitServe": "bench.peers.litserve_app"}
 CELLS = ((1, 1), (1, 32), (16, 8), (16, 32), (64, 4))
 GOAL_RATIO = 1.1
@@ -64,17 +67,23 @@ def running(store: Path, model: str, folder: Path) -> Iterator[list[Server]]:
     servers = []
     try:
         env = {key: value for key, value in os.environ.items() if not key.startswith("GENSERVE_")}
-        port = free_port()
-        genserve_env = env | {
-            "GENSERVE_MODEL_STORE": str(store),
-            "GENSERVE_DEFAULT_MODEL": model,
-            "GENSERVE_HOST": "127.0.0.1",
-            "GENSERVE_PORT": str(port),
-            "GENSERVE_LOG_LEVEL": "warning",
-            "GENSERVE_MAX_QUEUE_IMAGES": "8192",
-        }
-        processes.append(start([sys.executable, "-m", "app"], folder / "genserve.log", genserve_env, ROOT))
-        servers.append(Server(GENSERVE, f"http://127.0.0.1:{port}", processes[-1].pid))
+        for name, extra in genserve_variants().items():
+            port = free_port()
+            genserve_env = (
+                env
+                | extra
+                | {
+                    "GENSERVE_MODEL_STORE": str(store),
+                    "GENSERVE_DEFAULT_MODEL": model,
+                    "GENSERVE_HOST": "127.0.0.1",
+                    "GENSERVE_PORT": str(port),
+                    "GENSERVE_LOG_LEVEL": "warning",
+                    "GENSERVE_MAX_QUEUE_IMAGES": "8192",
+                }
+            )
+            log = folder / f"{name.replace(' ', '-')}.log"
+            processes.append(start([sys.executable, "-m", "app"], log, genserve_env, ROOT))
+            servers.append(Server(name, f"http://127.0.0.1:{port}", processes[-1].pid))
         for name, module in PEERS.items():
             port = free_port()
             command = [
@@ -91,12 +100,23 @@ def running(store: Path, model: str, folder: Path) -> Iterator[list[Server]]:
             processes.append(start(command, folder / f"{module}.log", env, ROOT))
             servers.append(Server(name, f"http://127.0.0.1:{port}", processes[-1].pid))
         for server, process in zip(servers, processes, strict=True):
-            ready = "/readyz" if server.name == GENSERVE else "/health"
+            ready = "/readyz" if server.name.startswith(GENSERVE) else "/health"
             wait_until_ready(f"{server.base_url}{ready}", process, folder / "genserve.log", _STARTUP_S)
         yield servers
     finally:
         for process in processes:
             stop_tree(process)
+
+
+def genserve_variants() -> dict[str, dict[str, str]]:
+    """genserve's configurations to measure, by name: its defaults, and bfloat16 where the CPU has it."""
+    variants: dict[str, dict[str, str]] = {GENSERVE: {}}
+    try:
+        if cpu_has_bfloat16(Path("/proc/cpuinfo").read_text()):
+            variants[GENSERVE_BFLOAT16] = {"GENSERVE_TF_CPU_BFLOAT16": "true"}
+    except OSError:  # not Linux: bfloat16 support cannot be checked, so it is not measured
+        pass
+    return variants
 
 
 def measure(server: Server, n: int, concurrency: int, duration_s: float, client: str) -> Measurement:
@@ -147,46 +167,65 @@ def run(store: Path, model: str, rounds: int, duration_s: float, client: str) ->
     return Results(results, limits)
 
 
+Medians = tuple[float | None, float | None, float | None]  # images/s, p99 ms, CPU %
+
+
 def summarize(run_results: Results) -> tuple[str, list[str]]:
     results = run_results.cells
-    names = [GENSERVE, *PEERS]
+    variants = [name for name in (GENSERVE, GENSERVE_BFLOAT16) if any(key[0] == name for key in results)]
+    names = [*variants, *PEERS]
     header = (
         "| cell | "
         + " | ".join(f"{name}: img/s, p99 ms, CPU %" for name in names)
-        + " | genserve ÷ best peer |"
+        + "".join(f" | {name} ÷ best peer" for name in variants)
+        + " |"
     )
-    lines = [header, "|" + "---|" * (len(names) + 2)]
+    lines = [header, "|" + "---|" * (len(names) + len(variants) + 1)]
     missed = []
     for n, concurrency in CELLS:
-        medians = {}
-        for name in names:
-            runs = results.get((name, n, concurrency), [])
-            medians[name] = (
-                median_of_present([run.images_per_s for run in runs]),
-                median_of_present([run.p99_ms for run in runs]),
-                median_of_present([run.cpu_pct for run in runs]),
-            )
+        medians = {name: _medians(results.get((name, n, concurrency), [])) for name in names}
         cells = [
             f"{rate or 0:,.0f}, {p99 if p99 is not None else float('nan'):.1f}, {cpu or 0:.0f}"
             for rate, p99, cpu in medians.values()
         ]
         best_peer = max(PEERS, key=lambda name: medians[name][0] or 0.0)
-        ratio = (medians[GENSERVE][0] or 0.0) / max(medians[best_peer][0] or 0.0, 1e-9)
-        lines.append(f"| n={n}, c={concurrency} | " + " | ".join(cells) + f" | {ratio:.2f}× ({best_peer}) |")
-        goal = GOAL_RATIO_N1_C32 if (n, concurrency) == (1, 32) else GOAL_RATIO
-        if ratio < goal:
-            missed.append(f"n={n}, c={concurrency}: {ratio:.2f}× the best peer ({best_peer}), goal {goal}×")
-        genserve_p99, peer_p99 = medians[GENSERVE][1], medians[best_peer][1]
-        if genserve_p99 is not None and peer_p99 is not None and genserve_p99 > peer_p99:
-            missed.append(
-                f"n={n}, c={concurrency}: p99 {genserve_p99:.1f} ms > {best_peer}'s {peer_p99:.1f} ms"
-            )
+        ratios = []
+        for variant in variants:
+            ratio = (medians[variant][0] or 0.0) / max(medians[best_peer][0] or 0.0, 1e-9)
+            ratios.append(f"{ratio:.2f}× ({best_peer})")
+            prefix = "" if variant == GENSERVE else f"{variant}: "
+            missed += [
+                prefix + miss for miss in _missed(n, concurrency, ratio, medians[variant], best_peer, medians)
+            ]
+        lines.append(f"| n={n}, c={concurrency} | " + " | ".join(cells + ratios) + " |")
     limit_lines, limit_missed = _versus_limit(run_results)
     return "\n".join(lines + limit_lines), missed + limit_missed
 
 
+def _medians(runs: list[Measurement]) -> Medians:
+    return (
+        median_of_present([run.images_per_s for run in runs]),
+        median_of_present([run.p99_ms for run in runs]),
+        median_of_present([run.cpu_pct for run in runs]),
+    )
+
+
+def _missed(
+    n: int, concurrency: int, ratio: float, own: Medians, best_peer: str, medians: dict[str, Medians]
+) -> list[str]:
+    """The goals one genserve configuration missed in one cell."""
+    missed = []
+    goal = GOAL_RATIO_N1_C32 if (n, concurrency) == (1, 32) else GOAL_RATIO
+    if ratio < goal:
+        missed.append(f"n={n}, c={concurrency}: {ratio:.2f}× the best peer ({best_peer}), goal {goal}×")
+    own_p99, peer_p99 = own[1], medians[best_peer][1]
+    if own_p99 is not None and peer_p99 is not None and own_p99 > peer_p99:
+        missed.append(f"n={n}, c={concurrency}: p99 {own_p99:.1f} ms > {best_peer}'s {peer_p99:.1f} ms")
+    return missed
+
+
 def _versus_limit(run_results: Results) -> tuple[list[str], list[str]]:
-    """genserve's best cell at each of LIMIT_SIZES against the median in-process limit."""
+    """genserve's best cell (with its defaults) at each of LIMIT_SIZES against the median in-process limit."""
     limit = median_of_present(run_results.limits)
     if not limit:
         return [], []

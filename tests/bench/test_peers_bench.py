@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench import peers_bench
-from bench.peers_bench import CELLS, GENSERVE, PEERS, Measurement, Results
+from bench.peers_bench import CELLS, GENSERVE, GENSERVE_BFLOAT16, PEERS, Measurement, Results
 from bench.serve_bench import measure_in_process_limit, resolve_model
 
 
@@ -55,3 +55,17 @@ def test_the_limit_runs_in_as_many_threads_as_asked(tiny_store: Path, threads: i
     limit = measure_in_process_limit(model_path, (4,), duration_s=0.2, threads=threads)
     assert limit.threads == threads
     assert limit.images_per_s[4] > 0
+
+
+def test_the_bfloat16_configuration_gets_its_own_columns_and_goals() -> None:
+    measured = results(1050.0, 1000.0, [1100.0])
+    for n, concurrency in CELLS:
+        measured.cells[(GENSERVE_BFLOAT16, n, concurrency)] = [Measurement(1800.0, 11.0, 190.0)]
+    table, missed = peers_bench.summarize(measured)
+    header, _, first_row = table.splitlines()[:3]
+    assert header.endswith("| genserve ÷ best peer | genserve bfloat16 ÷ best peer |")
+    assert first_row.startswith("| n=1, c=1 | 1,050, 10.0, 150 | 1,800, 11.0, 190 |")
+    assert first_row.endswith("| 1.05× (plain FastAPI) | 1.80× (plain FastAPI) |")
+    assert "genserve bfloat16: n=1, c=32: 1.80× the best peer (plain FastAPI), goal 1.5×" not in missed
+    assert "n=1, c=32: 1.05× the best peer (plain FastAPI), goal 1.5×" in missed
+    assert not [miss for miss in missed if miss.startswith("genserve bfloat16:")]
