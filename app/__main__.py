@@ -10,10 +10,13 @@ from app.config import Settings
 from app.connections import DeadlineHttpToolsProtocol
 from app.main import create_app
 from app.shutdown import GracefulServer
+from genserve.console import quiet_tensorflow
 
 
 def main() -> None:
     settings = Settings()
+    if settings.log_level != "debug":
+        quiet_tensorflow(modules=("tensorflow",))
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -35,7 +35,9 @@ class Settings(BaseSettings):
         le=65535,
         description="Port of the TensorFlow Serving gRPC API (PredictionService, ModelService) on `host`; off when unset.",
     )
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Logging level.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Logging level; `debug` also shows TensorFlow's own start-up and C++ log lines."
+    )
 
     max_n: int = Field(64, ge=1, le=4096, description="Most images one /generate call may ask for.")
     max_steps: int = Field(64, ge=2, le=1024, description="Most frames one /interpolate call may ask for.")

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from bench.processes import free_port, running_service, start, wait_until_ready
+from genserve.console import LOG_LEVEL_VARIABLE, START_UP_NOISE
 from tests.app.helpers import decode_png
 from tests.conftest import TINY_MODEL
 
@@ -54,6 +55,23 @@ def server(tiny_store: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[
     }
     with running_service(env, tmp_path / "server.log") as started:
         yield started
+
+
+def test_the_console_shows_the_service_and_not_tensorflow_start_up_notices(
+    tiny_store: Path, tmp_path: Path
+) -> None:
+    env = {key: value for key, value in os.environ.items() if key != LOG_LEVEL_VARIABLE}
+    env |= {
+        "GENSERVE_MODEL_STORE": str(tiny_store),
+        "GENSERVE_HOST": "127.0.0.1",
+        "GENSERVE_PORT": str(free_port()),
+    }
+    log = tmp_path / "server.log"
+    with running_service(env, log) as (_, base_url):
+        assert httpx.post(f"{base_url}/generate", params={"n": 1, "seed": 1}).status_code == 200
+    lines = log.read_text().splitlines()
+    assert any("Application startup complete" in line for line in lines), lines
+    assert not [line for line in lines if START_UP_NOISE.search(line)]
 
 
 def test_sigterm_drains_queued_work_then_exits_zero(server: tuple[subprocess.Popen[bytes], str]) -> None:
