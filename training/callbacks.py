@@ -120,6 +120,10 @@ class Checkpointer(keras.callbacks.Callback):
         return path
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.write_run_info()
+
+    def write_run_info(self) -> None:
+        """(Re)write the run's config.json: what a later export of its checkpoints will read."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.run_dir / RUN_INFO_FILE, self.run_info.to_dict())
 

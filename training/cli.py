@@ -2,7 +2,7 @@
 
 TensorFlow is imported only once a command runs, so ``--help`` and argument errors answer at once, and
 so that its C++ start-up messages (CUDA probing, oneDNN notices) and log lines can be hidden first
-(`training.console`), unless ``--verbose`` is given or TF_CPP_MIN_LOG_LEVEL is already set.
+(`genserve.console`), unless ``--verbose`` is given or TF_CPP_MIN_LOG_LEVEL is already set.
 """
 
 from __future__ import annotations
@@ -14,17 +14,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from genserve.console import quiet_tensorflow
 from genserve.conventions import SUPPORTED_CHANNELS
 from training.config import (
     CONDITIONINGS,
+    DEFAULT_VAE_PRIOR,
     DIFFAUGMENT_POLICIES,
     GAN_LOSSES,
+    LATENT_PRIORS,
     MODELS,
     RECIPES,
+    VAE_BUDGET_SHARE_WITH_PRIOR,
     TrainConfig,
     add_distribute_option,
 )
-from training.console import quiet_tensorflow
 from training.fid import DEFAULT_NUM_SAMPLES
 from training.text.cli import MODEL as TEXT_MODEL
 
@@ -173,6 +176,19 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     vae = parser.add_argument_group("VAE options")
     vae.add_argument(
         "--kl-weight", type=float, default=d.kl_weight, help="beta of a beta-VAE (default: %(default)s)"
+    )
+    vae.add_argument(
+        "--latent-prior",
+        choices=LATENT_PRIORS,
+        help="sample the standard normal, or a normalizing flow of it fit to the encoded training images "
+        f"after the VAE; with --time-budget the flow gets the last {1 - VAE_BUDGET_SHARE_WITH_PRIOR:.0%} "
+        f"(default: {DEFAULT_VAE_PRIOR})",
+    )
+    vae.add_argument(
+        "--prior-epochs",
+        type=int,
+        default=d.prior_epochs,
+        help="epochs of fitting the flow prior (default: %(default)s)",
     )
 
 

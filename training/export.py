@@ -5,6 +5,11 @@ Keras and no post-processing: ``serving_default(z: float32 [None, latent_dim]) -
 [None, H, W, C]}``. Conditional generators take ``label: int32 [None]`` (class indices) as well. A VAE's
 decoder is exported the same way, with its encoder as the ``encode`` signature (uint8 images to the
 posterior's mean and log-variance).
+
+A VAE with a learned latent prior (`training.prior`) keeps the same contract, with the flow ``f`` inside the
+graph: ``serving_default(u)`` decodes ``f(u)`` for the standard normal ``u`` a client draws, and ``encode``
+answers in u-space (``f^{-1}`` of the posterior mean, and `LatentFlow.posterior_in_base`'s log-variance), so
+encoding an image and generating from its latent still reconstructs it exactly.
 """
 
 from __future__ import annotations
@@ -43,9 +48,10 @@ from training.cdcgan import (
     embedding_generator,
     label_embedding_table,
 )
-from training.config import CHECKPOINTS_DIR, HISTORY_FILE, RunInfo, read_run_info
+from training.config import CHECKPOINTS_DIR, HISTORY_FILE, PRIOR_DIR, RunInfo, read_run_info
 from training.dcgan import build_generator
 from training.models import EMA_GENERATOR_SLOT, ENCODER_SLOT, GENERATOR_SLOT
+from training.prior import LatentFlow, restore_prior
 from training.vae import build_decoder, build_encoder
 
 logger = logging.getLogger(__name__)
@@ -56,7 +62,8 @@ class GeneratorServer(tf.Module):
 
     A conditional generator also gets `from_embedding` (latents plus a point in the label embedding
     space, so classes can be blended) and `label_embeddings` (the table of every class's point). A VAE's
-    encoder becomes `encode` (uint8 images to the posterior's mean and log-variance).
+    encoder becomes `encode` (uint8 images to the posterior's mean and log-variance); with a `prior`, the
+    latents served and encoded are the flow's base points.
     """
 
     def __init__(
@@ -65,9 +72,11 @@ class GeneratorServer(tf.Module):
         latent_dim: int,
         conditional: bool = False,
         encoder: keras.Model | None = None,
+        prior: LatentFlow | None = None,
     ) -> None:
         super().__init__(name="generator_server")
         self.generator = generator
+        self.prior = prior
         latent_spec = tf.TensorSpec([None, latent_dim], tf.float32, name=LATENT_INPUT)
         # Built whole, then assigned once: tf.Module tracks attribute dicts and refuses ones changed later.
         extra: dict[str, tf.types.experimental.PolymorphicFunction] = {}
@@ -91,7 +100,8 @@ class GeneratorServer(tf.Module):
         self.extra_signatures = extra
 
     def _generate(self, z: tf.Tensor) -> dict[str, tf.Tensor]:
-        return _to_pixels(self.generator(z, training=False))
+        latents = self.prior.forward(z) if self.prior is not None else z
+        return _to_pixels(self.generator(latents, training=False))
 
     def _generate_class(self, z: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
         return _to_pixels(self.generator([z, label], training=False))
@@ -102,6 +112,8 @@ class GeneratorServer(tf.Module):
     def _encode(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         scaled = pixels_to_unit(tf.cast(images, tf.float32))
         z_mean, z_log_var = self.encoder(scaled, training=False)
+        if self.prior is not None:
+            z_mean, z_log_var = self.prior.posterior_in_base(z_mean, z_log_var)
         return {
             LATENT_MEAN_OUTPUT: tf.cast(z_mean, tf.float32),
             LATENT_LOG_VAR_OUTPUT: tf.cast(z_log_var, tf.float32),
@@ -122,19 +134,26 @@ def _to_pixels(images: tf.Tensor) -> dict[str, tf.Tensor]:
 
 
 def export_generator(
-    generator: keras.Model, metadata: ModelMetadata, store: Path, encoder: keras.Model | None = None
+    generator: keras.Model,
+    metadata: ModelMetadata,
+    store: Path,
+    encoder: keras.Model | None = None,
+    prior: LatentFlow | None = None,
 ) -> Path:
     """Publish `generator` as the next version of `metadata.name` in `store`; return the version folder.
 
-    VAEs (``metadata.kind == "vae"``) must pass their `encoder`; other kinds must not.
+    VAEs (``metadata.kind == "vae"``) must pass their `encoder`, and their `prior` when the training config
+    names a flow prior; other kinds pass neither.
     """
     _check_generator_matches(generator, metadata)
     _check_encoder_matches(encoder, metadata)
+    _check_prior_matches(prior, metadata)
     server = GeneratorServer(
         _float32_copy(generator),
         metadata.latent_dim,
         metadata.conditional,
         encoder=_float32_copy(encoder) if encoder is not None else None,
+        prior=prior,
     )
 
     def write_model(folder: Path) -> None:
@@ -194,6 +213,21 @@ def _check_encoder_matches(encoder: keras.Model | None, metadata: ModelMetadata)
         )
 
 
+def _check_prior_matches(prior: LatentFlow | None, metadata: ModelMetadata) -> None:
+    expected = metadata.training_config.get("latent_prior", "normal") == "flow"
+    if (prior is not None) != expected:
+        raise ValueError(
+            f"the training config of {metadata.name!r} says latent_prior "
+            f"{metadata.training_config.get('latent_prior', 'normal')!r}: export "
+            f"{'with its flow as prior=' if expected else 'without prior='}"
+        )
+    if prior is not None and prior.latent_dim != metadata.latent_dim:
+        raise ValueError(
+            f"the prior maps {prior.latent_dim}-d latents but the metadata says latent_dim {metadata.latent_dim}: "
+            "export the flow fit to this VAE"
+        )
+
+
 def _framework_versions() -> dict[str, str]:
     return {
         "tensorflow": tf.__version__,
@@ -204,11 +238,15 @@ def _framework_versions() -> dict[str, str]:
 
 
 def training_summary(
-    history: list[dict[str, Any]], *, stopped_on_time_budget: bool = False
+    history: list[dict[str, Any]],
+    *,
+    stopped_on_time_budget: bool = False,
+    prior_fit: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What the training cost, from a run's per-epoch history: wall time, images seen and images/s.
 
-    The wall time is the epochs' own (the periodic sample checks included), not start-up or export.
+    The wall time is the epochs' own (the periodic sample checks included), not start-up or export; a flow
+    prior's fit (`prior_fit`: its epochs, seconds and final loss) is recorded beside it as ``latent_prior_fit``.
     """
     seconds = sum(float(entry.get("wall_seconds", 0.0)) for entry in history)
     images = sum(int(entry.get("images", 0)) for entry in history)
@@ -218,6 +256,7 @@ def training_summary(
         "images_seen": images,
         "images_per_second": round(images / seconds, 1) if seconds > 0 else 0.0,
         "stopped_on_time_budget": stopped_on_time_budget,
+        **({"latent_prior_fit": prior_fit} if prior_fit is not None else {}),
     }
 
 
@@ -268,7 +307,8 @@ def export_checkpoint(
 ) -> Path:
     """Publish the generator saved in a run folder's latest checkpoint, or in a given checkpoint prefix.
 
-    `use_ema` picks the averaged generator; runs trained without one fall back to the raw generator.
+    `use_ema` picks the averaged generator; runs trained without one fall back to the raw generator. A VAE
+    with a flow prior is published with the flow saved in the run folder, which must be fit to the same epoch.
     """
     run_dir, checkpoint_path = _locate_checkpoint(Path(run_dir_or_checkpoint))
     info = read_run_info(run_dir)
@@ -284,9 +324,23 @@ def export_checkpoint(
         encoder = networks[ENCODER_SLOT] = build_encoder(info.image_shape, info.config.latent_dim)
     checkpoint = tf.train.Checkpoint(**networks, epoch=epoch)
     checkpoint.restore(checkpoint_path).expect_partial().assert_existing_objects_matched()
-    summary = training_summary(_history_until(run_dir, int(epoch)))
+    prior, prior_fit = _saved_prior(run_dir, info, int(epoch))
+    summary = training_summary(_history_until(run_dir, int(epoch)), prior_fit=prior_fit)
     metadata = build_metadata(info, epochs=int(epoch), averaged=averaged, name=name, summary=summary)
-    return export_generator(generator, metadata, store, encoder=encoder)
+    return export_generator(generator, metadata, store, encoder=encoder, prior=prior)
+
+
+def _saved_prior(run_dir: Path, info: RunInfo, epoch: int) -> tuple[LatentFlow | None, dict[str, Any] | None]:
+    """The flow prior a run saved and its fit record, if its config names one; fit to checkpoint `epoch`."""
+    if info.config.latent_prior != "flow":
+        return None, None
+    prior, fit = restore_prior(run_dir / PRIOR_DIR, info.config.latent_dim)
+    if int(fit["vae_epoch"]) != epoch:
+        raise ValueError(
+            f"the run's latent prior was fit to the VAE of epoch {fit['vae_epoch']}, not to this checkpoint's "
+            f"epoch {epoch}: export the checkpoint of epoch {fit['vae_epoch']}"
+        )
+    return prior, fit
 
 
 def _history_until(run_dir: Path, epoch: int) -> list[dict[str, Any]]:

@@ -2,6 +2,11 @@
 
 With ``distribute`` set (`training.distribute`) the model is built under the strategy, every worker trains in
 lock-step and resumes from the chief's checkpoints, and the chief alone publishes, once.
+
+A VAE with a flow prior (``latent_prior="flow"``) is trained first; the chief then fits the flow to the
+trained encoder's posterior means of the training images (`training.prior`) and saves it in the run folder,
+refitting it on every call, so ``resume=True`` after the last epoch fits it again. Under a time budget the
+VAE's epochs get `config.network_time_budget` and the flow what is left of the budget (at least one epoch).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import logging
 import random
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +25,7 @@ import tensorflow as tf
 
 from training.callbacks import Checkpointer, HistoryWriter, SampleGrid
 from training.cdcgan import ConditionalDCGAN, build_conditional_discriminator, build_conditional_generator
-from training.config import RunInfo, TrainConfig, read_run_info
+from training.config import PRIOR_DIR, RunInfo, TrainConfig, read_run_info
 from training.datasets import ImageDataset, load_dataset, make_tf_dataset
 from training.dcgan import DCGAN, build_discriminator, build_generator
 from training.distribute import (
@@ -35,10 +41,15 @@ from training.distribute import (
 )
 from training.export import build_metadata, export_generator, training_summary
 from training.models import GenerativeModel
+from training.prior import LatentFlow, fit_prior, save_prior
 from training.progress import SampleQuality, TimeBudget
-from training.vae import VAE, build_decoder, build_encoder
+from training.vae import VAE, build_decoder, build_encoder, encode_images
 
 logger = logging.getLogger(__name__)
+
+_SECONDS_PER_MINUTE = 60.0
+# The flow prior's budget when the VAE used up all of it: enough for its first epoch to end the fit.
+_LEAST_PRIOR_MINUTES = 1e-3
 
 
 @dataclass
@@ -76,7 +87,9 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     with placement.strategy.scope():
         initial_epoch = _starting_epoch(config, info, checkpointer)
     history = HistoryWriter(run_dir, config.batch_size, initial_epoch)
-    budget = TimeBudget(config.time_budget) if config.time_budget is not None else None
+    network_budget = config.network_time_budget
+    budget = TimeBudget(network_budget) if network_budget is not None else None
+    started = time.monotonic()
     if initial_epoch < config.epochs:
         # Every worker must shuffle alike for each to take its own part of every global batch.
         data_seed = chief_value(placement, _data_seed(config.seed))
@@ -100,16 +113,78 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     if not placement.is_chief:
         remove_worker_folder(placement, config.run_path)
         return TrainResult(config.run_path, None, history.epochs, epochs_completed, stopped)
-    summary = training_summary(history.epochs, stopped_on_time_budget=stopped)
+    prior, prior_fit = None, None
+    if isinstance(gan, VAE) and config.latent_prior == "flow":
+        minutes_left = _minutes_left(config.time_budget, started)
+        prior, prior_fit = fit_latent_prior(gan, dataset, config, placement, epochs_completed, minutes_left)
+        checkpointer.write_run_info()  # a run resumed only to fit the prior now says it has one
+    summary = training_summary(history.epochs, stopped_on_time_budget=stopped, prior_fit=prior_fit)
     version_dir = None
     if config.export:
         version_dir = publish_once(
             placement,
             config.run_path,
             epochs_completed,
-            lambda: _export(gan, info, epochs_completed, summary, placement),
+            lambda: _export(gan, info, epochs_completed, summary, placement, prior),
         )
     return TrainResult(config.run_path, version_dir, history.epochs, epochs_completed, stopped)
+
+
+def fit_latent_prior(
+    vae: VAE,
+    dataset: ImageDataset,
+    config: TrainConfig,
+    placement: Placement,
+    vae_epoch: int,
+    minutes: float | None = None,
+) -> tuple[LatentFlow, dict[str, Any]]:
+    """Fit a flow prior to the VAE's posterior means of `dataset`, save it in the run folder, return it.
+
+    `minutes` bounds the fit (after its first epoch); the record says what was fit to what, and at what cost.
+    """
+    started = time.monotonic()
+    encoder = detached_copy(vae.encoder) if placement.distributed else vae.encoder
+    z_mean, _ = encode_images(encoder, dataset.images)
+    # The flow starts alike whether the VAE trained in this process or in an earlier one.
+    seed_everything(config.seed)
+    flow = LatentFlow(config.latent_dim, seed=config.seed)
+    budget = [TimeBudget(max(minutes, _LEAST_PRIOR_MINUTES))] if minutes is not None else []
+    logger.info(
+        "fitting the latent prior to %d posterior means for up to %d epochs%s",
+        len(z_mean),
+        config.prior_epochs,
+        f" or {minutes:.1f} min" if minutes is not None else "",
+    )
+    losses = fit_prior(
+        flow,
+        z_mean,
+        epochs=config.prior_epochs,
+        seed=config.seed or 0,
+        callbacks=budget,
+        verbose=_verbosity(placement),
+    )
+    fit = {
+        "vae_epoch": vae_epoch,
+        "epochs": len(losses),
+        "seconds": round(time.monotonic() - started, 1),
+        "negative_log_likelihood": round(losses[-1], 4),
+    }
+    logger.info("latent prior: %s", fit)
+    save_prior(flow, config.run_path / PRIOR_DIR, fit)
+    return flow, fit
+
+
+def _minutes_left(time_budget: float | None, started: float) -> float | None:
+    if time_budget is None:
+        return None
+    return time_budget - (time.monotonic() - started) / _SECONDS_PER_MINUTE
+
+
+def _verbosity(placement: Placement) -> int:
+    """Keras' progress output: a live bar on a terminal, one line per epoch in a log, none off the chief."""
+    if not placement.is_chief:
+        return 0
+    return 1 if sys.stdout.isatty() else 2
 
 
 def _batches(
@@ -297,7 +372,7 @@ def _fit(
     checkpointer: Checkpointer,
     placement: Placement,
 ) -> None:
-    verbose = (1 if sys.stdout.isatty() else 2) if placement.is_chief else 0
+    verbose = _verbosity(placement)
     try:
         if placement.distributed:
             fit_replicas(
@@ -330,6 +405,7 @@ def _export(
     epochs_completed: int,
     summary: dict[str, Any],
     placement: Placement,
+    prior: LatentFlow | None = None,
 ) -> Path:
     averaged = info.config.export_ema and gan.ema_generator is not None
     generator = gan.ema_generator if averaged and gan.ema_generator is not None else gan.generator
@@ -338,4 +414,4 @@ def _export(
     if placement.distributed:
         generator = detached_copy(generator)
         encoder = detached_copy(encoder) if encoder is not None else None
-    return export_generator(generator, metadata, info.config.store, encoder=encoder)
+    return export_generator(generator, metadata, info.config.store, encoder=encoder, prior=prior)

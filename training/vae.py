@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from training.config import check_kl_weight
@@ -102,6 +103,18 @@ def logits_model(decoder: keras.Model) -> keras.Model:
     return keras.Model(
         decoder.inputs[0], decoder.get_layer(LOGITS_LAYER).output, name=f"{decoder.name}_logits"
     )
+
+
+def encode_images(
+    encoder: keras.Model, images: np.ndarray, batch_size: int = 500
+) -> tuple[np.ndarray, np.ndarray]:
+    """float32 ``(z_mean, z_log_var)``, each ``[N, latent_dim]``, of images in [-1, 1], encoded in batches."""
+    means, log_vars = [], []
+    for start in range(0, len(images), batch_size):
+        z_mean, z_log_var = encoder(images[start : start + batch_size], training=False)
+        means.append(np.asarray(z_mean, dtype=np.float32))
+        log_vars.append(np.clip(np.asarray(z_log_var, dtype=np.float32), *_LOG_VAR_RANGE))
+    return np.concatenate(means), np.concatenate(log_vars)
 
 
 def reconstruction_loss(targets01: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from training.cli import build_parser, main, train_config_from_args
-from training.config import TUTORIAL_SETTINGS, TrainConfig
+from training.config import DEFAULT_VAE_PRIOR, TUTORIAL_SETTINGS, TrainConfig
 
 TRAIN = ["train", "--dataset", "shapes", "--name", "cli-test"]
 
@@ -27,6 +27,8 @@ TRAIN = ["train", "--dataset", "shapes", "--name", "cli-test"]
         (["--label-smoothing", "0.6"], "label_smoothing must be in [0, 0.5)"),
         (["--model", "vae", "--spectral-norm"], "spectral_norm only apply to GANs"),
         (["--kl-weight", "0.5"], "kl_weight only applies to model 'vae'"),
+        (["--latent-prior", "flow"], "latent_prior only applies to model 'vae'"),
+        (["--model", "vae", "--prior-epochs", "0"], "prior_epochs must be an integer of at least 1"),
         (["--r1-gamma", "-1"], "r1_gamma must be 0 (off) or positive"),
         (["--r1-interval", "0"], "r1_interval must be an integer of at least 1"),
         (["--d-width", "0.1"], "d_width must be between 0.25 and 8"),
@@ -161,6 +163,16 @@ def test_recipe_and_vae_flags_fill_the_config() -> None:
         ("translation", "cutout"),
     )
     assert (vae.model, vae.kl_weight, vae.lr_g, vae.beta_1, vae.ema_decay) == ("vae", 0.5, 1e-3, 0.9, 0.0)
+
+
+def test_latent_prior_flags_fill_the_config() -> None:
+    flow = ["--model", "vae", "--latent-prior", "flow", "--prior-epochs", "7"]
+    config = train_config_from_args(build_parser().parse_args([*TRAIN, *flow]))
+    default = train_config_from_args(build_parser().parse_args([*TRAIN, "--model", "vae"]))
+
+    assert (config.latent_prior, config.prior_epochs) == ("flow", 7)
+    assert default.latent_prior == DEFAULT_VAE_PRIOR
+    assert train_config_from_args(build_parser().parse_args(TRAIN)).latent_prior == "normal"
 
 
 def test_r1_width_conditioning_and_progress_flags_fill_the_config() -> None:
