@@ -80,12 +80,16 @@ def cpu_has_bfloat16(cpuinfo: str) -> bool:
     return False
 
 
-def _use_cpu_bfloat16(tf: Any) -> None:
+def cpu_supports_bfloat16() -> bool:
+    """Whether this machine's CPU has bfloat16 instructions; False where that cannot be read (not Linux)."""
     try:
-        supported = cpu_has_bfloat16(_CPUINFO.read_text())
-    except OSError:  # not Linux: the instructions cannot be checked
-        supported = False
-    if not supported:
+        return cpu_has_bfloat16(_CPUINFO.read_text())
+    except OSError:
+        return False
+
+
+def _use_cpu_bfloat16(tf: Any) -> None:
+    if not cpu_supports_bfloat16():
         logger.warning("bfloat16 asked for, but this CPU has no bfloat16 instructions; staying in float32")
         return
     tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})

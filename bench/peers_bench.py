@@ -24,10 +24,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.runtime import cpu_has_bfloat16
+from app.runtime import cpu_supports_bfloat16
 from bench.loadgen import LoadResult, LoadSpec, choose_client, median_of_present
 from bench.processes import free_port, start, stop_tree, tree_cpu_s, wait_until_ready
-from bench.serve_bench import measure_in_process_limit, resolve_model
+from bench.serve_bench import load_for_limit, measure_limit, resolve_model
 
 ROOT = Path(__file__).resolve().parent.parent
 HAS_GOALS = True
@@ -111,11 +111,8 @@ def running(store: Path, model: str, folder: Path) -> Iterator[list[Server]]:
 def genserve_variants() -> dict[str, dict[str, str]]:
     """genserve's configurations to measure, by name: its defaults, and bfloat16 where the CPU has it."""
     variants: dict[str, dict[str, str]] = {GENSERVE: {}}
-    try:
-        if cpu_has_bfloat16(Path("/proc/cpuinfo").read_text()):
-            variants[GENSERVE_BFLOAT16] = {"GENSERVE_TF_CPU_BFLOAT16": "true"}
-    except OSError:  # not Linux: bfloat16 support cannot be checked, so it is not measured
-        pass
+    if cpu_supports_bfloat16():
+        variants[GENSERVE_BFLOAT16] = {"GENSERVE_TF_CPU_BFLOAT16": "true"}
     return variants
 
 
@@ -143,9 +140,10 @@ def run(store: Path, model: str, rounds: int, duration_s: float, client: str) ->
     results: dict[tuple[str, int, int], list[Measurement]] = {}
     limits: list[float] = []
     _, model_path = resolve_model(store, model)
+    limit_runtime = load_for_limit(model_path, (LIMIT_BATCH_SIZE,))
     with tempfile.TemporaryDirectory() as folder, running(store, model, Path(folder)) as servers:
         for round_index in range(rounds):
-            limit = measure_in_process_limit(model_path, (LIMIT_BATCH_SIZE,), LIMIT_DURATION_S)
+            limit = measure_limit(limit_runtime, (LIMIT_BATCH_SIZE,), LIMIT_DURATION_S)
             limits.append(limit.best_images_per_s)
             logger.info("round %d in-process limit: %.0f img/s", round_index + 1, limits[-1])
             for n, concurrency in CELLS:

@@ -127,11 +127,22 @@ def measure_in_process_limit(
     model_path: Path, batch_sizes: tuple[int, ...], duration_s: float, threads: int = LIMIT_THREADS
 ) -> InProcessLimit:
     """The best the model and encoder manage without HTTP or batching overheads, `threads` at once."""
-    device = configure_devices()
-    runtime = GeneratorRuntime(model_path, device)
+    return measure_limit(load_for_limit(model_path, batch_sizes), batch_sizes, duration_s, threads)
+
+
+def load_for_limit(model_path: Path, batch_sizes: tuple[int, ...]) -> GeneratorRuntime:
+    """The model in this process, warmed up at `batch_sizes`, for one or more `measure_limit` calls."""
+    runtime = GeneratorRuntime(model_path, configure_devices())
     runtime.warm_up(list(batch_sizes))
+    return runtime
+
+
+def measure_limit(
+    runtime: GeneratorRuntime, batch_sizes: tuple[int, ...], duration_s: float, threads: int = LIMIT_THREADS
+) -> InProcessLimit:
+    """Images/s of a loaded model with `threads` threads generating and encoding at once, per batch size."""
     rates = {size: _images_per_s(runtime, size, duration_s, threads) for size in batch_sizes}
-    return InProcessLimit(device=device.name, images_per_s=rates, threads=threads)
+    return InProcessLimit(device=runtime.device.name, images_per_s=rates, threads=threads)
 
 
 def _images_per_s(runtime: GeneratorRuntime, batch_size: int, duration_s: float, threads: int) -> float:

@@ -43,7 +43,7 @@ from training.export import build_metadata, export_generator, training_summary
 from training.models import GenerativeModel
 from training.prior import LatentFlow, fit_prior, save_prior
 from training.progress import SampleQuality, TimeBudget
-from training.vae import VAE, build_decoder, build_encoder, encode_images
+from training.vae import VAE, build_decoder, build_encoder, encode_means
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def fit_latent_prior(
     """
     started = time.monotonic()
     encoder = detached_copy(vae.encoder) if placement.distributed else vae.encoder
-    z_mean, _ = encode_images(encoder, dataset.images)
+    z_mean = encode_means(encoder, dataset.images)
     # The flow starts alike whether the VAE trained in this process or in an earlier one.
     seed_everything(config.seed)
     flow = LatentFlow(config.latent_dim, seed=config.seed)

@@ -105,16 +105,13 @@ def logits_model(decoder: keras.Model) -> keras.Model:
     )
 
 
-def encode_images(
-    encoder: keras.Model, images: np.ndarray, batch_size: int = 500
-) -> tuple[np.ndarray, np.ndarray]:
-    """float32 ``(z_mean, z_log_var)``, each ``[N, latent_dim]``, of images in [-1, 1], encoded in batches."""
-    means, log_vars = [], []
-    for start in range(0, len(images), batch_size):
-        z_mean, z_log_var = encoder(images[start : start + batch_size], training=False)
-        means.append(np.asarray(z_mean, dtype=np.float32))
-        log_vars.append(np.clip(np.asarray(z_log_var, dtype=np.float32), *_LOG_VAR_RANGE))
-    return np.concatenate(means), np.concatenate(log_vars)
+def encode_means(encoder: keras.Model, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """float32 posterior means ``[N, latent_dim]`` of images in [-1, 1], encoded in batches."""
+    means = [
+        np.asarray(encoder(images[start : start + batch_size], training=False)[0], dtype=np.float32)
+        for start in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(means)
 
 
 def reconstruction_loss(targets01: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
