@@ -30,6 +30,7 @@ from genserve.store import EvaluationRecord
 from training.config import TrainConfig
 from training.datasets import ImageDataset, load_dataset
 from training.evaluate import evaluate_version
+from training.export import export_checkpoint
 from training.train import train
 
 logger = logging.getLogger(__name__)
@@ -40,11 +41,15 @@ _DEFAULT_SECONDS = 120.0
 
 @dataclass(frozen=True)
 class Variant:
-    """A named recipe: the genserve defaults with `changes` applied to the `TrainConfig`."""
+    """A named recipe: the genserve defaults with `changes` applied to the `TrainConfig`.
+
+    An `unconditional` variant trains a conditional model and is scored as published with ``--unconditional``.
+    """
 
     name: str
     description: str
     changes: Mapping[str, Any] = field(default_factory=dict)
+    unconditional: bool = False
 
 
 _BATCH256_RECIPE: dict[str, Any] = {"batch_size": 256, "d_width": 1.0, "r1_gamma": 0.0}
@@ -72,6 +77,12 @@ VARIANTS: dict[str, Variant] = {
             "r1_wide_b64",
             "batch 64, discriminator 2x wide, lazy R1 gamma 0.1",
             {"batch_size": 64, "d_width": 2.0, "r1_gamma": 0.1},
+        ),
+        Variant(
+            "labels",
+            "cdcgan with a projection discriminator, published unconditionally (the latent picks the class)",
+            {"model": "cdcgan", "conditioning": "projection"},
+            unconditional=True,
         ),
     )
 }
@@ -150,8 +161,13 @@ def run_variant(
     result = train(config, callbacks=[meter])
     if result.version_dir is None:
         raise RuntimeError(f"variant {variant.name!r} published nothing")
+    version_dir = result.version_dir
+    if variant.unconditional:
+        version_dir = export_checkpoint(
+            config.run_path, config.store, name=f"{config.name}-unconditional", unconditional=True
+        )
     evaluation = evaluate_version(
-        result.version_dir,
+        version_dir,
         train=train_set,
         held_out=held_out,
         num_samples=args.samples,

@@ -35,6 +35,9 @@ from training.dcgan import (
 LABEL_EMBEDDING_DIM = 32
 LABEL_EMBEDDING_LAYER = "label_embedding"
 _JOIN_LAYER = "z_and_label"
+_SQRT_2 = 2.0**0.5
+# Keeps a redrawn coordinate finite (|z| < 7) where the CDF rounds to 0 or 1.
+_CDF_EPSILON = 1e-12
 
 
 def _check_num_classes(num_classes: int) -> None:
@@ -132,6 +135,22 @@ def embedding_generator(generator: keras.Model) -> keras.Model:
     for layer in body:
         x = layer(x)
     return keras.Model([z, embedded], x, name=f"{generator.name}_from_embedding")
+
+
+def class_from_latent(z: tf.Tensor, num_classes: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Split standard-normal latents into a class and standard-normal latents, for unconditional sampling.
+
+    The first coordinate's normal CDF value ``u`` picks class ``floor(u * num_classes)`` (every class equally
+    likely), and its position inside that class's slice of (0, 1) goes back through the inverse CDF, so the
+    returned latents are again N(0, I) and independent of the class. Returns ``(latents, label int32 [N])``.
+    """
+    z = tf.convert_to_tensor(z, tf.float32)
+    first = tf.cast(z[:, :1], tf.float64)  # float64 keeps the redrawn coordinate's tails
+    scaled = 0.5 * (1.0 + tf.math.erf(first / _SQRT_2)) * float(num_classes)
+    label = tf.minimum(tf.floor(scaled), float(num_classes - 1))
+    within = tf.clip_by_value(scaled - label, _CDF_EPSILON, 1.0 - _CDF_EPSILON)
+    redrawn = tf.cast(_SQRT_2 * tf.math.erfinv(2.0 * within - 1.0), tf.float32)
+    return tf.concat([redrawn, z[:, 1:]], axis=1), tf.cast(label[:, 0], tf.int32)
 
 
 def label_embedding_table(generator: keras.Model) -> tf.Tensor:

@@ -206,6 +206,12 @@ def _add_export(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", type=Path, default=_TRAIN_DEFAULTS.store, help="default: %(default)s")
     parser.add_argument("--name", help="model name in the store (default: the run's name)")
     parser.add_argument("--no-ema", dest="use_ema", action="store_false", help="publish the raw generator")
+    parser.add_argument(
+        "--unconditional",
+        action="store_true",
+        help="publish a cdcgan run as an unconditional model: each latent's first coordinate picks the class, "
+        "every class equally often",
+    )
 
 
 def _add_evaluate(parser: argparse.ArgumentParser) -> None:
@@ -244,7 +250,9 @@ def _run_export(args: argparse.Namespace) -> None:
     _load_tensorflow(args)
     from training.export import export_checkpoint
 
-    version_dir = export_checkpoint(args.path, args.store, name=args.name, use_ema=args.use_ema)
+    version_dir = export_checkpoint(
+        args.path, args.store, name=args.name, use_ema=args.use_ema, unconditional=args.unconditional
+    )
     print(version_dir)
 
 

@@ -6,6 +6,11 @@ Keras and no post-processing: ``serving_default(z: float32 [None, latent_dim]) -
 decoder is exported the same way, with its encoder as the ``encode`` signature (uint8 images to the
 posterior's mean and log-variance).
 
+A class-conditional run can also be published as an unconditional model (``unconditional=True``): its
+``serving_default(z)`` takes latents alone and draws each image's class from the first latent coordinate
+(`training.cdcgan.class_from_latent`, every class equally often), so a dataset's labels can lift an
+unconditional model's quality.
+
 A VAE with a learned latent prior (`training.prior`) keeps the same contract, with the flow ``f`` inside the
 graph: ``serving_default(u)`` decodes ``f(u)`` for the standard normal ``u`` a client draws, and ``encode``
 answers in u-space (``f^{-1}`` of the posterior mean, and `LatentFlow.posterior_in_base`'s log-variance), so
@@ -45,6 +50,7 @@ from genserve.store import (
 from training.cdcgan import (
     LABEL_EMBEDDING_DIM,
     build_conditional_generator,
+    class_from_latent,
     embedding_generator,
     label_embedding_table,
 )
@@ -56,6 +62,9 @@ from training.vae import build_decoder, build_encoder
 
 logger = logging.getLogger(__name__)
 
+# training_config key of a conditional run published unconditionally (class drawn from the latent).
+CLASS_FROM_LATENT = "class_from_latent"
+
 
 class GeneratorServer(tf.Module):
     """Holds a generator and the graphs that turn its [-1, 1] output into uint8 pixels.
@@ -63,7 +72,9 @@ class GeneratorServer(tf.Module):
     A conditional generator also gets `from_embedding` (latents plus a point in the label embedding
     space, so classes can be blended) and `label_embeddings` (the table of every class's point). A VAE's
     encoder becomes `encode` (uint8 images to the posterior's mean and log-variance); with a `prior`, the
-    latents served and encoded are the flow's base points.
+    latents served and encoded are the flow's base points. With `classes_from_latent` (the number of classes
+    of a conditional generator served unconditionally) the only signature takes latents and picks each
+    image's class from them.
     """
 
     def __init__(
@@ -73,10 +84,12 @@ class GeneratorServer(tf.Module):
         conditional: bool = False,
         encoder: keras.Model | None = None,
         prior: LatentFlow | None = None,
+        classes_from_latent: int = 0,
     ) -> None:
         super().__init__(name="generator_server")
         self.generator = generator
         self.prior = prior
+        self.classes_from_latent = classes_from_latent
         latent_spec = tf.TensorSpec([None, latent_dim], tf.float32, name=LATENT_INPUT)
         # Built whole, then assigned once: tf.Module tracks attribute dicts and refuses ones changed later.
         extra: dict[str, tf.types.experimental.PolymorphicFunction] = {}
@@ -95,6 +108,8 @@ class GeneratorServer(tf.Module):
                 self._generate_from_embedding, input_signature=[latent_spec, embedding_spec]
             )
             extra[LABEL_EMBEDDINGS_SIGNATURE] = tf.function(self._label_embeddings, input_signature=[])
+        elif classes_from_latent:
+            self.serve = tf.function(self._generate_drawn_class, input_signature=[latent_spec])
         else:
             self.serve = tf.function(self._generate, input_signature=[latent_spec])
         self.extra_signatures = extra
@@ -105,6 +120,10 @@ class GeneratorServer(tf.Module):
 
     def _generate_class(self, z: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
         return _to_pixels(self.generator([z, label], training=False))
+
+    def _generate_drawn_class(self, z: tf.Tensor) -> dict[str, tf.Tensor]:
+        latents, label = class_from_latent(z, self.classes_from_latent)
+        return _to_pixels(self.generator([latents, label], training=False))
 
     def _generate_from_embedding(self, z: tf.Tensor, label_embedding: tf.Tensor) -> dict[str, tf.Tensor]:
         return _to_pixels(self.from_embedding_generator([z, label_embedding], training=False))
@@ -145,7 +164,8 @@ def export_generator(
     VAEs (``metadata.kind == "vae"``) must pass their `encoder`, and their `prior` when the training config
     names a flow prior; other kinds pass neither.
     """
-    _check_generator_matches(generator, metadata)
+    classes_from_latent = _classes_from_latent(metadata)
+    _check_generator_matches(generator, metadata, classes_from_latent)
     _check_encoder_matches(encoder, metadata)
     _check_prior_matches(prior, metadata)
     server = GeneratorServer(
@@ -154,6 +174,7 @@ def export_generator(
         metadata.conditional,
         encoder=_float32_copy(encoder) if encoder is not None else None,
         prior=prior,
+        classes_from_latent=classes_from_latent,
     )
 
     def write_model(folder: Path) -> None:
@@ -180,7 +201,22 @@ def _float32_copy(generator: keras.Model) -> keras.Model:
     return twin
 
 
-def _check_generator_matches(generator: keras.Model, metadata: ModelMetadata) -> None:
+def _classes_from_latent(metadata: ModelMetadata) -> int:
+    """How many classes an unconditionally published conditional generator draws from; 0 for other models."""
+    if not metadata.training_config.get(CLASS_FROM_LATENT):
+        return 0
+    class_names = metadata.training_config.get("dataset_class_names") or []
+    if metadata.conditional or len(class_names) < 2:
+        raise ValueError(
+            f"{CLASS_FROM_LATENT!r} describes an unconditional model of a conditional run: its metadata needs no "
+            "class_names and a training_config with the run's dataset_class_names"
+        )
+    return len(class_names)
+
+
+def _check_generator_matches(
+    generator: keras.Model, metadata: ModelMetadata, classes_from_latent: int = 0
+) -> None:
     latent_dim = generator.inputs[0].shape[-1]
     image_shape = tuple(generator.outputs[0].shape[1:])
     if latent_dim != metadata.latent_dim or image_shape != tuple(metadata.image_shape):
@@ -189,7 +225,7 @@ def _check_generator_matches(generator: keras.Model, metadata: ModelMetadata) ->
             f"{metadata.latent_dim} and image_shape {tuple(metadata.image_shape)}: export the matching generator"
         )
     takes_labels = len(generator.inputs) == 2
-    if takes_labels != metadata.conditional:
+    if takes_labels != (metadata.conditional or classes_from_latent > 0):
         raise ValueError(
             f"the generator {'takes' if takes_labels else 'takes no'} class labels but the metadata describes a "
             f"{'conditional' if metadata.conditional else 'unconditional'} {metadata.kind!r} model: "
@@ -267,26 +303,36 @@ def build_metadata(
     averaged: bool,
     name: str | None = None,
     summary: dict[str, Any] | None = None,
+    unconditional: bool = False,
 ) -> ModelMetadata:
     """Store metadata for a model trained as `info` describes; dataset class names go in training_config.
 
     Conditional models also list the class names as their `class_names`, in label order; `summary`
     (`training_summary`) records what the training cost, and ``training_config["distribution"]`` how the batch
-    was split over replicas.
+    was split over replicas. `unconditional` describes a conditional run published as a "dcgan" whose
+    latents pick the class (``training_config["class_from_latent"]``).
     """
     config = info.config
+    if unconditional and not config.conditional:
+        raise ValueError(
+            f"run {config.name!r} trained an unconditional {config.model!r}: it is published unconditionally as it "
+            "is, only a conditional run needs unconditional=True"
+        )
+    conditional = config.conditional and not unconditional
     training_config = config.to_dict()
     training_config["dataset_class_names"] = info.dataset_class_names
     training_config["exported_generator"] = "ema" if averaged else "raw"
+    if unconditional:
+        training_config[CLASS_FROM_LATENT] = True
     if info.distribution is not None:
         training_config["distribution"] = info.distribution
     return ModelMetadata(
         name=name or config.name,
-        kind=_kind(config.model),
+        kind=_kind(config.model) if not unconditional else "dcgan",
         latent_dim=config.latent_dim,
         image_shape=info.image_shape,
         channels=info.image_shape[2],
-        class_names=info.dataset_class_names if config.conditional else None,
+        class_names=info.dataset_class_names if conditional else None,
         dataset=config.dataset,
         training_config=training_config,
         epochs=epochs,
@@ -303,12 +349,18 @@ def _kind(model: str) -> ModelKind:
 
 
 def export_checkpoint(
-    run_dir_or_checkpoint: Path, store: Path, name: str | None = None, use_ema: bool = True
+    run_dir_or_checkpoint: Path,
+    store: Path,
+    name: str | None = None,
+    use_ema: bool = True,
+    unconditional: bool = False,
 ) -> Path:
     """Publish the generator saved in a run folder's latest checkpoint, or in a given checkpoint prefix.
 
     `use_ema` picks the averaged generator; runs trained without one fall back to the raw generator. A VAE
     with a flow prior is published with the flow saved in the run folder, which must be fit to the same epoch.
+    `unconditional` publishes a conditional run's generator as an unconditional model that draws each image's
+    class from its latent (`build_metadata`).
     """
     run_dir, checkpoint_path = _locate_checkpoint(Path(run_dir_or_checkpoint))
     info = read_run_info(run_dir)
@@ -326,7 +378,9 @@ def export_checkpoint(
     checkpoint.restore(checkpoint_path).expect_partial().assert_existing_objects_matched()
     prior, prior_fit = _saved_prior(run_dir, info, int(epoch))
     summary = training_summary(_history_until(run_dir, int(epoch)), prior_fit=prior_fit)
-    metadata = build_metadata(info, epochs=int(epoch), averaged=averaged, name=name, summary=summary)
+    metadata = build_metadata(
+        info, epochs=int(epoch), averaged=averaged, name=name, summary=summary, unconditional=unconditional
+    )
     return export_generator(generator, metadata, store, encoder=encoder, prior=prior)
 
 

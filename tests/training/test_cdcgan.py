@@ -21,9 +21,11 @@ from training.cdcgan import (
     ConditionalDCGAN,
     build_conditional_discriminator,
     build_conditional_generator,
+    class_from_latent,
 )
-from training.config import TrainConfig
-from training.export import export_checkpoint
+from training.cli import main
+from training.config import RunInfo, TrainConfig
+from training.export import CLASS_FROM_LATENT, build_metadata, export_checkpoint, export_generator
 from training.train import TrainResult, train
 
 LATENT_DIM = 8
@@ -178,6 +180,88 @@ def test_from_embedding_with_a_class_row_equals_generating_that_class(
 
     assert table.shape == (NUM_CLASSES, LABEL_EMBEDDING_DIM) and table.dtype == np.float32
     assert np.abs(by_label.numpy().astype(int) - by_embedding.numpy().astype(int)).max() <= 1
+
+
+def test_class_from_latent_draws_every_class_equally_and_keeps_the_latents_standard_normal() -> None:
+    z = np.random.RandomState(0).randn(60_000, LATENT_DIM).astype(np.float32)
+
+    latents, labels = (tensor.numpy() for tensor in class_from_latent(z, NUM_CLASSES))
+
+    shares = np.bincount(labels, minlength=NUM_CLASSES) / len(labels)
+    assert labels.dtype == np.int32 and latents.dtype == np.float32 and latents.shape == z.shape
+    np.testing.assert_allclose(shares, 1 / NUM_CLASSES, atol=0.01)
+    np.testing.assert_array_equal(latents[:, 1:], z[:, 1:])
+    for label in range(NUM_CLASSES):  # within every class the redrawn coordinate is N(0, 1) again
+        redrawn = latents[labels == label, 0]
+        assert abs(redrawn.mean()) < 0.03 and abs(redrawn.std() - 1.0) < 0.03
+    # the class is read from the first coordinate: its lowest third is class 0, its highest class 2
+    assert set(labels[z[:, 0] < -0.5]) == {0} and set(labels[z[:, 0] > 0.5]) == {2}
+    extreme, extreme_labels = class_from_latent(np.array([[40.0] + [0.0] * 7, [-40.0] + [0.0] * 7]), 3)
+    assert np.isfinite(extreme.numpy()).all() and extreme_labels.numpy().tolist() == [2, 0]
+
+
+def test_a_conditional_run_published_unconditionally_draws_its_class_from_the_latent(
+    trained: tuple[TrainConfig, TrainResult], tmp_path: Path
+) -> None:
+    config, _ = trained
+    version = export_checkpoint(config.run_path, tmp_path / "store", name="shapes-any", unconditional=True)
+    metadata = read_metadata(version)
+    signature = tf.saved_model.load(str(version)).signatures[SIGNATURE_NAME]
+    z = latents_from_seeds(range(12), LATENT_DIM)
+    latents, labels = class_from_latent(z, NUM_CLASSES)
+    same_checkpoint = export_checkpoint(config.run_path, tmp_path / "store")
+    conditional = tf.saved_model.load(str(same_checkpoint)).signatures[SIGNATURE_NAME]
+
+    served = signature(z=tf.constant(z))[IMAGES_OUTPUT].numpy()
+    expected = conditional(z=latents, label=labels)[IMAGES_OUTPUT].numpy()
+
+    assert metadata.name == "shapes-any" and metadata.kind == "dcgan" and not metadata.conditional
+    assert metadata.class_names is None and metadata.training_config[CLASS_FROM_LATENT] is True
+    assert list(signature.structured_input_signature[1]) == [LATENT_INPUT]
+    assert len(set(labels.numpy().tolist())) > 1
+    assert np.abs(served.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_the_unconditional_signature_draws_the_image_of_the_class_its_latent_picks(tmp_path: Path) -> None:
+    keras.utils.set_random_seed(0)
+    generator = build_conditional_generator(LATENT_DIM, (28, 28, 1), NUM_CLASSES)
+    embedding = generator.get_layer("label_embedding")
+    embedding.embeddings.assign(embedding.embeddings * 200.0)  # classes far apart, so pixels show the class
+    config = TrainConfig(model="cdcgan", dataset="shapes", name="shapes-cdcgan", latent_dim=LATENT_DIM)
+    info = RunInfo(config, (28, 28, 1), ["circle", "square", "triangle"])
+    metadata = build_metadata(info, epochs=1, averaged=False, unconditional=True)
+    version = export_generator(generator, metadata, tmp_path)
+    z = latents_from_seeds(range(24), LATENT_DIM)
+    latents, labels = class_from_latent(z, NUM_CLASSES)
+
+    served = tf.saved_model.load(str(version)).signatures[SIGNATURE_NAME](z=tf.constant(z))[IMAGES_OUTPUT]
+    own_class = to_uint8(np.asarray(generator([latents, labels], training=False)))
+    next_class = to_uint8(np.asarray(generator([latents, (labels + 1) % NUM_CLASSES], training=False)))
+
+    distance_to_own = np.abs(served.numpy().astype(int) - own_class.astype(int)).max(axis=(1, 2, 3))
+    distance_to_next = np.abs(served.numpy().astype(int) - next_class.astype(int)).max(axis=(1, 2, 3))
+    assert set(labels.numpy().tolist()) == {0, 1, 2}
+    assert distance_to_own.max() <= 1 and distance_to_next.min() > 8
+
+
+def test_export_command_publishes_unconditionally(
+    trained: tuple[TrainConfig, TrainResult], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = trained
+    store = tmp_path / "store"
+
+    code = main(["export", str(config.run_path), "--store", str(store), "--name", "any", "--unconditional"])
+
+    printed = Path(capsys.readouterr().out.strip())
+    assert code == 0 and printed == store / "any" / "1"
+    assert read_metadata(printed).kind == "dcgan" and not read_metadata(printed).conditional
+
+
+def test_an_unconditional_run_cannot_be_published_unconditionally_again() -> None:
+    info = RunInfo(TrainConfig(dataset="mnist", name="digits"), (28, 28, 1), [str(d) for d in range(10)])
+
+    with pytest.raises(ValueError, match="only a conditional run"):
+        build_metadata(info, epochs=1, averaged=True, unconditional=True)
 
 
 @pytest.mark.parametrize("width", [1.0, 2.0])
