@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 COUPLINGS = 6
 HIDDEN_UNITS = 128
+# What a fit record without sizes (saved before the sizes were recorded) was fit with.
+_RECORDLESS_SIZES = {"couplings": 6, "hidden_units": 128}
 LEARNING_RATE = 1e-3
 # Each coupling's log-scale is squashed into (-2, 2): one coupling stretches a dimension at most e^2 times,
 # so an early step cannot blow the likelihood up.
@@ -60,11 +62,11 @@ def coupling_masks(latent_dim: int, couplings: int = COUPLINGS, seed: int = 0) -
     return np.stack(masks)
 
 
-def build_coupling_network(latent_dim: int, name: str) -> keras.Model:
+def build_coupling_network(latent_dim: int, name: str, hidden_units: int = HIDDEN_UNITS) -> keras.Model:
     """The kept half of a latent (the rest zeroed) to the raw log-scale and shift of every dimension."""
     kept = keras.Input(shape=(latent_dim,), name="kept")
-    x = keras.layers.Dense(HIDDEN_UNITS, activation="relu", name="hidden1")(kept)
-    x = keras.layers.Dense(HIDDEN_UNITS, activation="relu", name="hidden2")(x)
+    x = keras.layers.Dense(hidden_units, activation="relu", name="hidden1")(kept)
+    x = keras.layers.Dense(hidden_units, activation="relu", name="hidden2")(x)
     log_scale = keras.layers.Dense(latent_dim, kernel_initializer="zeros", name="log_scale")(x)
     shift = keras.layers.Dense(latent_dim, kernel_initializer="zeros", name="shift")(x)
     return keras.Model(kept, [log_scale, shift], name=name)
@@ -78,12 +80,20 @@ class LatentFlow(keras.Model):
     """
 
     def __init__(
-        self, latent_dim: int, couplings: int = COUPLINGS, seed: int | None = None, **kwargs: Any
+        self,
+        latent_dim: int,
+        couplings: int = COUPLINGS,
+        hidden_units: int = HIDDEN_UNITS,
+        seed: int | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.latent_dim = latent_dim
+        self.sizes = {"couplings": couplings, "hidden_units": hidden_units}
         self.masks = tf.constant(coupling_masks(latent_dim, couplings))
-        self.networks = [build_coupling_network(latent_dim, f"coupling{i}") for i in range(couplings)]
+        self.networks = [
+            build_coupling_network(latent_dim, f"coupling{i}", hidden_units) for i in range(couplings)
+        ]
         self.loc = self.add_weight(shape=(latent_dim,), initializer="zeros", trainable=False, name="loc")
         self.log_spread = self.add_weight(
             shape=(latent_dim,), initializer="zeros", trainable=False, name="log_spread"
@@ -201,11 +211,12 @@ def fit_prior(
 def save_prior(flow: LatentFlow, folder: Path, fit: dict[str, Any]) -> Path:
     """Save the flow's weights in `folder` (a run's prior folder) with `fit`, what its fitting recorded.
 
-    `fit` holds at least ``vae_epoch``, the VAE epoch whose encoder the flow was fit to.
+    `fit` holds at least ``vae_epoch``, the VAE epoch whose encoder the flow was fit to; the flow's sizes are
+    recorded beside it, so `restore_prior` rebuilds the same networks.
     """
     folder = Path(folder)
     path = Path(tf.train.Checkpoint(**_weights_of(flow)).write(str(folder / _CHECKPOINT_PREFIX)))
-    write_json_atomic(folder / _FIT_FILE, fit)
+    write_json_atomic(folder / _FIT_FILE, {**fit, **flow.sizes})
     logger.info("saved the latent prior fit to epoch %d in %s", fit["vae_epoch"], folder)
     return path
 
@@ -218,9 +229,10 @@ def restore_prior(folder: Path, latent_dim: int) -> tuple[LatentFlow, dict[str, 
         raise FileNotFoundError(
             f"no latent prior in {str(folder)!r}: finish the run's training (--resume fits it) first"
         )
-    flow = LatentFlow(latent_dim)
-    tf.train.Checkpoint(**_weights_of(flow)).read(str(prefix)).assert_consumed()
     fit: dict[str, Any] = json.loads(fit_file.read_text())
+    sizes = {key: int(fit.get(key, default)) for key, default in _RECORDLESS_SIZES.items()}
+    flow = LatentFlow(latent_dim, **sizes)
+    tf.train.Checkpoint(**_weights_of(flow)).read(str(prefix)).assert_consumed()
     return flow, fit
 
 

@@ -168,6 +168,7 @@ def fit_latent_prior(
         "epochs": len(losses),
         "seconds": round(time.monotonic() - started, 1),
         "negative_log_likelihood": round(losses[-1], 4),
+        **flow.sizes,
     }
     logger.info("latent prior: %s", fit)
     save_prior(flow, config.run_path / PRIOR_DIR, fit)

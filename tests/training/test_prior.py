@@ -32,7 +32,15 @@ from tests.conftest import make_settings, wait_until_ready
 from training.config import PRIOR_DIR, TrainConfig
 from training.datasets import load_dataset
 from training.export import export_checkpoint
-from training.prior import LatentFlow, coupling_masks, fit_prior, restore_prior
+from training.prior import (
+    COUPLINGS,
+    HIDDEN_UNITS,
+    LatentFlow,
+    coupling_masks,
+    fit_prior,
+    restore_prior,
+    save_prior,
+)
 from training.train import TrainResult, train
 from training.vae import build_decoder, build_encoder
 
@@ -203,6 +211,36 @@ def trained_networks(result: TrainResult) -> tuple[keras.Model, keras.Model]:
     return encoder, decoder
 
 
+@pytest.mark.parametrize(
+    "sizes", [{"couplings": 3, "hidden_units": 16}, {"couplings": 6, "hidden_units": 128}]
+)
+def test_a_saved_flow_is_restored_with_the_sizes_it_was_fit_with(
+    sizes: dict[str, int], tmp_path: Path
+) -> None:
+    keras.utils.set_random_seed(0)
+    flow = LatentFlow(LATENT_DIM, **sizes)
+    for weight in flow.weights:
+        weight.assign(np.random.RandomState(1).normal(0.0, 0.1, weight.shape).astype(np.float32))
+    save_prior(flow, tmp_path, {"vae_epoch": 1})
+    u = np.random.RandomState(2).randn(8, LATENT_DIM).astype(np.float32)
+
+    restored, fit = restore_prior(tmp_path, LATENT_DIM)
+
+    assert {key: fit[key] for key in sizes} == sizes and len(restored.networks) == sizes["couplings"]
+    np.testing.assert_allclose(restored.forward(u).numpy(), flow.forward(u).numpy(), rtol=1e-6)
+
+
+def test_a_fit_record_without_sizes_is_restored_with_the_first_sizes(tmp_path: Path) -> None:
+    flow = LatentFlow(LATENT_DIM, couplings=6, hidden_units=128)
+    save_prior(flow, tmp_path, {"vae_epoch": 1})
+    record = json.loads((tmp_path / "fit.json").read_text())
+    (tmp_path / "fit.json").write_text(json.dumps({"vae_epoch": record["vae_epoch"]}))
+
+    restored, _ = restore_prior(tmp_path, LATENT_DIM)
+
+    assert len(restored.networks) == 6 and restored.networks[0].get_layer("hidden1").units == 128
+
+
 def test_training_records_and_saves_the_prior(flow_vae: TrainResult) -> None:
     assert flow_vae.version_dir is not None
     metadata = read_metadata(flow_vae.version_dir)
@@ -211,6 +249,7 @@ def test_training_records_and_saves_the_prior(flow_vae: TrainResult) -> None:
     assert metadata.training_config["latent_prior"] == "flow"
     assert metadata.training_config["prior_epochs"] == 2
     assert fit["vae_epoch"] == 3 and fit["epochs"] == 2
+    assert fit["couplings"] == COUPLINGS and fit["hidden_units"] == HIDDEN_UNITS
     assert metadata.training_summary["latent_prior_fit"] == fit
 
 
