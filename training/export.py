@@ -57,7 +57,7 @@ from training.cdcgan import (
 from training.config import CHECKPOINTS_DIR, HISTORY_FILE, PRIOR_DIR, RunInfo, read_run_info
 from training.dcgan import build_generator
 from training.models import EMA_GENERATOR_SLOT, ENCODER_SLOT, GENERATOR_SLOT
-from training.prior import LatentFlow, restore_prior
+from training.prior import LatentFlow, restore_prior, weights_only_copy
 from training.vae import build_decoder, build_encoder
 
 logger = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def export_generator(
         metadata.latent_dim,
         metadata.conditional,
         encoder=_float32_copy(encoder) if encoder is not None else None,
-        prior=prior,
+        prior=weights_only_copy(prior) if prior is not None else None,
         classes_from_latent=classes_from_latent,
     )
 

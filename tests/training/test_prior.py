@@ -46,12 +46,14 @@ from training.vae import build_decoder, build_encoder
 
 LATENT_DIM = 4
 VAE_NAME = "shapes-flow-vae"
+# The flow's math does not depend on its size: unit tests use a small one, trainings the default.
+SMALL = {"couplings": 6, "hidden_units": 64}
 
 
 def random_flow(latent_dim: int = LATENT_DIM, seed: int = 0) -> LatentFlow:
     """A flow whose couplings and final affine are all far from the identity."""
     keras.utils.set_random_seed(seed)
-    flow = LatentFlow(latent_dim)
+    flow = LatentFlow(latent_dim, **SMALL)
     rng = np.random.RandomState(seed)
     for weight in flow.weights:
         weight.assign(rng.normal(0.0, 0.1, weight.shape).astype(np.float32))
@@ -122,7 +124,7 @@ def test_fitting_raises_the_held_out_likelihood_far_above_a_standard_normal(poin
     assert callable(points)
     train_points, held_out = points(4000, seed=0), points(1000, seed=1)
     keras.utils.set_random_seed(0)
-    flow = LatentFlow(train_points.shape[1])
+    flow = LatentFlow(train_points.shape[1], **SMALL)
 
     losses = fit_prior(flow, train_points, epochs=12, verbose=0)
 
@@ -135,9 +137,9 @@ def test_fitting_raises_the_held_out_likelihood_far_above_a_standard_normal(poin
 def test_fitting_on_posteriors_draws_one_sample_of_each_per_step() -> None:
     means = two_clusters(2000, seed=0)
     keras.utils.set_random_seed(0)
-    exact = LatentFlow(4)
+    exact = LatentFlow(4, **SMALL)
     keras.utils.set_random_seed(0)
-    blurred = LatentFlow(4, seed=0)
+    blurred = LatentFlow(4, seed=0, **SMALL)
 
     on_means = fit_prior(exact, means, epochs=3, verbose=0)
     # Posteriors of standard deviation 1 around each mean: far wider than the clusters' spread of 0.2.
@@ -166,7 +168,7 @@ def test_posterior_in_base_maps_the_mean_exactly_and_the_variance_through_the_ja
 
 
 def test_an_elementwise_flow_maps_the_posterior_exactly() -> None:
-    flow = LatentFlow(LATENT_DIM)  # couplings at the identity: only the final elementwise affine
+    flow = LatentFlow(LATENT_DIM, **SMALL)  # couplings at the identity: only the final elementwise affine
     flow.adapt(np.random.RandomState(4).normal(1.0, 3.0, (500, LATENT_DIM)).astype(np.float32))
     z_log_var = np.full((1, LATENT_DIM), -1.0, np.float32)
 
@@ -283,6 +285,18 @@ def test_served_samples_decode_the_flow_of_standard_normal_latents(flow_vae: Tra
 
     expected = to_uint8(np.asarray(decoder(prior.forward(u))))
     assert np.abs(served.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_the_export_saves_the_flow_without_its_optimizer_state(flow_vae: TrainResult) -> None:
+    assert flow_vae.version_dir is not None
+    saved = tf.train.list_variables(str(flow_vae.version_dir / "variables" / "variables"))
+    prior, _ = restore_prior(flow_vae.run_dir / PRIOR_DIR, LATENT_DIM)
+    flow_values = sum(int(np.prod(weight.shape)) for weight in prior.weights)
+
+    names = [name for name, _ in saved]
+    values = sum(int(np.prod(shape)) for name, shape in saved if "prior" in name)
+    assert not [name for name in names if "optimizer" in name]
+    assert values == flow_values
 
 
 def test_export_checkpoint_republishes_the_same_model(flow_vae: TrainResult, tmp_path: Path) -> None:
