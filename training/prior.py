@@ -210,17 +210,18 @@ def fit_prior(
     return losses
 
 
-def save_prior(flow: LatentFlow, folder: Path, fit: dict[str, Any]) -> Path:
+def save_prior(flow: LatentFlow, folder: Path, fit: dict[str, Any]) -> dict[str, Any]:
     """Save the flow's weights in `folder` (a run's prior folder) with `fit`, what its fitting recorded.
 
     `fit` holds at least ``vae_epoch``, the VAE epoch whose encoder the flow was fit to; the flow's sizes are
-    recorded beside it, so `restore_prior` rebuilds the same networks.
+    recorded beside it, so `restore_prior` rebuilds the same networks. Returns the record as written.
     """
     folder = Path(folder)
-    path = Path(tf.train.Checkpoint(**_weights_of(flow)).write(str(folder / _CHECKPOINT_PREFIX)))
-    write_json_atomic(folder / _FIT_FILE, {**fit, **flow.sizes})
+    tf.train.Checkpoint(**_weights_of(flow)).write(str(folder / _CHECKPOINT_PREFIX))
+    record = {**fit, **flow.sizes}
+    write_json_atomic(folder / _FIT_FILE, record)
     logger.info("saved the latent prior fit to epoch %d in %s", fit["vae_epoch"], folder)
-    return path
+    return record
 
 
 def restore_prior(folder: Path, latent_dim: int) -> tuple[LatentFlow, dict[str, Any]]:

@@ -168,11 +168,10 @@ def fit_latent_prior(
         "epochs": len(losses),
         "seconds": round(time.monotonic() - started, 1),
         "negative_log_likelihood": round(losses[-1], 4),
-        **flow.sizes,
     }
-    logger.info("latent prior: %s", fit)
-    save_prior(flow, config.run_path / PRIOR_DIR, fit)
-    return flow, fit
+    record = save_prior(flow, config.run_path / PRIOR_DIR, fit)
+    logger.info("latent prior: %s", record)
+    return flow, record
 
 
 def _minutes_left(time_budget: float | None, started: float) -> float | None:
