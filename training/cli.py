@@ -181,7 +181,7 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
         "--latent-prior",
         choices=LATENT_PRIORS,
         help="sample the standard normal, or a normalizing flow of it fit to the encoded training images "
-        f"after the VAE; with --time-budget the flow gets the last {1 - VAE_BUDGET_SHARE_WITH_PRIOR:.0%} "
+        f"after the VAE; with --time-budget the flow gets the last {1 - VAE_BUDGET_SHARE_WITH_PRIOR:.0%}% "
         f"(default: {DEFAULT_VAE_PRIOR})",
     )
     vae.add_argument(

@@ -230,3 +230,13 @@ def test_train_with_the_text_model_hands_over_to_its_own_options(capsys: pytest.
         main(["train", "--model", "char-rnn", "--help"])
     assert exit_info.value.code == 0
     assert "--sequence-length" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["train", "export", "evaluate"])
+def test_every_command_prints_its_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: python -m training {command}")
+    assert "%(" not in out
