@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 import bench
+from genserve.console import quiet_tensorflow
 
 _SUFFIX = "_bench"
 _CHECK = "--check"
@@ -25,6 +26,8 @@ def available() -> list[str]:
 
 
 def _entry_point(name: str) -> Callable[[Sequence[str]], int]:
+    # Loads TensorFlow, for the benchmarks that use it, with its start-up notices kept off the console.
+    quiet_tensorflow(modules=(f"bench.{name}{_SUFFIX}",))
     module = importlib.import_module(f"bench.{name}{_SUFFIX}")
     entry: Callable[[Sequence[str]], int] = module.main
     return entry
