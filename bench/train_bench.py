@@ -27,6 +27,7 @@ from typing import Any
 import keras
 
 from genserve.store import EvaluationRecord
+from training.classifier import LABEL_ACCURACY
 from training.config import TrainConfig
 from training.datasets import ImageDataset, load_dataset
 from training.evaluate import evaluate_version
@@ -77,6 +78,16 @@ VARIANTS: dict[str, Variant] = {
             "r1_wide_b64",
             "batch 64, discriminator 2x wide, lazy R1 gamma 0.1",
             {"batch_size": 64, "d_width": 2.0, "r1_gamma": 0.1},
+        ),
+        Variant(
+            "cdcgan_concat",
+            "cdcgan, the class concatenated to the discriminator's input",
+            {"model": "cdcgan", "conditioning": "concat"},
+        ),
+        Variant(
+            "cdcgan_projection",
+            "cdcgan with a projection discriminator (the class embedding's inner product with its features)",
+            {"model": "cdcgan", "conditioning": "projection"},
         ),
         Variant(
             "labels",
@@ -223,10 +234,13 @@ def format_seed_table(results: Sequence[VariantResult]) -> str:
     by_key = {(result.variant.name, result.seed): result for result in results}
     baseline = variants[0]
     seed_columns = " | ".join(f"FID seed {seed}" for seed in seeds)
+    # Conditional models are also scored on how often their images are of the class asked for.
+    accuracy = any(LABEL_ACCURACY in result.evaluation.details for result in results)
     lines = [
-        f"| variant | change | {seed_columns} | FID mean ± half-range | IS mean | epochs (mean) "
+        f"| variant | change | {seed_columns} | FID mean ± half-range | IS mean "
+        f"{'| requested class (mean) ' if accuracy else ''}| epochs (mean) "
         f"| images/s (mean) | beats {baseline} under every seed |",
-        "|---|---|" + "---:|" * (len(seeds) + 4) + "---|",
+        "|---|---|" + "---:|" * (len(seeds) + 4 + accuracy) + "---|",
     ]
     for name in variants:
         rows = [by_key[(name, seed)] for seed in seeds]
@@ -238,6 +252,7 @@ def format_seed_table(results: Sequence[VariantResult]) -> str:
             f"| {name} | {rows[0].variant.description} | {' | '.join(f'{fid:.2f}' for fid in fids)} "
             f"| {statistics.mean(fids):.2f} ± {spread:.2f} "
             f"| {statistics.mean(row.evaluation.inception_score for row in rows):.2f} "
+            f"{_mean_accuracy(rows) if accuracy else ''}"
             f"| {statistics.mean(row.epochs_seen for row in rows):.2f} "
             f"| {statistics.mean(row.images_per_second for row in rows):.0f} | {verdict} |"
         )
@@ -249,6 +264,14 @@ def format_seed_table(results: Sequence[VariantResult]) -> str:
             f"IS {reference.real_inception_score:.3f}."
         )
     return "\n".join(lines)
+
+
+def _mean_accuracy(rows: Sequence[VariantResult]) -> str:
+    """The table cell of a variant's mean label accuracy, "-" for a variant that takes no label."""
+    values = [
+        row.evaluation.details[LABEL_ACCURACY] for row in rows if LABEL_ACCURACY in row.evaluation.details
+    ]
+    return f"| {statistics.mean(values):.4f} " if values else "| - "
 
 
 def _ratio(numerator: float, denominator: float) -> str:

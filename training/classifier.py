@@ -39,6 +39,8 @@ _LEARNING_RATE = 1e-3
 _TARGET_TRAINING_EXAMPLES = 16_000  # examples seen in training, spread over as many epochs as that takes
 _MIN_EPOCHS, _MAX_EPOCHS = 3, 30
 _BATCH_SIZE = 64
+# Where scores record a conditional generator's share of images classified as the class it was asked for.
+LABEL_ACCURACY = "label_accuracy"
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,10 @@ class Predictions:
 
     def take(self, indices: np.ndarray) -> Predictions:
         return Predictions(self.features[indices], self.probabilities[indices])
+
+    def accuracy(self, labels: np.ndarray) -> float:
+        """The share of images whose most likely class is their entry in `labels`."""
+        return float(np.mean(self.probabilities.argmax(axis=1) == labels))
 
 
 def default_cache_dir() -> Path:

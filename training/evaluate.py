@@ -22,7 +22,13 @@ import tensorflow as tf
 
 from genserve.conventions import cycled_labels, to_uint8, to_unit_range
 from genserve.store import EvaluationRecord, ModelMetadata, read_metadata, write_evaluation
-from training.classifier import Predictions, default_cache_dir, load_or_train_classifier, predict
+from training.classifier import (
+    LABEL_ACCURACY,
+    Predictions,
+    default_cache_dir,
+    load_or_train_classifier,
+    predict,
+)
 from training.datasets import ImageDataset, load_dataset
 from training.fid import DEFAULT_NUM_SAMPLES, feature_frechet_distance, inception_score
 from training.sampling import generate_images, reconstruct_images
@@ -88,7 +94,7 @@ def evaluate_version(
     rng = np.random.RandomState(seed)
     reference = predict(classifier, train.images[_subset(len(train), num_samples, rng)], batch_size)
     held_out_all = predict(classifier, held_out.images, batch_size)
-    accuracy = float(np.mean(held_out_all.probabilities.argmax(axis=1) == held_out.labels))
+    accuracy = held_out_all.accuracy(_labels_of(held_out))
     real = held_out_all.take(_subset(len(held_out), num_samples, rng))
     loaded = tf.saved_model.load(str(version_dir))
     generated_images = generate_images(loaded, metadata, num_samples, seed=seed, batch_size=batch_size)
@@ -98,8 +104,8 @@ def evaluate_version(
     details: dict[str, Any] = {}
     if metadata.conditional:
         requested = cycled_labels(num_samples, len(metadata.class_names or []))
-        details["label_accuracy"] = float(np.mean(generated.probabilities.argmax(axis=1) == requested))
-        logger.info("generated images classified as their requested class: %.4f", details["label_accuracy"])
+        details[LABEL_ACCURACY] = generated.accuracy(requested)
+        logger.info("generated images classified as their requested class: %.4f", details[LABEL_ACCURACY])
     if metadata.has_encoder:
         subset = _subset(len(held_out), num_samples, rng)
         details.update(_reconstruction_details(loaded, classifier, held_out, subset, reference, batch_size))
@@ -134,8 +140,8 @@ def _format_record(record: EvaluationRecord) -> str:
         f"{'real':<8}{real_n:>10}{_number(record.real_fid):>12}{_number(record.real_inception_score):>10}",
         f"classifier accuracy on held-out {record.dataset}: {_number(record.classifier_accuracy)}",
     ]
-    if "label_accuracy" in record.details:
-        rows.append(f"generated images of the requested class: {_number(record.details['label_accuracy'])}")
+    if LABEL_ACCURACY in record.details:
+        rows.append(f"generated images of the requested class: {_number(record.details[LABEL_ACCURACY])}")
     if "reconstruction_fid" in record.details:
         details = record.details
         rows.append(
@@ -187,17 +193,22 @@ def _reconstruction_details(
 # --- checks ----------------------------------------------------------------------------------------------
 
 
+def _labels_of(dataset: ImageDataset) -> np.ndarray:
+    if dataset.labels is None or dataset.class_names is None:
+        raise ValueError(
+            f"evaluation needs a labelled dataset, and {dataset.name!r} has no labels: "
+            "use mnist, fashion_mnist, shapes, or a folder with one subfolder per class"
+        )
+    return dataset.labels
+
+
 def _check_inputs(train: ImageDataset, held_out: ImageDataset, num_samples: int, batch_size: int) -> None:
     if num_samples < 2:
         raise ValueError(f"num_samples must be at least 2 to fit feature statistics, got {num_samples}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     for dataset in (train, held_out):
-        if dataset.labels is None or dataset.class_names is None:
-            raise ValueError(
-                f"evaluation needs a labelled dataset, and {dataset.name!r} has no labels: "
-                "use mnist, fashion_mnist, shapes, or a folder with one subfolder per class"
-            )
+        _labels_of(dataset)
         if len(dataset) < 2:
             raise ValueError(
                 f"dataset {dataset.name!r} has {len(dataset)} images: evaluation needs at least 2"

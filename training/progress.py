@@ -17,7 +17,13 @@ import keras
 import numpy as np
 
 from genserve.conventions import cycled_labels, to_uint8, to_unit_range
-from training.classifier import Predictions, default_cache_dir, load_or_train_classifier, predict
+from training.classifier import (
+    LABEL_ACCURACY,
+    Predictions,
+    default_cache_dir,
+    load_or_train_classifier,
+    predict,
+)
 from training.datasets import ImageDataset
 from training.dcgan import DCGAN
 from training.fid import feature_frechet_distance, inception_score
@@ -92,7 +98,7 @@ class SampleQuality(keras.callbacks.Callback):
             "class_score": inception_score(generated.probabilities),
         }
         if labels is not None:
-            scores["label_accuracy"] = float(np.mean(generated.probabilities.argmax(axis=1) == labels))
+            scores[LABEL_ACCURACY] = generated.accuracy(labels)
         return scores
 
     def _labels(self, gan: DCGAN) -> np.ndarray | None:
