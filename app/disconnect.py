@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -23,20 +22,33 @@ async def _wait_for_disconnect(request: Request) -> None:
 
 
 async def cancel_on_disconnect(request: Request | None, work: Awaitable[T]) -> T:
-    """Await `work`, cancelling it (so the batcher drops it) if the client disconnects first."""
+    """Await `work`, cancelling it (so the batcher drops it) if the client disconnects first.
+
+    The work runs in the caller's task, and a watcher task cancels that task when the disconnect arrives: one
+    task per request rather than two, since this sits on every request's path.
+    """
     if request is None:
         return await work
-    task = asyncio.ensure_future(work)
+    current = asyncio.current_task()
+    if current is None:
+        raise RuntimeError("cancel_on_disconnect must run inside a task")
+    disconnected = False
+
+    def cancel_work(watcher: asyncio.Task[None]) -> None:
+        nonlocal disconnected
+        if not watcher.cancelled() and watcher.exception() is None:
+            disconnected = True
+            current.cancel()
+
     watcher = asyncio.create_task(_wait_for_disconnect(request))
+    watcher.add_done_callback(cancel_work)
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if not disconnected:
+            raise
+        current.uncancel()
+        raise ClientDisconnected("client disconnected before the images were ready") from None
     finally:
+        watcher.remove_done_callback(cancel_work)
         watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-    raise ClientDisconnected("client disconnected before the images were ready")

@@ -231,49 +231,55 @@ class Metrics:
         )
 
 
-class BatchMetrics:
-    """The batcher's observer for one model version; never lets a metrics error reach a request."""
+class _VersionSeries:
+    """One model version's series of each metric, looked up once: a batcher reports on every model call, and
+    `labels()` (validation, a lock and a lookup) would otherwise be paid again each time."""
 
     def __init__(self, metrics: Metrics, model: str, version: str) -> None:
         self._metrics = metrics
         self._labels = {"model": model, "version": version}
+        self._series: dict[tuple[int, str], Any] = {}
+
+    def _of(self, metric: Any, reason: str = "") -> Any:
+        key = (id(metric), reason)
+        series = self._series.get(key)
+        if series is None:
+            extra = {"reason": reason} if reason else {}
+            series = self._series[key] = metric.labels(**self._labels, **extra)
+        return series
+
+    def on_reject(self, reason: str) -> None:
+        self._of(self._metrics.rejections, reason).inc()
+
+
+class BatchMetrics(_VersionSeries):
+    """The batcher's observer for one model version; never lets a metrics error reach a request."""
 
     def on_batch(self, report: BatchReport) -> None:
-        metrics, labels = self._metrics, self._labels
+        metrics = self._metrics
         encoded = store.IMAGES_INPUT in report.inputs
-        produced = metrics.images_encoded if encoded else metrics.images_generated
-        produced.labels(**labels).inc(report.images)
-        metrics.model_call.labels(**labels).observe(report.model_call_s)
-        metrics.batch_images.labels(**labels).observe(report.images)
-        metrics.batch_requests.labels(**labels).observe(report.requests)
+        self._of(metrics.images_encoded if encoded else metrics.images_generated).inc(report.images)
+        self._of(metrics.model_call).observe(report.model_call_s)
+        self._of(metrics.batch_images).observe(report.images)
+        self._of(metrics.batch_requests).observe(report.requests)
         if report.padding:
-            metrics.padding_images.labels(**labels).inc(report.padding)
-        histogram = metrics.queue_wait.labels(**labels)
+            self._of(metrics.padding_images).inc(report.padding)
+        histogram = self._of(metrics.queue_wait)
         for wait in report.queue_wait_s:
             histogram.observe(wait)
 
-    def on_reject(self, reason: str) -> None:
-        self._metrics.rejections.labels(**self._labels, reason=reason).inc()
 
-
-class TextStepMetrics:
+class TextStepMetrics(_VersionSeries):
     """The text batcher's observer for one model version; never lets a metrics error reach a request."""
 
-    def __init__(self, metrics: Metrics, model: str, version: str) -> None:
-        self._metrics = metrics
-        self._labels = {"model": model, "version": version}
-
     def on_step(self, report: StepReport) -> None:
-        metrics, labels = self._metrics, self._labels
-        metrics.text_tokens.labels(**labels).inc(report.generated_tokens)
-        metrics.text_step_sequences.labels(**labels).observe(report.sequences)
-        metrics.text_step_duration.labels(**labels).observe(report.step_s)
+        metrics = self._metrics
+        self._of(metrics.text_tokens).inc(report.generated_tokens)
+        self._of(metrics.text_step_sequences).observe(report.sequences)
+        self._of(metrics.text_step_duration).observe(report.step_s)
 
     def on_first_token(self, seconds: float) -> None:
-        self._metrics.text_first_token.labels(**self._labels).observe(seconds)
-
-    def on_reject(self, reason: str) -> None:
-        self._metrics.rejections.labels(**self._labels, reason=reason).inc()
+        self._of(self._metrics.text_first_token).observe(seconds)
 
 
 class HTTPMetricsMiddleware:
@@ -282,6 +288,8 @@ class HTTPMetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # By route template, method and status: a bounded set, each looked up once (see _VersionSeries).
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -303,10 +311,17 @@ class HTTPMetricsMiddleware:
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         try:
-            route = _route_template(scope)
-            method = str(scope.get("method", ""))
-            self.metrics.http_requests.labels(route=route, method=method, status=str(status)).inc()
-            self.metrics.http_duration.labels(route=route, method=method).observe(seconds)
+            key = (_route_template(scope), str(scope.get("method", "")), status)
+            series = self._series.get(key)
+            if series is None:
+                route, method, _ = key
+                series = self._series[key] = (
+                    self.metrics.http_requests.labels(route=route, method=method, status=str(status)),
+                    self.metrics.http_duration.labels(route=route, method=method),
+                )
+            requests, duration = series
+            requests.inc()
+            duration.observe(seconds)
         except Exception:  # metrics must never break a request
             logger.exception("failed to record HTTP metrics")
 
