@@ -18,6 +18,7 @@ from genserve.console import quiet_tensorflow
 from genserve.conventions import SUPPORTED_CHANNELS
 from training.config import (
     CONDITIONINGS,
+    DEFAULT_CONDITIONING,
     DEFAULT_VAE_PRIOR,
     DIFFAUGMENT_POLICIES,
     GAN_LOSSES,
@@ -155,8 +156,7 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     gan.add_argument(
         "--conditioning",
         choices=CONDITIONINGS,
-        default=d.conditioning,
-        help="how a cdcgan's discriminator sees the class (default: %(default)s)",
+        help=f"how a cdcgan's discriminator sees the class (default: {DEFAULT_CONDITIONING})",
     )
     progress = parser.add_argument_group("progress and limits")
     progress.add_argument(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from training.cli import build_parser, main, train_config_from_args
-from training.config import DEFAULT_VAE_PRIOR, TUTORIAL_SETTINGS, TrainConfig
+from training.config import DEFAULT_CONDITIONING, DEFAULT_VAE_PRIOR, TUTORIAL_SETTINGS, TrainConfig
 
 TRAIN = ["train", "--dataset", "shapes", "--name", "cli-test"]
 
@@ -133,6 +133,26 @@ def test_config_round_trips_through_json() -> None:
 
     assert payload["store"] == "model_store" and payload["run_dir"] == "runs/round-trip"
     assert TrainConfig.from_dict(payload) == config
+
+
+def test_a_cdcgan_gets_the_projection_discriminator_unless_told_otherwise() -> None:
+    assert DEFAULT_CONDITIONING == "projection"
+    assert train_config_from_args(build_parser().parse_args([*TRAIN, "--model", "cdcgan"])).conditioning == (
+        "projection"
+    )
+    concat = [*TRAIN, "--model", "cdcgan", "--conditioning", "concat"]
+    assert train_config_from_args(build_parser().parse_args(concat)).conditioning == "concat"
+    assert train_config_from_args(build_parser().parse_args(TRAIN)).conditioning is None
+
+
+def test_runs_saved_under_the_old_conditioning_default_load_as_they_were_trained() -> None:
+    conditional = TrainConfig(dataset="mnist", name="old-cdcgan", model="cdcgan").to_dict()
+    unconditional = TrainConfig(dataset="mnist", name="old-dcgan").to_dict()
+    del conditional["conditioning"]  # saved before the option existed: the class was concatenated
+    unconditional["conditioning"] = "concat"  # saved while "concat" was every run's default
+
+    assert TrainConfig.from_dict(conditional).conditioning == "concat"
+    assert TrainConfig.from_dict(unconditional).conditioning is None
 
 
 def test_module_entry_point_reports_bad_arguments_without_a_traceback() -> None:
