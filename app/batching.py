@@ -198,7 +198,7 @@ class Batcher:
         self._queued_images = 0
         self._in_flight: dict[int, list[_Slice]] = {}  # by batch number
         self._batch_numbers = itertools.count()
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Future[list[np.ndarray]]] = set()
         # Since Python 3.10 asyncio primitives bind to the loop on first use, so this is safe before start().
         self._wakeup = asyncio.Event()
         self._consumer: asyncio.Task[None] | None = None
@@ -270,18 +270,29 @@ class Batcher:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _await_result(self, request: _Request) -> np.ndarray:
-        timeout = None if request.deadline is None else max(0.0, request.deadline - time.monotonic())
+        # The deadline is a timer that fails the request, so waiting is a plain await of its future: the
+        # caller wakes in the loop turn after its images arrive.
+        expiry = None
+        if request.deadline is not None:
+            delay_s = max(0.0, request.deadline - time.monotonic())
+            expiry = asyncio.get_running_loop().call_later(delay_s, self._expire, request)
         try:
-            await asyncio.wait({request.future}, timeout=timeout)
+            return await request.future
         except asyncio.CancelledError:
-            if request.future.done() and not request.future.cancelled():
-                request.future.exception()  # mark it retrieved so asyncio does not log it as lost
-            self._drop(request, None, "disconnect")
+            # The caller gave up (a disconnect): cancelling it cancelled the future it was waiting on.
+            gave_up = request.future.cancelled() or not request.future.done()
+            request.future.cancel()
+            self._release(request)
+            if gave_up:
+                self._reject("disconnect")
             raise
-        if request.future.done():
-            return request.future.result()
-        self._drop(request, None, "deadline")
-        raise DeadlineExceeded("the request deadline passed before its images were generated")
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+
+    def _expire(self, request: _Request) -> None:
+        error = DeadlineExceeded("the request deadline passed before its images were generated")
+        self._drop(request, error, "deadline")
 
     async def _consume(self) -> None:
         slots = asyncio.Semaphore(self.config.max_concurrent_batches)
@@ -352,42 +363,50 @@ class Batcher:
         return slices
 
     def _start_run(self, slices: list[_Slice], slots: asyncio.Semaphore) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(slices))
-        self._running.add(task)
-
-        def finished(done: asyncio.Task[None]) -> None:
-            self._running.discard(done)
-            slots.release()
-
-        task.add_done_callback(finished)
-
-    def _in_flight_slices(self) -> list[_Slice]:
-        return [piece for slices in self._in_flight.values() for piece in slices]
-
-    async def _run(self, slices: list[_Slice]) -> None:
+        """Hand a batch to the model's thread; its results are delivered from a callback, so a model call costs
+        no task of its own and starts in the loop turn its batch closed in."""
         if not slices:
+            slots.release()
             return
         images = sum(piece.stop - piece.start for piece in slices)
         batch_size = self._padded_size(images)
         number = next(self._batch_numbers)
         self._in_flight[number] = slices
-        started = time.monotonic()
         self.stats.model_calls += 1
-        parts = [piece.inputs() for piece in slices]
-        loop = asyncio.get_running_loop()
-        try:
-            call = functools.partial(_call_model, self._run_batch, parts, batch_size)
-            outputs = await loop.run_in_executor(self._executor, call)
-        except Exception:
-            logger.exception("model call for %r failed (batch of %d images)", self.name, images)
+        call = functools.partial(
+            _call_model, self._run_batch, [piece.inputs() for piece in slices], batch_size
+        )
+        started = time.monotonic()
+        running = asyncio.get_running_loop().run_in_executor(self._executor, call)
+        self._running.add(running)
+
+        def finished(done: asyncio.Future[list[np.ndarray]]) -> None:
+            self._running.discard(done)
+            slots.release()
+            self._in_flight.pop(number, None)
+            self._finish(slices, done, images, batch_size - images, started)
+
+        running.add_done_callback(finished)
+
+    def _in_flight_slices(self) -> list[_Slice]:
+        return [piece for slices in self._in_flight.values() for piece in slices]
+
+    def _finish(
+        self,
+        slices: list[_Slice],
+        done: asyncio.Future[list[np.ndarray]],
+        images: int,
+        padding: int,
+        started: float,
+    ) -> None:
+        error = None if done.cancelled() else done.exception()
+        if done.cancelled() or error is not None:
+            logger.error("model call for %r failed (batch of %d images)", self.name, images, exc_info=error)
             for piece in slices:
                 self._drop(piece.request, ModelCallFailed(f"the model call for {self.name!r} failed"), None)
-            self._in_flight.pop(number, None)
             return
-        model_call_s = time.monotonic() - started
-        self._in_flight.pop(number, None)
-        self._record(slices, images, batch_size - images, started, model_call_s)
-        for piece, output in zip(slices, outputs, strict=True):
+        self._record(slices, images, padding, started, time.monotonic() - started)
+        for piece, output in zip(slices, done.result(), strict=True):
             self._deliver(piece, output)
 
     def _deliver(self, piece: _Slice, output: np.ndarray) -> None:
@@ -400,21 +419,22 @@ class Batcher:
             outputs = [request.outputs[start] for start in sorted(request.outputs)]
             request.future.set_result(outputs[0] if len(outputs) == 1 else np.concatenate(outputs))
 
-    def _drop(self, request: _Request, error: ServiceError | None, reason: str | None) -> None:
+    def _drop(self, request: _Request, error: ServiceError, reason: str | None) -> None:
         """Finish a request early; its unsent images leave the queue and never reach the model."""
         if request.future.done():
             return
+        self._release(request)
+        request.future.set_exception(error)
+        if reason is not None:
+            self._reject(reason)
+
+    def _release(self, request: _Request) -> None:
+        """Take a request's unsent images out of the queue."""
         if request.remaining:
             self._queued_images -= request.remaining
             request.taken = request.size
             with contextlib.suppress(ValueError):
                 self._queue.remove(request)
-        if error is None:
-            request.future.cancel()
-        else:
-            request.future.set_exception(error)
-        if reason is not None:
-            self._reject(reason)
 
     def _fail_remaining(self, make_error: Callable[[], ServiceError], reason: str | None) -> None:
         for request in [piece.request for piece in self._in_flight_slices()] + list(self._queue):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -62,6 +63,25 @@ async def get_watcher(request: Request) -> StoreWatcher:
     return watcher
 
 
+@dataclass(frozen=True)
+class GenerateServices:
+    """What `POST /generate` works with, handed over as one dependency: FastAPI solves every dependency of a
+    route on every request, and this is the busiest route."""
+
+    settings: Settings
+    registry: ModelRegistry
+    generation: GenerationService
+    renderer: Renderer
+    text_generation: TextGenerationService
+
+
+async def get_generate_services(request: Request) -> GenerateServices:
+    state = request.app.state
+    return GenerateServices(
+        state.settings, state.registry, state.generation, state.renderer, state.text_generation
+    )
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 GenerationDep = Annotated[GenerationService, Depends(get_generation)]
@@ -71,3 +91,4 @@ InferenceDep = Annotated[Inference, Depends(get_inference)]
 UploadReaderDep = Annotated[UploadReader, Depends(get_upload_reader)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 WatcherDep = Annotated[StoreWatcher, Depends(get_watcher)]
+GenerateServicesDep = Annotated[GenerateServices, Depends(get_generate_services)]

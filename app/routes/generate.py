@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import Response
 
 from app import params
-from app.deps import GenerationDep, RegistryDep, RendererDep, SettingsDep, TextGenerationDep
+from app.deps import GenerateServicesDep
 from app.errors import InvalidParameter
 from app.generation import ImageRequest
 from app.rendering import GeneratedView
@@ -52,11 +52,7 @@ async def _generate_query(request: Request) -> GenerateQuery:
 )
 async def generate(
     http_request: Request,
-    registry: RegistryDep,
-    settings: SettingsDep,
-    generation: GenerationDep,
-    renderer: RendererDep,
-    text_generation: TextGenerationDep,
+    services: GenerateServicesDep,
     query: Annotated[GenerateQuery, Depends(_generate_query)],
     body: Annotated[GenerateBody | None, Body(description="The same fields, plus `latents`.")] = None,
 ) -> Response:
@@ -66,17 +62,20 @@ async def generate(
     Fields may come in the query or in a JSON body; the body wins where both are given.
     """
     fields = _merge(GenerateBody.model_construct(**query.model_dump()), body)
+    registry, settings = services.registry, services.settings
     text_version = text.text_model_version(registry, fields)
     if text_version is not None:
-        return await text.generate_text(fields, text_version, settings, text_generation, http_request)
+        return await text.generate_text(
+            fields, text_version, settings, services.text_generation, http_request
+        )
     image_request = _image_request(fields, settings.max_n)
     model_version = registry.resolve(
         params.parse_model_name(fields.model), params.parse_version(fields.version)
     )
     text.refuse_text_fields(fields, model_version)
-    result = await generation.images(model_version, image_request, http_request=http_request)
+    result = await services.generation.images(model_version, image_request, http_request=http_request)
     view = GeneratedView(result, cols=fields.cols, include_latents=bool(fields.include_latents))
-    return await renderer.render(view, (fields.format or GenerateFormat.png).value)
+    return await services.renderer.render(view, (fields.format or GenerateFormat.png).value)
 
 
 def _merge(query: GenerateBody, body: GenerateBody | None) -> GenerateBody:
