@@ -377,7 +377,13 @@ class Batcher:
             _call_model, self._run_batch, [piece.inputs() for piece in slices], batch_size
         )
         started = time.monotonic()
-        running = asyncio.get_running_loop().run_in_executor(self._executor, call)
+        try:
+            running = asyncio.get_running_loop().run_in_executor(self._executor, call)
+        except RuntimeError as error:  # the executor was shut down: this batch fails, the batcher goes on
+            slots.release()
+            self._in_flight.pop(number, None)
+            self._fail_batch(slices, images, error)
+            return
         self._running.add(running)
 
         def finished(done: asyncio.Future[list[np.ndarray]]) -> None:
@@ -401,13 +407,17 @@ class Batcher:
     ) -> None:
         error = None if done.cancelled() else done.exception()
         if done.cancelled() or error is not None:
-            logger.error("model call for %r failed (batch of %d images)", self.name, images, exc_info=error)
-            for piece in slices:
-                self._drop(piece.request, ModelCallFailed(f"the model call for {self.name!r} failed"), None)
+            self._fail_batch(slices, images, error)
             return
         self._record(slices, images, padding, started, time.monotonic() - started)
         for piece, output in zip(slices, done.result(), strict=True):
             self._deliver(piece, output)
+
+    def _fail_batch(self, slices: list[_Slice], images: int, error: BaseException | None) -> None:
+        """A model call that failed fails exactly the requests it carried, logged once."""
+        logger.error("model call for %r failed (batch of %d images)", self.name, images, exc_info=error)
+        for piece in slices:
+            self._drop(piece.request, ModelCallFailed(f"the model call for {self.name!r} failed"), None)
 
     def _deliver(self, piece: _Slice, output: np.ndarray) -> None:
         request = piece.request

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -233,6 +234,28 @@ def test_model_failure_reaches_exactly_its_batch_and_later_batches_succeed(
     with caplog.at_level(logging.ERROR, logger="app.batching"):
         asyncio.run(scenario())
     assert len([record for record in caplog.records if record.levelno >= logging.ERROR]) == 1
+
+
+def test_a_shut_down_executor_fails_the_batch_and_the_batcher_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> None:
+        executor = ThreadPoolExecutor(max_workers=1)
+        batcher = Batcher(FakeModel(), BatchingConfig(max_delay_ms=0), name="fake", executor=executor)
+        await batcher.start()
+        executor.shutdown()
+        try:
+            with pytest.raises(ModelCallFailed):
+                await batcher.submit(latents(1), deadline=time.monotonic() + WAIT_S)
+            with pytest.raises(ModelCallFailed):
+                await batcher.submit(latents(2), deadline=time.monotonic() + WAIT_S)
+            assert batcher.running and batcher.queued_images == 0 and batcher.in_flight_images == 0
+        finally:
+            await batcher.stop(drain=False, timeout_s=WAIT_S)
+
+    with caplog.at_level(logging.ERROR, logger="app.batching"):
+        asyncio.run(scenario())
+    assert len([record for record in caplog.records if record.levelno >= logging.ERROR]) == 2
 
 
 def test_wrong_output_leading_dim_fails_the_batch() -> None:
