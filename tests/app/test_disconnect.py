@@ -32,6 +32,21 @@ def _pending_tasks() -> set[asyncio.Task[object]]:
     return {task for task in asyncio.all_tasks() if task is not asyncio.current_task() and not task.done()}
 
 
+async def _images_after(
+    seconds: float, started: asyncio.Event | None = None, cancelled: asyncio.Event | None = None
+) -> str:
+    """Stand-in work: "images" after `seconds`, noting when it starts and whether it was cancelled."""
+    if started is not None:
+        started.set()
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        if cancelled is not None:
+            cancelled.set()
+        raise
+    return "images"
+
+
 def test_the_result_comes_back_and_no_watcher_is_left_running() -> None:
     asyncio.run(_the_result_comes_back_and_no_watcher_is_left_running())
 
@@ -39,11 +54,7 @@ def test_the_result_comes_back_and_no_watcher_is_left_running() -> None:
 async def _the_result_comes_back_and_no_watcher_is_left_running() -> None:
     client = _Client()
 
-    async def work() -> str:
-        await asyncio.sleep(0.01)
-        return "images"
-
-    assert await cancel_on_disconnect(client.request(), work()) == "images"
+    assert await cancel_on_disconnect(client.request(), _images_after(0.01)) == "images"
     await asyncio.sleep(0)
     assert not _pending_tasks()
 
@@ -56,17 +67,9 @@ async def _a_disconnect_cancels_the_work_and_leaves_the_task_usable() -> None:
     client = _Client()
     work_cancelled = asyncio.Event()
 
-    async def work() -> str:
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            work_cancelled.set()
-            raise
-        return "images"
-
     asyncio.get_running_loop().call_later(0.01, client.leave)
     with pytest.raises(ClientDisconnected):
-        await cancel_on_disconnect(client.request(), work())
+        await cancel_on_disconnect(client.request(), _images_after(10, cancelled=work_cancelled))
 
     assert work_cancelled.is_set()
     current = asyncio.current_task()
@@ -82,12 +85,7 @@ async def _cancelling_the_caller_is_not_reported_as_a_disconnect() -> None:
     client = _Client()
     started = asyncio.Event()
 
-    async def work() -> str:
-        started.set()
-        await asyncio.sleep(10)
-        return "images"
-
-    caller = asyncio.create_task(cancel_on_disconnect(client.request(), work()))
+    caller = asyncio.create_task(cancel_on_disconnect(client.request(), _images_after(10, started=started)))
     await started.wait()
     caller.cancel()
 
@@ -106,8 +104,4 @@ async def _a_failing_receive_does_not_cancel_the_work() -> None:
     client.error = RuntimeError("connection state is gone")
     client.leave()
 
-    async def work() -> str:
-        await asyncio.sleep(0.02)
-        return "images"
-
-    assert await cancel_on_disconnect(client.request(), work()) == "images"
+    assert await cancel_on_disconnect(client.request(), _images_after(0.02)) == "images"
