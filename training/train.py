@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from training.callbacks import Checkpointer, HistoryWriter, SampleGrid
 from training.cdcgan import ConditionalDCGAN, build_conditional_discriminator, build_conditional_generator
-from training.config import DEFAULT_CONDITIONING, PRIOR_DIR, RunInfo, TrainConfig, read_run_info
+from training.config import PRIOR_DIR, RunInfo, TrainConfig, read_run_info
 from training.datasets import ImageDataset, load_dataset, make_tf_dataset
 from training.dcgan import DCGAN, build_discriminator, build_generator
 from training.distribute import (
@@ -290,11 +290,11 @@ def _build_networks(config: TrainConfig, image_shape: tuple[int, int, int], num_
         )
     if num_classes is None:
         raise ValueError(f"model {config.model!r} needs num_classes: the number of classes in the dataset")
+    if config.conditioning is None:  # TrainConfig gives every conditional model one
+        raise ValueError(f"model {config.model!r} has no discriminator conditioning")
     return ConditionalDCGAN(
         build_conditional_generator(config.latent_dim, image_shape, num_classes, dtype_policy=policy),
-        build_conditional_discriminator(
-            image_shape, num_classes, conditioning=config.conditioning or DEFAULT_CONDITIONING, **critic
-        ),
+        build_conditional_discriminator(image_shape, num_classes, conditioning=config.conditioning, **critic),
         num_classes=num_classes,
         **options,
     )
