@@ -57,10 +57,12 @@ class Settings(BaseSettings):
         DEFAULT_MAX_BATCH_SIZE, ge=1, description="Images per model call; 1 turns batching off."
     )
     max_delay_ms: float = Field(
-        DEFAULT_MAX_DELAY_MS, ge=0, description="How long a batch waits for more work after its first."
+        DEFAULT_MAX_DELAY_MS,
+        ge=0,
+        description="How long a batch may wait for more work while a model slot is free (0: it starts at once).",
     )
     adaptive_delay: bool = Field(
-        True, description="Skip the batching delay while requests arrive one at a time (lower latency)."
+        True, description="Skip the batching delay (if there is one) while requests arrive one at a time."
     )
     max_queue_images: int = Field(
         DEFAULT_MAX_QUEUE_IMAGES, ge=1, description="Queued images beyond which requests get 503."

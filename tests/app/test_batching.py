@@ -441,6 +441,28 @@ def test_valid_config_with_allowed_sizes_is_accepted() -> None:
     assert config.allowed_batch_sizes[-1] == config.max_batch_size
 
 
+def test_by_default_a_batch_starts_in_the_loop_turns_after_its_request_while_a_slot_is_free() -> None:
+    """Requests that shared batches a moment ago do not make a lone one wait for company (no default delay)."""
+
+    async def scenario() -> None:
+        model = FakeModel()
+        batcher = Batcher(model, BatchingConfig(), name="fake")
+        await batcher.start()
+        try:
+            for _ in range(4):
+                await asyncio.gather(*(batcher.submit(latents(i)) for i in range(8)))
+            calls = batcher.stats.model_calls
+            lone = asyncio.create_task(batcher.submit(latents(1)))
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert batcher.stats.model_calls == calls + 1
+            assert (await lone).tolist() == doubled(1)
+        finally:
+            await batcher.stop()
+
+    asyncio.run(scenario())
+
+
 def test_adaptive_delay_does_not_hold_back_a_lone_request() -> None:
     async def scenario() -> None:
         model = FakeModel()
