@@ -15,7 +15,15 @@ from PIL import Image
 
 from genserve.conventions import latents_from_seeds, tile_images, to_uint8
 from genserve.store import write_json_atomic
-from training.config import CHECKPOINTS_DIR, HISTORY_FILE, RUN_INFO_FILE, SAMPLES_DIR, RunInfo
+from training.config import (
+    BEST_DIR,
+    BEST_FILE,
+    CHECKPOINTS_DIR,
+    HISTORY_FILE,
+    RUN_INFO_FILE,
+    SAMPLES_DIR,
+    RunInfo,
+)
 from training.dcgan import DCGAN
 from training.models import GenerativeModel, checkpoint_objects, optimizer_steps
 from training.vae import VAE
@@ -75,7 +83,8 @@ class Checkpointer(keras.callbacks.Callback):
     step counter in their iterations), the noise generator's state and the number of completed epochs.
     Checkpoints are written to `run_dir` and resumed from `restore_from` (default `run_dir`): in a multi-worker
     run every worker saves (saving reads variables synchronised across workers) into its own folder, and
-    every worker resumes from the chief's.
+    every worker resumes from the chief's. An epoch whose logs hold a FID (`SampleQuality`, which must come
+    before this callback) lower than every earlier one is also kept in `run_dir/best`, with its record.
     """
 
     def __init__(
@@ -91,6 +100,9 @@ class Checkpointer(keras.callbacks.Callback):
         self.checkpoint = tf.train.Checkpoint(**checkpoint_objects(gan), epoch=self.epoch, step=self.step)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, str(self.run_dir / CHECKPOINTS_DIR), max_to_keep=CHECKPOINTS_KEPT
+        )
+        self.best_manager = tf.train.CheckpointManager(
+            self.checkpoint, str(self.run_dir / BEST_DIR), max_to_keep=1
         )
 
     @property
@@ -129,6 +141,34 @@ class Checkpointer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.save(epoch + 1)
+        fid = (logs or {}).get("fid")
+        if fid is not None:
+            self.keep_if_best(epoch + 1, float(fid))
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The record of the run's best checkpoint so far (epoch, fid, checkpoint path), if it has one."""
+        return read_best(self.run_dir)
+
+    def keep_if_best(self, epochs_completed: int, fid: float) -> bool:
+        """Keep the checkpoint just saved as the run's best if its FID beats every earlier one."""
+        best = self.best
+        if best is not None and best["fid"] <= fid:
+            return False
+        path = self.best_manager.save(checkpoint_number=int(self.step))
+        record = {"epoch": epochs_completed, "fid": fid, "checkpoint": Path(path).name}
+        write_json_atomic(self.run_dir / BEST_DIR / BEST_FILE, record)
+        logger.info("epoch %d has the lowest FID so far (%.3f): kept as %s", epochs_completed, fid, path)
+        return True
+
+
+def read_best(run_dir: Path) -> dict[str, Any] | None:
+    """A run's best-checkpoint record, with `checkpoint` as a full prefix; None if it has none."""
+    path = Path(run_dir) / BEST_DIR / BEST_FILE
+    if not path.is_file():
+        return None
+    record: dict[str, Any] = json.loads(path.read_text())
+    return record | {"checkpoint": str(Path(run_dir) / BEST_DIR / record["checkpoint"])}
 
 
 class HistoryWriter(keras.callbacks.Callback):

@@ -24,6 +24,7 @@ from training.config import (
     GAN_LOSSES,
     LATENT_PRIORS,
     MODELS,
+    PUBLISH_CHOICES,
     RECIPES,
     VAE_BUDGET_SHARE_WITH_PRIOR,
     TrainConfig,
@@ -168,6 +169,13 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     )
     progress.add_argument("--eval-samples", type=int, default=d.eval_samples, help="default: %(default)s")
     progress.add_argument(
+        "--publish",
+        choices=PUBLISH_CHOICES,
+        default=d.publish,
+        help="publish the last epoch, or the one whose --eval-every FID was lowest (kept in RUN_DIR/best) "
+        "(default: %(default)s)",
+    )
+    progress.add_argument(
         "--time-budget",
         type=float,
         metavar="MINUTES",
@@ -202,7 +210,13 @@ def _seed(text: str) -> int | None:
 
 
 def _add_export(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", type=Path, metavar="RUN_DIR_OR_CHECKPOINT")
+    parser.add_argument(
+        "path",
+        type=Path,
+        metavar="RUN_DIR_OR_CHECKPOINT",
+        help="a run folder (its last checkpoint), RUN_DIR/best (the epoch with the lowest --eval-every FID) "
+        "or a checkpoint prefix such as RUN_DIR/checkpoints/ckpt-940",
+    )
     parser.add_argument("--store", type=Path, default=_TRAIN_DEFAULTS.store, help="default: %(default)s")
     parser.add_argument("--name", help="model name in the store (default: the run's name)")
     parser.add_argument("--no-ema", dest="use_ema", action="store_false", help="publish the raw generator")

@@ -50,6 +50,11 @@ PUBLISHED_FILE = (
     "published.json"  # multi-worker runs: the version the chief published, so a restart won't again
 )
 PRIOR_DIR = "prior"  # VAEs with a flow prior: the flow's weights, fit to the run's last epoch
+# GANs trained with eval_every: the checkpoint whose epoch scored the lowest small-N FID so far, and its record.
+BEST_DIR = "best"
+BEST_FILE = "best.json"
+# What a training run publishes at its end: its last epoch, or its BEST_DIR checkpoint.
+PUBLISH_CHOICES = ("last", "best")
 # Where a VAE's latents come from: the standard normal, or a normalizing flow of it fit to the encoder's
 # posterior means after the VAE is trained (`training.prior`).
 LATENT_PRIORS = ("normal", "flow")
@@ -130,6 +135,7 @@ class TrainConfig:
     eval_every: int = 0  # every K epochs a small-N FID and class score go into history.json; 0 turns it off
     eval_samples: int = 2000
     time_budget: float | None = None  # minutes: stop after the epoch that exhausts them, then export as usual
+    publish: str = "last"  # one of PUBLISH_CHOICES; "best" needs eval_every
     # VAE options.
     kl_weight: float = 1.0  # beta of a beta-VAE: weight of the KL term against the reconstruction term
     latent_prior: str | None = None  # one of LATENT_PRIORS; None: DEFAULT_VAE_PRIOR for VAEs, else "normal"
@@ -319,6 +325,12 @@ class TrainConfig:
                 f"eval_every must be a whole number of epochs (0 turns the evaluation off), got {self.eval_every!r}"
             )
         _check_at_least("eval_samples", self.eval_samples, 2)
+        if self.publish not in PUBLISH_CHOICES:
+            raise ValueError(f"unknown publish {self.publish!r}: choose one of {', '.join(PUBLISH_CHOICES)}")
+        if self.publish == "best" and not self.eval_every:
+            raise ValueError(
+                "publish 'best' picks the epoch with the lowest eval_every FID: set eval_every too"
+            )
         if self.time_budget is not None and not self.time_budget > 0:
             raise ValueError(
                 f"time_budget must be a positive number of minutes, got {self.time_budget}: leave it unset to "

@@ -54,7 +54,7 @@ from training.cdcgan import (
     embedding_generator,
     label_embedding_table,
 )
-from training.config import CHECKPOINTS_DIR, HISTORY_FILE, PRIOR_DIR, RunInfo, read_run_info
+from training.config import BEST_DIR, CHECKPOINTS_DIR, HISTORY_FILE, PRIOR_DIR, RunInfo, read_run_info
 from training.dcgan import build_generator
 from training.models import EMA_GENERATOR_SLOT, ENCODER_SLOT, GENERATOR_SLOT
 from training.prior import LatentFlow, restore_prior, weights_only_copy
@@ -419,9 +419,9 @@ def _build_generator(info: RunInfo) -> keras.Model:
 
 
 def _locate_checkpoint(path: Path) -> tuple[Path, str]:
-    """(run folder, checkpoint prefix) for a run folder, its checkpoints folder or a checkpoint prefix."""
+    """(run folder, checkpoint prefix) for a run folder, its checkpoints or best folder, or a checkpoint prefix."""
     if path.is_dir():
-        folder = path if path.name == CHECKPOINTS_DIR else path / CHECKPOINTS_DIR
+        folder = path if path.name in (CHECKPOINTS_DIR, BEST_DIR) else path / CHECKPOINTS_DIR
         latest = tf.train.latest_checkpoint(str(folder))
         if latest is None:
             raise FileNotFoundError(

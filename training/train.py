@@ -11,6 +11,7 @@ VAE's epochs get `config.network_time_budget` and the flow what is left of the b
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import sys
@@ -23,7 +24,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from training.callbacks import Checkpointer, HistoryWriter, SampleGrid
+from training.callbacks import Checkpointer, HistoryWriter, SampleGrid, read_best
 from training.cdcgan import ConditionalDCGAN, build_conditional_discriminator, build_conditional_generator
 from training.config import PRIOR_DIR, RunInfo, TrainConfig, read_run_info
 from training.datasets import ImageDataset, load_dataset, make_tf_dataset
@@ -39,7 +40,7 @@ from training.distribute import (
     publish_once,
     remove_worker_folder,
 )
-from training.export import build_metadata, export_generator, training_summary
+from training.export import build_metadata, export_checkpoint, export_generator, training_summary
 from training.models import GenerativeModel
 from training.prior import LatentFlow, fit_prior, save_prior
 from training.progress import SampleQuality, TimeBudget
@@ -121,12 +122,18 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     summary = training_summary(history.epochs, stopped_on_time_budget=stopped, prior_fit=prior_fit)
     version_dir = None
     if config.export:
-        version_dir = publish_once(
-            placement,
-            config.run_path,
-            epochs_completed,
-            lambda: _export(gan, info, epochs_completed, summary, placement, prior),
-        )
+        best = read_best(run_dir) if config.publish == "best" else None
+        if config.publish == "best" and best is None:
+            logger.warning("no epoch was scored (eval_every %d): publishing the last one", config.eval_every)
+        if best is not None:
+            logger.info("publishing the epoch with the lowest FID: %d (%.3f)", best["epoch"], best["fid"])
+            checkpoint = Path(best["checkpoint"])
+            publish = functools.partial(
+                export_checkpoint, checkpoint, config.store, use_ema=config.export_ema
+            )
+        else:
+            publish = functools.partial(_export, gan, info, epochs_completed, summary, placement, prior)
+        version_dir = publish_once(placement, config.run_path, epochs_completed, publish)
     return TrainResult(config.run_path, version_dir, history.epochs, epochs_completed, stopped)
 
 

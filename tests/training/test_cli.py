@@ -37,6 +37,7 @@ TRAIN = ["train", "--dataset", "shapes", "--name", "cli-test"]
         (["--eval-every", "-1"], "eval_every must be a whole number of epochs"),
         (["--eval-samples", "1"], "eval_samples must be an integer of at least 2"),
         (["--time-budget", "0"], "time_budget must be a positive number of minutes"),
+        (["--publish", "best"], "set eval_every too"),
     ],
 )
 def test_bad_train_options_exit_2_with_one_line(
@@ -214,6 +215,8 @@ def test_r1_width_conditioning_and_progress_flags_fill_the_config() -> None:
         "500",
         "--time-budget",
         "55",
+        "--publish",
+        "best",
     ]
     config = train_config_from_args(build_parser().parse_args(args))
 
@@ -223,7 +226,12 @@ def test_r1_width_conditioning_and_progress_flags_fill_the_config() -> None:
         2.0,
         "projection",
     )
-    assert (config.eval_every, config.eval_samples, config.time_budget) == (3, 500, 55.0)
+    assert (config.eval_every, config.eval_samples, config.time_budget, config.publish) == (
+        3,
+        500,
+        55.0,
+        "best",
+    )
 
 
 _START_UP_NOISE = ("oneDNN", "cuda", "cuInit", "absl::InitializeLog", "cpu_feature_guard")

@@ -6,9 +6,11 @@ import keras
 import pytest
 
 from genserve.store import read_metadata
-from training.config import HISTORY_FILE, TrainConfig
+from training.callbacks import read_best
+from training.config import BEST_DIR, HISTORY_FILE, TrainConfig
 from training.datasets import load_dataset
 from training.dcgan import generator_loss
+from training.export import export_checkpoint
 from training.progress import SampleQuality, TimeBudget
 from training.train import train
 
@@ -49,6 +51,22 @@ def test_eval_every_of_a_conditional_model_also_measures_label_accuracy(tmp_path
 
     entry = json.loads((tmp_path / "run" / HISTORY_FILE).read_text())["epochs"][0]
     assert 0.0 <= entry["label_accuracy"] <= 1.0 and entry["fid"] > 0
+
+
+def test_publish_best_publishes_the_epoch_with_the_lowest_fid_and_a_worse_one_does_not_replace_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scores = iter([{"fid": 5.0}, {"fid": 3.0}, {"fid": 4.0}])  # the second of three epochs is the best
+    monkeypatch.setattr(SampleQuality, "measure", lambda self: next(scores))
+    result = train(_config(tmp_path, epochs=3, eval_every=1, publish="best"))
+
+    best = read_best(tmp_path / "run")
+    assert best is not None and (best["epoch"], best["fid"]) == (2, 3.0)
+    assert result.epochs_completed == 3
+    assert result.version_dir is not None and read_metadata(result.version_dir).epochs == 2
+    # The command line publishes the same checkpoint from RUN_DIR/best.
+    again = export_checkpoint(tmp_path / "run" / BEST_DIR, tmp_path / "store", name="again")
+    assert read_metadata(again).epochs == 2
 
 
 def test_time_budget_stops_after_the_first_epoch_and_still_publishes(tmp_path: Path) -> None:
