@@ -55,6 +55,9 @@ def main(argv: Sequence[str]) -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Progress is the benchmarks' own lines; an HTTP client's line per request (readiness polls) is noise.
+    for client in ("httpx", "httpcore"):
+        logging.getLogger(client).setLevel(logging.WARNING)
     if argv and not check:
         return _entry_point(argv[0])(list(argv[1:]))
     return max(

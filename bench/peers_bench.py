@@ -159,10 +159,14 @@ def run(store: Path, model: str, rounds: int, duration_s: float, client: str) ->
                         n,
                         concurrency,
                         measured.images_per_s,
-                        measured.p99_ms,
-                        measured.cpu_pct,
+                        _rounded(measured.p99_ms, 1),
+                        _rounded(measured.cpu_pct, 0),
                     )
     return Results(results, limits)
+
+
+def _rounded(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 Medians = tuple[float | None, float | None, float | None]  # images/s, p99 ms, CPU %
