@@ -105,6 +105,11 @@ def median_of_present(values: Sequence[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
+def shown(value: float | None, digits: int) -> str:
+    """A measurement as a table or log shows it: `digits` decimals, or a dash when nothing was measured."""
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
 # --- in-process asyncio clients ------------------------------------------------------------------
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.runtime import cpu_supports_bfloat16
-from bench.loadgen import LoadResult, LoadSpec, choose_client, median_of_present
+from bench.loadgen import LoadResult, LoadSpec, choose_client, median_of_present, shown
 from bench.processes import free_port, start, stop_tree, tree_cpu_s, wait_until_ready
 from bench.serve_bench import load_for_limit, measure_limit, resolve_model
 
@@ -159,14 +159,10 @@ def run(store: Path, model: str, rounds: int, duration_s: float, client: str) ->
                         n,
                         concurrency,
                         measured.images_per_s,
-                        _rounded(measured.p99_ms, 1),
-                        _rounded(measured.cpu_pct, 0),
+                        shown(measured.p99_ms, 1),
+                        shown(measured.cpu_pct, 0),
                     )
     return Results(results, limits)
-
-
-def _rounded(value: float | None, digits: int) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
 
 
 Medians = tuple[float | None, float | None, float | None]  # images/s, p99 ms, CPU %

@@ -28,7 +28,7 @@ import numpy as np
 
 from app.imaging import grid_png_bytes
 from app.runtime import GeneratorRuntime, configure_devices
-from bench.loadgen import LoadClient, LoadResult, LoadSpec, choose_client
+from bench.loadgen import LoadClient, LoadResult, LoadSpec, choose_client, shown
 from bench.processes import ServerStartError, free_port, running_service, tree_cpu_s
 from genserve import store
 from genserve.conventions import latents_from_seeds
@@ -276,7 +276,7 @@ def _measure_cell(
         spec.n,
         spec.concurrency,
         cell.images_per_s,
-        _number(load.p99_ms, 1),
+        shown(load.p99_ms, 1),
         load.errors,
     )
     return cell
@@ -305,7 +305,7 @@ def _speedup_goal(cells: list[Cell]) -> Goal:
         return Goal(description, None, "not measured")
     ratio = _ratio(batched.images_per_s, unbatched.images_per_s)
     passed = batched.images_per_s > 0 if ratio is None else ratio >= GOAL_SPEEDUP
-    detail = f"{batched.images_per_s:.1f} vs {unbatched.images_per_s:.1f} images/s ({_number(ratio, 2)}x)"
+    detail = f"{batched.images_per_s:.1f} vs {unbatched.images_per_s:.1f} images/s ({shown(ratio, 2)}x)"
     return Goal(description, passed, detail)
 
 
@@ -318,7 +318,7 @@ def _limit_goal(cells: list[Cell], limit: InProcessLimit) -> Goal:
     ratio = _ratio(best.images_per_s, limit.best_images_per_s)
     detail = (
         f"{best.images_per_s:.1f} images/s at concurrency {best.concurrency} vs {limit.best_images_per_s:.1f} "
-        f"in-process (batch {limit.best_batch_size}) ({_number(ratio, 2)}x)"
+        f"in-process (batch {limit.best_batch_size}) ({shown(ratio, 2)}x)"
     )
     return Goal(description, ratio is not None and ratio >= GOAL_LIMIT_FRACTION, detail)
 
@@ -334,10 +334,6 @@ def _latency_goal(cells: list[Cell]) -> Goal:
         return Goal(description, False, "no successful requests to time")
     detail = f"p99 {ours:.1f} ms vs {theirs:.1f} ms ({ours - theirs:+.1f} ms)"
     return Goal(description, ours <= theirs + GOAL_LATENCY_SLACK_MS, detail)
-
-
-def _number(value: float | None, digits: int) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
 
 
 _HEADER = (
@@ -359,7 +355,7 @@ def render_report(
     lines = [
         f"## genserve serving benchmark: `{model}` from `{config.store_path}`",
         "",
-        f"{os.cpu_count()} CPU core(s), load average {_number(load_average, 2)} before the run; "
+        f"{os.cpu_count()} CPU core(s), load average {shown(load_average, 2)} before the run; "
         f"model on {limit.device}; client {client_name}; "
         f"{config.duration_s:g} s per cell after {config.warmup_s:g} s warm-up; batched = "
         f"GENSERVE_MAX_BATCH_SIZE {config.batch_size}, unbatched = 1; GENSERVE_MAX_DELAY_MS "
@@ -397,15 +393,15 @@ def _row(cell: Cell, cells: list[Cell], limit: InProcessLimit) -> str:
         str(cell.concurrency),
         f"{cell.images_per_s:.1f}",
         f"{load.requests_per_s:.1f}",
-        _number(load.p50_ms, 1),
-        _number(load.p95_ms, 1),
-        _number(load.p99_ms, 1),
+        shown(load.p50_ms, 1),
+        shown(load.p95_ms, 1),
+        shown(load.p99_ms, 1),
         str(load.errors),
-        _number(cell.mean_batch, 1),
-        _number(cell.server_cpu_pct, 0),
+        shown(cell.mean_batch, 1),
+        shown(cell.server_cpu_pct, 0),
         f"{load.client_cpu_pct:.0f}",
-        _number(versus_unbatched, 2),
-        _number(versus_limit, 2),
+        shown(versus_unbatched, 2),
+        shown(versus_limit, 2),
     ]
     return "| " + " | ".join(values) + " |"
 

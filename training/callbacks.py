@@ -104,6 +104,8 @@ class Checkpointer(keras.callbacks.Callback):
         self.best_manager = tf.train.CheckpointManager(
             self.checkpoint, str(self.run_dir / BEST_DIR), max_to_keep=1
         )
+        best = read_best(self.run_dir)  # a resumed run goes on from the best of its earlier epochs
+        self.best_fid: float | None = best["fid"] if best is not None else None
 
     @property
     def latest(self) -> str | None:
@@ -145,21 +147,15 @@ class Checkpointer(keras.callbacks.Callback):
         if fid is not None:
             self.keep_if_best(epoch + 1, float(fid))
 
-    @property
-    def best(self) -> dict[str, Any] | None:
-        """The record of the run's best checkpoint so far (epoch, fid, checkpoint path), if it has one."""
-        return read_best(self.run_dir)
-
-    def keep_if_best(self, epochs_completed: int, fid: float) -> bool:
+    def keep_if_best(self, epochs_completed: int, fid: float) -> None:
         """Keep the checkpoint just saved as the run's best if its FID beats every earlier one."""
-        best = self.best
-        if best is not None and best["fid"] <= fid:
-            return False
+        if self.best_fid is not None and self.best_fid <= fid:
+            return
         path = self.best_manager.save(checkpoint_number=int(self.step))
         record = {"epoch": epochs_completed, "fid": fid, "checkpoint": Path(path).name}
         write_json_atomic(self.run_dir / BEST_DIR / BEST_FILE, record)
+        self.best_fid = fid
         logger.info("epoch %d has the lowest FID so far (%.3f): kept as %s", epochs_completed, fid, path)
-        return True
 
 
 def read_best(run_dir: Path) -> dict[str, Any] | None:

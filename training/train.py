@@ -122,17 +122,18 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     summary = training_summary(history.epochs, stopped_on_time_budget=stopped, prior_fit=prior_fit)
     version_dir = None
     if config.export:
-        best = read_best(run_dir) if config.publish == "best" else None
-        if config.publish == "best" and best is None:
-            logger.warning("no epoch was scored (eval_every %d): publishing the last one", config.eval_every)
-        if best is not None:
-            logger.info("publishing the epoch with the lowest FID: %d (%.3f)", best["epoch"], best["fid"])
-            checkpoint = Path(best["checkpoint"])
-            publish = functools.partial(
-                export_checkpoint, checkpoint, config.store, use_ema=config.export_ema
-            )
-        else:
-            publish = functools.partial(_export, gan, info, epochs_completed, summary, placement, prior)
+        publish = functools.partial(_export, gan, info, epochs_completed, summary, placement, prior)
+        if config.publish == "best":
+            best = read_best(run_dir)
+            if best is None:
+                logger.warning(
+                    "no epoch was scored (eval_every %d): publishing the last one", config.eval_every
+                )
+            else:
+                logger.info("publishing the epoch with the lowest FID: %d (%.3f)", best["epoch"], best["fid"])
+                publish = functools.partial(
+                    export_checkpoint, Path(best["checkpoint"]), config.store, use_ema=config.export_ema
+                )
         version_dir = publish_once(placement, config.run_path, epochs_completed, publish)
     return TrainResult(config.run_path, version_dir, history.epochs, epochs_completed, stopped)
 
