@@ -179,7 +179,8 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
         "--time-budget",
         type=float,
         metavar="MINUTES",
-        help="stop after the epoch that uses up this much wall time, then publish as usual",
+        help="stop before an epoch that would end past this much wall time (the first always runs), then "
+        "publish as usual",
     )
     vae = parser.add_argument_group("VAE options")
     vae.add_argument(

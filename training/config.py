@@ -134,7 +134,7 @@ class TrainConfig:
     # Progress and limits.
     eval_every: int = 0  # every K epochs a small-N FID and class score go into history.json; 0 turns it off
     eval_samples: int = 2000
-    time_budget: float | None = None  # minutes: stop after the epoch that exhausts them, then export as usual
+    time_budget: float | None = None  # minutes: stop before an epoch that would overrun them, then export
     publish: str = "last"  # one of PUBLISH_CHOICES; "best" needs eval_every
     # VAE options.
     kl_weight: float = 1.0  # beta of a beta-VAE: weight of the KL term against the reconstruction term

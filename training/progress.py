@@ -2,12 +2,13 @@
 
 `SampleQuality` scores the (averaged) generator with the evaluation classifier of `training.evaluate`, on
 fewer images than a full evaluation, so the numbers show the trend during training; they are biased upwards
-against N = 10,000 numbers and compare only with each other. `TimeBudget` ends training after the epoch that
-uses up the budget, so the run still checkpoints and publishes as usual.
+against N = 10,000 numbers and compare only with each other. `TimeBudget` ends training after the last epoch
+expected to fit the budget, so the run still checkpoints and publishes as usual, within its time.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -117,7 +118,12 @@ class SampleQuality(keras.callbacks.Callback):
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stop training after the epoch during which `minutes` of wall time since the start ran out."""
+    """Stop training once the next epoch would end after `minutes` of wall time since the start.
+
+    The next epoch is expected to take as long as the longer of the last two (every other epoch may carry a
+    quality check), so a run ends within its budget unless one epoch alone is longer than the whole budget:
+    the first epoch always runs.
+    """
 
     def __init__(self, minutes: float) -> None:
         super().__init__()
@@ -126,19 +132,26 @@ class TimeBudget(keras.callbacks.Callback):
         self.seconds = minutes * _SECONDS_PER_MINUTE
         self.exhausted = False
         self._started = 0.0
+        self._epoch_ends: list[float] = []
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._started = time.monotonic()
+        self._epoch_ends = [self._started]
         self.exhausted = False
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        elapsed = time.monotonic() - self._started
-        if elapsed >= self.seconds:
+        now = time.monotonic()
+        self._epoch_ends = [*self._epoch_ends[-2:], now]
+        next_epoch_s = max(later - earlier for earlier, later in itertools.pairwise(self._epoch_ends))
+        elapsed = now - self._started
+        if elapsed + next_epoch_s > self.seconds:
             self.exhausted = True
             self.model.stop_training = True
             logger.info(
-                "time budget of %g min used up after epoch %d (%.2f min): stopping",
-                self.seconds / _SECONDS_PER_MINUTE,
+                "stopping after epoch %d (%.2f min): another epoch of about %.1f min would overrun the "
+                "%g min time budget",
                 epoch + 1,
                 elapsed / _SECONDS_PER_MINUTE,
+                next_epoch_s / _SECONDS_PER_MINUTE,
+                self.seconds / _SECONDS_PER_MINUTE,
             )
