@@ -8,9 +8,9 @@ expected to fit the budget, so the run still checkpoints and publishes as usual,
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,24 +125,27 @@ class TimeBudget(keras.callbacks.Callback):
     the first epoch always runs.
     """
 
-    def __init__(self, minutes: float) -> None:
+    def __init__(self, minutes: float, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         if not minutes > 0:
             raise ValueError(f"a time budget must be a positive number of minutes, got {minutes}")
         self.seconds = minutes * _SECONDS_PER_MINUTE
         self.exhausted = False
+        self._clock = clock
         self._started = 0.0
-        self._epoch_ends: list[float] = []
+        self._last_end = 0.0
+        self._last_epoch_s = 0.0
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._started = time.monotonic()
-        self._epoch_ends = [self._started]
+        self._started = self._last_end = self._clock()
+        self._last_epoch_s = 0.0
         self.exhausted = False
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        now = time.monotonic()
-        self._epoch_ends = [*self._epoch_ends[-2:], now]
-        next_epoch_s = max(later - earlier for earlier, later in itertools.pairwise(self._epoch_ends))
+        now = self._clock()
+        epoch_s = now - self._last_end
+        next_epoch_s = max(epoch_s, self._last_epoch_s)
+        self._last_end, self._last_epoch_s = now, epoch_s
         elapsed = now - self._started
         if elapsed + next_epoch_s > self.seconds:
             self.exhausted = True
