@@ -178,6 +178,11 @@ class VersionInfo(BaseModel):
     error: str | None = None
     kind: str | None = None
     latent_dim: int | None = None
+    latent_scale: float | None = Field(
+        None,
+        description="GANs: the spread the generator samples at; latents you send are N(0, I) either way and "
+        "the model multiplies them by this.",
+    )
     image_shape: list[int] | None = None
     classes: list[str] | None = None
     dataset: str | None = None

@@ -87,6 +87,7 @@ _VERSION_RE = re.compile(r"[1-9][0-9]{0,8}")
 
 ModelKind = Literal["dcgan", "cdcgan", "vae", "char-rnn"]
 TEXT_KINDS: tuple[ModelKind, ...] = ("char-rnn",)
+GAN_KINDS: tuple[ModelKind, ...] = ("dcgan", "cdcgan")
 
 
 class TextInfo(BaseModel):
@@ -109,6 +110,9 @@ class ModelMetadata(BaseModel):
     kind: ModelKind
     # Image generators need the three image fields; text generators leave them at 0 and fill `text`.
     latent_dim: int = Field(0, ge=0)
+    # The spread the generator samples its latents at: callers send N(0, I) latents and the graph multiplies
+    # them by this before the generator (1 is the prior it was trained with; GANs often do best a little above).
+    latent_scale: float = Field(1.0, gt=0.0)
     image_shape: tuple[int, int, int] = (0, 0, 0)
     channels: int = Field(0, ge=0)
     text: TextInfo | None = None
@@ -129,6 +133,11 @@ class ModelMetadata(BaseModel):
                 raise ValueError(f"a {self.kind} model needs `text` (vocabulary and state size)")
         elif self.latent_dim < 1 or self.channels < 1 or min(self.image_shape) < 1:
             raise ValueError(f"a {self.kind} model needs a positive latent_dim, image_shape and channels")
+        if self.latent_scale != 1.0 and self.kind not in GAN_KINDS:
+            raise ValueError(
+                f"latent_scale {self.latent_scale} is for GANs: a {self.kind} model's latents must stay as "
+                "trained (a VAE shares them with its encoder)"
+            )
         return self
 
     @property

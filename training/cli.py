@@ -210,6 +210,20 @@ def _seed(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {text!r}") from None
 
 
+def _latent_scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0.0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _latent_scales(text: str) -> list[float]:
+    return [_latent_scale(part) for part in text.split(",")]
+
+
 def _add_export(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "path",
@@ -227,6 +241,13 @@ def _add_export(parser: argparse.ArgumentParser) -> None:
         help="publish a cdcgan run as an unconditional model: each latent's first coordinate picks the class, "
         "every class equally often",
     )
+    parser.add_argument(
+        "--latent-scale",
+        type=_latent_scale,
+        default=1.0,
+        help="GANs: multiply the served N(0, I) latents by this before the generator (default: %(default)s; "
+        "`evaluate --latent-scales` shows which is best)",
+    )
 
 
 def _add_evaluate(parser: argparse.ArgumentParser) -> None:
@@ -241,6 +262,13 @@ def _add_evaluate(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cache-dir", type=Path, help="where the scoring classifier is cached")
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    parser.add_argument(
+        "--latent-scales",
+        type=_latent_scales,
+        metavar="S1,S2,...",
+        help="GANs: score the version at each of these latent scales (one row each) instead of as published, "
+        "and store nothing; pass a --seed other than the one you judge the published version on",
+    )
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -266,7 +294,12 @@ def _run_export(args: argparse.Namespace) -> None:
     from training.export import export_checkpoint
 
     version_dir = export_checkpoint(
-        args.path, args.store, name=args.name, use_ema=args.use_ema, unconditional=args.unconditional
+        args.path,
+        args.store,
+        name=args.name,
+        use_ema=args.use_ema,
+        unconditional=args.unconditional,
+        latent_scale=args.latent_scale,
     )
     print(version_dir)
 
@@ -280,16 +313,19 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
         print(evaluate_version(args.version_dir, data_path=args.data_path).model_dump_json(indent=2))
         return
-    from training.evaluate import evaluate_command
+    from training.evaluate import evaluate_command, sweep_command
 
-    evaluate_command(
-        args.version_dir,
-        dataset=args.dataset,
-        data_path=args.data_path,
-        num_samples=args.samples,
-        cache_dir=args.cache_dir,
-        seed=args.seed,
-    )
+    options = {
+        "dataset": args.dataset,
+        "data_path": args.data_path,
+        "num_samples": args.samples,
+        "cache_dir": args.cache_dir,
+        "seed": args.seed,
+    }
+    if args.latent_scales:
+        sweep_command(args.version_dir, args.latent_scales, **options)
+    else:
+        evaluate_command(args.version_dir, **options)
 
 
 def _text_train_options(arguments: list[str]) -> list[str] | None:
@@ -335,9 +371,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError) as error:
-        print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
+        print(f"{parser.prog} {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_ARGUMENTS
     except KeyboardInterrupt:
         print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
+
+
+def _one_line(error: Exception) -> str:
+    """The error's message; a failed metadata check gives its own messages, not pydantic's report."""
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError):
+        return "; ".join(str(item["msg"]).removeprefix("Value error, ") for item in error.errors())
+    return str(error)

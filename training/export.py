@@ -64,6 +64,8 @@ logger = logging.getLogger(__name__)
 
 # training_config key of a conditional run published unconditionally (class drawn from the latent).
 CLASS_FROM_LATENT = "class_from_latent"
+# The SavedModel's variable holding `ModelMetadata.latent_scale` (what its signatures multiply latents by).
+LATENT_SCALE_VARIABLE = "latent_scale"
 
 
 class GeneratorServer(tf.Module):
@@ -74,7 +76,8 @@ class GeneratorServer(tf.Module):
     encoder becomes `encode` (uint8 images to the posterior's mean and log-variance); with a `prior`, the
     latents served and encoded are the flow's base points. With `classes_from_latent` (the number of classes
     of a conditional generator served unconditionally) the only signature takes latents and picks each
-    image's class from them.
+    image's class from them. Every signature multiplies the generator's latents by the `latent_scale`
+    variable (after a class is drawn from them), so the served latents stay N(0, I).
     """
 
     def __init__(
@@ -85,9 +88,11 @@ class GeneratorServer(tf.Module):
         encoder: keras.Model | None = None,
         prior: LatentFlow | None = None,
         classes_from_latent: int = 0,
+        latent_scale: float = 1.0,
     ) -> None:
         super().__init__(name="generator_server")
         self.generator = generator
+        setattr(self, LATENT_SCALE_VARIABLE, tf.Variable(latent_scale, trainable=False, dtype=tf.float32))
         self.prior = prior
         self.classes_from_latent = classes_from_latent
         latent_spec = tf.TensorSpec([None, latent_dim], tf.float32, name=LATENT_INPUT)
@@ -114,19 +119,23 @@ class GeneratorServer(tf.Module):
             self.serve = tf.function(self._generate, input_signature=[latent_spec])
         self.extra_signatures = extra
 
+    def _scaled(self, z: tf.Tensor) -> tf.Tensor:
+        scale: tf.Variable = getattr(self, LATENT_SCALE_VARIABLE)
+        return z * scale
+
     def _generate(self, z: tf.Tensor) -> dict[str, tf.Tensor]:
-        latents = self.prior.forward(z) if self.prior is not None else z
+        latents = self.prior.forward(z) if self.prior is not None else self._scaled(z)
         return _to_pixels(self.generator(latents, training=False))
 
     def _generate_class(self, z: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
-        return _to_pixels(self.generator([z, label], training=False))
+        return _to_pixels(self.generator([self._scaled(z), label], training=False))
 
     def _generate_drawn_class(self, z: tf.Tensor) -> dict[str, tf.Tensor]:
         latents, label = class_from_latent(z, self.classes_from_latent)
-        return _to_pixels(self.generator([latents, label], training=False))
+        return _to_pixels(self.generator([self._scaled(latents), label], training=False))
 
     def _generate_from_embedding(self, z: tf.Tensor, label_embedding: tf.Tensor) -> dict[str, tf.Tensor]:
-        return _to_pixels(self.from_embedding_generator([z, label_embedding], training=False))
+        return _to_pixels(self.from_embedding_generator([self._scaled(z), label_embedding], training=False))
 
     def _encode(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         scaled = pixels_to_unit(tf.cast(images, tf.float32))
@@ -175,6 +184,7 @@ def export_generator(
         encoder=_float32_copy(encoder) if encoder is not None else None,
         prior=weights_only_copy(prior) if prior is not None else None,
         classes_from_latent=classes_from_latent,
+        latent_scale=metadata.latent_scale,
     )
 
     def write_model(folder: Path) -> None:
@@ -304,13 +314,15 @@ def build_metadata(
     name: str | None = None,
     summary: dict[str, Any] | None = None,
     unconditional: bool = False,
+    latent_scale: float = 1.0,
 ) -> ModelMetadata:
     """Store metadata for a model trained as `info` describes; dataset class names go in training_config.
 
     Conditional models also list the class names as their `class_names`, in label order; `summary`
     (`training_summary`) records what the training cost, and ``training_config["distribution"]`` how the batch
     was split over replicas. `unconditional` describes a conditional run published as a "dcgan" whose
-    latents pick the class (``training_config["class_from_latent"]``).
+    latents pick the class (``training_config["class_from_latent"]``); `latent_scale` is what the served graph
+    multiplies the latents by (`ModelMetadata.latent_scale`).
     """
     config = info.config
     if unconditional and not config.conditional:
@@ -330,6 +342,7 @@ def build_metadata(
         name=name or config.name,
         kind=_kind(config.model) if not unconditional else "dcgan",
         latent_dim=config.latent_dim,
+        latent_scale=latent_scale,
         image_shape=info.image_shape,
         channels=info.image_shape[2],
         class_names=info.dataset_class_names if conditional else None,
@@ -354,13 +367,14 @@ def export_checkpoint(
     name: str | None = None,
     use_ema: bool = True,
     unconditional: bool = False,
+    latent_scale: float = 1.0,
 ) -> Path:
     """Publish the generator saved in a run folder's latest checkpoint, or in a given checkpoint prefix.
 
     `use_ema` picks the averaged generator; runs trained without one fall back to the raw generator. A VAE
     with a flow prior is published with the flow saved in the run folder, which must be fit to the same epoch.
     `unconditional` publishes a conditional run's generator as an unconditional model that draws each image's
-    class from its latent (`build_metadata`).
+    class from its latent, and `latent_scale` the spread its latents are sampled at (`build_metadata`).
     """
     run_dir, checkpoint_path = _locate_checkpoint(Path(run_dir_or_checkpoint))
     info = read_run_info(run_dir)
@@ -379,7 +393,13 @@ def export_checkpoint(
     prior, prior_fit = _saved_prior(run_dir, info, int(epoch))
     summary = training_summary(_history_until(run_dir, int(epoch)), prior_fit=prior_fit)
     metadata = build_metadata(
-        info, epochs=int(epoch), averaged=averaged, name=name, summary=summary, unconditional=unconditional
+        info,
+        epochs=int(epoch),
+        averaged=averaged,
+        name=name,
+        summary=summary,
+        unconditional=unconditional,
+        latent_scale=latent_scale,
     )
     return export_generator(generator, metadata, store, encoder=encoder, prior=prior)
 

@@ -55,6 +55,7 @@ def _version_info(registry: ModelRegistry, model_version: ModelVersion) -> Versi
     evaluation = runtime.evaluation
     info.kind = metadata.kind
     info.latent_dim = metadata.latent_dim
+    info.latent_scale = metadata.latent_scale
     info.image_shape = list(metadata.image_shape)
     info.classes = metadata.class_names
     info.dataset = metadata.dataset

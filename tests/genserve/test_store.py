@@ -102,3 +102,23 @@ def test_only_canonical_ascii_decimals_name_versions(name: str, version: int | N
 @pytest.mark.parametrize("name", ["demo\n", "demo ", "a" * 65])
 def test_model_names_match_whole(name: str) -> None:
     assert not store.is_model_name(name)
+
+
+def test_a_latent_scale_is_recorded_for_gans_and_refused_for_other_kinds() -> None:
+    scaled = metadata().model_copy(update={"latent_scale": 1.25})
+    assert ModelMetadata.model_validate_json(scaled.model_dump_json()).latent_scale == 1.25
+    assert metadata().latent_scale == 1.0  # versions published before the field read as unscaled
+
+    with pytest.raises(ValueError, match="latent_scale 1.2 is for GANs: a vae model's latents"):
+        ModelMetadata(
+            name="v",
+            kind="vae",
+            latent_dim=4,
+            image_shape=(8, 8, 1),
+            channels=1,
+            dataset="x",
+            epochs=1,
+            latent_scale=1.2,
+        )
+    with pytest.raises(ValueError, match="latent_scale"):
+        ModelMetadata.model_validate({**metadata().model_dump(), "latent_scale": 0.0})

@@ -244,6 +244,36 @@ def test_the_unconditional_signature_draws_the_image_of_the_class_its_latent_pic
     assert distance_to_own.max() <= 1 and distance_to_next.min() > 8
 
 
+@pytest.mark.parametrize("unconditional", [False, True])
+def test_every_signature_scales_the_latents_after_the_class_is_drawn(
+    unconditional: bool, tmp_path: Path
+) -> None:
+    keras.utils.set_random_seed(1)
+    generator = build_conditional_generator(LATENT_DIM, (28, 28, 1), NUM_CLASSES)
+    config = TrainConfig(model="cdcgan", dataset="shapes", name="shapes-cdcgan", latent_dim=LATENT_DIM)
+    info = RunInfo(config, (28, 28, 1), ["circle", "square", "triangle"])
+    metadata = build_metadata(info, epochs=1, averaged=False, unconditional=unconditional, latent_scale=4.0)
+    loaded = tf.saved_model.load(str(export_generator(generator, metadata, tmp_path)))
+    z = latents_from_seeds(range(12), LATENT_DIM)
+    drawn = class_from_latent(z, NUM_CLASSES) if unconditional else (z, np.arange(12) % NUM_CLASSES)
+    latents, labels = np.asarray(drawn[0]), np.asarray(drawn[1], np.int32)
+    expected = to_uint8(np.asarray(generator([4.0 * latents, labels], training=False)))
+
+    if unconditional:
+        served = loaded.signatures[SIGNATURE_NAME](z=tf.constant(z))[IMAGES_OUTPUT].numpy()
+    else:
+        served = loaded.signatures[SIGNATURE_NAME](z=tf.constant(z), label=tf.constant(labels, tf.int32))
+        served = served[IMAGES_OUTPUT].numpy()
+        table = loaded.signatures[LABEL_EMBEDDINGS_SIGNATURE]()[LABEL_EMBEDDINGS_OUTPUT].numpy()
+        blended = loaded.signatures[FROM_EMBEDDING_SIGNATURE](
+            z=tf.constant(z), label_embedding=tf.constant(table[labels])
+        )[IMAGES_OUTPUT].numpy()
+        assert np.abs(blended.astype(int) - expected.astype(int)).max() <= 1
+    unscaled = to_uint8(np.asarray(generator([latents, labels], training=False)))
+    assert np.abs(served.astype(int) - expected.astype(int)).max() <= 1
+    assert np.abs(served.astype(int) - unscaled.astype(int)).max() > 2  # not rounding
+
+
 def test_export_command_publishes_unconditionally(
     trained: tuple[TrainConfig, TrainResult], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

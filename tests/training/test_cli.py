@@ -84,6 +84,25 @@ def test_evaluate_of_a_missing_version_exits_2(tmp_path: Path, capsys: pytest.Ca
     assert "error" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["export", "runs/x", "--latent-scale", "0"],
+        ["export", "runs/x", "--latent-scale", "inf"],
+        ["evaluate", "model_store/x/1", "--dataset", "mnist", "--latent-scales", "1,-1"],
+        ["evaluate", "model_store/x/1", "--dataset", "mnist", "--latent-scales", "1,,2"],
+    ],
+)
+def test_latent_scales_must_be_positive_numbers(
+    arguments: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(arguments)
+
+    assert exited.value.code == 2
+    assert "expected a positive number" in capsys.readouterr().err
+
+
 def test_train_arguments_fill_the_config() -> None:
     args = build_parser().parse_args(
         [

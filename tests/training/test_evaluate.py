@@ -3,7 +3,9 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,8 +13,11 @@ import tensorflow as tf
 from genserve.conventions import to_uint8
 from genserve.store import EVALUATION_FILE, IMAGES_OUTPUT, read_evaluation
 from tests.training.savedmodels import LATENT_DIM, module_metadata, publish_module
+from training.config import RunInfo, TrainConfig
 from training.datasets import ImageDataset, load_dataset
-from training.evaluate import evaluate_command, evaluate_version
+from training.dcgan import build_generator
+from training.evaluate import evaluate_command, evaluate_version, sweep_command
+from training.export import build_metadata, export_generator
 
 # --- tiny SavedModels ------------------------------------------------------------------------------------
 
@@ -169,3 +174,62 @@ def test_vae_evaluation_scores_its_reconstructions_of_held_out_images(
     assert record.real_fid is not None
     assert details["reconstruction_fid"] == pytest.approx(record.real_fid, rel=0.01)  # uint8 rounding only
     assert record.fid > 10 * details["reconstruction_fid"]  # prior samples of this "VAE" are noise
+
+
+# --- latent scales ---------------------------------------------------------------------------------------
+
+
+def _exported_dcgan(store: Path, latent_scale: float) -> Path:
+    keras.utils.set_random_seed(5)
+    generator = build_generator(LATENT_DIM, (28, 28, 3))
+    info = RunInfo(TrainConfig(dataset="shapes", name="tiny", latent_dim=LATENT_DIM), (28, 28, 3), None)
+    return export_generator(
+        generator, build_metadata(info, epochs=0, averaged=False, latent_scale=latent_scale), store
+    )
+
+
+def test_a_sweep_scores_each_scale_as_if_the_version_were_published_with_it(
+    cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unscaled, scaled = _exported_dcgan(tmp_path, 1.0), _exported_dcgan(tmp_path, 3.0)
+    options: dict[str, Any] = {
+        "dataset": "shapes",
+        "data_path": None,
+        "num_samples": 100,
+        "cache_dir": cache_dir,
+        "seed": 1,
+    }
+
+    swept = sweep_command(unscaled, [1.0, 3.0], **options)
+    table = capsys.readouterr().out
+    own = [evaluate_command(version, **options) for version in (unscaled, scaled)]
+
+    assert [record.details["latent_scale"] for record in swept] == [1.0, 3.0]
+    assert [record.fid for record in swept] == pytest.approx([record.fid for record in own], rel=1e-4)
+    assert swept[0].fid != pytest.approx(swept[1].fid, rel=0.01)
+    lowest = "1 " if swept[0].fid < swept[1].fid else "3 "
+    assert [line for line in table.splitlines() if "<- lowest FID" in line][0].startswith(lowest)
+    assert table.splitlines()[-1].startswith("real")
+
+
+def test_a_sweep_stores_nothing_and_needs_a_version_that_holds_its_scale(
+    noise_version: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    version = _exported_dcgan(tmp_path, 1.0)
+    sweep_command(
+        version, [1.2], dataset="shapes", data_path=None, num_samples=20, cache_dir=cache_dir, seed=0
+    )
+
+    assert not (version / EVALUATION_FILE).exists()
+    with pytest.raises(
+        ValueError, match="published before latent scales existed: export its checkpoint again"
+    ):
+        sweep_command(
+            noise_version,
+            [1.2],
+            dataset="shapes",
+            data_path=None,
+            num_samples=20,
+            cache_dir=cache_dir,
+            seed=0,
+        )

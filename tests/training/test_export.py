@@ -36,10 +36,10 @@ def _generator() -> keras.Model:
     return generator
 
 
-def _metadata(name: str = NAME) -> ModelMetadata:
+def _metadata(name: str = NAME, latent_scale: float = 1.0) -> ModelMetadata:
     config = TrainConfig(dataset="shapes", name=name, latent_dim=LATENT_DIM, epochs=3)
     info = RunInfo(config, IMAGE_SHAPE, ["circle", "square", "triangle"])
-    return build_metadata(info, epochs=3, averaged=True)
+    return build_metadata(info, epochs=3, averaged=True, latent_scale=latent_scale)
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +86,21 @@ def test_served_images_equal_the_generator_inference_output_in_pixels(
     )  # the check above is not vacuous
 
 
+def test_a_latent_scale_multiplies_the_served_latents_before_the_generator(
+    tmp_path: Path, generator: keras.Model
+) -> None:
+    version = export_generator(generator, _metadata(latent_scale=1.5), tmp_path)
+    z = latents_from_seeds(range(8), LATENT_DIM)
+
+    served = tf.saved_model.load(str(version)).signatures[SIGNATURE_NAME](z=tf.constant(z))[IMAGES_OUTPUT]
+    scaled = to_uint8(np.asarray(generator(1.5 * z, training=False)))
+    unscaled = to_uint8(np.asarray(generator(z, training=False)))
+
+    assert read_metadata(version).latent_scale == 1.5
+    assert np.abs(served.numpy().astype(int) - scaled.astype(int)).max() <= 1
+    assert np.abs(unscaled.astype(int) - scaled.astype(int)).max() > 8  # the scale shows in the pixels
+
+
 def test_metadata_describes_the_unconditional_generator(exported: Path) -> None:
     metadata = read_metadata(exported)
 
@@ -97,6 +112,7 @@ def test_metadata_describes_the_unconditional_generator(exported: Path) -> None:
     assert metadata.training_config["exported_generator"] == "ema"
     assert metadata.training_config["store"] == "model_store"
     assert metadata.epochs == 3 and metadata.seed == 0
+    assert metadata.latent_scale == 1.0
     assert set(metadata.framework_versions) == {"tensorflow", "keras", "numpy", "python"}
 
 

@@ -22,6 +22,7 @@ from genserve.store import (
     read_metadata,
 )
 from tests.conftest import TINY_LATENT_DIM, TINY_VAE
+from training.cli import main
 from training.config import TrainConfig
 from training.datasets import load_dataset
 from training.export import export_checkpoint, export_generator
@@ -137,6 +138,21 @@ def test_export_refuses_a_vae_without_its_encoder(tiny_vae_store: Path, tmp_path
 
     with pytest.raises(ValueError, match="exported with its encoder"):
         export_generator(decoder, metadata, tmp_path / "store")
+
+
+def test_a_vae_cannot_be_published_with_a_latent_scale(
+    tiny_vae_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tiny_vae_store.parent / "runs" / TINY_VAE
+
+    code = main(["export", str(run_dir), "--store", str(tmp_path / "store"), "--latent-scale", "1.2"])
+
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and not (tmp_path / "store").exists()
+    assert error == (
+        "python -m training export: error: latent_scale 1.2 is for GANs: a vae model's latents must stay as "
+        "trained (a VAE shares them with its encoder)"
+    )
 
 
 def test_vae_train_step_reports_its_losses() -> None:
