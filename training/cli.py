@@ -17,6 +17,7 @@ from pathlib import Path
 from genserve.console import quiet_tensorflow
 from genserve.conventions import SUPPORTED_CHANNELS
 from training.config import (
+    AUTO_LATENT_SCALE,
     CONDITIONINGS,
     DEFAULT_CONDITIONING,
     DEFAULT_VAE_PRIOR,
@@ -29,6 +30,7 @@ from training.config import (
     VAE_BUDGET_SHARE_WITH_PRIOR,
     TrainConfig,
     add_distribute_option,
+    check_latent_scale,
 )
 from training.fid import DEFAULT_NUM_SAMPLES
 from training.text.cli import MODEL as TEXT_MODEL
@@ -176,6 +178,15 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
         "(default: %(default)s)",
     )
     progress.add_argument(
+        "--latent-scale",
+        type=_train_latent_scale,
+        default=d.latent_scale,
+        metavar="S|auto",
+        help="GANs: publish a graph that multiplies its N(0, I) latents by S; 'auto' scores a few scales from 1 "
+        "to 1.4 on the version about to be published (--eval-samples images, the next seed) and takes the lowest "
+        "FID; needs labelled data (default: %(default)s)",
+    )
+    progress.add_argument(
         "--time-budget",
         type=float,
         metavar="MINUTES",
@@ -213,11 +224,14 @@ def _seed(text: str) -> int | None:
 def _latent_scale(text: str) -> float:
     try:
         value = float(text)
+        check_latent_scale(value, is_gan=True)
     except ValueError:
-        value = float("nan")
-    if not value > 0.0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     return value
+
+
+def _train_latent_scale(text: str) -> float | str:
+    return AUTO_LATENT_SCALE if text == AUTO_LATENT_SCALE else _latent_scale(text)
 
 
 def _latent_scales(text: str) -> list[float]:

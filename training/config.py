@@ -55,6 +55,8 @@ BEST_DIR = "best"
 BEST_FILE = "best.json"
 # What a training run publishes at its end: its last epoch, or its BEST_DIR checkpoint.
 PUBLISH_CHOICES = ("last", "best")
+# latent_scale of a run that picks its scale at publication (`training.evaluate.pick_latent_scale`).
+AUTO_LATENT_SCALE = "auto"
 # Where a VAE's latents come from: the standard normal, or a normalizing flow of it fit to the encoder's
 # posterior means after the VAE is trained (`training.prior`).
 LATENT_PRIORS = ("normal", "flow")
@@ -136,6 +138,9 @@ class TrainConfig:
     eval_samples: int = 2000
     time_budget: float | None = None  # minutes: stop before an epoch that would overrun them, then export
     publish: str = "last"  # one of PUBLISH_CHOICES; "best" needs eval_every
+    # GANs: what the published graph multiplies its N(0, I) latents by (`ModelMetadata.latent_scale`), or
+    # AUTO_LATENT_SCALE: the lowest small-N FID of a few scales, scored on the version about to be published.
+    latent_scale: float | str = 1.0
     # VAE options.
     kl_weight: float = 1.0  # beta of a beta-VAE: weight of the KL term against the reconstruction term
     latent_prior: str | None = None  # one of LATENT_PRIORS; None: DEFAULT_VAE_PRIOR for VAEs, else "normal"
@@ -331,6 +336,7 @@ class TrainConfig:
             raise ValueError(
                 "publish 'best' picks the epoch with the lowest eval_every FID: set eval_every too"
             )
+        check_latent_scale(self.latent_scale, is_gan=self.is_gan)
         if self.time_budget is not None and not self.time_budget > 0:
             raise ValueError(
                 f"time_budget must be a positive number of minutes, got {self.time_budget}: leave it unset to "
@@ -349,6 +355,24 @@ def check_distribute(distribute: str, *, jit_compile: bool = False) -> str:
             f"jit_compile runs on one device: drop it, or use --distribute none (not {distribute!r})"
         )
     return distribute
+
+
+def check_latent_scale(latent_scale: float | str, *, is_gan: bool) -> None:
+    """A positive, finite number or AUTO_LATENT_SCALE; anything but 1 for GANs only."""
+    if latent_scale == AUTO_LATENT_SCALE:
+        valid = True
+    elif isinstance(latent_scale, bool) or not isinstance(latent_scale, int | float):
+        valid = False
+    else:
+        valid = 0.0 < latent_scale < float("inf")
+    if not valid:
+        raise ValueError(
+            f"latent_scale must be a positive number or {AUTO_LATENT_SCALE!r}, got {latent_scale!r}"
+        )
+    if latent_scale != 1.0 and not is_gan:
+        raise ValueError(
+            "latent_scale only applies to GANs (dcgan, cdcgan): a VAE's encoder shares its latents"
+        )
 
 
 def check_r1(r1_gamma: float, r1_interval: int) -> None:

@@ -13,7 +13,9 @@ one to publish with ``python -m training export --latent-scale``.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 # Images per SavedModel or classifier call: bounds memory, does not change the numbers.
 DEFAULT_BATCH_SIZE = 250
+# What a run trained with `--latent-scale auto` tries before it publishes (the bundled GANs chose 1.05-1.3).
+AUTO_LATENT_SCALES = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.35, 1.4)
 
 
 def evaluate_command(
@@ -88,6 +92,34 @@ def sweep_command(
     )
     print(_format_sweep(scales, records))
     return records
+
+
+def pick_latent_scale(
+    publish: Callable[[Path], Path],
+    *,
+    dataset: str,
+    data_path: str | None,
+    num_samples: int,
+    seed: int,
+    scales: Sequence[float] = AUTO_LATENT_SCALES,
+) -> float:
+    """The scale in `scales` with the lowest FID, scored on the version `publish(store)` writes to a trial store.
+
+    The trial version is what would be published at scale 1, so each row measures exactly what that scale
+    would serve; the trial store is removed afterwards.
+    """
+    logger.info("scoring latent scales %s at N=%d (seed %d)", ", ".join(map(str, scales)), num_samples, seed)
+    with tempfile.TemporaryDirectory(prefix="genserve-latent-scales-") as folder:
+        trial = publish(Path(folder))
+        train, held_out = _datasets_for(read_metadata(trial), dataset, data_path, seed)
+        records = sweep_latent_scales(
+            trial, list(scales), train=train, held_out=held_out, num_samples=num_samples, seed=seed
+        )
+    for scale, record in zip(scales, records, strict=True):
+        logger.info("latent scale %g: FID %.3f, class score %.3f", scale, record.fid, record.inception_score)
+    best = min(zip(scales, records, strict=True), key=lambda pair: pair[1].fid)[0]
+    logger.info("publishing at latent scale %g", best)
+    return best
 
 
 def sweep_latent_scales(version_dir: Path, scales: list[float], **options: Any) -> list[EvaluationRecord]:

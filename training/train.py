@@ -16,7 +16,7 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from training.callbacks import Checkpointer, HistoryWriter, SampleGrid, read_best
 from training.cdcgan import ConditionalDCGAN, build_conditional_discriminator, build_conditional_generator
-from training.config import PRIOR_DIR, RunInfo, TrainConfig, read_run_info
+from training.config import AUTO_LATENT_SCALE, PRIOR_DIR, RunInfo, TrainConfig, read_run_info
 from training.datasets import ImageDataset, load_dataset, make_tf_dataset
 from training.dcgan import DCGAN, build_discriminator, build_generator
 from training.distribute import (
@@ -40,6 +40,7 @@ from training.distribute import (
     publish_once,
     remove_worker_folder,
 )
+from training.evaluate import pick_latent_scale
 from training.export import build_metadata, export_checkpoint, export_generator, training_summary
 from training.models import GenerativeModel
 from training.prior import LatentFlow, fit_prior, save_prior
@@ -75,6 +76,7 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     placement = make_placement(config.distribute)
     seed_everything(config.seed)
     dataset = _load(config)
+    _check_latent_scale_search(config, dataset)
     info = RunInfo(config, dataset.image_shape, dataset.class_names, placement.describe(config.batch_size))
     log_distribution(info.distribution or {})
     num_classes = _num_classes(config, dataset)
@@ -122,7 +124,9 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     summary = training_summary(history.epochs, stopped_on_time_budget=stopped, prior_fit=prior_fit)
     version_dir = None
     if config.export:
-        publish = functools.partial(_export, gan, info, epochs_completed, summary, placement, prior)
+        publish: Callable[..., Path] = functools.partial(
+            _export, gan, info, epochs_completed, summary, placement, prior
+        )
         if config.publish == "best":
             best = read_best(run_dir)
             if best is None:
@@ -132,9 +136,11 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
             else:
                 logger.info("publishing the epoch with the lowest FID: %d (%.3f)", best["epoch"], best["fid"])
                 publish = functools.partial(
-                    export_checkpoint, Path(best["checkpoint"]), config.store, use_ema=config.export_ema
+                    export_checkpoint, Path(best["checkpoint"]), use_ema=config.export_ema
                 )
-        version_dir = publish_once(placement, config.run_path, epochs_completed, publish)
+        version_dir = publish_once(
+            placement, config.run_path, epochs_completed, functools.partial(_publish_scaled, config, publish)
+        )
     return TrainResult(config.run_path, version_dir, history.epochs, epochs_completed, stopped)
 
 
@@ -409,6 +415,29 @@ def _fit(
         raise
 
 
+def _publish_scaled(config: TrainConfig, publish: Callable[..., Path]) -> Path:
+    """`publish(store=, latent_scale=)` into the run's store at its latent scale, picking it first if "auto"."""
+    scale = config.latent_scale
+    if scale == AUTO_LATENT_SCALE:
+        scale = pick_latent_scale(
+            lambda store: publish(store=store, latent_scale=1.0),
+            dataset=config.dataset,
+            data_path=config.data_path,
+            num_samples=config.eval_samples,
+            seed=(config.seed or 0) + 1,  # not the latents the quality check picked the epoch with
+        )
+    return publish(store=config.store, latent_scale=float(scale))
+
+
+def _check_latent_scale_search(config: TrainConfig, dataset: ImageDataset) -> None:
+    """Fail before training, not after it, when `--latent-scale auto` could not score the result."""
+    if config.latent_scale == AUTO_LATENT_SCALE and config.export and dataset.labels is None:
+        raise ValueError(
+            f"latent_scale {AUTO_LATENT_SCALE!r} scores samples with a classifier of the dataset's labels, and "
+            f"{dataset.name!r} has none: give a number instead"
+        )
+
+
 def _export(
     gan: GenerativeModel,
     info: RunInfo,
@@ -416,12 +445,17 @@ def _export(
     summary: dict[str, Any],
     placement: Placement,
     prior: LatentFlow | None = None,
+    *,
+    store: Path,
+    latent_scale: float = 1.0,
 ) -> Path:
     averaged = info.config.export_ema and gan.ema_generator is not None
     generator = gan.ema_generator if averaged and gan.ema_generator is not None else gan.generator
-    metadata = build_metadata(info, epochs=epochs_completed, averaged=averaged, summary=summary)
+    metadata = build_metadata(
+        info, epochs=epochs_completed, averaged=averaged, summary=summary, latent_scale=latent_scale
+    )
     encoder = gan.encoder if isinstance(gan, VAE) else None
     if placement.distributed:
         generator = detached_copy(generator)
         encoder = detached_copy(encoder) if encoder is not None else None
-    return export_generator(generator, metadata, info.config.store, encoder=encoder, prior=prior)
+    return export_generator(generator, metadata, store, encoder=encoder, prior=prior)

@@ -38,6 +38,8 @@ TRAIN = ["train", "--dataset", "shapes", "--name", "cli-test"]
         (["--eval-samples", "1"], "eval_samples must be an integer of at least 2"),
         (["--time-budget", "0"], "time_budget must be a positive number of minutes"),
         (["--publish", "best"], "set eval_every too"),
+        (["--model", "vae", "--latent-scale", "1.2"], "latent_scale only applies to GANs (dcgan, cdcgan)"),
+        (["--model", "vae", "--latent-scale", "auto"], "latent_scale only applies to GANs (dcgan, cdcgan)"),
     ],
 )
 def test_bad_train_options_exit_2_with_one_line(
@@ -89,6 +91,8 @@ def test_evaluate_of_a_missing_version_exits_2(tmp_path: Path, capsys: pytest.Ca
     [
         ["export", "runs/x", "--latent-scale", "0"],
         ["export", "runs/x", "--latent-scale", "inf"],
+        ["export", "runs/x", "--latent-scale", "auto"],
+        ["train", "--dataset", "shapes", "--name", "x", "--latent-scale", "wide"],
         ["evaluate", "model_store/x/1", "--dataset", "mnist", "--latent-scales", "1,-1"],
         ["evaluate", "model_store/x/1", "--dataset", "mnist", "--latent-scales", "1,,2"],
     ],

@@ -1,15 +1,19 @@
 import json
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import keras
 import pytest
+from PIL import Image
 
-from genserve.store import read_metadata
+from genserve.store import list_versions, read_metadata
 from training.callbacks import read_best
 from training.config import BEST_DIR, HISTORY_FILE, TrainConfig
 from training.datasets import load_dataset
 from training.dcgan import generator_loss
+from training.evaluate import AUTO_LATENT_SCALES
 from training.export import export_checkpoint
 from training.progress import SampleQuality, TimeBudget
 from training.train import train
@@ -67,6 +71,45 @@ def test_publish_best_publishes_the_epoch_with_the_lowest_fid_and_a_worse_one_do
     # The command line publishes the same checkpoint from RUN_DIR/best.
     again = export_checkpoint(tmp_path / "run" / BEST_DIR, tmp_path / "store", name="again")
     assert read_metadata(again).epochs == 2
+
+
+def test_latent_scale_auto_publishes_the_scale_with_the_lowest_fid_and_nothing_else(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="training.evaluate"):
+        result = train(_config(tmp_path, epochs=1, eval_samples=60, latent_scale="auto"))
+
+    scored = {
+        float(match[1]): float(match[2])
+        for match in re.finditer(r"latent scale ([\d.]+): FID ([\d.]+)", caplog.text)
+    }
+    assert sorted(scored) == list(AUTO_LATENT_SCALES) and len(set(scored.values())) > 1
+    assert result.version_dir is not None
+    metadata = read_metadata(result.version_dir)
+    assert metadata.latent_scale == min(scored, key=lambda scale: scored[scale])
+    assert metadata.training_config["latent_scale"] == "auto"
+    assert list_versions(tmp_path / "store", "shapes-dcgan") == [1]  # the trial version went elsewhere
+
+
+def test_a_latent_scale_goes_with_the_best_epoch_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scores = iter([{"fid": 3.0}, {"fid": 4.0}])
+    monkeypatch.setattr(SampleQuality, "measure", lambda self: next(scores))
+    result = train(_config(tmp_path, epochs=2, eval_every=1, publish="best", latent_scale=1.2))
+
+    assert result.version_dir is not None
+    metadata = read_metadata(result.version_dir)
+    assert (metadata.epochs, metadata.latent_scale) == (1, 1.2)
+
+
+def test_latent_scale_auto_on_unlabelled_data_fails_before_training(tmp_path: Path) -> None:
+    images = load_dataset("shapes", limit=8).images
+    for index, image in enumerate(images):
+        pixels = ((image[..., 0] + 1.0) * 127.5).astype("uint8")
+        Image.fromarray(pixels).save(tmp_path / f"{index}.png")
+
+    with pytest.raises(ValueError, match="has none: give a number instead"):
+        train(_config(tmp_path, dataset=f"folder:{tmp_path}", image_size=28, latent_scale="auto"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_time_budget_stops_after_the_first_epoch_and_still_publishes(tmp_path: Path) -> None:
