@@ -12,10 +12,11 @@ one to publish with ``python -m training export --latent-scale``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,13 +111,12 @@ def pick_latent_scale(
     """
     logger.info("scoring latent scales %s at N=%d (seed %d)", ", ".join(map(str, scales)), num_samples, seed)
     with tempfile.TemporaryDirectory(prefix="genserve-latent-scales-") as folder:
-        trial = publish(Path(folder))
+        with _quiet(("training.export",)):  # "published" would name a folder about to be removed
+            trial = publish(Path(folder))
         train, held_out = _datasets_for(read_metadata(trial), dataset, data_path, seed)
         records = sweep_latent_scales(
             trial, list(scales), train=train, held_out=held_out, num_samples=num_samples, seed=seed
         )
-    for scale, record in zip(scales, records, strict=True):
-        logger.info("latent scale %g: FID %.3f, class score %.3f", scale, record.fid, record.inception_score)
     best = min(zip(scales, records, strict=True), key=lambda pair: pair[1].fid)[0]
     logger.info("publishing at latent scale %g", best)
     return best
@@ -131,7 +131,14 @@ def sweep_latent_scales(version_dir: Path, scales: list[float], **options: Any) 
     """
     if not scales:
         raise ValueError("give at least one latent scale to try")
-    return [evaluate_version(version_dir, latent_scale=scale, **options) for scale in scales]
+    records = []
+    for scale in scales:
+        with _quiet(_PER_CALL_LOGGERS):
+            records.append(evaluate_version(version_dir, latent_scale=scale, **options))
+        logger.info(
+            "latent scale %g: FID %.3f, class score %.3f", scale, records[-1].fid, records[-1].inception_score
+        )
+    return records
 
 
 def evaluate_version(
@@ -196,6 +203,24 @@ def evaluate_version(
             **details,
         },
     )
+
+
+# What each evaluation logs (classifier reuse, images generated, accuracies): once per sweep is enough.
+_PER_CALL_LOGGERS = ("training.classifier", "training.sampling", __name__)
+
+
+@contextlib.contextmanager
+def _quiet(names: Sequence[str]) -> Iterator[None]:
+    """Raise the named loggers to WARNING for the block, then restore their levels."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [item.level for item in loggers]
+    for item in loggers:
+        item.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for item, level in zip(loggers, levels, strict=True):
+            item.setLevel(level)
 
 
 def _datasets_for(

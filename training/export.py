@@ -368,6 +368,7 @@ def export_checkpoint(
     use_ema: bool = True,
     unconditional: bool = False,
     latent_scale: float = 1.0,
+    stopped_on_time_budget: bool = False,
 ) -> Path:
     """Publish the generator saved in a run folder's latest checkpoint, or in a given checkpoint prefix.
 
@@ -375,6 +376,8 @@ def export_checkpoint(
     with a flow prior is published with the flow saved in the run folder, which must be fit to the same epoch.
     `unconditional` publishes a conditional run's generator as an unconditional model that draws each image's
     class from its latent, and `latent_scale` the spread its latents are sampled at (`build_metadata`).
+    `stopped_on_time_budget` goes into the training summary: whether the run this checkpoint came from ended on
+    its time budget.
     """
     run_dir, checkpoint_path = _locate_checkpoint(Path(run_dir_or_checkpoint))
     info = read_run_info(run_dir)
@@ -391,7 +394,11 @@ def export_checkpoint(
     checkpoint = tf.train.Checkpoint(**networks, epoch=epoch)
     checkpoint.restore(checkpoint_path).expect_partial().assert_existing_objects_matched()
     prior, prior_fit = _saved_prior(run_dir, info, int(epoch))
-    summary = training_summary(_history_until(run_dir, int(epoch)), prior_fit=prior_fit)
+    summary = training_summary(
+        _history_until(run_dir, int(epoch)),
+        stopped_on_time_budget=stopped_on_time_budget,
+        prior_fit=prior_fit,
+    )
     metadata = build_metadata(
         info,
         epochs=int(epoch),

@@ -136,7 +136,10 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
             else:
                 logger.info("publishing the epoch with the lowest FID: %d (%.3f)", best["epoch"], best["fid"])
                 publish = functools.partial(
-                    export_checkpoint, Path(best["checkpoint"]), use_ema=config.export_ema
+                    export_checkpoint,
+                    Path(best["checkpoint"]),
+                    use_ema=config.export_ema,
+                    stopped_on_time_budget=stopped,
                 )
         version_dir = publish_once(
             placement, config.run_path, epochs_completed, functools.partial(_publish_scaled, config, publish)

@@ -99,6 +99,16 @@ def test_a_latent_scale_goes_with_the_best_epoch_too(tmp_path: Path, monkeypatch
     assert result.version_dir is not None
     metadata = read_metadata(result.version_dir)
     assert (metadata.epochs, metadata.latent_scale) == (1, 1.2)
+    assert metadata.training_summary["stopped_on_time_budget"] is False
+
+
+def test_the_best_epoch_of_a_run_ended_by_its_budget_says_so(tmp_path: Path) -> None:
+    result = train(
+        _config(tmp_path, epochs=5, eval_every=1, eval_samples=30, publish="best", time_budget=0.001)
+    )
+
+    assert result.version_dir is not None and result.stopped_on_time_budget
+    assert read_metadata(result.version_dir).training_summary["stopped_on_time_budget"] is True
 
 
 def test_latent_scale_auto_on_unlabelled_data_fails_before_training(tmp_path: Path) -> None:
