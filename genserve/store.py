@@ -33,6 +33,7 @@ training and is fed first, before the prompt, so generation starts as a document
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -90,6 +91,23 @@ TEXT_KINDS: tuple[ModelKind, ...] = ("char-rnn",)
 GAN_KINDS: tuple[ModelKind, ...] = ("dcgan", "cdcgan")
 
 
+def check_latent_scale(scale: float, kind: str) -> None:
+    """A positive, finite `ModelMetadata.latent_scale`, other than 1 only for a GAN `kind`."""
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0.0 < scale < math.inf:
+        raise ValueError(f"latent_scale must be a positive number, got {scale!r}")
+    if scale != 1.0:
+        check_scalable(kind)
+
+
+def check_scalable(kind: str) -> None:
+    """Refuse a latent scale for a model `kind` whose latents must stay as trained."""
+    if kind not in GAN_KINDS:
+        raise ValueError(
+            f"latent_scale only applies to GANs ({', '.join(GAN_KINDS)}), not to {kind!r}: a VAE's encoder "
+            "shares its latents"
+        )
+
+
 class TextInfo(BaseModel):
     """What a text generator reads and writes: its vocabulary (index = token id) and its state size."""
 
@@ -112,7 +130,7 @@ class ModelMetadata(BaseModel):
     latent_dim: int = Field(0, ge=0)
     # The spread the generator samples its latents at: callers send N(0, I) latents and the graph multiplies
     # them by this before the generator (1 is the prior it was trained with; GANs often do best a little above).
-    latent_scale: float = Field(1.0, gt=0.0)
+    latent_scale: float = 1.0
     image_shape: tuple[int, int, int] = (0, 0, 0)
     channels: int = Field(0, ge=0)
     text: TextInfo | None = None
@@ -133,11 +151,7 @@ class ModelMetadata(BaseModel):
                 raise ValueError(f"a {self.kind} model needs `text` (vocabulary and state size)")
         elif self.latent_dim < 1 or self.channels < 1 or min(self.image_shape) < 1:
             raise ValueError(f"a {self.kind} model needs a positive latent_dim, image_shape and channels")
-        if self.latent_scale != 1.0 and self.kind not in GAN_KINDS:
-            raise ValueError(
-                f"latent_scale {self.latent_scale} is for GANs: a {self.kind} model's latents must stay as "
-                "trained (a VAE shares them with its encoder)"
-            )
+        check_latent_scale(self.latent_scale, self.kind)
         return self
 
     @property

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from genserve.console import quiet_tensorflow
 from genserve.conventions import SUPPORTED_CHANNELS
+from genserve.store import check_latent_scale
 from training.config import (
     AUTO_LATENT_SCALE,
     CONDITIONINGS,
@@ -30,7 +31,6 @@ from training.config import (
     VAE_BUDGET_SHARE_WITH_PRIOR,
     TrainConfig,
     add_distribute_option,
-    check_latent_scale,
 )
 from training.fid import DEFAULT_NUM_SAMPLES
 from training.text.cli import MODEL as TEXT_MODEL
@@ -224,7 +224,7 @@ def _seed(text: str) -> int | None:
 def _latent_scale(text: str) -> float:
     try:
         value = float(text)
-        check_latent_scale(value, is_gan=True)
+        check_latent_scale(value, "dcgan")
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     return value

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from genserve.conventions import check_channels
-from genserve.store import validate_model_name
+from genserve.store import check_latent_scale, check_scalable, validate_model_name
 
 MODELS = ("dcgan", "cdcgan", "vae")
 CONDITIONAL_MODELS = ("cdcgan",)
@@ -336,7 +336,7 @@ class TrainConfig:
             raise ValueError(
                 "publish 'best' picks the epoch with the lowest eval_every FID: set eval_every too"
             )
-        check_latent_scale(self.latent_scale, is_gan=self.is_gan)
+        check_train_latent_scale(self.latent_scale, self.model)
         if self.time_budget is not None and not self.time_budget > 0:
             raise ValueError(
                 f"time_budget must be a positive number of minutes, got {self.time_budget}: leave it unset to "
@@ -357,22 +357,16 @@ def check_distribute(distribute: str, *, jit_compile: bool = False) -> str:
     return distribute
 
 
-def check_latent_scale(latent_scale: float | str, *, is_gan: bool) -> None:
-    """A positive, finite number or AUTO_LATENT_SCALE; anything but 1 for GANs only."""
-    if latent_scale == AUTO_LATENT_SCALE:
-        valid = True
-    elif isinstance(latent_scale, bool) or not isinstance(latent_scale, int | float):
-        valid = False
+def check_train_latent_scale(latent_scale: float | str, model: str) -> None:
+    """What `genserve.store.check_latent_scale` accepts for `model`, or AUTO_LATENT_SCALE for a GAN."""
+    if latent_scale != AUTO_LATENT_SCALE:
+        if isinstance(latent_scale, str):
+            raise ValueError(
+                f"latent_scale must be a positive number or {AUTO_LATENT_SCALE!r}, got {latent_scale!r}"
+            )
+        check_latent_scale(latent_scale, model)
     else:
-        valid = 0.0 < latent_scale < float("inf")
-    if not valid:
-        raise ValueError(
-            f"latent_scale must be a positive number or {AUTO_LATENT_SCALE!r}, got {latent_scale!r}"
-        )
-    if latent_scale != 1.0 and not is_gan:
-        raise ValueError(
-            "latent_scale only applies to GANs (dcgan, cdcgan): a VAE's encoder shares its latents"
-        )
+        check_scalable(model)
 
 
 def check_r1(r1_gamma: float, r1_interval: int) -> None:

@@ -109,7 +109,9 @@ def test_a_latent_scale_is_recorded_for_gans_and_refused_for_other_kinds() -> No
     assert ModelMetadata.model_validate_json(scaled.model_dump_json()).latent_scale == 1.25
     assert metadata().latent_scale == 1.0  # versions published before the field read as unscaled
 
-    with pytest.raises(ValueError, match="latent_scale 1.2 is for GANs: a vae model's latents"):
+    with pytest.raises(
+        ValueError, match="latent_scale only applies to GANs \\(dcgan, cdcgan\\), not to 'vae'"
+    ):
         ModelMetadata(
             name="v",
             kind="vae",

@@ -150,8 +150,8 @@ def test_a_vae_cannot_be_published_with_a_latent_scale(
     error = capsys.readouterr().err.strip()
     assert code == 2 and not (tmp_path / "store").exists()
     assert error == (
-        "python -m training export: error: latent_scale 1.2 is for GANs: a vae model's latents must stay as "
-        "trained (a VAE shares them with its encoder)"
+        "python -m training export: error: latent_scale only applies to GANs (dcgan, cdcgan), not to 'vae': a "
+        "VAE's encoder shares its latents"
     )
 
 
