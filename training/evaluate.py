@@ -17,6 +17,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,13 @@ import numpy as np
 import tensorflow as tf
 
 from genserve.conventions import cycled_labels, to_uint8, to_unit_range
-from genserve.store import EvaluationRecord, ModelMetadata, read_metadata, write_evaluation
+from genserve.store import (
+    EvaluationRecord,
+    ModelMetadata,
+    check_latent_scale,
+    read_metadata,
+    write_evaluation,
+)
 from training.classifier import (
     LABEL_ACCURACY,
     Predictions,
@@ -122,19 +129,45 @@ def pick_latent_scale(
     return best
 
 
-def sweep_latent_scales(version_dir: Path, scales: list[float], **options: Any) -> list[EvaluationRecord]:
-    """`evaluate_version` of the version at each latent scale in turn (`options` are its keyword arguments).
+def sweep_latent_scales(
+    version_dir: Path,
+    scales: list[float],
+    *,
+    train: ImageDataset,
+    held_out: ImageDataset,
+    num_samples: int = DEFAULT_NUM_SAMPLES,
+    cache_dir: Path | None = None,
+    seed: int = 0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> list[EvaluationRecord]:
+    """The version's `evaluate_version` record at each latent scale in turn, as if published with it.
 
     GAN generators often serve better samples a little above the N(0, I) they were trained with: they cover less
     than the data's spread, and latents scaled by 1.05-1.3 win some of it back. The lowest FID here
     says which `--latent-scale` to publish with; pass a `seed` other than the one the version is judged on.
+    The classifier, the real images' predictions and the SavedModel are loaded once; each scale only sets the
+    model's scale variable and scores new samples.
     """
     if not scales:
         raise ValueError("give at least one latent scale to try")
+    metadata = _checked_metadata(version_dir, train, held_out, num_samples, batch_size)
+    for scale in scales:
+        check_latent_scale(scale, metadata.kind)
+    reference = _Reference.of(train, held_out, num_samples, cache_dir, seed, batch_size)
+    loaded = tf.saved_model.load(str(version_dir))
+    variable = getattr(loaded, LATENT_SCALE_VARIABLE, None)
+    if variable is None:
+        raise ValueError(
+            f"{metadata.name} was published before latent scales existed: export its checkpoint again to "
+            "try other scales"
+        )
     records = []
     for scale in scales:
-        with _quiet(_PER_CALL_LOGGERS):
-            records.append(evaluate_version(version_dir, latent_scale=scale, **options))
+        started = time.monotonic()
+        variable.assign(scale)
+        scaled = metadata.model_copy(update={"latent_scale": scale})
+        with _quiet(("training.sampling",)):
+            records.append(_score(loaded, scaled, reference, train, held_out, seed, batch_size, started))
         logger.info(
             "latent scale %g: FID %.3f, class score %.3f", scale, records[-1].fid, records[-1].inception_score
         )
@@ -150,63 +183,116 @@ def evaluate_version(
     cache_dir: Path | None = None,
     seed: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    latent_scale: float | None = None,
 ) -> EvaluationRecord:
-    """Score `num_samples` generated images against `train`, with held-out real images as reference.
+    """Score `num_samples` generated images against `train`, with held-out real images as reference."""
+    started = time.monotonic()
+    metadata = _checked_metadata(version_dir, train, held_out, num_samples, batch_size)
+    reference = _Reference.of(train, held_out, num_samples, cache_dir, seed, batch_size)
+    logger.info("classifier accuracy on held-out images: %.4f", reference.accuracy)
+    loaded = tf.saved_model.load(str(version_dir))
+    record = _score(loaded, metadata, reference, train, held_out, seed, batch_size, started)
+    if LABEL_ACCURACY in record.details:
+        logger.info(
+            "generated images classified as their requested class: %.4f", record.details[LABEL_ACCURACY]
+        )
+    return record
 
-    `latent_scale` scores the version as if it had been published with that scale instead of its own.
-    """
+
+@dataclass(frozen=True)
+class _Reference:
+    """What scoring needs that no model changes: the classifier and its predictions on real images."""
+
+    classifier: keras.Model
+    classifier_name: str
+    num_samples: int
+    reference: Predictions  # `num_samples` training images: what generated images are compared with
+    real: Predictions  # `num_samples` held-out images: the same comparison for real data
+    accuracy: float  # the classifier's on every held-out image
+    reconstruction_rows: np.ndarray  # the held-out images a VAE reconstructs
+
+    @classmethod
+    def of(
+        cls,
+        train: ImageDataset,
+        held_out: ImageDataset,
+        num_samples: int,
+        cache_dir: Path | None,
+        seed: int,
+        batch_size: int,
+    ) -> _Reference:
+        classifier, path = load_or_train_classifier(train, cache_dir or default_cache_dir(), seed=seed)
+        rng = np.random.RandomState(seed)
+        reference = predict(classifier, train.images[_subset(len(train), num_samples, rng)], batch_size)
+        held_out_all = predict(classifier, held_out.images, batch_size)
+        return cls(
+            classifier=classifier,
+            classifier_name=path.name,
+            num_samples=num_samples,
+            reference=reference,
+            real=held_out_all.take(_subset(len(held_out), num_samples, rng)),
+            accuracy=held_out_all.accuracy(_labels_of(held_out)),
+            reconstruction_rows=_subset(len(held_out), num_samples, rng),
+        )
+
+
+def _checked_metadata(
+    version_dir: Path, train: ImageDataset, held_out: ImageDataset, num_samples: int, batch_size: int
+) -> ModelMetadata:
+    """The version's metadata, once the inputs and the version are known to fit together."""
     _check_inputs(train, held_out, num_samples, batch_size)
     metadata = read_metadata(version_dir)
     _check_shape(tuple(metadata.image_shape), train)
     _check_classes(metadata, train)
-    started = time.monotonic()
-    classifier, classifier_path = load_or_train_classifier(train, cache_dir or default_cache_dir(), seed=seed)
-    rng = np.random.RandomState(seed)
-    reference = predict(classifier, train.images[_subset(len(train), num_samples, rng)], batch_size)
-    held_out_all = predict(classifier, held_out.images, batch_size)
-    accuracy = held_out_all.accuracy(_labels_of(held_out))
-    real = held_out_all.take(_subset(len(held_out), num_samples, rng))
-    loaded = tf.saved_model.load(str(version_dir))
-    if latent_scale is not None:
-        metadata = _set_latent_scale(loaded, metadata, latent_scale)
+    return metadata
+
+
+def _score(
+    loaded: Any,
+    metadata: ModelMetadata,
+    reference: _Reference,
+    train: ImageDataset,
+    held_out: ImageDataset,
+    seed: int,
+    batch_size: int,
+    started: float,
+) -> EvaluationRecord:
+    """The record of a loaded version whose `metadata` says how it samples, against `reference`."""
+    num_samples, classifier = reference.num_samples, reference.classifier
     generated_images = generate_images(loaded, metadata, num_samples, seed=seed, batch_size=batch_size)
     _check_shape(tuple(generated_images.shape[1:]), train)  # the metadata could disagree with the graph
     generated = predict(classifier, to_unit_range(generated_images), batch_size)
-    logger.info("classifier accuracy on held-out images: %.4f", accuracy)
     details: dict[str, Any] = {}
     if metadata.conditional:
         requested = cycled_labels(num_samples, len(metadata.class_names or []))
         details[LABEL_ACCURACY] = generated.accuracy(requested)
-        logger.info("generated images classified as their requested class: %.4f", details[LABEL_ACCURACY])
     if metadata.has_encoder:
-        subset = _subset(len(held_out), num_samples, rng)
-        details.update(_reconstruction_details(loaded, classifier, held_out, subset, reference, batch_size))
+        details.update(
+            _reconstruction_details(
+                loaded, classifier, held_out, reference.reconstruction_rows, reference.reference, batch_size
+            )
+        )
+    real = reference.real
     return EvaluationRecord(
         dataset=train.name,
         num_samples=num_samples,
-        fid=_features_distance(generated, reference),
+        fid=_features_distance(generated, reference.reference),
         inception_score=inception_score(generated.probabilities),
-        real_fid=_features_distance(real, reference),
+        real_fid=_features_distance(real, reference.reference),
         real_inception_score=inception_score(real.probabilities),
-        classifier_accuracy=accuracy,
+        classifier_accuracy=reference.accuracy,
         details={
             "real_num_samples": len(real.features),
-            "reference_num_samples": len(reference.features),
-            "feature_dim": int(reference.features.shape[1]),
-            "num_classes": int(reference.probabilities.shape[1]),
+            "reference_num_samples": len(reference.reference.features),
+            "feature_dim": int(reference.reference.features.shape[1]),
+            "num_classes": int(reference.reference.probabilities.shape[1]),
             "generated_class_fractions": _class_fractions(generated.probabilities),
-            "classifier": classifier_path.name,
+            "classifier": reference.classifier_name,
             "seed": seed,
             "latent_scale": metadata.latent_scale,
             "seconds": round(time.monotonic() - started, 1),
             **details,
         },
     )
-
-
-# What each evaluation logs (classifier reuse, images generated, accuracies): once per sweep is enough.
-_PER_CALL_LOGGERS = ("training.classifier", "training.sampling", __name__)
 
 
 @contextlib.contextmanager
@@ -237,19 +323,6 @@ def _datasets_for(
         "seed": seed,
     }
     return load_dataset(dataset, split="train", **options), load_dataset(dataset, split="test", **options)
-
-
-def _set_latent_scale(loaded: Any, metadata: ModelMetadata, scale: float) -> ModelMetadata:
-    """Make the loaded SavedModel's signatures use `scale`; return the metadata it now matches."""
-    scaled = ModelMetadata.model_validate({**metadata.model_dump(), "latent_scale": scale})
-    variable = getattr(loaded, LATENT_SCALE_VARIABLE, None)
-    if variable is None:
-        raise ValueError(
-            f"{metadata.name} was published before latent scales existed: export its checkpoint again to "
-            "try other scales"
-        )
-    variable.assign(scale)
-    return scaled
 
 
 def _format_sweep(scales: list[float], records: list[EvaluationRecord]) -> str:

@@ -64,7 +64,8 @@ logger = logging.getLogger(__name__)
 
 # training_config key of a conditional run published unconditionally (class drawn from the latent).
 CLASS_FROM_LATENT = "class_from_latent"
-# The SavedModel's variable holding `ModelMetadata.latent_scale` (what its signatures multiply latents by).
+# The attribute of `GeneratorServer`, and so of the loaded SavedModel, holding `ModelMetadata.latent_scale` as a
+# variable (what its signatures multiply latents by).
 LATENT_SCALE_VARIABLE = "latent_scale"
 
 
@@ -92,7 +93,7 @@ class GeneratorServer(tf.Module):
     ) -> None:
         super().__init__(name="generator_server")
         self.generator = generator
-        setattr(self, LATENT_SCALE_VARIABLE, tf.Variable(latent_scale, trainable=False, dtype=tf.float32))
+        self.latent_scale = tf.Variable(latent_scale, trainable=False, dtype=tf.float32)
         self.prior = prior
         self.classes_from_latent = classes_from_latent
         latent_spec = tf.TensorSpec([None, latent_dim], tf.float32, name=LATENT_INPUT)
@@ -120,8 +121,7 @@ class GeneratorServer(tf.Module):
         self.extra_signatures = extra
 
     def _scaled(self, z: tf.Tensor) -> tf.Tensor:
-        scale: tf.Variable = getattr(self, LATENT_SCALE_VARIABLE)
-        return z * scale
+        return z * self.latent_scale
 
     def _generate(self, z: tf.Tensor) -> dict[str, tf.Tensor]:
         latents = self.prior.forward(z) if self.prior is not None else self._scaled(z)
