@@ -95,6 +95,12 @@ VARIANTS: dict[str, Variant] = {
             {"model": "cdcgan", "conditioning": "projection"},
             unconditional=True,
         ),
+        Variant(
+            "labels_mode_seeking",
+            "the labels variant with the mode-seeking term (weight 1) in the generator's loss",
+            {"model": "cdcgan", "conditioning": "projection", "mode_seeking": 1.0},
+            unconditional=True,
+        ),
     )
 }
 DEFAULT_VARIANTS = ("tutorial", "genserve")

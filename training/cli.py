@@ -151,6 +151,14 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
         help="apply R1 every this many steps, weighted by it (lazy regularisation; default: %(default)s)",
     )
     gan.add_argument(
+        "--mode-seeking",
+        type=float,
+        default=d.mode_seeking,
+        metavar="WEIGHT",
+        help="weight of a mode-seeking term in the generator's loss (Mao et al. 2019): images should differ as "
+        "much as their latents do, within a class for a cdcgan; 0 turns it off (default: %(default)s)",
+    )
+    gan.add_argument(
         "--d-width",
         type=float,
         default=d.d_width,

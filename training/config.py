@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,8 @@ class TrainConfig:
     r1_gamma: float = 0.0
     r1_interval: int = 16
     d_width: float = 2.0  # multiplies the discriminator's filter counts
+    # Weight of the mode-seeking term (Mao et al. 2019) in the generator's loss, 0 turns it off.
+    mode_seeking: float = 0.0
     conditioning: str | None = None  # conditional models: one of CONDITIONINGS; None: DEFAULT_CONDITIONING
     # Progress and limits.
     eval_every: int = 0  # every K epochs a small-N FID and class score go into history.json; 0 turns it off
@@ -280,6 +283,7 @@ class TrainConfig:
         check_diffaugment_policies(self.diffaugment_policies)
         check_kl_weight(self.kl_weight)
         check_r1(self.r1_gamma, self.r1_interval)
+        check_mode_seeking(self.mode_seeking)
         check_d_width(self.d_width)
         self._validate_progress_options()
         if self.conditioning is not None and self.conditioning not in CONDITIONINGS:
@@ -300,6 +304,7 @@ class TrainConfig:
                 "recipe": self.recipe != "genserve",
                 "ema_decay": self.ema_decay > 0,
                 "r1_gamma": self.r1_gamma > 0,
+                "mode_seeking": self.mode_seeking > 0,
                 "d_width": self.d_width != 1.0,
             }
             used = [key for key, is_set in gan_only.items() if is_set]
@@ -374,6 +379,13 @@ def check_r1(r1_gamma: float, r1_interval: int) -> None:
     if not r1_gamma >= 0:
         raise ValueError(f"r1_gamma must be 0 (off) or positive, got {r1_gamma}: try 0.1 to 10")
     _check_at_least("r1_interval", r1_interval, 1)
+
+
+def check_mode_seeking(weight: float) -> float:
+    """`weight` if it is a usable mode-seeking weight (0 turns the term off), else ValueError."""
+    if not (math.isfinite(weight) and weight >= 0):
+        raise ValueError(f"mode_seeking must be 0 (off) or a positive weight, got {weight}: try 0.1 to 1")
+    return weight
 
 
 def check_d_width(d_width: float) -> float:

@@ -26,6 +26,11 @@ The recipe options, each off by default:
   StyleGAN2 (Karras et al. 2020): computed only every ``r1_interval`` discriminator steps and weighted by
   ``r1_interval`` then, which costs a fraction of the double backward pass and works as well.
 - ``width=w`` in the discriminator builders multiplies its filter counts: a stronger critic for the generator.
+- ``mode_seeking=w``: the mode-seeking term of Mao et al. (2019) in the generator's loss,
+  ``w / (mean|G(z1) - G(z2)| / mean|z1 - z2| + eps)`` over the two halves of a batch, which rewards images that
+  differ as much as their latents do and so counters a generator that ignores its latent. A conditional model
+  draws each pair of generated images for one class (the second half of the batch repeats the first half's
+  labels), so the term works within classes, where a conditional generator collapses first.
 
 Both builders take a Keras dtype policy for their hidden layers: ``"mixed_bfloat16"`` computes in bfloat16
 (markedly faster on CPUs with bfloat16 instructions) while weights, the generator's images and the
@@ -52,12 +57,15 @@ from training.config import (
     check_diffaugment_policies,
     check_ema_decay,
     check_loss,
+    check_mode_seeking,
     check_r1,
 )
 from training.diffaugment import diff_augment
 from training.distribute import assign_in_sync, average_across_replicas, replica_rows, scale_to_global_batch
 
 _PROJECTION_FILTERS = 256
+# Keeps the mode-seeking term finite when two halves' images coincide (as in Mao et al.'s code).
+_MODE_SEEKING_EPSILON = 1e-5
 _REFINE_FILTERS = 128
 # Sizes the tutorial's layout reaches with two upsampling stages (from a 7x7 or 8x8 base); 64 adds a third.
 _TWO_STAGE_SIZES = (28, 32)
@@ -242,6 +250,7 @@ class DCGAN(keras.Model):
         diffaugment: Sequence[str] = (),
         r1_gamma: float = 0.0,
         r1_interval: int = 16,
+        mode_seeking: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -250,6 +259,7 @@ class DCGAN(keras.Model):
         check_r1(r1_gamma, r1_interval)
         self.r1_gamma = r1_gamma
         self.r1_interval = r1_interval
+        self.mode_seeking = check_mode_seeking(mode_seeking)
         self.loss_name = loss
         self.label_smoothing = label_smoothing
         self.diffaugment = check_diffaugment_policies(diffaugment)
@@ -267,11 +277,16 @@ class DCGAN(keras.Model):
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self.r1_tracker = keras.metrics.Mean(name="r1")
+        self.mode_seeking_tracker = keras.metrics.Mean(name="ms_ratio")
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
         trackers = [self.d_loss_tracker, self.g_loss_tracker]
-        return [*trackers, self.r1_tracker] if self.r1_gamma > 0 else trackers
+        if self.r1_gamma > 0:
+            trackers.append(self.r1_tracker)
+        if self.mode_seeking > 0:
+            trackers.append(self.mode_seeking_tracker)
+        return trackers
 
     def compile(
         self, g_optimizer: keras.optimizers.Optimizer, d_optimizer: keras.optimizers.Optimizer, **kwargs: Any
@@ -296,18 +311,23 @@ class DCGAN(keras.Model):
     def _adversarial_step(self, real_images: tf.Tensor, condition: tf.Tensor | None) -> dict[str, tf.Tensor]:
         """One generator and one discriminator update; `condition` (class labels) goes to both networks."""
         z = replica_rows(self._latents, tf.shape(real_images)[0])
+        # Mode seeking compares the batch's two halves, so a conditional model draws both halves' images
+        # for the same classes.
+        fake_condition = (
+            paired_halves(condition) if self.mode_seeking > 0 and condition is not None else condition
+        )
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            fake_images = self.generator(_conditioned(z, condition), training=True)
+            fake_images = self.generator(_conditioned(z, fake_condition), training=True)
             # One discriminator pass on the fakes serves both losses, so both see the same augmentation.
             real_logits = self._discriminate(real_images, condition)
-            fake_logits = self._discriminate(fake_images, condition)
+            fake_logits = self._discriminate(fake_images, fake_condition)
             d_loss = discriminator_loss(
                 real_logits, fake_logits, loss=self.loss_name, label_smoothing=self.label_smoothing
             )
             g_loss = generator_loss(fake_logits, loss=self.loss_name)
-            # Each replica's share of the global batch's losses (the R1 term included).
+            # Each replica's share of the global batch's losses (the R1 and mode-seeking terms included).
             d_share = scale_to_global_batch(d_loss + self._lazy_r1(real_images, condition))
-            g_share = scale_to_global_batch(g_loss)
+            g_share = scale_to_global_batch(g_loss + self._mode_seeking_term(fake_images, z))
         g_weights = self.generator.trainable_variables
         d_weights = self.discriminator.trainable_variables
         d_gradients = d_tape.gradient(d_share, d_weights)
@@ -336,6 +356,14 @@ class DCGAN(keras.Model):
         )
         self.r1_tracker.update_state(penalty, sample_weight=tf.cast(due, tf.float32))
         return 0.5 * self.r1_gamma * self.r1_interval * penalty
+
+    def _mode_seeking_term(self, fake_images: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
+        """``mode_seeking / (ratio + eps)`` of this step's images and latents (0 when it is off)."""
+        if self.mode_seeking <= 0:
+            return tf.zeros(())
+        ratio = mode_seeking_ratio(fake_images, z)
+        self.mode_seeking_tracker.update_state(ratio)
+        return self.mode_seeking / (ratio + _MODE_SEEKING_EPSILON)
 
     def _discriminate(self, images: tf.Tensor, condition: tf.Tensor | None) -> tf.Tensor:
         if self.diffaugment:
@@ -374,6 +402,24 @@ def r1_penalty(
         )
     gradients = tape.gradient(total, real_images)
     return tf.reduce_mean(tf.reduce_sum(tf.square(gradients), axis=[1, 2, 3]))
+
+
+def paired_halves(condition: tf.Tensor) -> tf.Tensor:
+    """`condition` with its second half replaced by its first: row ``i`` and row ``h + i`` share a class
+    (``h = rows // 2``; an odd last row keeps its own class)."""
+    rows = tf.shape(condition)[0]
+    half = rows // 2
+    return tf.concat([condition[:half], condition[:half], condition[2 * half :]], axis=0)
+
+
+def mode_seeking_ratio(images: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
+    """``mean|I1 - I2| / mean|z1 - z2|`` between a batch's first and second halves (Mao et al. 2019)."""
+    half = tf.shape(z)[0] // 2
+    images = tf.cast(images, tf.float32)
+    z = tf.cast(z, tf.float32)
+    image_distance = tf.reduce_mean(tf.abs(images[:half] - images[half : 2 * half]))
+    latent_distance = tf.reduce_mean(tf.abs(z[:half] - z[half : 2 * half]))
+    return image_distance / latent_distance
 
 
 def _conditioned(tensor: tf.Tensor, condition: tf.Tensor | None) -> tf.Tensor | list[tf.Tensor]:

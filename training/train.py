@@ -292,6 +292,7 @@ def _build_networks(config: TrainConfig, image_shape: tuple[int, int, int], num_
         diffaugment=config.diffaugment_policies,
         r1_gamma=config.r1_gamma,
         r1_interval=config.r1_interval,
+        mode_seeking=config.mode_seeking,
     )
     policy = config.dtype_policy
     critic: dict[str, Any] = {

@@ -25,6 +25,7 @@ from training.cdcgan import (
 )
 from training.cli import main
 from training.config import RunInfo, TrainConfig
+from training.dcgan import mode_seeking_ratio
 from training.export import CLASS_FROM_LATENT, build_metadata, export_checkpoint, export_generator
 from training.train import TrainResult, train
 
@@ -336,3 +337,36 @@ def test_projection_cdcgan_trains_with_r1_under_mixed_precision() -> None:
 
     assert set(logs) == {"d_loss", "g_loss", "r1"}
     assert all(np.isfinite(value) for value in logs.values()) and logs["r1"] > 0
+
+
+def _label_only_generator() -> keras.Model:
+    """A conditional generator whose images depend on the class alone: equal classes, equal images."""
+    z = keras.Input(shape=(LATENT_DIM,), name="z")
+    label = keras.Input(shape=(), dtype="int32", name="label")
+    pixels = keras.layers.Embedding(NUM_CLASSES, 28 * 28, name="class_image")(label)
+    unused = keras.layers.Dense(28 * 28, kernel_initializer="zeros", name="ignores_z")(z)
+    images = keras.layers.Reshape((28, 28, 1))(keras.layers.Add()([pixels, unused]))
+    return keras.Model([z, label], keras.layers.Activation("tanh")(images), name="generator")
+
+
+def test_mode_seeking_draws_both_halves_of_a_batch_for_the_same_classes() -> None:
+    gan = ConditionalDCGAN(
+        _label_only_generator(),
+        build_conditional_discriminator((28, 28, 1), NUM_CLASSES, conditioning="projection"),
+        num_classes=NUM_CLASSES,
+        latent_dim=LATENT_DIM,
+        ema_decay=0.0,
+        mode_seeking=1.0,
+        seed=0,
+    )
+    gan.compile(g_optimizer=keras.optimizers.Adam(1e-3), d_optimizer=keras.optimizers.Adam(1e-3))
+    images = np.random.RandomState(0).uniform(-1, 1, (6, 28, 28, 1)).astype(np.float32)
+    labels = np.array([0, 1, 2, 1, 2, 0], np.int32)  # the real batch's halves differ in every row
+    z = tf.constant(np.random.RandomState(1).randn(6, LATENT_DIM), tf.float32)
+    unpaired = float(mode_seeking_ratio(gan.generator([z, tf.constant(labels)]), z))
+
+    logs = gan.train_on_batch(images, labels, return_dict=True)
+
+    # The generator's images depend on the class alone: the halves coincide only when drawn for equal classes.
+    assert unpaired > 0
+    assert logs["ms_ratio"] == 0.0

@@ -3,7 +3,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training.dcgan import DCGAN, build_discriminator, build_generator, r1_penalty
+from training.dcgan import (
+    DCGAN,
+    build_discriminator,
+    build_generator,
+    mode_seeking_ratio,
+    paired_halves,
+    r1_penalty,
+)
 
 LATENT_DIM = 16
 
@@ -196,3 +203,58 @@ def test_discriminator_width_multiplies_every_convolution_and_keeps_one_logit(si
 def test_discriminator_width_outside_its_range_is_rejected() -> None:
     with pytest.raises(ValueError, match="d_width must be between"):
         build_discriminator((28, 28, 1), width=0.1)
+
+
+def test_mode_seeking_ratio_is_the_image_distance_over_the_latent_distance_between_halves() -> None:
+    rng = np.random.RandomState(0)
+    images = rng.uniform(-1, 1, (6, 28, 28, 1)).astype(np.float32)
+    z = rng.randn(6, 4).astype(np.float32)
+
+    ratio = float(mode_seeking_ratio(tf.constant(images), tf.constant(z)))
+
+    expected = np.abs(images[:3] - images[3:]).mean() / np.abs(z[:3] - z[3:]).mean()
+    np.testing.assert_allclose(ratio, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("labels", "paired"), [([0, 1, 2, 3, 4, 5], [0, 1, 2, 0, 1, 2]), ([5, 6, 7, 8, 9], [5, 6, 5, 6, 9])]
+)
+def test_paired_halves_repeat_the_first_half_in_the_second(labels: list[int], paired: list[int]) -> None:
+    assert paired_halves(tf.constant(labels, tf.int32)).numpy().tolist() == paired
+
+
+def _mode_seeking_gan(mode_seeking: float) -> DCGAN:
+    keras.utils.set_random_seed(0)
+    gan = DCGAN(
+        build_generator(4, (28, 28, 1)),
+        build_discriminator((28, 28, 1)),
+        latent_dim=4,
+        ema_decay=0.0,
+        mode_seeking=mode_seeking,
+        seed=0,
+    )
+    gan.compile(g_optimizer=keras.optimizers.Adam(1e-3), d_optimizer=keras.optimizers.Adam(1e-3))
+    return gan
+
+
+def test_mode_seeking_changes_only_the_generator_update_and_reports_the_ratio() -> None:
+    real = np.random.RandomState(0).uniform(-1, 1, (8, 28, 28, 1)).astype(np.float32)
+    plain, seeking = _mode_seeking_gan(0.0), _mode_seeking_gan(1.0)
+
+    plain_logs = plain.train_on_batch(real, return_dict=True)
+    seeking_logs = seeking.train_on_batch(real, return_dict=True)
+
+    assert set(plain_logs) == {"d_loss", "g_loss"}
+    assert set(seeking_logs) == {"d_loss", "g_loss", "ms_ratio"} and seeking_logs["ms_ratio"] > 0
+    # Same seed, same latents, same adversarial losses: the term moves the generator alone.
+    assert seeking_logs["d_loss"] == pytest.approx(plain_logs["d_loss"])
+    for plain_weight, seeking_weight in zip(
+        plain.discriminator.weights, seeking.discriminator.weights, strict=True
+    ):
+        np.testing.assert_allclose(np.array(plain_weight), np.array(seeking_weight), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.array(plain.generator.weights[0]), np.array(seeking.generator.weights[0]))
+
+
+def test_bad_mode_seeking_weight_is_rejected() -> None:
+    with pytest.raises(ValueError, match="mode_seeking must be 0"):
+        _mode_seeking_gan(-1.0)
