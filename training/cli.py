@@ -190,8 +190,8 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
         type=_train_latent_scale,
         default=d.latent_scale,
         metavar="S|auto",
-        help="GANs: publish a graph that multiplies its N(0, I) latents by S; 'auto' scores a few scales from 1 "
-        "to 1.4 on the version about to be published (--eval-samples images, the next seed) and takes the lowest "
+        help="GANs: publish a graph that multiplies its N(0, I) latents by S; 'auto' scores a few scales from "
+        "0.8 to 1.4 on the version about to be published (--eval-samples images, the next seed) and takes the lowest "
         "FID; needs labelled data (default: %(default)s)",
     )
     progress.add_argument(
