@@ -22,6 +22,7 @@ from training.config import (
     HISTORY_FILE,
     RUN_INFO_FILE,
     SAMPLES_DIR,
+    STOPPED_ON_TIME_BUDGET_KEY,
     RunInfo,
 )
 from training.dcgan import DCGAN
@@ -168,7 +169,11 @@ def read_best(run_dir: Path) -> dict[str, Any] | None:
 
 
 class HistoryWriter(keras.callbacks.Callback):
-    """Append each epoch's losses, throughput and wall time to run_dir/history.json, atomically."""
+    """Append each epoch's losses, throughput and wall time to run_dir/history.json, atomically.
+
+    A run stopped by its time budget says so there too (`record_time_budget_stop`), so that a checkpoint
+    exported from the run folder later records it; a resumed run's next epoch drops that mark.
+    """
 
     def __init__(self, run_dir: Path, batch_size: int, initial_epoch: int = 0) -> None:
         super().__init__()
@@ -203,5 +208,12 @@ class HistoryWriter(keras.callbacks.Callback):
             wall_seconds=seconds,
         )
         self.epochs.append(entry)
+        self._write()
+
+    def record_time_budget_stop(self, epoch: int) -> None:
+        """Note in history.json that the time budget stopped the run after `epoch`."""
+        self._write({STOPPED_ON_TIME_BUDGET_KEY: epoch})
+
+    def _write(self, extra: dict[str, Any] | None = None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path, {"epochs": self.epochs})
+        write_json_atomic(self.path, {"epochs": self.epochs, **(extra or {})})

@@ -44,6 +44,8 @@ DEFAULT_RUNS_ROOT = Path("runs")
 # A run folder's layout.
 RUN_INFO_FILE = "config.json"
 HISTORY_FILE = "history.json"
+# history.json key: the epoch after which the run's time budget stopped it (absent while a run can go on).
+STOPPED_ON_TIME_BUDGET_KEY = "stopped_on_time_budget_after_epoch"
 SAMPLES_DIR = "samples"
 CHECKPOINTS_DIR = "checkpoints"
 WORKERS_DIR = "workers"  # multi-worker runs: each non-chief worker's own folder, removed when it finishes

@@ -54,7 +54,15 @@ from training.cdcgan import (
     embedding_generator,
     label_embedding_table,
 )
-from training.config import BEST_DIR, CHECKPOINTS_DIR, HISTORY_FILE, PRIOR_DIR, RunInfo, read_run_info
+from training.config import (
+    BEST_DIR,
+    CHECKPOINTS_DIR,
+    HISTORY_FILE,
+    PRIOR_DIR,
+    STOPPED_ON_TIME_BUDGET_KEY,
+    RunInfo,
+    read_run_info,
+)
 from training.dcgan import build_generator
 from training.models import EMA_GENERATOR_SLOT, ENCODER_SLOT, GENERATOR_SLOT
 from training.prior import LatentFlow, restore_prior, weights_only_copy
@@ -368,7 +376,7 @@ def export_checkpoint(
     use_ema: bool = True,
     unconditional: bool = False,
     latent_scale: float = 1.0,
-    stopped_on_time_budget: bool = False,
+    stopped_on_time_budget: bool | None = None,
 ) -> Path:
     """Publish the generator saved in a run folder's latest checkpoint, or in a given checkpoint prefix.
 
@@ -377,7 +385,7 @@ def export_checkpoint(
     `unconditional` publishes a conditional run's generator as an unconditional model that draws each image's
     class from its latent, and `latent_scale` the spread its latents are sampled at (`build_metadata`).
     `stopped_on_time_budget` goes into the training summary: whether the run this checkpoint came from ended on
-    its time budget.
+    its time budget; None reads that from the run's history.json.
     """
     run_dir, checkpoint_path = _locate_checkpoint(Path(run_dir_or_checkpoint))
     info = read_run_info(run_dir)
@@ -394,8 +402,11 @@ def export_checkpoint(
     checkpoint = tf.train.Checkpoint(**networks, epoch=epoch)
     checkpoint.restore(checkpoint_path).expect_partial().assert_existing_objects_matched()
     prior, prior_fit = _saved_prior(run_dir, info, int(epoch))
+    history = _read_history(run_dir)
+    if stopped_on_time_budget is None:
+        stopped_on_time_budget = history.get(STOPPED_ON_TIME_BUDGET_KEY) is not None
     summary = training_summary(
-        _history_until(run_dir, int(epoch)),
+        [entry for entry in history.get("epochs", []) if int(entry.get("epoch", 0)) <= int(epoch)],
         stopped_on_time_budget=stopped_on_time_budget,
         prior_fit=prior_fit,
     )
@@ -424,13 +435,13 @@ def _saved_prior(run_dir: Path, info: RunInfo, epoch: int) -> tuple[LatentFlow |
     return prior, fit
 
 
-def _history_until(run_dir: Path, epoch: int) -> list[dict[str, Any]]:
-    """The run's history.json entries up to `epoch` (the checkpoint's), or none if it kept no history."""
+def _read_history(run_dir: Path) -> dict[str, Any]:
+    """The run's history.json (per-epoch ``epochs`` and how the run ended), or {} if it kept none."""
     path = run_dir / HISTORY_FILE
     if not path.is_file():
-        return []
-    entries: list[dict[str, Any]] = json.loads(path.read_text()).get("epochs", [])
-    return [entry for entry in entries if int(entry.get("epoch", 0)) <= epoch]
+        return {}
+    history: dict[str, Any] = json.loads(path.read_text())
+    return history
 
 
 def _build_generator(info: RunInfo) -> keras.Model:

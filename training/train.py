@@ -113,6 +113,8 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
         )
     epochs_completed = int(checkpointer.epoch)
     stopped = budget is not None and budget.exhausted
+    if stopped and placement.is_chief:
+        history.record_time_budget_stop(epochs_completed)
     if not placement.is_chief:
         remove_worker_folder(placement, config.run_path)
         return TrainResult(config.run_path, None, history.epochs, epochs_completed, stopped)

@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -317,19 +318,28 @@ def test_unknown_conditioning_is_rejected_with_the_choices() -> None:
         build_conditional_discriminator((28, 28, 1), NUM_CLASSES, conditioning="auxiliary")
 
 
-def test_projection_cdcgan_trains_with_r1_under_mixed_precision() -> None:
+def _projection_cdcgan(
+    generator: keras.Model, dtype_policy: str = "float32", **options: Any
+) -> ConditionalDCGAN:
     gan = ConditionalDCGAN(
-        build_conditional_generator(LATENT_DIM, (28, 28, 1), NUM_CLASSES, dtype_policy="mixed_bfloat16"),
+        generator,
         build_conditional_discriminator(
-            (28, 28, 1), NUM_CLASSES, dtype_policy="mixed_bfloat16", conditioning="projection"
+            (28, 28, 1), NUM_CLASSES, dtype_policy=dtype_policy, conditioning="projection"
         ),
         num_classes=NUM_CLASSES,
         latent_dim=LATENT_DIM,
-        r1_gamma=1.0,
-        r1_interval=1,
         seed=0,
+        **options,
     )
     gan.compile(g_optimizer=keras.optimizers.Adam(1e-3), d_optimizer=keras.optimizers.Adam(1e-3))
+    return gan
+
+
+def test_projection_cdcgan_trains_with_r1_under_mixed_precision() -> None:
+    generator = build_conditional_generator(
+        LATENT_DIM, (28, 28, 1), NUM_CLASSES, dtype_policy="mixed_bfloat16"
+    )
+    gan = _projection_cdcgan(generator, "mixed_bfloat16", r1_gamma=1.0, r1_interval=1)
     images = np.random.RandomState(0).uniform(-1, 1, (6, 28, 28, 1)).astype(np.float32)
     labels = np.array([0, 1, 2, 0, 1, 2], np.int32)
 
@@ -350,16 +360,7 @@ def _label_only_generator() -> keras.Model:
 
 
 def test_mode_seeking_draws_both_halves_of_a_batch_for_the_same_classes() -> None:
-    gan = ConditionalDCGAN(
-        _label_only_generator(),
-        build_conditional_discriminator((28, 28, 1), NUM_CLASSES, conditioning="projection"),
-        num_classes=NUM_CLASSES,
-        latent_dim=LATENT_DIM,
-        ema_decay=0.0,
-        mode_seeking=1.0,
-        seed=0,
-    )
-    gan.compile(g_optimizer=keras.optimizers.Adam(1e-3), d_optimizer=keras.optimizers.Adam(1e-3))
+    gan = _projection_cdcgan(_label_only_generator(), ema_decay=0.0, mode_seeking=1.0)
     images = np.random.RandomState(0).uniform(-1, 1, (6, 28, 28, 1)).astype(np.float32)
     labels = np.array([0, 1, 2, 1, 2, 0], np.int32)  # the real batch's halves differ in every row
     z = tf.constant(np.random.RandomState(1).randn(6, LATENT_DIM), tf.float32)

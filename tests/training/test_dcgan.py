@@ -1,3 +1,5 @@
+from typing import Any
+
 import keras
 import numpy as np
 import pytest
@@ -52,15 +54,18 @@ def test_zero_latent_dim_is_rejected() -> None:
         build_generator(0, (28, 28, 1))
 
 
-def _tiny_gan(ema_decay: float) -> DCGAN:
+def _tiny_gan(ema_decay: float, learning_rate: float = 1e-2, **options: Any) -> DCGAN:
     gan = DCGAN(
         build_generator(4, (28, 28, 1)),
         build_discriminator((28, 28, 1)),
         latent_dim=4,
         ema_decay=ema_decay,
         seed=0,
+        **options,
     )
-    gan.compile(g_optimizer=keras.optimizers.Adam(1e-2), d_optimizer=keras.optimizers.Adam(1e-2))
+    gan.compile(
+        g_optimizer=keras.optimizers.Adam(learning_rate), d_optimizer=keras.optimizers.Adam(learning_rate)
+    )
     return gan
 
 
@@ -225,16 +230,7 @@ def test_paired_halves_repeat_the_first_half_in_the_second(labels: list[int], pa
 
 def _mode_seeking_gan(mode_seeking: float) -> DCGAN:
     keras.utils.set_random_seed(0)
-    gan = DCGAN(
-        build_generator(4, (28, 28, 1)),
-        build_discriminator((28, 28, 1)),
-        latent_dim=4,
-        ema_decay=0.0,
-        mode_seeking=mode_seeking,
-        seed=0,
-    )
-    gan.compile(g_optimizer=keras.optimizers.Adam(1e-3), d_optimizer=keras.optimizers.Adam(1e-3))
-    return gan
+    return _tiny_gan(0.0, 1e-3, mode_seeking=mode_seeking)
 
 
 def test_mode_seeking_changes_only_the_generator_update_and_reports_the_ratio() -> None:

@@ -109,6 +109,24 @@ def test_the_best_epoch_of_a_run_ended_by_its_budget_says_so(tmp_path: Path) -> 
 
     assert result.version_dir is not None and result.stopped_on_time_budget
     assert read_metadata(result.version_dir).training_summary["stopped_on_time_budget"] is True
+    # Exported from the run folder afterwards, as `python -m training export RUN_DIR/best` does.
+    later = export_checkpoint(tmp_path / "run" / BEST_DIR, tmp_path / "store")
+    assert read_metadata(later).training_summary["stopped_on_time_budget"] is True
+
+
+def test_resuming_a_run_its_budget_stopped_clears_the_stop(tmp_path: Path) -> None:
+    train(_config(tmp_path, epochs=3, time_budget=0.001))
+    history = json.loads((tmp_path / "run" / HISTORY_FILE).read_text())
+    assert history["stopped_on_time_budget_after_epoch"] == 1
+
+    result = train(_config(tmp_path, epochs=2, resume=True, export=False))
+
+    assert result.epochs_completed == 2 and not result.stopped_on_time_budget
+    assert "stopped_on_time_budget_after_epoch" not in json.loads(
+        (tmp_path / "run" / HISTORY_FILE).read_text()
+    )
+    exported = export_checkpoint(tmp_path / "run", tmp_path / "store")
+    assert read_metadata(exported).training_summary["stopped_on_time_budget"] is False
 
 
 def test_latent_scale_auto_on_unlabelled_data_fails_before_training(tmp_path: Path) -> None:
