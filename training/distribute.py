@@ -412,8 +412,10 @@ def publish_once(placement: Placement, run_path: Path, epochs: int, publish: Cal
 def detached_copy(model: keras.Model) -> keras.Model:
     """A twin of `model` with its weights, whose variables belong to no strategy (call outside any scope).
 
-    What the chief exports, so a SavedModel never holds distributed variables.
+    What the chief exports, so a SavedModel never holds distributed variables, nor the optimizer's slots.
     """
-    twin = keras.models.clone_model(model)
+    # Built from the config, not with `keras.models.clone_model`, which compiles the twin again when `model` is
+    # compiled: its optimizer would go into the SavedModel too.
+    twin = type(model).from_config(model.get_config())
     twin.set_weights(model.get_weights())
     return twin

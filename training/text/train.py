@@ -97,7 +97,8 @@ def train_text(config: TextTrainConfig, callbacks: Sequence[keras.callbacks.Call
         return None
     if not config.export:
         return None
-    network = detached_copy(model) if placement.distributed else model
+    # The copy carries the weights alone: no strategy, and no optimizer state into the SavedModel.
+    network = detached_copy(model)
     return _publish(network, config, corpus, placement, {**summary, **history})
 
 

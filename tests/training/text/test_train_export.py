@@ -47,6 +47,13 @@ def test_export_has_step_initial_state_and_serving_default(tiny_text_version: Pa
     assert outputs[store.STATE_OUTPUT].shape == (3, 64)
 
 
+def test_the_published_version_holds_the_weights_and_no_optimizer_state(tiny_text_version: Path) -> None:
+    names = tf.train.list_variables(str(tiny_text_version / "variables" / "variables"))
+
+    assert any("embedding" in name or "model" in name for name, _ in names)
+    assert not [name for name, _ in names if "optimizer" in name]
+
+
 def test_serving_default_samples_in_the_graph(tiny_text_version: Path) -> None:
     sample = tf.saved_model.load(str(tiny_text_version)).signatures[store.SIGNATURE_NAME]
 
