@@ -143,8 +143,9 @@ def sweep_latent_scales(
 ) -> list[EvaluationRecord]:
     """The version's `evaluate_version` record at each latent scale in turn, as if published with it.
 
-    GAN generators often serve better samples a little above the N(0, I) they were trained with: they cover less
-    than the data's spread, and latents scaled by 1.05-1.3 win some of it back. The lowest FID here
+    GAN generators often serve better samples a little off the N(0, I) they were trained with: most cover less
+    than the data's spread, and latents scaled by 1.05-1.3 win some of it back, while one trained with the
+    mode-seeking term spreads wider and does better below 1. The lowest FID here
     says which `--latent-scale` to publish with; pass a `seed` other than the one the version is judged on.
     The classifier, the real images' predictions and the SavedModel are loaded once; each scale only sets the
     model's scale variable and scores new samples.
