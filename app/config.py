@@ -80,7 +80,12 @@ class Settings(BaseSettings):
         2, ge=1, description="Threads rendering response bodies too large to render on the event loop."
     )
     tf_intra_op_threads: int | None = Field(
-        None, ge=1, description="Threads TensorFlow uses inside one operation; its own choice when unset."
+        None,
+        ge=1,
+        description=(
+            "Threads TensorFlow uses inside one operation; unset: the CPU cores divided by "
+            "max_concurrent_batches (at least 1)."
+        ),
     )
     tf_inter_op_threads: int | None = Field(
         None, ge=1, description="Operations TensorFlow runs at once; its own choice when unset."

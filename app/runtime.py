@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,8 +64,27 @@ def configure_devices(
             # Devices were already initialised by an earlier app in this process; keep their settings.
             logger.debug("GPU settings already fixed for %s", gpu.name)
     device = DeviceInfo(name="/GPU:0", kind="GPU") if gpus else DeviceInfo(name="/CPU:0", kind="CPU")
-    logger.info("generation runs on %s (%d GPU(s) visible)", device.name, len(gpus))
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or "TensorFlow's choice of"
+    logger.info(
+        "generation runs on %s (%d GPU(s) visible; %s threads per operation)", device.name, len(gpus), threads
+    )
     return device
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS reports one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def intra_op_threads_per_call(concurrent_calls: int, cores: int | None = None) -> int:
+    """TensorFlow's threads inside one operation when `concurrent_calls` model calls may run at once.
+
+    The cores are split between the calls, so that calls running side by side each keep their own cores instead
+    of waking and waiting on threads that the other call is using.
+    """
+    return max(1, (cores or usable_cores()) // max(1, concurrent_calls))
 
 
 _CPU_BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})

@@ -6,10 +6,11 @@ instructions), by a plain FastAPI app (a sync endpoint, one model call per reque
 batching (`bench/peers/`). All three start once; each cell (n, concurrency) is then measured for every server in
 turn, round after round, so that a noisy moment hits them alike; the table gives medians over the rounds,
 images/s, p99, the server's CPU (its whole process tree) and genserve's ratio to the best peer. Each round
-also measures the in-process limit (two threads generating batches of 64 and encoding PNG grids of 16 at
-once, no HTTP: both cores busy, as a server can keep them) while the servers sit idle, and the table ends with
-genserve's fraction of it at 16 and 64 images per request. With --check the exit code is 1 when a goal is
-missed.
+also measures the in-process limit for 16 and 64 images per request while the servers sit idle: the best of a
+few layouts (2 or 4 threads drawing batches of 64 or 128 through the model and encoding PNG grids of n images,
+no HTTP: both cores busy, as a server can keep them). A second table sets genserve's and the best peer's
+images/s against it, and says by how much any server could lead that peer without a cheaper model call. With
+--check the exit code is 1 when a goal is missed.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.runtime import cpu_supports_bfloat16
+from app.runtime import GeneratorRuntime, cpu_supports_bfloat16
 from bench.loadgen import LoadResult, LoadSpec, choose_client, median_of_present, shown
 from bench.processes import free_port, start, stop_tree, tree_cpu_s, wait_until_ready
-from bench.serve_bench import load_for_limit, measure_limit, resolve_model
+from bench.serve_bench import load_for_limit, measure_limit, resolve_model, use_genserve_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 HAS_GOALS = True
@@ -38,7 +39,11 @@ CELLS = ((1, 1), (1, 4), (1, 32), (16, 8), (16, 32), (64, 4))
 GOAL_RATIO = 1.1
 GOAL_RATIO_N1_C32 = 1.5
 GOAL_LIMIT_FRACTION = 0.9
-LIMIT_BATCH_SIZE = 64
+LIMIT_LAYOUTS = (
+    (2, 64),
+    (4, 64),
+    (2, 128),
+)  # (threads, images per model call) tried for the in-process limit
 LIMIT_SIZES = (16, 64)  # images per request whose best cell is compared with the in-process limit
 LIMIT_DURATION_S = 3.0
 _STARTUP_S = 180.0
@@ -130,22 +135,25 @@ def measure(server: Server, n: int, concurrency: int, duration_s: float, client:
 
 @dataclass
 class Results:
-    """Every measurement of a run: per (server, n, concurrency), and the in-process limit per round."""
+    """Every measurement of a run: per (server, n, concurrency), and the in-process limit per n and round."""
 
     cells: dict[tuple[str, int, int], list[Measurement]]
-    limits: list[float]
+    limits: dict[int, list[float]]
 
 
 def run(store: Path, model: str, rounds: int, duration_s: float, client: str) -> Results:
     results: dict[tuple[str, int, int], list[Measurement]] = {}
-    limits: list[float] = []
+    limits: dict[int, list[float]] = {size: [] for size in LIMIT_SIZES}
     _, model_path = resolve_model(store, model)
-    limit_runtime = load_for_limit(model_path, (LIMIT_BATCH_SIZE,))
+    use_genserve_threads()
+    limit_runtime = load_for_limit(model_path, tuple(sorted({batch for _, batch in LIMIT_LAYOUTS})))
     with tempfile.TemporaryDirectory() as folder, running(store, model, Path(folder)) as servers:
         for round_index in range(rounds):
-            limit = measure_limit(limit_runtime, (LIMIT_BATCH_SIZE,), LIMIT_DURATION_S)
-            limits.append(limit.best_images_per_s)
-            logger.info("round %d in-process limit: %.0f img/s", round_index + 1, limits[-1])
+            for size in LIMIT_SIZES:
+                limits[size].append(in_process_limit(limit_runtime, size))
+                logger.info(
+                    "round %d in-process limit, n=%d: %.0f img/s", round_index + 1, size, limits[size][-1]
+                )
             for n, concurrency in CELLS:
                 # Rotate the order each round so that no server always goes first.
                 order = servers[round_index % len(servers) :] + servers[: round_index % len(servers)]
@@ -222,30 +230,56 @@ def _missed(
     return missed
 
 
+def in_process_limit(runtime: GeneratorRuntime, images_per_request: int) -> float:
+    """The best images/s of LIMIT_LAYOUTS, each batch encoded as PNG grids of `images_per_request` images."""
+    return max(
+        measure_limit(runtime, (batch,), LIMIT_DURATION_S, threads, images_per_request).best_images_per_s
+        for threads, batch in LIMIT_LAYOUTS
+    )
+
+
 def _versus_limit(run_results: Results) -> tuple[list[str], list[str]]:
-    """genserve's best cell (with its defaults) at each of LIMIT_SIZES against the median in-process limit."""
-    limit = median_of_present(run_results.limits)
-    if not limit:
-        return [], []
-    parts, missed = [], []
+    """genserve's best cell (defaults) and the best peer's at each of LIMIT_SIZES against the in-process limit.
+
+    The last column is the limit over the best peer: the most any server can lead that peer by at that size
+    without a cheaper model call.
+    """
+    rows, missed = [], []
     for size in LIMIT_SIZES:
-        rates = {
-            concurrency: median_of_present([run.images_per_s for run in runs]) or 0.0
-            for (name, n, concurrency), runs in run_results.cells.items()
-            if name == GENSERVE and n == size
-        }
-        if not rates:
+        limit = median_of_present(run_results.limits.get(size, []))
+        own = _best_cell(run_results, [GENSERVE], size)
+        peer = _best_cell(run_results, list(PEERS), size)
+        if not limit or own is None or peer is None:
             continue
-        concurrency = max(rates, key=lambda c: rates[c])
-        fraction = rates[concurrency] / limit
-        parts.append(f"n={size}, c={concurrency}: {rates[concurrency]:,.0f} ({fraction:.2f}×)")
+        fraction = own[2] / limit
+        rows.append(
+            f"| {size} | {limit:,.0f} | c={own[1]}: {own[2]:,.0f} ({fraction:.2f}×) "
+            f"| {peer[0]}, c={peer[1]}: {peer[2]:,.0f} ({peer[2] / limit:.2f}×) | {limit / peer[2]:.2f}× |"
+        )
         if fraction < GOAL_LIMIT_FRACTION:
             missed.append(f"n={size}: {fraction:.2f}× the in-process limit, goal {GOAL_LIMIT_FRACTION}×")
-    line = (
-        f"In-process limit (two threads, batch {LIMIT_BATCH_SIZE}, PNG grids of 16, no HTTP): {limit:,.0f} img/s; "
-        f"genserve's best: " + ", ".join(parts) + "."
+    if not rows:
+        return [], []
+    layouts = ", ".join(f"{threads} threads × {batch}" for threads, batch in LIMIT_LAYOUTS)
+    caption = (
+        f"In-process limit per request size n (the best of {layouts} images per model call, "
+        "PNG grids of n images, no HTTP), medians of the rounds:"
     )
-    return ["", line], missed
+    header = (
+        "| n | in-process limit, img/s | genserve's best (÷ limit) | best peer's best (÷ limit) "
+        "| limit ÷ best peer |"
+    )
+    return ["", caption, "", header, "|---:|---:|---|---|---:|", *rows], missed
+
+
+def _best_cell(run_results: Results, names: list[str], size: int) -> tuple[str, int, float] | None:
+    """(server, concurrency, median images/s) of the fastest of `names`' cells at `size` images per request."""
+    best = None
+    for (name, n, concurrency), runs in run_results.cells.items():
+        rate = median_of_present([run.images_per_s for run in runs])
+        if name in names and n == size and rate and (best is None or rate > best[2]):
+            best = (name, concurrency, rate)
+    return best
 
 
 def main(argv: Sequence[str]) -> int:

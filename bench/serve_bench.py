@@ -26,8 +26,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from app.batching import DEFAULT_MAX_CONCURRENT_BATCHES
 from app.imaging import grid_png_bytes
-from app.runtime import GeneratorRuntime, configure_devices
+from app.runtime import GeneratorRuntime, configure_devices, intra_op_threads_per_call
 from bench.loadgen import LoadClient, LoadResult, LoadSpec, choose_client, shown
 from bench.processes import ServerStartError, free_port, running_service, tree_cpu_s
 from genserve import store
@@ -130,6 +131,14 @@ def measure_in_process_limit(
     return measure_limit(load_for_limit(model_path, batch_sizes), batch_sizes, duration_s, threads)
 
 
+def use_genserve_threads() -> None:
+    """TensorFlow's thread counts in this process as genserve sets them by default (before TensorFlow runs).
+
+    The in-process limit is then what genserve's model calls can reach.
+    """
+    configure_devices(intra_op_threads=intra_op_threads_per_call(DEFAULT_MAX_CONCURRENT_BATCHES))
+
+
 def load_for_limit(model_path: Path, batch_sizes: tuple[int, ...]) -> GeneratorRuntime:
     """The model in this process, warmed up at `batch_sizes`, for one or more `measure_limit` calls."""
     runtime = GeneratorRuntime(model_path, configure_devices())
@@ -138,14 +147,23 @@ def load_for_limit(model_path: Path, batch_sizes: tuple[int, ...]) -> GeneratorR
 
 
 def measure_limit(
-    runtime: GeneratorRuntime, batch_sizes: tuple[int, ...], duration_s: float, threads: int = LIMIT_THREADS
+    runtime: GeneratorRuntime,
+    batch_sizes: tuple[int, ...],
+    duration_s: float,
+    threads: int = LIMIT_THREADS,
+    grid_images: int = GRID_IMAGES,
 ) -> InProcessLimit:
-    """Images/s of a loaded model with `threads` threads generating and encoding at once, per batch size."""
-    rates = {size: _images_per_s(runtime, size, duration_s, threads) for size in batch_sizes}
+    """Images/s of a loaded model with `threads` threads generating and encoding at once, per batch size.
+
+    Each batch is encoded as PNG grids of `grid_images` images, as a server answers requests of that size.
+    """
+    rates = {size: _images_per_s(runtime, size, duration_s, threads, grid_images) for size in batch_sizes}
     return InProcessLimit(device=runtime.device.name, images_per_s=rates, threads=threads)
 
 
-def _images_per_s(runtime: GeneratorRuntime, batch_size: int, duration_s: float, threads: int) -> float:
+def _images_per_s(
+    runtime: GeneratorRuntime, batch_size: int, duration_s: float, threads: int, grid_images: int
+) -> float:
     """Images/s of `threads` threads each generating and encoding batches until `duration_s` has passed."""
     started = time.perf_counter()
 
@@ -153,7 +171,7 @@ def _images_per_s(runtime: GeneratorRuntime, batch_size: int, duration_s: float,
         images = 0
         while time.perf_counter() - started < duration_s:
             first = (thread * 1_000_000) + images
-            _generate_and_encode(runtime, list(range(first, first + batch_size)))
+            _generate_and_encode(runtime, list(range(first, first + batch_size)), grid_images)
             images += batch_size
         return images
 
@@ -162,14 +180,14 @@ def _images_per_s(runtime: GeneratorRuntime, batch_size: int, duration_s: float,
     return sum(counts) / (time.perf_counter() - started)
 
 
-def _generate_and_encode(runtime: GeneratorRuntime, seeds: list[int]) -> list[bytes]:
+def _generate_and_encode(runtime: GeneratorRuntime, seeds: list[int], grid_images: int) -> list[bytes]:
     metadata = runtime.metadata
     inputs = {store.LATENT_INPUT: latents_from_seeds(seeds, metadata.latent_dim)}
     if metadata.conditional:
         inputs[store.LABEL_INPUT] = np.zeros(len(seeds), dtype=np.int32)
     images = runtime.generate(inputs)
     return [
-        grid_png_bytes(images[start : start + GRID_IMAGES]) for start in range(0, len(images), GRID_IMAGES)
+        grid_png_bytes(images[start : start + grid_images]) for start in range(0, len(images), grid_images)
     ]
 
 
@@ -506,6 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "in-process limit of %s (%s), %g s per batch size", model, model_path, config.limit_duration_s
     )
     load_average = _load_average()
+    use_genserve_threads()
     limit = measure_in_process_limit(model_path, LIMIT_BATCH_SIZES, config.limit_duration_s)
     cells: list[Cell] = []
     try:

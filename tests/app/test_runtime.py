@@ -9,8 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
-from app.runtime import cpu_has_bfloat16
+from app import main, runtime
+from app.main import create_app
+from app.runtime import DeviceInfo, cpu_has_bfloat16
+from tests.conftest import make_settings, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 # Runs in a fresh interpreter: TensorFlow's graph options are global to a process and would leak into other tests.
@@ -75,3 +79,42 @@ def test_bfloat16_stays_off_with_a_warning_on_a_cpu_without_it(tiny_store: Path,
     _, applied, log = generate(tiny_store, tmp_path, "avx2", bfloat16=True)
     assert applied is False
     assert "this CPU has no bfloat16 instructions; staying in float32" in log
+
+
+@pytest.mark.parametrize(
+    ("concurrent_calls", "cores", "threads"),
+    [(2, 2, 1), (2, 16, 8), (1, 4, 4), (3, 2, 1), (4, 1, 1), (2, 3, 1)],
+)
+def test_the_cores_are_split_between_concurrent_model_calls(
+    concurrent_calls: int, cores: int, threads: int
+) -> None:
+    assert runtime.intra_op_threads_per_call(concurrent_calls, cores) == threads
+
+
+@pytest.mark.parametrize(
+    ("overrides", "threads"), [({}, 4), ({"max_concurrent_batches": 1}, 8), ({"tf_intra_op_threads": 3}, 3)]
+)
+def test_the_service_sets_tensorflows_threads_from_its_settings(
+    tiny_store: Path, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, int], threads: int
+) -> None:
+    asked: list[int | None] = []
+
+    def recording(memory_mb: int | None, intra: int | None, inter: int | None, bfloat16: bool) -> DeviceInfo:
+        asked.append(intra)
+        return runtime.configure_devices()  # this process's TensorFlow keeps its settings for the other tests
+
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 8)
+    monkeypatch.setattr(main, "configure_devices", recording)
+    with TestClient(create_app(make_settings(tiny_store, **overrides))) as client:
+        wait_until_ready(client)
+        assert client.post("/generate", params={"seed": 1, "format": "npy"}).status_code == 200
+    assert asked == [threads]
+
+
+def test_a_thread_count_takes_effect_in_a_fresh_process() -> None:
+    probe = (
+        "import app.runtime as r, tensorflow as tf; r.configure_devices(intra_op_threads=r.intra_op_threads_per_call(2, 2));"
+        "print(tf.config.threading.get_intra_op_parallelism_threads())"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-1] == "1"
