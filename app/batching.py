@@ -354,9 +354,15 @@ class Batcher:
         return None
 
     def _take_batch(self) -> list[_Slice]:
-        """Take up to max_batch_size images greedily; a request that does not fit leaves its rest queued."""
+        """Take this call's share of the queue greedily; a request that does not fit leaves its rest queued.
+
+        The share is the queued images divided between the model-call slots now free (up to max_batch_size), so
+        that work arriving at an idle model runs on every slot at once instead of in one call while the others
+        wait; with one slot free the batch takes all it can.
+        """
         slices: list[_Slice] = []
-        room = self.config.max_batch_size
+        free_slots = max(1, self.config.max_concurrent_batches - len(self._in_flight))
+        room = min(self.config.max_batch_size, -(-self._queued_images // free_slots))
         while room > 0 and (request := self._live_head()) is not None:
             if slices and request.inputs.keys() != slices[0].request.inputs.keys():
                 break  # different inputs (e.g. labels vs label embeddings) go to the model in separate calls

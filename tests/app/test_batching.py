@@ -527,10 +527,11 @@ def test_two_model_calls_overlap_and_a_request_split_across_them_is_reassembled_
         batcher = Batcher(model, config, name="gated")
         await batcher.start()
         try:
-            # Six images: rows 0-3 go to the first call, rows 4-5 to the second, which is released first.
+            # Six images at an idle model, two slots free: rows 0-2 go to the first call, rows 3-5 to the
+            # second, which is released first.
             request = asyncio.create_task(batcher.submit(latents(0, 1, 2, 3, 4, 5)))
             await model.wait_calls(2)
-            assert model.sizes == [4, 2] and batcher.in_flight_images == 6
+            assert model.sizes == [3, 3] and batcher.in_flight_images == 6
             model.gates[1].set()
             await asyncio.sleep(0.05)
             assert not request.done()
@@ -564,6 +565,39 @@ def test_no_more_calls_run_at_once_than_allowed() -> None:
             assert [result.tolist() for result in results] == [doubled(value) for value in range(5)]
             assert model.most_running == 2
         finally:
+            await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_queued_work_is_shared_between_the_free_slots_and_one_free_slot_takes_all_it_can() -> None:
+    async def scenario() -> None:
+        model = GatedModel()
+        config = BatchingConfig(
+            max_batch_size=8, max_delay_ms=0, max_concurrent_batches=2, adaptive_delay=False
+        )
+        batcher = Batcher(model, config, name="gated")
+        await batcher.start()
+        try:
+            # Ten images reach an idle model in one loop turn: five per call, not eight and two.
+            first = [asyncio.create_task(batcher.submit(latents(value))) for value in range(10)]
+            await model.wait_calls(2)
+            assert model.sizes == [5, 5]
+            # With one call still running, the freed slot takes a whole batch of what queued meanwhile.
+            later = [asyncio.create_task(batcher.submit(latents(value))) for value in range(10, 20)]
+            await wait_until_queued(batcher, 10)
+            model.gates[0].set()
+            await model.wait_calls(3)
+            assert model.sizes == [5, 5, 8]
+            for _ in range(3):
+                for gate in model.gates:
+                    gate.set()
+                await asyncio.sleep(0.01)
+            results = await asyncio.gather(*first, *later)
+            assert [result.tolist() for result in results] == [doubled(value) for value in range(20)]
+        finally:
+            for gate in model.gates:
+                gate.set()
             await batcher.stop()
 
     asyncio.run(scenario())
