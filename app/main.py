@@ -93,6 +93,7 @@ def _make_batcher(
         allowed_batch_sizes=tuple(settings.allowed_batch_sizes),
         max_concurrent_batches=settings.max_concurrent_batches,
         adaptive_delay=settings.adaptive_delay,
+        share_between_slots=runtime.device.kind == "CPU",
     )
     batcher = Batcher(
         runtime.run, config, name=f"{name}:{version}", observer=metrics.batch_observer(name, version)

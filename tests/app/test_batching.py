@@ -9,13 +9,19 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import numpy as np
 import pytest
 
 from app.batching import Batcher, BatchingConfig, BatchReport, NullObserver
 from app.errors import DeadlineExceeded, ModelCallFailed, Overloaded, ShuttingDown
+from app.main import _make_batcher
+from app.metrics import Metrics
+from app.runtime import DeviceInfo, GeneratorRuntime
+from tests.conftest import make_settings
 
 WAIT_S = 5.0  # upper bound for anything that should happen "soon"; only reached when a test fails
 
@@ -527,11 +533,10 @@ def test_two_model_calls_overlap_and_a_request_split_across_them_is_reassembled_
         batcher = Batcher(model, config, name="gated")
         await batcher.start()
         try:
-            # Six images at an idle model, two slots free: rows 0-2 go to the first call, rows 3-5 to the
-            # second, which is released first.
+            # Six images: rows 0-3 go to the first call, rows 4-5 to the second, which is released first.
             request = asyncio.create_task(batcher.submit(latents(0, 1, 2, 3, 4, 5)))
             await model.wait_calls(2)
-            assert model.sizes == [3, 3] and batcher.in_flight_images == 6
+            assert model.sizes == [4, 2] and batcher.in_flight_images == 6
             model.gates[1].set()
             await asyncio.sleep(0.05)
             assert not request.done()
@@ -570,34 +575,81 @@ def test_no_more_calls_run_at_once_than_allowed() -> None:
     asyncio.run(scenario())
 
 
-def test_queued_work_is_shared_between_the_free_slots_and_one_free_slot_takes_all_it_can() -> None:
-    async def scenario() -> None:
-        model = GatedModel()
-        config = BatchingConfig(
-            max_batch_size=8, max_delay_ms=0, max_concurrent_batches=2, adaptive_delay=False
-        )
-        batcher = Batcher(model, config, name="gated")
-        await batcher.start()
-        try:
-            # Ten images reach an idle model in one loop turn: five per call, not eight and two.
-            first = [asyncio.create_task(batcher.submit(latents(value))) for value in range(10)]
-            await model.wait_calls(2)
-            assert model.sizes == [5, 5]
-            # With one call still running, the freed slot takes a whole batch of what queued meanwhile.
-            later = [asyncio.create_task(batcher.submit(latents(value))) for value in range(10, 20)]
-            await wait_until_queued(batcher, 10)
-            model.gates[0].set()
-            await model.wait_calls(3)
-            assert model.sizes == [5, 5, 8]
-            for _ in range(3):
-                for gate in model.gates:
-                    gate.set()
-                await asyncio.sleep(0.01)
-            results = await asyncio.gather(*first, *later)
-            assert [result.tolist() for result in results] == [doubled(value) for value in range(20)]
-        finally:
+async def calls_for_ten_then_ten(config: BatchingConfig) -> list[int]:
+    """The model-call sizes for ten one-image requests reaching an idle model in one loop turn, then ten more
+    queued while the first call still runs and the second has finished."""
+    model = GatedModel()
+    batcher = Batcher(model, config, name="gated")
+    await batcher.start()
+    try:
+        first = [asyncio.create_task(batcher.submit(latents(value))) for value in range(10)]
+        await model.wait_calls(2)
+        later = [asyncio.create_task(batcher.submit(latents(value))) for value in range(10, 20)]
+        await wait_until_queued(batcher, 10)
+        model.gates[1].set()
+        await model.wait_calls(3)
+        while not all(task.done() for task in first + later):
             for gate in model.gates:
                 gate.set()
+            await asyncio.sleep(0.01)
+        results = await asyncio.gather(*first, *later)
+        assert [result.tolist() for result in results] == [doubled(value) for value in range(20)]
+        return model.sizes
+    finally:
+        for gate in model.gates:
+            gate.set()
+        await batcher.stop()
+
+
+def sharing(**overrides: Any) -> BatchingConfig:
+    values: dict[str, Any] = {
+        "max_batch_size": 8,
+        "max_delay_ms": 0,
+        "max_concurrent_batches": 2,
+        "adaptive_delay": False,
+        "share_between_slots": True,
+        **overrides,
+    }
+    return BatchingConfig(**values)
+
+
+def test_work_reaching_idle_slots_is_shared_between_them_and_one_free_slot_takes_all_it_can() -> None:
+    # Five and five, not eight and two; the slot freed while the other call runs takes a whole batch.
+    assert asyncio.run(calls_for_ten_then_ten(sharing()))[:3] == [5, 5, 8]
+
+
+@pytest.mark.parametrize(
+    ("config", "sizes"),
+    [(sharing(share_between_slots=False), [8, 2, 8]), (sharing(allowed_batch_sizes=(4, 8)), [8, 4, 8])],
+    ids=["off (GPU)", "fixed batch sizes (two images padded to four)"],
+)
+def test_without_sharing_a_batch_takes_all_it_can(config: BatchingConfig, sizes: list[int]) -> None:
+    assert asyncio.run(calls_for_ten_then_ten(config))[:3] == sizes
+
+
+def test_a_share_below_the_smallest_worth_a_call_is_not_split() -> None:
+    async def scenario() -> list[int]:
+        model = GatedModel()
+        batcher = Batcher(model, sharing(), name="gated")
+        await batcher.start()
+        try:
+            requests = [asyncio.create_task(batcher.submit(latents(value))) for value in range(7)]
+            await model.wait_calls(1)
+            for gate in model.gates:
+                gate.set()
+            await asyncio.gather(*requests)
+            return model.sizes
+        finally:
             await batcher.stop()
 
-    asyncio.run(scenario())
+    assert asyncio.run(scenario()) == [7]
+
+
+@pytest.mark.parametrize(("kind", "shares"), [("CPU", True), ("GPU", False)])
+def test_the_service_shares_work_between_slots_on_a_cpu_only(
+    tiny_store: Path, kind: str, shares: bool
+) -> None:
+    runtime = SimpleNamespace(device=DeviceInfo(name=f"/{kind}:0", kind=kind), run=FakeModel())
+    batcher = _make_batcher(make_settings(tiny_store), Metrics(), "fake", 1, cast(GeneratorRuntime, runtime))
+    assert batcher.config.share_between_slots is shares
+    assert batcher.config.max_concurrent_batches == 2
