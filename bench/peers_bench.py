@@ -39,11 +39,8 @@ CELLS = ((1, 1), (1, 4), (1, 32), (16, 8), (16, 32), (64, 4))
 GOAL_RATIO = 1.1
 GOAL_RATIO_N1_C32 = 1.5
 GOAL_LIMIT_FRACTION = 0.9
-LIMIT_LAYOUTS = (
-    (2, 64),
-    (4, 64),
-    (2, 128),
-)  # (threads, images per model call) tried for the in-process limit
+# (threads, images per model call) tried for the in-process limit; the best of them is the limit.
+LIMIT_LAYOUTS = ((2, 64), (4, 64), (2, 128))
 LIMIT_SIZES = (16, 64)  # images per request whose best cell is compared with the in-process limit
 LIMIT_DURATION_S = 3.0
 _STARTUP_S = 180.0
