@@ -15,6 +15,7 @@ from app.batching import (
     DEFAULT_MAX_QUEUE_IMAGES,
     check_allowed_batch_sizes,
 )
+from app.runtime import intra_op_threads_per_call
 from app.store_watcher import DEFAULT_RETRY_INITIAL_S, DEFAULT_RETRY_MAX_S
 from app.text_batching import DEFAULT_MAX_ACTIVE_SEQUENCES, DEFAULT_MAX_QUEUED_SEQUENCES
 from app.version_policy import VersionPolicy
@@ -201,3 +202,8 @@ class Settings(BaseSettings):
         if self.allowed_batch_sizes:
             return list(self.allowed_batch_sizes)
         return sorted({1, min(8, self.max_batch_size), self.max_batch_size})
+
+    @property
+    def intra_op_threads(self) -> int:
+        """TensorFlow's threads per operation: the setting, else the cores split between the model-call slots."""
+        return self.tf_intra_op_threads or intra_op_threads_per_call(self.max_concurrent_batches)

@@ -26,7 +26,7 @@ from app.protocols.tensors import Inference
 from app.registry import ModelRegistry
 from app.rendering import Renderer
 from app.routes import api_router
-from app.runtime import GeneratorRuntime, configure_devices, intra_op_threads_per_call
+from app.runtime import GeneratorRuntime, configure_devices
 from app.shutdown import AdmissionMiddleware
 from app.store_watcher import StoreWatcher
 from app.text_batching import TextBatcher, TextBatchingConfig
@@ -137,7 +137,7 @@ async def _start_watching(watcher: StoreWatcher, settings: Settings) -> None:
     device = await anyio.to_thread.run_sync(
         configure_devices,
         settings.gpu_memory_limit_mb,
-        settings.tf_intra_op_threads or intra_op_threads_per_call(settings.max_concurrent_batches),
+        settings.intra_op_threads,
         settings.tf_inter_op_threads,
         settings.tf_cpu_bfloat16,
     )

@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from app.runtime import GeneratorRuntime, cpu_supports_bfloat16
 from bench.loadgen import LoadResult, LoadSpec, choose_client, median_of_present, shown
@@ -248,10 +249,11 @@ def _versus_limit(run_results: Results) -> tuple[list[str], list[str]]:
         peer = _best_cell(run_results, list(PEERS), size)
         if not limit or own is None or peer is None:
             continue
-        fraction = own[2] / limit
+        fraction = own.images_per_s / limit
         rows.append(
-            f"| {size} | {limit:,.0f} | c={own[1]}: {own[2]:,.0f} ({fraction:.2f}×) "
-            f"| {peer[0]}, c={peer[1]}: {peer[2]:,.0f} ({peer[2] / limit:.2f}×) | {limit / peer[2]:.2f}× |"
+            f"| {size} | {limit:,.0f} | c={own.concurrency}: {own.images_per_s:,.0f} ({fraction:.2f}×) "
+            f"| {peer.server}, c={peer.concurrency}: {peer.images_per_s:,.0f} ({peer.images_per_s / limit:.2f}×) "
+            f"| {limit / peer.images_per_s:.2f}× |"
         )
         if fraction < GOAL_LIMIT_FRACTION:
             missed.append(f"n={size}: {fraction:.2f}× the in-process limit, goal {GOAL_LIMIT_FRACTION}×")
@@ -269,14 +271,20 @@ def _versus_limit(run_results: Results) -> tuple[list[str], list[str]]:
     return ["", caption, "", header, "|---:|---:|---|---|---:|", *rows], missed
 
 
-def _best_cell(run_results: Results, names: list[str], size: int) -> tuple[str, int, float] | None:
-    """(server, concurrency, median images/s) of the fastest of `names`' cells at `size` images per request."""
-    best = None
-    for (name, n, concurrency), runs in run_results.cells.items():
-        rate = median_of_present([run.images_per_s for run in runs])
-        if name in names and n == size and rate and (best is None or rate > best[2]):
-            best = (name, concurrency, rate)
-    return best
+class BestCell(NamedTuple):
+    server: str
+    concurrency: int
+    images_per_s: float
+
+
+def _best_cell(run_results: Results, names: list[str], size: int) -> BestCell | None:
+    """The fastest of `names`' cells at `size` images per request, by median images/s."""
+    cells = [
+        BestCell(name, concurrency, rate)
+        for (name, n, concurrency), runs in run_results.cells.items()
+        if name in names and n == size and (rate := _medians(runs)[0])
+    ]
+    return max(cells, key=lambda cell: cell.images_per_s, default=None)
 
 
 def main(argv: Sequence[str]) -> int:
