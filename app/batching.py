@@ -2,7 +2,8 @@
 
 Requests wait in a FIFO of images. One consumer task per model closes a batch as soon as a model-call slot is
 free, taking up to `max_batch_size` queued images (with `max_delay_ms` > 0, not before that long after the oldest
-waiting image arrived unless the batch is full), and runs the model on a worker thread. Requests that arrive
+waiting image arrived unless the batch is full), and runs the model on a worker thread (a small call that is the
+service's only work runs on the loop's own thread, see `BatchingConfig.inline_lone_calls`). Requests that arrive
 while every slot is busy queue up and go together in the next batch. Large requests are split across batches and
 reassembled in order.
 """
@@ -46,6 +47,8 @@ DEFAULT_MAX_QUEUE_IMAGES = 1024
 DEFAULT_MAX_CONCURRENT_BATCHES = 2
 # The smallest share of the queue worth a model call of its own (`Batcher._take_batch`).
 _MIN_SHARE_IMAGES = 4
+# The largest lone call run on the event loop's thread (`BatchingConfig.inline_lone_calls`): a few milliseconds.
+_INLINE_MAX_IMAGES = 4
 
 RunBatch = Callable[[dict[str, np.ndarray]], np.ndarray]
 
@@ -96,6 +99,11 @@ class BatchingConfig:
     # Share work that reaches idle call slots between them (see `Batcher._take_batch`): right on a CPU, where each
     # slot's call runs on cores of its own; on a GPU one fuller call costs about what a half one does.
     share_between_slots: bool = False
+    # Run a call of at most _INLINE_MAX_IMAGES on the event loop's own thread when it is the only work: nothing else
+    # queued or running for this model, and no other request in the service (the `alone` check the batcher is given).
+    # It saves the two thread hand-offs of a lone request, and nobody is waiting on the loop meanwhile. Right on a
+    # CPU, where the call's own thread does its work; a GPU call would hold the loop while waiting on the device.
+    inline_lone_calls: bool = False
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -176,7 +184,7 @@ def _pad_rows(array: np.ndarray, size: int) -> np.ndarray:
 
 
 def _call_model(run_batch: RunBatch, parts: list[dict[str, np.ndarray]], batch_size: int) -> list[np.ndarray]:
-    """Concatenate, pad, run and split back per part; runs on the worker thread to keep the loop free."""
+    """Concatenate, pad, run and split back per part; runs on a worker thread to keep the loop free (or inline)."""
     inputs = {key: _pad_rows(np.concatenate([part[key] for part in parts]), batch_size) for key in parts[0]}
     outputs = np.asarray(run_batch(inputs))
     if outputs.ndim == 0 or outputs.shape[0] != batch_size:
@@ -196,7 +204,10 @@ class Batcher:
         name: str = "model",
         observer: BatchObserver | None = None,
         executor: ThreadPoolExecutor | None = None,
+        alone: Callable[[], bool] | None = None,
     ) -> None:
+        """`alone` tells whether the service is serving no request but the caller's; without it, no call runs
+        inline (see `BatchingConfig.inline_lone_calls`)."""
         self.name = name
         self.config = config
         self.stats = BatcherStats()
@@ -204,6 +215,7 @@ class Batcher:
         self._observer: BatchObserver = observer or NullObserver()
         self._executor = executor
         self._owns_executor = executor is None
+        self._alone = alone
         self._queue: deque[_Request] = deque()
         self._queued_images = 0
         self._in_flight: dict[int, list[_Slice]] = {}  # by batch number
@@ -401,13 +413,21 @@ class Batcher:
             _call_model, self._run_batch, [piece.inputs() for piece in slices], batch_size
         )
         started = time.monotonic()
-        try:
-            running = asyncio.get_running_loop().run_in_executor(self._executor, call)
-        except RuntimeError as error:  # the executor was shut down: this batch fails, the batcher goes on
-            slots.release()
-            self._in_flight.pop(number, None)
-            self._fail_batch(slices, images, error)
-            return
+        loop = asyncio.get_running_loop()
+        if self._runs_inline(images):
+            running: asyncio.Future[list[np.ndarray]] = loop.create_future()
+            try:
+                running.set_result(call())
+            except Exception as error:
+                running.set_exception(error)
+        else:
+            try:
+                running = loop.run_in_executor(self._executor, call)
+            except RuntimeError as error:  # the executor was shut down: this batch fails, the batcher goes on
+                slots.release()
+                self._in_flight.pop(number, None)
+                self._fail_batch(slices, images, error)
+                return
         self._running.add(running)
 
         def finished(done: asyncio.Future[list[np.ndarray]]) -> None:
@@ -417,6 +437,17 @@ class Batcher:
             self._finish(slices, done, images, batch_size - images, started)
 
         running.add_done_callback(finished)
+
+    def _runs_inline(self, images: int) -> bool:
+        """Whether a batch of `images` just put in flight is the only work, small enough to run on the loop."""
+        return (
+            self.config.inline_lone_calls
+            and images <= _INLINE_MAX_IMAGES
+            and len(self._in_flight) == 1
+            and self._queued_images == 0
+            and self._alone is not None
+            and self._alone()
+        )
 
     def _in_flight_slices(self) -> list[_Slice]:
         return [piece for slices in self._in_flight.values() for piece in slices]

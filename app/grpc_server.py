@@ -156,7 +156,8 @@ class _Calls:
         started = time.perf_counter()
         code = grpc.StatusCode.CANCELLED  # unless the call ends otherwise: the client left or gave up
         try:
-            result = await work()
+            with self._metrics.requests_in_flight.serving():
+                result = await work()
             code = grpc.StatusCode.OK
             return result
         except ServiceError as error:

@@ -94,9 +94,14 @@ def _make_batcher(
         max_concurrent_batches=settings.max_concurrent_batches,
         adaptive_delay=settings.adaptive_delay,
         share_between_slots=runtime.device.kind == "CPU",
+        inline_lone_calls=runtime.device.kind == "CPU",
     )
     batcher = Batcher(
-        runtime.run, config, name=f"{name}:{version}", observer=metrics.batch_observer(name, version)
+        runtime.run,
+        config,
+        name=f"{name}:{version}",
+        observer=metrics.batch_observer(name, version),
+        alone=metrics.requests_in_flight.alone,
     )
     metrics.track_batcher(name, version, lambda: batcher.queued_images, lambda: batcher.in_flight_images)
     return batcher

@@ -22,6 +22,7 @@ from prometheus_client import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.batching import BatchReport
+from app.in_flight import RequestsInFlight
 from app.text_batching import StepReport
 from genserve import store
 
@@ -67,6 +68,10 @@ class Metrics:
         return Gauge(name, doc, labels, namespace=NAMESPACE, registry=self.registry)
 
     def _build_http(self) -> None:
+        # HTTP requests and gRPC calls being served; the batchers also read it (see `RequestsInFlight`).
+        self.requests_in_flight = RequestsInFlight()
+        in_flight = self._gauge("requests_in_flight", "HTTP requests and gRPC calls being served.", ())
+        in_flight.set_function(lambda: self.requests_in_flight.count)
         self.http_requests = self._counter(
             "http_requests",
             "HTTP requests answered, by route template and status.",
@@ -305,7 +310,8 @@ class HTTPMetricsMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, recording_send)
+            with self.metrics.requests_in_flight.serving():
+                await self.app(scope, receive, recording_send)
         finally:
             self._record(scope, status, time.perf_counter() - started)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from app.signature_calls import signature_call
 from genserve import store
 from genserve.store import EvaluationRecord, ModelMetadata
 
@@ -134,6 +135,12 @@ class GeneratorRuntime:
         self._input_names = _check_signature(self._signature, self.metadata)
         self._from_embedding, self.label_embeddings = _embedding_signatures(self._saved_model, self.metadata)
         self._encoder = _encode_signature(self._saved_model, self.metadata, self.path)
+        on_cpu = device.kind == "CPU"
+        self._generate_call = signature_call(self._signature, on_cpu=on_cpu)
+        self._from_embedding_call = (
+            None if self._from_embedding is None else signature_call(self._from_embedding, on_cpu=on_cpu)
+        )
+        self._encode_call = None if self._encoder is None else signature_call(self._encoder, on_cpu=on_cpu)
 
     @property
     def can_encode(self) -> bool:
@@ -150,10 +157,10 @@ class GeneratorRuntime:
         """uint8 images ``[B, H, W, C]`` to float32 ``[B, 2, latent_dim]``: each one's (mean, log-variance)."""
         import tensorflow as tf
 
-        if self._encoder is None:
+        if self._encode_call is None:
             raise ValueError(f"{self.path} has no {store.ENCODE_SIGNATURE!r} signature")
         with tf.device(self.device.name):
-            outputs = self._encoder(**{store.IMAGES_INPUT: tf.constant(images, dtype=tf.uint8)})
+            outputs = self._encode_call({store.IMAGES_INPUT: np.asarray(images, dtype=np.uint8)})
         mean = np.asarray(outputs[store.LATENT_MEAN_OUTPUT].numpy(), dtype=np.float32)
         log_var = np.asarray(outputs[store.LATENT_LOG_VAR_OUTPUT].numpy(), dtype=np.float32)
         return np.stack([mean, log_var], axis=1)
@@ -169,17 +176,16 @@ class GeneratorRuntime:
     def generate(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         import tensorflow as tf
 
-        signature, input_names = self._signature, self._input_names
+        call, input_names = self._generate_call, self._input_names
         if store.LABEL_EMBEDDING_INPUT in inputs:
-            if self._from_embedding is None:
+            if self._from_embedding_call is None:
                 raise ValueError(f"{self.path} has no {store.FROM_EMBEDDING_SIGNATURE!r} signature")
-            signature, input_names = self._from_embedding, [store.LATENT_INPUT, store.LABEL_EMBEDDING_INPUT]
+            call, input_names = self._from_embedding_call, [store.LATENT_INPUT, store.LABEL_EMBEDDING_INPUT]
         missing = set(input_names) - set(inputs)
         if missing:
             raise ValueError(f"model inputs missing: {sorted(missing)}")
         with tf.device(self.device.name):
-            tensors = {name: tf.constant(inputs[name]) for name in input_names}
-            outputs = signature(**tensors)
+            outputs = call({name: inputs[name] for name in input_names})
         return np.asarray(outputs[store.IMAGES_OUTPUT].numpy())
 
     def warm_up(self, batch_sizes: list[int]) -> float:

@@ -645,11 +645,119 @@ def test_a_share_below_the_smallest_worth_a_call_is_not_split() -> None:
     assert asyncio.run(scenario()) == [7]
 
 
-@pytest.mark.parametrize(("kind", "shares"), [("CPU", True), ("GPU", False)])
-def test_the_service_shares_work_between_slots_on_a_cpu_only(
-    tiny_store: Path, kind: str, shares: bool
+@pytest.mark.parametrize(("kind", "on_cpu"), [("CPU", True), ("GPU", False)])
+def test_the_service_shares_work_between_slots_and_runs_lone_calls_inline_on_a_cpu_only(
+    tiny_store: Path, kind: str, on_cpu: bool
 ) -> None:
-    runtime = SimpleNamespace(device=DeviceInfo(name=f"/{kind}:0", kind=kind), run=FakeModel())
-    batcher = _make_batcher(make_settings(tiny_store), Metrics(), "fake", 1, cast(GeneratorRuntime, runtime))
-    assert batcher.config.share_between_slots is shares
+    runtime = SimpleNamespace(device=DeviceInfo(name=f"/{kind}:0", kind=kind), run=ThreadRecordingModel())
+    metrics = Metrics()
+    batcher = _make_batcher(make_settings(tiny_store), metrics, "fake", 1, cast(GeneratorRuntime, runtime))
+    assert batcher.config.share_between_slots is on_cpu
+    assert batcher.config.inline_lone_calls is on_cpu
     assert batcher.config.max_concurrent_batches == 2
+
+    async def threads_with(requests_in_flight: int) -> list[int]:
+        # The batcher asks the service's own count of requests in flight whether a call is the only work.
+        metrics.requests_in_flight.count = requests_in_flight
+        await batcher.submit(latents(1.0))
+        return runtime.run.threads[-1:]
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        await batcher.start()
+        try:
+            return await threads_with(1), await threads_with(2)
+        finally:
+            await batcher.stop()
+
+    alone, not_alone = asyncio.run(scenario())
+    assert (alone == [threading.main_thread().ident]) is on_cpu
+    assert not_alone != [threading.main_thread().ident]
+
+
+class ThreadRecordingModel:
+    """Doubles the first column of `z` and records the thread of each call; fails the calls it is told to."""
+
+    def __init__(self, fail_calls: frozenset[int] = frozenset()) -> None:
+        self.threads: list[int] = []
+        self.fail_calls = fail_calls
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        self.threads.append(threading.get_ident())
+        if len(self.threads) - 1 in self.fail_calls:
+            raise RuntimeError("fake failure")
+        return inputs["z"][:, 0] * 2
+
+
+def inline_config(**overrides: Any) -> BatchingConfig:
+    values: dict[str, Any] = {
+        "max_delay_ms": 0,
+        "adaptive_delay": False,
+        "inline_lone_calls": True,
+        **overrides,
+    }
+    return BatchingConfig(**values)
+
+
+async def call_threads(
+    config: BatchingConfig, requests: list[list[float]], alone: Any = lambda: True
+) -> tuple[list[int], int]:
+    """The threads the model ran on for `requests` submitted in one loop turn, and the event loop's thread."""
+    model = ThreadRecordingModel()
+    batcher = Batcher(model, config, name="threads", alone=alone)
+    await batcher.start()
+    try:
+        results = await asyncio.gather(*(batcher.submit(latents(*values)) for values in requests))
+        assert [result.tolist() for result in results] == [doubled(*values) for values in requests]
+        return model.threads, threading.get_ident()
+    finally:
+        await batcher.stop()
+
+
+def test_a_lone_small_call_runs_on_the_event_loops_thread() -> None:
+    threads, loop_thread = asyncio.run(call_threads(inline_config(), [[1.0, 2.0, 3.0, 4.0]]))
+    assert threads == [loop_thread]
+
+
+@pytest.mark.parametrize(
+    ("config", "requests", "alone"),
+    [
+        (inline_config(), [[1.0]], lambda: False),
+        (inline_config(), [[1.0]], None),
+        (inline_config(), [[1.0, 2.0, 3.0, 4.0, 5.0]], lambda: True),
+        (inline_config(inline_lone_calls=False), [[1.0]], lambda: True),
+        (inline_config(max_batch_size=1, max_concurrent_batches=1), [[1.0], [2.0]], lambda: True),
+    ],
+    ids=[
+        "another request in the service",
+        "no way to tell",
+        "five images",
+        "off (GPU)",
+        "a request queued behind",
+    ],
+)
+def test_a_call_runs_on_a_worker_thread_unless_it_is_small_and_the_only_work(
+    config: BatchingConfig, requests: list[list[float]], alone: Any
+) -> None:
+    threads, loop_thread = asyncio.run(call_threads(config, requests, alone))
+    assert threads and threads[0] != loop_thread
+
+
+def test_a_failing_inline_call_fails_its_request_and_the_next_call_succeeds(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> tuple[BaseException | np.ndarray, ...]:
+        model = ThreadRecordingModel(fail_calls=frozenset({0}))
+        batcher = Batcher(model, inline_config(), name="threads", alone=lambda: True)
+        await batcher.start()
+        try:
+            first = await asyncio.gather(batcher.submit(latents(1.0)), return_exceptions=True)
+            second = await batcher.submit(latents(2.0))
+            assert model.threads == [threading.get_ident()] * 2
+            return (*first, second)
+        finally:
+            await batcher.stop()
+
+    with caplog.at_level(logging.ERROR, logger="app.batching"):
+        failed, succeeded = asyncio.run(scenario())
+    assert isinstance(failed, ModelCallFailed)
+    assert isinstance(succeeded, np.ndarray) and succeeded.tolist() == doubled(2.0)

@@ -97,3 +97,10 @@ def test_metrics_page_has_no_created_series(client: TestClient) -> None:
     names = {name for name, _ in scrape(client)}
     assert "genserve_http_requests_total" in names
     assert [name for name in names if name.endswith("_created")] == []
+
+
+def test_requests_in_flight_count_the_request_being_served_and_only_it(client: TestClient) -> None:
+    # Each scrape is itself in flight; a finished /generate no longer counts.
+    assert value(scrape(client), "genserve_requests_in_flight") == 1.0
+    assert client.post("/generate", params={**MODEL, "n": 2, "seed": 3}).status_code == 200
+    assert value(scrape(client), "genserve_requests_in_flight") == 1.0
