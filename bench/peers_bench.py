@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from app.runtime import GeneratorRuntime, cpu_supports_bfloat16
 from bench.loadgen import LoadResult, LoadSpec, choose_client, median_of_present, shown
-from bench.processes import free_port, start, stop_tree, tree_cpu_s, wait_until_ready
+from bench.processes import free_port, paused, start, stop_tree, tree_cpu_s, wait_until_ready
 from bench.serve_bench import load_for_limit, measure_limit, resolve_model, use_genserve_threads
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,7 +148,8 @@ def run(store: Path, model: str, rounds: int, duration_s: float, client: str) ->
     with tempfile.TemporaryDirectory() as folder, running(store, model, Path(folder)) as servers:
         for round_index in range(rounds):
             for size in LIMIT_SIZES:
-                limits[size].append(in_process_limit(limit_runtime, size))
+                with paused(server.pid for server in servers):
+                    limits[size].append(in_process_limit(limit_runtime, size))
                 logger.info(
                     "round %d in-process limit, n=%d: %.0f img/s", round_index + 1, size, limits[size][-1]
                 )
@@ -156,7 +157,9 @@ def run(store: Path, model: str, rounds: int, duration_s: float, client: str) ->
                 # Rotate the order each round so that no server always goes first.
                 order = servers[round_index % len(servers) :] + servers[: round_index % len(servers)]
                 for server in order:
-                    measured = measure(server, n, concurrency, duration_s, client)
+                    # Each server alone: the others are paused, idle as they are, so that none takes CPU from it.
+                    with paused(other.pid for other in servers if other is not server):
+                        measured = measure(server, n, concurrency, duration_s, client)
                     results.setdefault((server.name, n, concurrency), []).append(measured)
                     logger.info(
                         "round %d %s n=%d c=%d: %.0f img/s, p99 %s ms, cpu %s %%",
