@@ -47,8 +47,10 @@ DEFAULT_MAX_QUEUE_IMAGES = 1024
 DEFAULT_MAX_CONCURRENT_BATCHES = 2
 # The smallest share of the queue worth a model call of its own (`Batcher._take_batch`).
 _MIN_SHARE_IMAGES = 4
-# The largest lone call run on the event loop's thread (`BatchingConfig.inline_lone_calls`): a few milliseconds.
+# The largest lone call run on the event loop's thread (`BatchingConfig.inline_lone_calls`), and how long such calls
+# may take (a running estimate of the model's own): whoever arrives meanwhile waits that long for the loop.
 _INLINE_MAX_IMAGES = 4
+_INLINE_MAX_CALL_S = 0.005
 
 RunBatch = Callable[[dict[str, np.ndarray]], np.ndarray]
 
@@ -99,10 +101,11 @@ class BatchingConfig:
     # Share work that reaches idle call slots between them (see `Batcher._take_batch`): right on a CPU, where each
     # slot's call runs on cores of its own; on a GPU one fuller call costs about what a half one does.
     share_between_slots: bool = False
-    # Run a call of at most _INLINE_MAX_IMAGES on the event loop's own thread when it is the only work: nothing else
-    # queued or running for this model, and no other request in the service (the `alone` check the batcher is given).
-    # It saves the two thread hand-offs of a lone request, and nobody is waiting on the loop meanwhile. Right on a
-    # CPU, where the call's own thread does its work; a GPU call would hold the loop while waiting on the device.
+    # Run a call of at most _INLINE_MAX_IMAGES on the event loop's own thread when it is the only work (nothing else
+    # queued or running for this model, and no other request in the service: the `alone` check the batcher is given)
+    # and this model's calls that small have been taking at most _INLINE_MAX_CALL_S. It saves a lone request two
+    # thread hand-offs, and nobody is waiting on the loop meanwhile. Right on a CPU, where the call's own thread does
+    # its work; a GPU call would hold the loop while waiting on the device.
     inline_lone_calls: bool = False
 
     def __post_init__(self) -> None:
@@ -228,6 +231,7 @@ class Batcher:
         self._drain = True
         self._requests_estimate = 1.0
         self._call_s_estimate = 0.0
+        self._small_call_s_estimate: float | None = None  # calls of at most _INLINE_MAX_IMAGES; None before one
 
     @property
     def queued_images(self) -> int:
@@ -439,10 +443,13 @@ class Batcher:
         running.add_done_callback(finished)
 
     def _runs_inline(self, images: int) -> bool:
-        """Whether a batch of `images` just put in flight is the only work, small enough to run on the loop."""
+        """Whether a batch of `images` just put in flight is the only work, and small and quick enough (by the
+        calls measured so far) to run on the loop."""
         return (
             self.config.inline_lone_calls
             and images <= _INLINE_MAX_IMAGES
+            and self._small_call_s_estimate is not None
+            and self._small_call_s_estimate <= _INLINE_MAX_CALL_S
             and len(self._in_flight) == 1
             and self._queued_images == 0
             and self._alone is not None
@@ -522,6 +529,9 @@ class Batcher:
         self.stats.padding += padding
         previous = self._call_s_estimate or call_s
         self._call_s_estimate = _moving_average(previous, call_s)
+        if images <= _INLINE_MAX_IMAGES:
+            small = self._small_call_s_estimate
+            self._small_call_s_estimate = call_s if small is None else _moving_average(small, call_s)
         self._requests_estimate = _moving_average(self._requests_estimate, len(slices))
         waits = [started - piece.request.arrived for piece in slices]
         inputs = tuple(sorted(slices[0].request.inputs))

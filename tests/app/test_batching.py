@@ -665,6 +665,7 @@ def test_the_service_shares_work_between_slots_and_runs_lone_calls_inline_on_a_c
     async def scenario() -> tuple[list[int], list[int]]:
         await batcher.start()
         try:
+            await batcher.submit(latents(0.0))  # times the model
             return await threads_with(1), await threads_with(2)
         finally:
             await batcher.stop()
@@ -675,14 +676,17 @@ def test_the_service_shares_work_between_slots_and_runs_lone_calls_inline_on_a_c
 
 
 class ThreadRecordingModel:
-    """Doubles the first column of `z` and records the thread of each call; fails the calls it is told to."""
+    """Doubles the first column of `z` and records the thread of each call; fails the calls it is told to, and
+    takes `call_s` per call."""
 
-    def __init__(self, fail_calls: frozenset[int] = frozenset()) -> None:
+    def __init__(self, fail_calls: frozenset[int] = frozenset(), call_s: float = 0.0) -> None:
         self.threads: list[int] = []
         self.fail_calls = fail_calls
+        self.call_s = call_s
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         self.threads.append(threading.get_ident())
+        time.sleep(self.call_s)
         if len(self.threads) - 1 in self.fail_calls:
             raise RuntimeError("fake failure")
         return inputs["z"][:, 0] * 2
@@ -699,13 +703,15 @@ def inline_config(**overrides: Any) -> BatchingConfig:
 
 
 async def call_threads(
-    config: BatchingConfig, requests: list[list[float]], alone: Any = lambda: True
+    config: BatchingConfig, requests: list[list[float]], alone: Any = lambda: True, call_s: float = 0.0
 ) -> tuple[list[int], int]:
-    """The threads the model ran on for `requests` submitted in one loop turn, and the event loop's thread."""
-    model = ThreadRecordingModel()
+    """The threads the model ran on for `requests` submitted in one loop turn (after a one-image call that
+    measures the model), and the event loop's thread."""
+    model = ThreadRecordingModel(call_s=call_s)
     batcher = Batcher(model, config, name="threads", alone=alone)
     await batcher.start()
     try:
+        await batcher.submit(latents(0.0))
         results = await asyncio.gather(*(batcher.submit(latents(*values)) for values in requests))
         assert [result.tolist() for result in results] == [doubled(*values) for values in requests]
         return model.threads, threading.get_ident()
@@ -713,46 +719,51 @@ async def call_threads(
         await batcher.stop()
 
 
-def test_a_lone_small_call_runs_on_the_event_loops_thread() -> None:
+def test_a_lone_small_quick_call_runs_on_the_event_loops_thread_once_the_model_was_timed() -> None:
     threads, loop_thread = asyncio.run(call_threads(inline_config(), [[1.0, 2.0, 3.0, 4.0]]))
-    assert threads == [loop_thread]
+    assert threads[0] != loop_thread  # the first call, before any was timed
+    assert threads[1:] == [loop_thread]
 
 
 @pytest.mark.parametrize(
-    ("config", "requests", "alone"),
+    ("config", "requests", "alone", "call_s"),
     [
-        (inline_config(), [[1.0]], lambda: False),
-        (inline_config(), [[1.0]], None),
-        (inline_config(), [[1.0, 2.0, 3.0, 4.0, 5.0]], lambda: True),
-        (inline_config(inline_lone_calls=False), [[1.0]], lambda: True),
-        (inline_config(max_batch_size=1, max_concurrent_batches=1), [[1.0], [2.0]], lambda: True),
+        (inline_config(), [[1.0]], lambda: False, 0.0),
+        (inline_config(), [[1.0]], None, 0.0),
+        (inline_config(), [[1.0, 2.0, 3.0, 4.0, 5.0]], lambda: True, 0.0),
+        (inline_config(), [[1.0]], lambda: True, 0.02),
+        (inline_config(inline_lone_calls=False), [[1.0]], lambda: True, 0.0),
+        (inline_config(max_batch_size=1, max_concurrent_batches=1), [[1.0], [2.0]], lambda: True, 0.0),
     ],
     ids=[
         "another request in the service",
         "no way to tell",
         "five images",
+        "calls taking 20 ms",
         "off (GPU)",
         "a request queued behind",
     ],
 )
-def test_a_call_runs_on_a_worker_thread_unless_it_is_small_and_the_only_work(
-    config: BatchingConfig, requests: list[list[float]], alone: Any
+def test_a_call_runs_on_a_worker_thread_unless_it_is_small_quick_and_the_only_work(
+    config: BatchingConfig, requests: list[list[float]], alone: Any, call_s: float
 ) -> None:
-    threads, loop_thread = asyncio.run(call_threads(config, requests, alone))
-    assert threads and threads[0] != loop_thread
+    threads, loop_thread = asyncio.run(call_threads(config, requests, alone, call_s))
+    # The timing call, then the call in question.
+    assert len(threads) == 1 + len(requests) and loop_thread not in threads[:2]
 
 
 def test_a_failing_inline_call_fails_its_request_and_the_next_call_succeeds(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async def scenario() -> tuple[BaseException | np.ndarray, ...]:
-        model = ThreadRecordingModel(fail_calls=frozenset({0}))
+        model = ThreadRecordingModel(fail_calls=frozenset({1}))
         batcher = Batcher(model, inline_config(), name="threads", alone=lambda: True)
         await batcher.start()
         try:
+            await batcher.submit(latents(0.0))  # times the model, on a worker thread
             first = await asyncio.gather(batcher.submit(latents(1.0)), return_exceptions=True)
             second = await batcher.submit(latents(2.0))
-            assert model.threads == [threading.get_ident()] * 2
+            assert model.threads[1:] == [threading.get_ident()] * 2
             return (*first, second)
         finally:
             await batcher.stop()

@@ -74,8 +74,7 @@ def signature(request: pytest.FixtureRequest) -> Any:
     return loaded_signature(request.getfixturevalue(fixture), name)
 
 
-@pytest.mark.parametrize(("on_cpu", "kind"), [(True, "flat call on one thread"), (False, "flat call")])
-def test_the_fast_call_answers_exactly_as_the_public_call(
+def assert_answers_as_the_public_call(
     signature: Any, on_cpu: bool, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.DEBUG, logger="app.signature_calls"):
@@ -88,6 +87,19 @@ def test_the_fast_call_answers_exactly_as_the_public_call(
         for name in expected:
             assert actual[name].shape[0] == rows
             np.testing.assert_array_equal(actual[name], expected[name])
+
+
+def test_on_a_cpu_the_flat_call_on_one_thread_answers_exactly_as_the_public_call(
+    signature: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert_answers_as_the_public_call(signature, True, "flat call on one thread", caplog)
+
+
+def test_on_a_gpu_the_flat_call_answers_exactly_as_the_public_call(
+    tiny_conditional_store: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    signature = loaded_signature(tiny_conditional_store, store.SIGNATURE_NAME)
+    assert_answers_as_the_public_call(signature, False, "flat call", caplog)
 
 
 class Tampered:
