@@ -231,7 +231,9 @@ class Batcher:
         self._drain = True
         self._requests_estimate = 1.0
         self._call_s_estimate = 0.0
-        self._small_call_s_estimate: float | None = None  # calls of at most _INLINE_MAX_IMAGES; None before one
+        self._small_call_s_estimate: float | None = (
+            None  # calls of at most _INLINE_MAX_IMAGES; None before one
+        )
 
     @property
     def queued_images(self) -> int:
