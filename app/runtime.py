@@ -133,19 +133,20 @@ class GeneratorRuntime:
         self._saved_model = _load_saved_model(self.path, device)
         self._signature = _serving_signature(self._saved_model, self.path)
         self._input_names = _check_signature(self._signature, self.metadata)
-        self._from_embedding, self.label_embeddings = _embedding_signatures(self._saved_model, self.metadata)
-        self._encoder = _encode_signature(self._saved_model, self.metadata, self.path)
+        from_embedding, self.label_embeddings = _embedding_signatures(self._saved_model, self.metadata)
+        encoder = _encode_signature(self._saved_model, self.metadata, self.path)
+        # Only the calls are kept: the signatures behind them are what they call.
         on_cpu = device.kind == "CPU"
         self._generate_call = signature_call(self._signature, on_cpu=on_cpu)
         self._from_embedding_call = (
-            None if self._from_embedding is None else signature_call(self._from_embedding, on_cpu=on_cpu)
+            None if from_embedding is None else signature_call(from_embedding, on_cpu=on_cpu)
         )
-        self._encode_call = None if self._encoder is None else signature_call(self._encoder, on_cpu=on_cpu)
+        self._encode_call = None if encoder is None else signature_call(encoder, on_cpu=on_cpu)
 
     @property
     def can_encode(self) -> bool:
         """Whether images can be mapped to latents (a VAE exported with its encoder)."""
-        return self._encoder is not None
+        return self._encode_call is not None
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """One batch: images in `inputs` are encoded (see `encode`), anything else generates images."""
@@ -200,7 +201,7 @@ class GeneratorRuntime:
                 raise ModelLoadError(
                     f"model returned shape {images.shape}, metadata promises {(size, *self.metadata.image_shape)}"
                 )
-            if self._encoder is not None:
+            if self._encode_call is not None:
                 latents = self.encode(images)
                 if latents.shape != (size, 2, self.metadata.latent_dim):
                     raise ModelLoadError(
