@@ -7,9 +7,9 @@ import logging
 import uvicorn
 
 from app.config import Settings
-from app.connections import DeadlineHttpToolsProtocol
 from app.main import create_app
-from app.shutdown import GracefulServer
+from app.server.connections import DeadlineHttpToolsProtocol
+from app.server.shutdown import GracefulServer
 from genserve.console import quiet_tensorflow
 
 

@@ -8,17 +8,17 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.batching import (
+from app.image.batching import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_CONCURRENT_BATCHES,
     DEFAULT_MAX_DELAY_MS,
     DEFAULT_MAX_QUEUE_IMAGES,
     check_allowed_batch_sizes,
 )
-from app.runtime import intra_op_threads_per_call
-from app.store_watcher import DEFAULT_RETRY_INITIAL_S, DEFAULT_RETRY_MAX_S
-from app.text_batching import DEFAULT_MAX_ACTIVE_SEQUENCES, DEFAULT_MAX_QUEUED_SEQUENCES
-from app.version_policy import VersionPolicy
+from app.serving.runtime import intra_op_threads_per_call
+from app.serving.store_watcher import DEFAULT_RETRY_INITIAL_S, DEFAULT_RETRY_MAX_S
+from app.serving.version_policy import VersionPolicy
+from app.text.batching import DEFAULT_MAX_ACTIVE_SEQUENCES, DEFAULT_MAX_QUEUED_SEQUENCES
 
 
 class Settings(BaseSettings):

@@ -8,35 +8,34 @@ import importlib
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
 from fastapi import FastAPI
 
-from app.batching import Batcher, BatchingConfig
-from app.body_limit import BodyLimitMiddleware
+from app.api.routes import api_router
 from app.config import Settings
-from app.docs import install_docs
-from app.error_handlers import install_error_handlers
-from app.generation import GenerationService
-from app.loader import ModelLoader
+from app.image.generation import GenerationService
+from app.image.kind import ImageKind
+from app.image.rendering import Renderer
+from app.image.uploads import UploadLimits, UploadReader
 from app.metrics import HTTPMetricsMiddleware, Metrics
-from app.protocols.tensors import Inference
-from app.registry import ModelRegistry
-from app.rendering import Renderer
-from app.routes import api_router
-from app.runtime import GeneratorRuntime, configure_devices
-from app.shutdown import AdmissionMiddleware
-from app.store_watcher import StoreWatcher
-from app.text_batching import TextBatcher, TextBatchingConfig
-from app.text_generation import TextGenerationService
-from app.text_runtime import TextRuntime
-from app.uploads import UploadLimits, UploadReader
-from app.version_policy import VersionPolicy
+from app.protocols.inference import Inference
+from app.server.body_limit import BodyLimitMiddleware
+from app.server.docs import install_docs
+from app.server.error_handlers import install_error_handlers
+from app.server.shutdown import AdmissionMiddleware
+from app.serving.loader import ModelLoader
+from app.serving.registry import ModelRegistry
+from app.serving.runtime import configure_devices
+from app.serving.servable import ModelKinds
+from app.serving.store_watcher import StoreWatcher
+from app.serving.version_policy import VersionPolicy
+from app.text.generation import TextGenerationService
+from app.text.kind import TextKind
 
 if TYPE_CHECKING:
-    from app.grpc_server import GrpcServer
+    from app.protocols.tfserving.grpc_server import GrpcServer
 
 logger = logging.getLogger(__name__)
 
@@ -83,52 +82,12 @@ def upload_limits(settings: Settings) -> UploadLimits:
     )
 
 
-def _make_batcher(
-    settings: Settings, metrics: Metrics, name: str, version: int, runtime: GeneratorRuntime
-) -> Batcher:
-    config = BatchingConfig(
-        max_batch_size=settings.max_batch_size,
-        max_delay_ms=settings.max_delay_ms,
-        max_queue_images=settings.max_queue_images,
-        allowed_batch_sizes=tuple(settings.allowed_batch_sizes),
-        max_concurrent_batches=settings.max_concurrent_batches,
-        adaptive_delay=settings.adaptive_delay,
-        share_between_slots=runtime.device.kind == "CPU",
-        inline_lone_calls=runtime.device.kind == "CPU",
-    )
-    batcher = Batcher(
-        runtime.run,
-        config,
-        name=f"{name}:{version}",
-        observer=metrics.batch_observer(name, version),
-        alone=metrics.requests_in_flight.alone,
-    )
-    metrics.track_batcher(name, version, lambda: batcher.queued_images, lambda: batcher.in_flight_images)
-    return batcher
-
-
-def _make_text_batcher(
-    settings: Settings, metrics: Metrics, name: str, version: int, runtime: TextRuntime
-) -> TextBatcher:
-    config = TextBatchingConfig(
-        max_active_sequences=settings.max_active_sequences,
-        max_queued_sequences=settings.max_queued_sequences,
-    )
-    return TextBatcher(
-        runtime, config, name=f"{name}:{version}", observer=metrics.text_observer(name, version)
-    )
-
-
-def _make_watcher(settings: Settings, metrics: Metrics, registry: ModelRegistry) -> StoreWatcher:
-    loader = ModelLoader(
-        partial(_make_batcher, settings, metrics),
-        metrics,
-        settings.warmup_batch_sizes,
-        text_batcher_factory=partial(_make_text_batcher, settings, metrics),
-    )
+def _make_watcher(
+    settings: Settings, metrics: Metrics, registry: ModelRegistry, kinds: ModelKinds
+) -> StoreWatcher:
     return StoreWatcher(
         registry,
-        loader,
+        ModelLoader(kinds, metrics),
         metrics,
         policy=VersionPolicy.parse(settings.version_policy),
         poll_interval_s=settings.poll_interval_s,
@@ -159,8 +118,8 @@ async def _start_grpc(
     if settings.grpc_port is None:
         return None
     # Its messages are TensorFlow's protos, so importing it imports TensorFlow: seconds, off the event loop.
-    await anyio.to_thread.run_sync(importlib.import_module, "app.grpc_server")
-    from app.grpc_server import GrpcServer
+    await anyio.to_thread.run_sync(importlib.import_module, "app.protocols.tfserving.grpc_server")
+    from app.protocols.tfserving.grpc_server import GrpcServer
 
     server = GrpcServer(
         settings.host,
@@ -179,15 +138,22 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
     registry = ModelRegistry(settings.model_store, default_model=settings.default_model)
-    watcher = _make_watcher(settings, metrics, registry)
     metrics.ready.set_function(lambda: 1.0 if registry.is_ready() else 0.0)
     app.state.registry = registry
-    app.state.watcher = watcher
     app.state.generation = GenerationService(settings.request_timeout_s, metrics, registry)
-    app.state.text_generation = TextGenerationService(settings.request_timeout_s, metrics, registry)
-    app.state.inference = Inference(app.state.generation, app.state.text_generation, settings)
     render_pool = ThreadPoolExecutor(max_workers=settings.render_threads, thread_name_prefix="render")
     app.state.renderer = Renderer(metrics, render_pool, settings.png_compress_level)
+    app.state.text_generation = TextGenerationService(settings.request_timeout_s, metrics, registry)
+    # The kinds of model served, one line each; a version goes to the first kind that serves its metadata.
+    kinds = ModelKinds(
+        [
+            ImageKind(settings, metrics, app.state.generation, app.state.renderer),
+            TextKind(settings, metrics, app.state.text_generation),
+        ]
+    )
+    watcher = _make_watcher(settings, metrics, registry, kinds)
+    app.state.watcher = watcher
+    app.state.inference = Inference(settings.max_n)
     app.state.upload_reader = UploadReader(upload_limits(settings), settings.max_concurrent_decodes)
     grpc_server = await _start_grpc(settings, metrics, registry, app.state.inference)
     # Models load in the background so /healthz answers at once and /readyz reports progress.

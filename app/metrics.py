@@ -21,9 +21,9 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.batching import BatchReport
-from app.in_flight import RequestsInFlight
-from app.text_batching import StepReport
+from app.image.batching import BatchReport
+from app.server.in_flight import RequestsInFlight
+from app.text.batching import StepReport
 from genserve import store
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from app.runtime import GeneratorRuntime, cpu_supports_bfloat16
+from app.image.runtime import ImageRuntime
+from app.serving.runtime import cpu_supports_bfloat16
 from bench.loadgen import LoadResult, LoadSpec, choose_client, median_of_present, shown
 from bench.processes import free_port, paused, start, stop_tree, tree_cpu_s, wait_until_ready
 from bench.serve_bench import load_for_limit, measure_limit, resolve_model, use_genserve_threads
@@ -231,7 +232,7 @@ def _missed(
     return missed
 
 
-def in_process_limit(runtime: GeneratorRuntime, images_per_request: int) -> float:
+def in_process_limit(runtime: ImageRuntime, images_per_request: int) -> float:
     """The best images/s of LIMIT_LAYOUTS, each batch encoded as PNG grids of `images_per_request` images."""
     return max(
         measure_limit(runtime, (batch,), LIMIT_DURATION_S, threads, images_per_request).best_images_per_s

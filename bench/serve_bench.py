@@ -26,9 +26,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from app.batching import DEFAULT_MAX_CONCURRENT_BATCHES
-from app.imaging import grid_png_bytes
-from app.runtime import GeneratorRuntime, configure_devices, intra_op_threads_per_call
+from app.image.batching import DEFAULT_MAX_CONCURRENT_BATCHES
+from app.image.formats import grid_png_bytes
+from app.image.runtime import ImageRuntime
+from app.serving.runtime import configure_devices, intra_op_threads_per_call
 from bench.loadgen import LoadClient, LoadResult, LoadSpec, choose_client, shown
 from bench.processes import ServerStartError, free_port, running_service, tree_cpu_s
 from genserve import store
@@ -139,15 +140,15 @@ def use_genserve_threads() -> None:
     configure_devices(intra_op_threads=intra_op_threads_per_call(DEFAULT_MAX_CONCURRENT_BATCHES))
 
 
-def load_for_limit(model_path: Path, batch_sizes: tuple[int, ...]) -> GeneratorRuntime:
+def load_for_limit(model_path: Path, batch_sizes: tuple[int, ...]) -> ImageRuntime:
     """The model in this process, warmed up at `batch_sizes`, for one or more `measure_limit` calls."""
-    runtime = GeneratorRuntime(model_path, configure_devices())
+    runtime = ImageRuntime(model_path, configure_devices())
     runtime.warm_up(list(batch_sizes))
     return runtime
 
 
 def measure_limit(
-    runtime: GeneratorRuntime,
+    runtime: ImageRuntime,
     batch_sizes: tuple[int, ...],
     duration_s: float,
     threads: int = LIMIT_THREADS,
@@ -162,7 +163,7 @@ def measure_limit(
 
 
 def _images_per_s(
-    runtime: GeneratorRuntime, batch_size: int, duration_s: float, threads: int, grid_images: int
+    runtime: ImageRuntime, batch_size: int, duration_s: float, threads: int, grid_images: int
 ) -> float:
     """Images/s of `threads` threads each generating and encoding batches until `duration_s` has passed."""
     started = time.perf_counter()
@@ -180,7 +181,7 @@ def _images_per_s(
     return sum(counts) / (time.perf_counter() - started)
 
 
-def _generate_and_encode(runtime: GeneratorRuntime, seeds: list[int], grid_images: int) -> list[bytes]:
+def _generate_and_encode(runtime: ImageRuntime, seeds: list[int], grid_images: int) -> list[bytes]:
     metadata = runtime.metadata
     inputs = {store.LATENT_INPUT: latents_from_seeds(seeds, metadata.latent_dim)}
     if metadata.conditional:

@@ -6,7 +6,7 @@ Closed-loop clients (as many as the concurrency) each send their requests one af
 asks for one sequence with `max_new_tokens` drawn from 16-256 (seeded, the same draws for every mode) and
 stops only at its budget or the end-of-text token. The three modes drive the same loaded `step` signature:
 
-- continuous: `app.text_batching.TextBatcher`, every active sequence advances one token per call, requests
+- continuous: `app.text.batching.TextBatcher`, every active sequence advances one token per call, requests
   join and leave at step boundaries;
 - per-request: the same scheduler allowed one active sequence, so each request decodes alone;
 - static: up to `--static-batch` waiting requests start together and the batch runs until its longest
@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from app.runtime import DeviceInfo
-from app.text_batching import Sampling, TextBatcher, TextBatchingConfig
-from app.text_runtime import TextRuntime
+from app.serving.runtime import DeviceInfo
+from app.text.batching import Sampling, TextBatcher, TextBatchingConfig
+from app.text.runtime import TextRuntime
 from genserve.store import END_OF_TEXT_ID
 from genserve.text import sample_token
 

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 
-from app.errors import ServiceError
+from app.server.errors import ServiceError
 
 
 def plain_error(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from app.imaging import grid_png_bytes
+from app.image.formats import grid_png_bytes
 from genserve import store
 from genserve.conventions import latents_from_seeds
 

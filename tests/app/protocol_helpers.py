@@ -23,7 +23,7 @@ from tensorflow_serving.apis import model_service_pb2_grpc, predict_pb2, predict
 
 from app.config import Settings
 from app.main import create_app
-from app.registry import ModelRegistry
+from app.serving.registry import ModelRegistry
 from bench.processes import free_port, running_service
 from genserve import store
 from genserve.conventions import latents_from_seeds

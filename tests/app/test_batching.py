@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -16,14 +17,15 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
-from app.batching import Batcher, BatchingConfig, BatchReport, NullObserver
-from app.errors import DeadlineExceeded, ModelCallFailed, Overloaded, ShuttingDown
-from app.main import _make_batcher
+from app.image.batching import Batcher, BatchingConfig, BatchReport, NullObserver
+from app.image.kind import ImageKind
+from app.image.runtime import ImageRuntime
 from app.metrics import Metrics
-from app.runtime import DeviceInfo, GeneratorRuntime
+from app.server.errors import DeadlineExceeded, ModelCallFailed, Overloaded, ShuttingDown
+from app.serving.runtime import DeviceInfo
 from tests.conftest import make_settings
 
-WAIT_S = 5.0  # upper bound for anything that should happen "soon"; only reached when a test fails
+WAIT_S = 30.0  # upper bound for anything that should happen "soon"; only reached when a test fails
 
 
 class FakeModel:
@@ -165,11 +167,12 @@ def test_partial_batch_is_flushed_after_max_delay() -> None:
         model = FakeModel()
         async with started(model, max_batch_size=32, max_delay_ms=100) as batcher:
             began = time.monotonic()
-            result = await batcher.submit(latents(1, 2, 3))
+            # Nothing else fills the batch: only the deadline can send it, so an answer at all is the flush.
+            result = await asyncio.wait_for(batcher.submit(latents(1, 2, 3)), WAIT_S)
             elapsed = time.monotonic() - began
         assert result.tolist() == doubled(1, 2, 3)
         assert model.batch_sizes == [3]
-        assert 0.09 <= elapsed < 2.0
+        assert elapsed >= 0.09
 
     asyncio.run(scenario())
 
@@ -237,7 +240,7 @@ def test_model_failure_reaches_exactly_its_batch_and_later_batches_succeed(
         assert batcher.stats.model_calls == 2
         assert batcher.stats.batches == 1
 
-    with caplog.at_level(logging.ERROR, logger="app.batching"):
+    with caplog.at_level(logging.ERROR, logger="app.image.batching"):
         asyncio.run(scenario())
     assert len([record for record in caplog.records if record.levelno >= logging.ERROR]) == 1
 
@@ -259,7 +262,7 @@ def test_a_shut_down_executor_fails_the_batch_and_the_batcher_goes_on(
         finally:
             await batcher.stop(drain=False, timeout_s=WAIT_S)
 
-    with caplog.at_level(logging.ERROR, logger="app.batching"):
+    with caplog.at_level(logging.ERROR, logger="app.image.batching"):
         asyncio.run(scenario())
     assert len([record for record in caplog.records if record.levelno >= logging.ERROR]) == 2
 
@@ -472,10 +475,11 @@ def test_by_default_a_batch_starts_in_the_loop_turns_after_its_request_while_a_s
 def test_adaptive_delay_does_not_hold_back_a_lone_request() -> None:
     async def scenario() -> None:
         model = FakeModel()
-        async with started(model, max_batch_size=32, max_delay_ms=2000, adaptive_delay=True) as batcher:
+        async with started(model, max_batch_size=32, max_delay_ms=120_000, adaptive_delay=True) as batcher:
             began = time.monotonic()
             result = await batcher.submit(latents(1))
-            assert time.monotonic() - began < 1.0
+            # Far below the two-minute delay that a batch waiting for company would take, on any machine.
+            assert time.monotonic() - began < 60
             assert result.tolist() == doubled(1)
 
     asyncio.run(scenario())
@@ -651,7 +655,10 @@ def test_the_service_shares_work_between_slots_and_runs_lone_calls_inline_on_a_c
 ) -> None:
     runtime = SimpleNamespace(device=DeviceInfo(name=f"/{kind}:0", kind=kind), run=ThreadRecordingModel())
     metrics = Metrics()
-    batcher = _make_batcher(make_settings(tiny_store), metrics, "fake", 1, cast(GeneratorRuntime, runtime))
+    image_kind = ImageKind(make_settings(tiny_store), metrics, cast(Any, None), cast(Any, None))
+    batcher = image_kind.batcher("fake", 1, cast(ImageRuntime, runtime))
+    # The service's 5 ms bound on inline calls is for real models; a loaded machine can take longer over the fake.
+    batcher.config = dataclasses.replace(batcher.config, inline_max_call_s=QUICK_CALL_S)
     assert batcher.config.share_between_slots is on_cpu
     assert batcher.config.inline_lone_calls is on_cpu
     assert batcher.config.max_concurrent_batches == 2
@@ -692,11 +699,18 @@ class ThreadRecordingModel:
         return inputs["z"][:, 0] * 2
 
 
+# A bound on inline calls that the fake model's calls stay far below however busy the machine is (they take
+# microseconds; the service's own bound, 5 ms, is for real models on an idle machine), and a call far above it.
+QUICK_CALL_S = 0.2
+SLOW_CALL_S = 0.4
+
+
 def inline_config(**overrides: Any) -> BatchingConfig:
     values: dict[str, Any] = {
         "max_delay_ms": 0,
         "adaptive_delay": False,
         "inline_lone_calls": True,
+        "inline_max_call_s": QUICK_CALL_S,
         **overrides,
     }
     return BatchingConfig(**values)
@@ -731,7 +745,7 @@ def test_a_lone_small_quick_call_runs_on_the_event_loops_thread_once_the_model_w
         (inline_config(), [[1.0]], lambda: False, 0.0),
         (inline_config(), [[1.0]], None, 0.0),
         (inline_config(), [[1.0, 2.0, 3.0, 4.0, 5.0]], lambda: True, 0.0),
-        (inline_config(), [[1.0]], lambda: True, 0.02),
+        (inline_config(), [[1.0]], lambda: True, SLOW_CALL_S),
         (inline_config(inline_lone_calls=False), [[1.0]], lambda: True, 0.0),
         (inline_config(max_batch_size=1, max_concurrent_batches=1), [[1.0], [2.0]], lambda: True, 0.0),
     ],
@@ -739,7 +753,7 @@ def test_a_lone_small_quick_call_runs_on_the_event_loops_thread_once_the_model_w
         "another request in the service",
         "no way to tell",
         "five images",
-        "calls taking 20 ms",
+        "slow calls",
         "off (GPU)",
         "a request queued behind",
     ],
@@ -768,7 +782,7 @@ def test_a_failing_inline_call_fails_its_request_and_the_next_call_succeeds(
         finally:
             await batcher.stop()
 
-    with caplog.at_level(logging.ERROR, logger="app.batching"):
+    with caplog.at_level(logging.ERROR, logger="app.image.batching"):
         failed, succeeded = asyncio.run(scenario())
     assert isinstance(failed, ModelCallFailed)
     assert isinstance(succeeded, np.ndarray) and succeeded.tolist() == doubled(2.0)

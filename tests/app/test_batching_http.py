@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from starlette.requests import Request
 
-from app import runtime
-from app.disconnect import cancel_on_disconnect
-from app.errors import ClientDisconnected
+from app.image import runtime as image_runtime
+from app.server.disconnect import cancel_on_disconnect
+from app.server.errors import ClientDisconnected
 from tests.app.helpers import decode_npy, max_abs_diff, running_app
 
 
@@ -52,17 +52,17 @@ class HeldModel:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.started = threading.Event()
         self.release = threading.Event()
-        original: Callable[..., np.ndarray] = runtime.GeneratorRuntime.generate
+        original: Callable[..., np.ndarray] = image_runtime.ImageRuntime.generate
         held = self
 
-        def generate(self: runtime.GeneratorRuntime, inputs: dict[str, Any]) -> np.ndarray:
+        def generate(self: image_runtime.ImageRuntime, inputs: dict[str, Any]) -> np.ndarray:
             if held.armed:
                 held.started.set()
                 held.release.wait(timeout=30)
             return original(self, inputs)
 
         self.armed = False
-        monkeypatch.setattr(runtime.GeneratorRuntime, "generate", generate)
+        monkeypatch.setattr(image_runtime.ImageRuntime, "generate", generate)
 
     async def wait_started(self) -> None:
         await asyncio.to_thread(self.started.wait, 10)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.image.servable import image_servable
 from tests.app.helpers import decode_base64_png, decode_npy
 from tests.app.test_generate import assert_error
 from tests.conftest import TINY_CONDITIONAL_MODEL
@@ -104,7 +105,7 @@ def test_interpolate_bad_label_blends_return_422_naming_the_field(
 def test_interpolate_label_blend_needs_the_embedding_signatures(
     conditional_client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    runtime = conditional_client.app.state.registry.resolve(None, None).runtime  # type: ignore[attr-defined]
+    runtime = image_servable(conditional_client.app.state.registry.resolve(None, None)).runtime  # type: ignore[attr-defined]
     monkeypatch.setattr(runtime, "label_embeddings", None)
 
     response = conditional_client.get(

@@ -4,8 +4,8 @@ import pytest
 from starlette.requests import Request
 from starlette.types import Message
 
-from app.disconnect import cancel_on_disconnect
-from app.errors import ClientDisconnected
+from app.server.disconnect import cancel_on_disconnect
+from app.server.errors import ClientDisconnected
 
 
 class _Client:

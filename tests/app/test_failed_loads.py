@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from app.loader import ModelLoader
-from app.registry import ModelVersion
-from app.runtime import DeviceInfo
+from app.serving.loader import ModelLoader
+from app.serving.registry import ModelVersion
+from app.serving.runtime import DeviceInfo
 from genserve import store
 from genserve.store import ModelMetadata
 from tests.app.helpers import decode_npy, running_app

@@ -209,7 +209,7 @@ def test_generate_malformed_json_returns_422(client: TestClient) -> None:
 def test_unexpected_error_is_logged_once_and_hidden(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from app.rendering import GeneratedView
+    from app.image.rendering import GeneratedView
 
     def explode(*_: object) -> bytes:
         raise RuntimeError("secret internals")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app import runtime
+from app.image import runtime as image_runtime
 from app.main import create_app
 from tests.conftest import make_settings, wait_until_ready
 
@@ -19,13 +19,13 @@ def test_readyz_is_503_until_the_default_model_has_warmed_up(
     tiny_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     release = threading.Event()
-    original = runtime.GeneratorRuntime.warm_up
+    original = image_runtime.ImageRuntime.warm_up
 
-    def held_warm_up(self: runtime.GeneratorRuntime, batch_sizes: list[int]) -> float:
+    def held_warm_up(self: image_runtime.ImageRuntime, batch_sizes: list[int]) -> float:
         release.wait(timeout=30)
         return original(self, batch_sizes)
 
-    monkeypatch.setattr(runtime.GeneratorRuntime, "warm_up", held_warm_up)
+    monkeypatch.setattr(image_runtime.ImageRuntime, "warm_up", held_warm_up)
     with TestClient(create_app(make_settings(tiny_store))) as client:
         assert client.get("/healthz").status_code == 200
         response = client.get("/readyz")

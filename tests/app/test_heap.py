@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app import heap
 from app.main import create_app
+from app.serving import heap
 from tests.conftest import make_settings, wait_until_ready
 
 

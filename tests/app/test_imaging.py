@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 from PIL import Image
 
-from app import imaging
+from app.image import formats as imaging
 from tests.app.helpers import decode_npy, decode_png, frame_count
 
 

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app import uploads
+from app.image import uploads
 from app.main import create_app
 from tests.app.test_generate import assert_error
 from tests.conftest import make_settings, wait_until_ready

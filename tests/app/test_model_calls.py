@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app import runtime
+from app.image import runtime as image_runtime
 from tests.app.helpers import decode_npy, max_abs_diff, running_app
 
 # Request sizes of the concurrent burst: 24 images in 12 requests.
@@ -22,15 +22,15 @@ class ModelCalls:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.rows: list[int] = []
         self._lock = threading.Lock()
-        original = runtime.GeneratorRuntime.generate
+        original = image_runtime.ImageRuntime.generate
         calls = self
 
-        def generate(self: runtime.GeneratorRuntime, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        def generate(self: image_runtime.ImageRuntime, inputs: dict[str, np.ndarray]) -> np.ndarray:
             with calls._lock:
                 calls.rows.append(len(next(iter(inputs.values()))))
             return original(self, inputs)
 
-        monkeypatch.setattr(runtime.GeneratorRuntime, "generate", generate)
+        monkeypatch.setattr(image_runtime.ImageRuntime, "generate", generate)
 
     def take(self) -> list[int]:
         with self._lock:

@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.runtime import configure_devices
+from app.serving.runtime import configure_devices
 from genserve import store
 from genserve.store import EvaluationRecord
 from tests.app.test_generate import assert_error

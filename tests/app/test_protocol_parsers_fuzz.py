@@ -12,14 +12,15 @@ import json
 from typing import Any
 
 import numpy as np
+from app.protocols.tfserving.rest import parse_predict_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.errors import InvalidParameter
-from app.protocols import v2
-from app.protocols.tensors import TEXT_SIGNATURE, Signature, TensorSpec, check_inputs
-from app.protocols.tfserving_rest import parse_predict_request
+from app.protocols.inference import check_inputs
+from app.protocols.v2 import codec as v2
+from app.server.errors import InvalidParameter
 from genserve import store
+from genserve.signatures import TEXT_SIGNATURE, Signature, TensorSpec
 
 MAX_ROWS = 4
 IMAGE_SIGNATURE = Signature(

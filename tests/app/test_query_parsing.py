@@ -6,8 +6,8 @@ import pytest
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 
-from app.routes.openapi import parse_query, query_parameters
-from app.schemas import GenerateFormat, GenerateQuery
+from app.api.openapi import parse_query, query_parameters
+from app.api.schemas import GenerateFormat, GenerateQuery
 
 
 def request(query: str) -> Request:

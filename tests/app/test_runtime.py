@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app import main, runtime
+from app import main
 from app.main import create_app
-from app.runtime import DeviceInfo, cpu_has_bfloat16
+from app.serving import runtime
+from app.serving.runtime import DeviceInfo, cpu_has_bfloat16
 from tests.conftest import make_settings, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +23,8 @@ PROBE = """
 import json, sys
 from pathlib import Path
 import numpy as np
-import app.runtime as runtime
+import app.serving.runtime as runtime
+import app.image.runtime as image_runtime
 from genserve import store
 from genserve.conventions import latents_from_seeds
 
@@ -32,7 +34,7 @@ device = runtime.configure_devices(cpu_bfloat16=bfloat16)
 import tensorflow as tf
 name = store.list_models(store_path)[0]
 version = store.version_dir(store_path, name, store.latest_version(store_path, name))
-model = runtime.GeneratorRuntime(version, device)
+model = image_runtime.ImageRuntime(version, device)
 images = model.generate({store.LATENT_INPUT: latents_from_seeds(list(range(16)), model.metadata.latent_dim)})
 np.save(out, images)
 option = tf.config.optimizer.get_experimental_options().get("auto_mixed_precision_onednn_bfloat16", False)
@@ -113,7 +115,7 @@ def test_the_service_sets_tensorflows_threads_from_its_settings(
 
 def test_a_thread_count_takes_effect_in_a_fresh_process() -> None:
     probe = (
-        "import app.runtime as r, tensorflow as tf; r.configure_devices(intra_op_threads=r.intra_op_threads_per_call(2, 2));"
+        "import app.serving.runtime as r, tensorflow as tf; r.configure_devices(intra_op_threads=r.intra_op_threads_per_call(2, 2));"
         "print(tf.config.threading.get_intra_op_parallelism_threads())"
     )
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)

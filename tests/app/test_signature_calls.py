@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.signature_calls import signature_call
+from app.serving.signature_calls import signature_call
 from genserve import store
 
 CHOSEN = "signature calls use the %s"
@@ -77,7 +77,7 @@ def signature(request: pytest.FixtureRequest) -> Any:
 def assert_answers_as_the_public_call(
     signature: Any, on_cpu: bool, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.DEBUG, logger="app.signature_calls"):
+    with caplog.at_level(logging.DEBUG, logger="app.serving.signature_calls"):
         call = signature_call(signature, on_cpu=on_cpu)
     assert chosen(caplog) == [kind]
     for rows, seed in [(1, 1), (3, 2), (17, 3)]:
@@ -125,7 +125,7 @@ def test_the_public_call_is_kept_when_no_faster_call_answers_the_same(
 ) -> None:
     signature = loaded_signature(tiny_conditional_store, store.SIGNATURE_NAME)
     tampered = Tampered(signature, flat=flat)
-    with caplog.at_level(logging.DEBUG, logger="app.signature_calls"):
+    with caplog.at_level(logging.DEBUG, logger="app.serving.signature_calls"):
         call = signature_call(tampered, on_cpu=True)
     assert chosen(caplog) == []
     inputs = random_inputs(signature, 5, 4)

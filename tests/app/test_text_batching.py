@@ -10,8 +10,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from app.errors import DeadlineExceeded, ModelCallFailed, Overloaded, ShuttingDown
-from app.text_batching import (
+from app.server.errors import DeadlineExceeded, ModelCallFailed, Overloaded, ShuttingDown
+from app.text.batching import (
     FINISH_END_OF_TEXT,
     FINISH_LENGTH,
     FINISH_STOP,

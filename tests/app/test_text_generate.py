@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 from starlette.requests import Request
 
-from app import text_runtime
-from app.errors import ClientDisconnected
-from app.shutdown import drain
-from app.text_batching import Sampling
-from app.text_generation import TextRequest
+from app.server.errors import ClientDisconnected
+from app.server.shutdown import drain
+from app.text import runtime as text_runtime
+from app.text.batching import Sampling
+from app.text.generation import TextRequest
+from app.text.servable import text_servable
 from tests.app.helpers import running_app
 from tests.conftest import TINY_MODEL
 from tests.training.text.tiny import TINY_TEXT_MODEL, train_tiny_text
@@ -267,7 +268,7 @@ def test_a_client_that_disconnects_has_its_sequences_dropped(
     async def scenario() -> None:
         async with running_app(store) as client:
             app = client._transport.app  # type: ignore[attr-defined]
-            model_version = app.state.registry.resolve(TINY_TEXT_MODEL, None, allow_text=True)
+            model_version = app.state.registry.resolve(TINY_TEXT_MODEL, None)
             gone = asyncio.Event()
 
             async def receive() -> dict[str, Any]:
@@ -283,14 +284,14 @@ def test_a_client_that_disconnects_has_its_sequences_dropped(
             )
             completing = asyncio.create_task(service.complete(stream, http_request=request))
             await asyncio.sleep(0.1)
-            assert model_version.text_batcher.active_sequences == 2
+            assert text_servable(model_version).batcher.active_sequences == 2
             gone.set()
             with pytest.raises(ClientDisconnected):
                 await completing
             deadline = time.monotonic() + 5
-            while model_version.text_batcher.active_sequences and time.monotonic() < deadline:
+            while text_servable(model_version).batcher.active_sequences and time.monotonic() < deadline:
                 await asyncio.sleep(0.005)
-            assert model_version.text_batcher.active_sequences == 0
+            assert text_servable(model_version).batcher.active_sequences == 0
 
     run(scenario)
 
@@ -304,7 +305,7 @@ def test_draining_finishes_text_requests_already_running(
         async with running_app(store) as client:
             registry = client._transport.app.state.registry  # type: ignore[attr-defined]
             running = asyncio.create_task(generate(client, prompt=LONG_PROMPT, max_new_tokens=10))
-            while registry.pending_images() == 0:
+            while registry.pending_work() == 0:
                 await asyncio.sleep(0.005)
             assert await drain(registry, grace_s=20)
             assert (await running).status_code == 200

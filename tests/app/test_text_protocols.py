@@ -21,7 +21,8 @@ import tritonclient.http as triton
 from tensorflow_serving.apis import get_model_metadata_pb2
 from tritonclient.utils import InferenceServerException
 
-from app import text_runtime
+from app.text import runtime as text_runtime
+from app.text.servable import text_servable
 from tests.app.helpers import running_app
 from tests.app.protocol_helpers import (
     TIMEOUT_S,
@@ -347,7 +348,7 @@ def test_a_passed_grpc_deadline_is_deadline_exceeded_and_drops_the_rows(
     error = rpc_error(lambda: served.prediction.Predict(request, timeout=0.5))
 
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    batcher = served.registry.resolve(TINY_TEXT_MODEL, None, allow_text=True).text_batcher
+    batcher = text_servable(served.registry.resolve(TINY_TEXT_MODEL, None)).batcher
     assert batcher is not None
     deadline = time.monotonic() + 5
     while batcher.active_sequences + batcher.queued_sequences and time.monotonic() < deadline:
@@ -379,7 +380,7 @@ def test_a_full_queue_refuses_every_row_and_drops_those_already_queued(model_sto
             assert response.status_code == 503
             assert int(response.headers["retry-after"]) >= 1 and "queued" in response.json()["error"]
             app = client._transport.app  # type: ignore[attr-defined]
-            batcher = app.state.registry.resolve(TINY_TEXT_MODEL, None, allow_text=True).text_batcher
+            batcher = text_servable(app.state.registry.resolve(TINY_TEXT_MODEL, None)).batcher
             assert batcher.queued_sequences == 0
 
     asyncio.run(scenario())

@@ -19,8 +19,8 @@ import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
-from app import runtime
 from app.config import Settings
+from app.image import runtime as image_runtime
 from tests.app.helpers import max_abs_diff
 from tests.app.protocol_helpers import (
     TIMEOUT_S,
@@ -44,16 +44,16 @@ class HeldModel:
         self.armed = False
         self.started = threading.Event()
         self.release = threading.Event()
-        original: Callable[..., np.ndarray] = runtime.GeneratorRuntime.generate
+        original: Callable[..., np.ndarray] = image_runtime.ImageRuntime.generate
         held = self
 
-        def generate(self: runtime.GeneratorRuntime, inputs: dict[str, Any]) -> np.ndarray:
+        def generate(self: image_runtime.ImageRuntime, inputs: dict[str, Any]) -> np.ndarray:
             if held.armed:
                 held.started.set()
                 held.release.wait(timeout=TIMEOUT_S)
             return original(self, inputs)
 
-        monkeypatch.setattr(runtime.GeneratorRuntime, "generate", generate)
+        monkeypatch.setattr(image_runtime.ImageRuntime, "generate", generate)
 
 
 @pytest.fixture(scope="module")

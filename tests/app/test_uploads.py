@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.errors import InvalidParameter, UnsupportedMediaType
-from app.uploads import UploadLimits, prepare_image
+from app.image.uploads import UploadLimits, prepare_image
+from app.server.errors import InvalidParameter, UnsupportedMediaType
 
 
 def encoded(image: Image.Image, image_format: str = "PNG") -> bytes:

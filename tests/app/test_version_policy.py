@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.version_policy import VersionPolicy
+from app.serving.version_policy import VersionPolicy
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.imaging import GRID_PADDING, tile_images
-from app.runtime import GeneratorRuntime
+from app.image.formats import GRID_PADDING, tile_images
+from app.image.runtime import ImageRuntime
 from bench import peers_bench, serve_bench
 from bench.peers_bench import CELLS, GENSERVE, GENSERVE_BFLOAT16, LIMIT_SIZES, PEERS, Measurement, Results
 from bench.serve_bench import load_for_limit, measure_in_process_limit, resolve_model
@@ -109,7 +109,7 @@ def test_the_limit_per_request_size_is_the_best_layout(
     real_measure = peers_bench.measure_limit
 
     def recording(
-        runtime: GeneratorRuntime, sizes: tuple[int, ...], duration_s: float, threads: int, grid: int
+        runtime: ImageRuntime, sizes: tuple[int, ...], duration_s: float, threads: int, grid: int
     ) -> Any:
         limit = real_measure(runtime, sizes, duration_s, threads, grid)
         measured.append((threads, sizes[0], round(limit.best_images_per_s)))

@@ -1,0 +1,293 @@
+"""The generation pipeline: a parsed request to images, through a model version's batcher, within a deadline.
+
+Routes parse fields into an `ImageRequest` or `InterpolationRequest`, resolve the model version, make one call
+here and render what comes back; everything between (seeds to latents, class labels, truncation, paths
+through latent space, the batcher, the deadline, client disconnects) happens in this module.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import numpy as np
+from starlette.requests import Request
+
+from app.api import params
+from app.image.latents import InterpolationMethod, interpolation_path, lerp, truncate
+from app.image.servable import image_servable
+from app.metrics import Metrics
+from app.server.disconnect import cancel_on_disconnect
+from app.server.errors import InvalidParameter, ShuttingDown
+from app.server.shutdown import admitted
+from app.serving.registry import ModelRegistry, ModelVersion
+from genserve import store
+from genserve.conventions import latents_from_seeds
+from genserve.store import ModelMetadata
+
+# Up to this many seeds, drawing latents inline (a few microseconds each) beats a hand-off to a worker thread.
+_INLINE_SEEDS = 16
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """What to draw: one image per seed or per explicit latent, a truncation psi and a class."""
+
+    seeds: list[int] | None = None
+    latents: np.ndarray | None = None
+    truncation: float = 1.0
+    label: str | int | None = None
+
+
+@dataclass(frozen=True)
+class GeneratedImages:
+    """uint8 images ``[N, H, W, C]``, the (truncated) latents they came from, and their seeds if any."""
+
+    model_version: ModelVersion
+    images: np.ndarray
+    latents: np.ndarray
+    seeds: list[int] | None
+
+
+@dataclass(frozen=True)
+class InterpolationRequest:
+    """A walk through keyframes (seeds, or latents such as encoded uploads) with every frame's class."""
+
+    steps: int
+    method: InterpolationMethod
+    loop: bool = False
+    keyframe_seeds: list[int] | None = None
+    keyframe_latents: np.ndarray | None = None
+    truncation: float = 1.0
+    label: str | None = None
+    start_label: str | None = None
+    end_label: str | None = None
+
+
+@dataclass(frozen=True)
+class InterpolationPlan:
+    """An interpolation checked against one model version: what the frames depend on, before drawing them."""
+
+    model_version: ModelVersion
+    request: InterpolationRequest
+    labels: np.ndarray | None
+    blend: tuple[int, int] | None
+
+    def cache_key(self) -> dict[str, Any]:
+        """Everything the frames depend on besides rendering options (for an ETag)."""
+        request = self.request
+        return {
+            "model": self.model_version.name,
+            "version": self.model_version.version,
+            "seeds": request.keyframe_seeds,
+            "steps": request.steps,
+            "method": request.method,
+            "loop": request.loop,
+            "psi": request.truncation,
+            "label": None if self.labels is None else int(self.labels[0]),
+            "label_blend": list(self.blend) if self.blend else None,
+        }
+
+
+@dataclass(frozen=True)
+class Frames:
+    """The frames of an interpolation and each one's position on the keyframe path (0 … K-1)."""
+
+    model_version: ModelVersion
+    images: np.ndarray
+    positions: np.ndarray
+    seeds: list[int] | None
+    method: str
+
+
+class GenerationService:
+    """The one path from requests to uint8 images; every route generates through it."""
+
+    def __init__(self, request_timeout_s: float, metrics: Metrics, registry: ModelRegistry) -> None:
+        self.request_timeout_s = request_timeout_s
+        self._metrics = metrics
+        self._registry = registry
+        self._local = threading.local()
+
+    async def images(
+        self, model_version: ModelVersion, request: ImageRequest, *, http_request: Request | None = None
+    ) -> GeneratedImages:
+        """The images of `request`; dropped if `http_request`'s client leaves before they are ready."""
+        metadata = model_version.metadata
+        if request.latents is not None:
+            latents = params.check_latent_length(request.latents, metadata.latent_dim)
+        else:
+            latents = await self._latents_for_seeds(request.seeds or [], metadata.latent_dim)
+        labels = params.labels_for(metadata, request.label, len(latents))
+        latents = truncate(latents, request.truncation)
+        images = await self._decode(model_version, latents, labels, request=http_request)
+        return GeneratedImages(model_version, images, latents, request.seeds)
+
+    def plan_interpolation(
+        self, model_version: ModelVersion, request: InterpolationRequest
+    ) -> InterpolationPlan:
+        """Check `request` against the model (classes, label blending) without drawing anything."""
+        blend = _label_blend(model_version, request)
+        # Every frame shows one class (or a smooth blend): a path that changed class each frame would only flicker.
+        labels = (
+            None
+            if blend
+            else params.labels_for(model_version.metadata, request.label, request.steps, cycle=False)
+        )
+        return InterpolationPlan(model_version, request, labels, blend)
+
+    async def interpolate(self, plan: InterpolationPlan, *, http_request: Request | None = None) -> Frames:
+        """Draw the frames of a checked interpolation."""
+        request, model_version = plan.request, plan.model_version
+        keyframes = request.keyframe_latents
+        if keyframes is None:
+            keyframes = await self._latents_for_seeds(
+                request.keyframe_seeds or [], model_version.metadata.latent_dim
+            )
+        latents, positions = interpolation_path(keyframes, request.steps, request.method, loop=request.loop)
+        embeddings = None
+        if plan.blend:
+            path_length = len(keyframes) - 1 + int(request.loop)
+            embeddings = _blended_embeddings(model_version, plan.blend, positions / path_length)
+        images = await self._decode(
+            model_version,
+            truncate(latents, request.truncation),
+            plan.labels,
+            label_embeddings=embeddings,
+            request=http_request,
+        )
+        return Frames(model_version, images, positions, request.keyframe_seeds, request.method)
+
+    async def images_for_latents(
+        self,
+        model_version: ModelVersion,
+        latents: np.ndarray,
+        labels: np.ndarray | None,
+        *,
+        timeout_s: float | None = None,
+        http_request: Request | None = None,
+    ) -> GeneratedImages:
+        """Images for float32 `latents` ``[N, D]`` and, for conditional models, int32 class `labels` ``[N]``.
+
+        The tensors go to the model as given (no truncation, one class per row), as inference protocols send
+        them; `timeout_s` shortens the request deadline when the caller has less time left.
+        """
+        metadata = model_version.metadata
+        latents = params.check_latent_length(latents, metadata.latent_dim)
+        _check_row_labels(metadata, labels, len(latents))
+        images = await self._decode(model_version, latents, labels, request=http_request, timeout_s=timeout_s)
+        return GeneratedImages(model_version, images, latents, None)
+
+    async def encode(
+        self, model_version: ModelVersion, images: np.ndarray, *, http_request: Request | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The posterior (mean, log-variance) of uint8 `images` ``[B, H, W, C]`` from a VAE's encoder.
+
+        Encoding goes through the same batcher as generation, so concurrent uploads share model calls.
+        """
+        outputs = await self._submit(model_version, {store.IMAGES_INPUT: images}, http_request)
+        return outputs[:, 0], outputs[:, 1]
+
+    async def _latents_for_seeds(self, seeds: list[int], latent_dim: int) -> np.ndarray:
+        if len(seeds) <= _INLINE_SEEDS:
+            return latents_from_seeds(seeds, latent_dim, self._generator())
+        return await anyio.to_thread.run_sync(
+            lambda: latents_from_seeds(seeds, latent_dim, self._generator())
+        )
+
+    def _generator(self) -> np.random.RandomState:
+        """This thread's own generator: re-seeding one is cheap, sharing one across threads is not safe."""
+        generator: np.random.RandomState | None = getattr(self._local, "generator", None)
+        if generator is None:
+            generator = self._local.generator = np.random.RandomState()
+        return generator
+
+    async def _decode(
+        self,
+        model_version: ModelVersion,
+        latents: np.ndarray,
+        labels: np.ndarray | None = None,
+        *,
+        label_embeddings: np.ndarray | None = None,
+        request: Request | None = None,
+        timeout_s: float | None = None,
+    ) -> np.ndarray:
+        """Images for `latents`; conditional models take class `labels` or points in their label embedding."""
+        inputs = {store.LATENT_INPUT: latents}
+        if labels is not None:
+            inputs[store.LABEL_INPUT] = labels
+        if label_embeddings is not None:
+            inputs[store.LABEL_EMBEDDING_INPUT] = label_embeddings
+        return await self._submit(model_version, inputs, request, timeout_s)
+
+    async def _submit(
+        self,
+        model_version: ModelVersion,
+        inputs: dict[str, np.ndarray],
+        request: Request | None,
+        timeout_s: float | None = None,
+    ) -> np.ndarray:
+        if self._registry.closing and not admitted(request):
+            self._metrics.rejected(model_version.name, model_version.version, "shutdown")
+            raise ShuttingDown()
+        batcher = image_servable(model_version).batcher
+        seconds = self.request_timeout_s if timeout_s is None else min(timeout_s, self.request_timeout_s)
+        deadline = time.monotonic() + seconds
+        work = batcher.submit(inputs, deadline=deadline)
+        return await cancel_on_disconnect(request, work)
+
+
+def _check_row_labels(metadata: ModelMetadata, labels: np.ndarray | None, count: int) -> None:
+    """One class index per image for a conditional model, none for the others."""
+    if not metadata.conditional:
+        if labels is not None:
+            raise InvalidParameter("label", f"model {metadata.name!r} is not conditional and takes no label")
+        return
+    classes = metadata.class_names or []
+    if labels is None:
+        raise InvalidParameter("label", f"this model needs one class index (0..{len(classes) - 1}) per image")
+    if labels.shape != (count,):
+        raise InvalidParameter(
+            "label", f"must hold one class index per image ({count}), got shape {labels.shape}"
+        )
+    outside = labels[(labels < 0) | (labels >= len(classes))]
+    if outside.size:
+        raise InvalidParameter(
+            "label", f"class indices must lie in 0..{len(classes) - 1} ({classes}), got {int(outside[0])}"
+        )
+
+
+def _label_blend(model_version: ModelVersion, request: InterpolationRequest) -> tuple[int, int] | None:
+    """(start class, end class) when the request blends classes; None when it does not."""
+    start_label, end_label = request.start_label, request.end_label
+    if start_label is None and end_label is None:
+        return None
+    if request.label is not None:
+        raise InvalidParameter("label", "give either label or start_label/end_label, not both")
+    if start_label is None or end_label is None:
+        missing = "start_label" if start_label is None else "end_label"
+        raise InvalidParameter(missing, "give both start_label and end_label to blend two classes")
+    metadata = model_version.metadata
+    start = params.label_index(metadata, "start_label", start_label)
+    end = params.label_index(metadata, "end_label", end_label)
+    runtime = image_servable(model_version).runtime
+    if runtime.label_embeddings is None:
+        raise InvalidParameter(
+            "start_label",
+            f"model {model_version.name!r} version {model_version.version} cannot blend classes (it was "
+            "exported without label embedding signatures): use label",
+        )
+    return start, end
+
+
+def _blended_embeddings(
+    model_version: ModelVersion, blend: tuple[int, int], fractions: np.ndarray
+) -> np.ndarray:
+    """Each frame's label embedding, moving in a straight line from the start class's to the end class's."""
+    table = image_servable(model_version).runtime.label_embeddings
+    if table is None:  # checked by _label_blend; the version cannot change between the two calls
+        raise InvalidParameter("start_label", "this model cannot blend classes")
+    return lerp(table[blend[0]], table[blend[1]], fractions).astype(np.float32)

@@ -1,0 +1,133 @@
+"""Open Inference Protocol v2 (KServe, Triton) over REST: health, model metadata and readiness, and `infer`.
+
+The wire format is parsed and written by `app.protocols.v2.codec`; inference goes through the same batchers as
+`/generate`, for image and text generators alike.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse, Response
+
+from app.api import params
+from app.api.deps import InferenceDep, RegistryDep
+from app.protocols.errors import PlainErrorRoute, plain_error
+from app.protocols.inference import Inference
+from app.protocols.v2 import codec as v2
+from app.server.errors import LOADING_RETRY_AFTER_S, InvalidParameter, ShuttingDown, retry_after
+from app.serving.registry import ModelRegistry, ModelVersion
+
+# Left out of the OpenAPI schema: the protocol has its own specification, and its own error shape.
+router = APIRouter(
+    prefix="/v2",
+    tags=["open inference protocol v2"],
+    route_class=PlainErrorRoute,
+    include_in_schema=False,
+)
+
+ModelPath = Annotated[str, Path(description="Model name.")]
+VersionPath = Annotated[str, Path(description="Version number or label.")]
+
+
+@router.get("")
+async def server_metadata(request: Request) -> dict[str, Any]:
+    """The server's name, version and protocol extensions."""
+    return {"name": request.app.title, "version": request.app.version, "extensions": [v2.BINARY_EXTENSION]}
+
+
+@router.get("/health/live")
+async def live() -> dict[str, bool]:
+    """The process is up and answering."""
+    return {"live": True}
+
+
+@router.get("/health/ready", responses={503: {"description": "Not ready to serve the default model."}})
+async def ready(registry: RegistryDep) -> JSONResponse:
+    """200 once the default model is loaded and warmed up; 503 before, and while shutting down."""
+    if registry.is_ready():
+        return JSONResponse({"ready": True})
+    reason = "the service is shutting down" if registry.closing else "the default model is not ready yet"
+    return plain_error(503, reason, retry_after(LOADING_RETRY_AFTER_S))
+
+
+@router.get("/models/{name}")
+async def model_metadata(name: ModelPath, registry: RegistryDep) -> dict[str, Any]:
+    """The newest available version's inputs and outputs: names, datatypes and shapes (-1: any size)."""
+    return v2.model_metadata(registry, _resolve(registry, name, None))
+
+
+@router.get("/models/{name}/versions/{version}")
+async def version_metadata(name: ModelPath, version: VersionPath, registry: RegistryDep) -> dict[str, Any]:
+    """One version's inputs and outputs."""
+    return v2.model_metadata(registry, _resolve(registry, name, version))
+
+
+@router.get("/models/{name}/ready")
+async def model_ready(name: ModelPath, registry: RegistryDep) -> JSONResponse:
+    """200 when a version of the model can serve; 503 (with Retry-After) while none can."""
+    return _readiness(registry, name, None)
+
+
+@router.get("/models/{name}/versions/{version}/ready")
+async def version_ready(name: ModelPath, version: VersionPath, registry: RegistryDep) -> JSONResponse:
+    """200 when this version can serve."""
+    return _readiness(registry, name, version)
+
+
+@router.post("/models/{name}/infer")
+async def model_infer(
+    name: ModelPath,
+    request: Request,
+    registry: RegistryDep,
+    inference: InferenceDep,
+) -> Response:
+    """Images from latents `z` (FP32 [-1, latent_dim]) and, for conditional models, class indices `label`; text
+    from `prompt` (BYTES [-1]) and optional `max_new_tokens`, `temperature`, `seed`."""
+    return await _infer(request, _resolve(registry, name, None), inference)
+
+
+@router.post("/models/{name}/versions/{version}/infer")
+async def version_infer(
+    name: ModelPath,
+    version: VersionPath,
+    request: Request,
+    registry: RegistryDep,
+    inference: InferenceDep,
+) -> Response:
+    """The same as `infer`, for one version."""
+    return await _infer(request, _resolve(registry, name, version), inference)
+
+
+def _resolve(registry: ModelRegistry, name: str, version: str | None) -> ModelVersion:
+    return registry.resolve(params.parse_model_name(name), params.parse_version(version))
+
+
+def _readiness(registry: ModelRegistry, name: str, version: str | None) -> JSONResponse:
+    model_version = _resolve(registry, name, version)  # 404 when unknown, 503 while not servable
+    if registry.closing:
+        raise ShuttingDown()
+    return JSONResponse({"name": model_version.name, "ready": True})
+
+
+async def _infer(
+    request: Request,
+    model_version: ModelVersion,
+    inference: Inference,
+) -> Response:
+    parsed = v2.parse_infer_request(await request.body(), request.headers.get(v2.HEADER_LENGTH))
+    outputs = await inference.infer(model_version, parsed.tensors, http_request=request)
+    names = parsed.outputs if parsed.outputs is not None else list(outputs)
+    unknown = [name for name in names if name not in outputs]
+    if unknown:
+        raise InvalidParameter(
+            "outputs", f"{params.shown(unknown[0])} is not an output; outputs are {list(outputs)}"
+        )
+    header: dict[str, Any] = {"model_name": model_version.name, "model_version": str(model_version.version)}
+    if parsed.id is not None:
+        header["id"] = parsed.id
+    chosen = {name: outputs[name] for name in names}
+    binary = set(names) if parsed.all_binary else parsed.binary_outputs
+    return await anyio.to_thread.run_sync(v2.infer_response, header, chosen, binary)

@@ -1,0 +1,133 @@
+"""The process-wide TensorFlow set-up (device, threads, GPU memory, bfloat16 on CPUs that have it) and reading a
+published version from disk (its metadata and SavedModel), for every kind of model (blocking; worker threads)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from genserve import store
+from genserve.store import ModelMetadata
+
+logger = logging.getLogger(__name__)
+
+
+class ModelLoadError(Exception):
+    """The version on disk cannot be served; the message says why."""
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    name: str
+    kind: str  # "GPU" or "CPU"
+
+
+def configure_devices(
+    gpu_memory_limit_mb: int | None = None,
+    intra_op_threads: int | None = None,
+    inter_op_threads: int | None = None,
+    cpu_bfloat16: bool = False,
+) -> DeviceInfo:
+    """Use the first GPU when one is visible, growing its memory on demand; the CPU otherwise.
+
+    Thread counts apply only before TensorFlow has run anything in this process; later they are kept as they are.
+    `cpu_bfloat16` turns on TensorFlow's oneDNN bfloat16 rewrite for graphs loaded from then on, for the whole
+    process, when the CPU has bfloat16 instructions (emulated bfloat16 would be slower than float32).
+    """
+    import tensorflow as tf
+
+    if cpu_bfloat16:
+        _use_cpu_bfloat16(tf)
+
+    try:
+        if intra_op_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+        if inter_op_threads:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+    except RuntimeError:
+        logger.warning("TensorFlow was already running; its thread counts stay as they were")
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            if gpu_memory_limit_mb:
+                config = tf.config.LogicalDeviceConfiguration(memory_limit=gpu_memory_limit_mb)
+                tf.config.set_logical_device_configuration(gpu, [config])
+            else:
+                tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            # Devices were already initialised by an earlier app in this process; keep their settings.
+            logger.debug("GPU settings already fixed for %s", gpu.name)
+    device = DeviceInfo(name="/GPU:0", kind="GPU") if gpus else DeviceInfo(name="/CPU:0", kind="CPU")
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or "TensorFlow's choice of"
+    logger.info(
+        "generation runs on %s (%d GPU(s) visible; %s threads per operation)", device.name, len(gpus), threads
+    )
+    return device
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS reports one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def intra_op_threads_per_call(concurrent_calls: int, cores: int | None = None) -> int:
+    """TensorFlow's threads inside one operation when `concurrent_calls` model calls may run at once.
+
+    The cores are split between the calls, so that calls running side by side each keep their own cores instead
+    of waking and waiting on threads that the other call is using.
+    """
+    return max(1, (cores or usable_cores()) // max(1, concurrent_calls))
+
+
+_CPU_BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+_CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_has_bfloat16(cpuinfo: str) -> bool:
+    """Whether a Linux /proc/cpuinfo text lists bfloat16 instructions (AVX512-BF16 or AMX-BF16)."""
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "flags":
+            return not _CPU_BFLOAT16_FLAGS.isdisjoint(value.split())
+    return False
+
+
+def cpu_supports_bfloat16() -> bool:
+    """Whether this machine's CPU has bfloat16 instructions; False where that cannot be read (not Linux)."""
+    try:
+        return cpu_has_bfloat16(_CPUINFO.read_text())
+    except OSError:
+        return False
+
+
+def _use_cpu_bfloat16(tf: Any) -> None:
+    if not cpu_supports_bfloat16():
+        logger.warning("bfloat16 asked for, but this CPU has no bfloat16 instructions; staying in float32")
+        return
+    tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
+    logger.info("float32 graphs run in bfloat16 on this CPU (oneDNN)")
+
+
+def read_metadata(path: Path) -> ModelMetadata:
+    try:
+        return store.read_metadata(path)
+    except FileNotFoundError as error:
+        raise ModelLoadError(f"{store.METADATA_FILE} missing in {path}") from error
+    except ValueError as error:
+        raise ModelLoadError(f"{store.METADATA_FILE} in {path} is invalid: {error}") from error
+
+
+def load_saved_model(path: Path, device: DeviceInfo) -> Any:
+    import tensorflow as tf
+
+    try:
+        with tf.device(device.name):
+            return tf.saved_model.load(str(path))
+    except Exception as error:  # TF raises many types for a damaged SavedModel
+        raise ModelLoadError(f"SavedModel in {path} cannot be loaded: {error}") from error

@@ -1,0 +1,1 @@
+"""Text generators (char-rnn): a SavedModel's `step`, continuous batching, and text requests."""

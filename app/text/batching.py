@@ -1,0 +1,428 @@
+"""Continuous batching for text generators: every active sequence advances one token per model call.
+
+One consumer task per text model version runs a loop of steps. Before each step, waiting sequences join
+(up to `max_active_sequences`); the step feeds each active sequence its next input token (a prompt
+character while the prompt is being read, else the token it sampled last) in ONE call of the model's
+`step` signature on a worker thread, then samples the next token of every sequence past its prompt.
+A sequence leaves as soon as it is finished (its token budget, a stop sequence or end-of-text), its
+request's deadline passes or its client goes away, so a short request never waits for a long one and a
+new one starts at the next step instead of after the current batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from app.server.errors import DeadlineExceeded, ModelCallFailed, Overloaded, ServiceError, ShuttingDown
+from genserve.store import END_OF_TEXT_ID
+from genserve.text import sample_token
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_ACTIVE_SEQUENCES = 64
+DEFAULT_MAX_QUEUED_SEQUENCES = 256
+# Why a sequence ended.
+FINISH_LENGTH = "length"
+FINISH_STOP = "stop"
+FINISH_END_OF_TEXT = "end_of_text"
+
+
+class StepModel(Protocol):
+    """What the scheduler drives: a text runtime, or a fake in tests."""
+
+    @property
+    def vocabulary(self) -> list[str]: ...
+
+    def initial_state(self, batch_size: int) -> np.ndarray: ...
+
+    def step(self, token_ids: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class TextBatchingConfig:
+    """How many sequences decode together, and how many may wait for a place."""
+
+    max_active_sequences: int = DEFAULT_MAX_ACTIVE_SEQUENCES
+    max_queued_sequences: int = DEFAULT_MAX_QUEUED_SEQUENCES
+
+    def __post_init__(self) -> None:
+        if self.max_active_sequences < 1 or self.max_queued_sequences < 1:
+            raise ValueError("max_active_sequences and max_queued_sequences must be >= 1")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How one request's sequences pick tokens and when they stop."""
+
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """New text of sequence `index`; `finish_reason` is set on its last event (then `text` may be empty)."""
+
+    index: int
+    text: str
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """One model call, as observers see it."""
+
+    sequences: int
+    requests: int
+    prompt_tokens: int  # sequences still reading their prompt in this call
+    generated_tokens: int
+    step_s: float
+
+
+class StepObserver(Protocol):
+    def on_step(self, report: StepReport) -> None: ...
+
+    def on_first_token(self, seconds: float) -> None: ...
+
+    def on_reject(self, reason: str) -> None: ...
+
+
+class NullStepObserver:
+    def on_step(self, report: StepReport) -> None:
+        pass
+
+    def on_first_token(self, seconds: float) -> None:
+        pass
+
+    def on_reject(self, reason: str) -> None:
+        pass
+
+
+@dataclass
+class TextBatcherStats:
+    """Counters since start: model calls, tokens sampled, sequences finished."""
+
+    steps: int = 0
+    tokens: int = 0
+    sequences: int = 0
+
+
+class _Sequence:
+    """One sequence's progress; touched by the worker thread only while its step runs."""
+
+    def __init__(self, job: TextJob, index: int, context: list[int], seed: int) -> None:
+        self.job, self.index = job, index
+        self.context = context  # end-of-text and the prompt, fed one per step
+        self.fed = 0
+        self.generator = np.random.RandomState(seed)
+        self.state: np.ndarray | None = None
+        self.next_input = context[0]
+        self.generated: list[int] = []
+        self.text = ""
+        self.emitted = 0
+        self.finish_reason: str | None = None
+
+
+class TextJob:
+    """One request's sequences: their events arrive in `events()`; `cancel()` drops what is left."""
+
+    def __init__(
+        self, sampling: Sampling, deadline: float | None, on_cancel: Callable[[TextJob, str], None]
+    ) -> None:
+        self.sampling = sampling
+        self.deadline = deadline
+        self.arrived = time.monotonic()
+        self.first_token_at: float | None = None
+        self.sequences: list[_Sequence] = []
+        self._events: asyncio.Queue[TokenEvent | ServiceError] = asyncio.Queue()
+        self._unfinished = 0
+        self._on_cancel: Callable[[TextJob, str], None] = on_cancel
+        self.closed = False
+
+    @property
+    def hold_back(self) -> int:
+        """Characters kept unsent while running, so a stop sequence never reaches the client in part."""
+        return max((len(stop) for stop in self.sampling.stop), default=1) - 1
+
+    async def events(self) -> AsyncIterator[TokenEvent]:
+        """Token events until every sequence has finished; raises DeadlineExceeded or the job's error."""
+        try:
+            while self._unfinished or not self._events.empty():
+                timeout = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+                try:
+                    item = await asyncio.wait_for(self._events.get(), timeout)
+                except asyncio.TimeoutError:
+                    self.cancel("deadline")
+                    raise DeadlineExceeded(
+                        "the request deadline passed before its text was generated"
+                    ) from None
+                if isinstance(item, ServiceError):
+                    raise item
+                yield item
+        finally:
+            self.cancel()
+
+    def add_sequences(self, sequences: list[_Sequence]) -> None:
+        self.sequences = sequences
+        self._unfinished = len(sequences)
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Stop generating (client gone, deadline passed); a no-op once the job has ended."""
+        if not self.closed:
+            self.closed = True
+            self._on_cancel(self, reason)
+
+    def put(self, event: TokenEvent) -> None:
+        if event.finish_reason is not None:
+            self._unfinished -= 1
+        self._events.put_nowait(event)
+
+    def fail(self, error: ServiceError) -> None:
+        self._unfinished = 0
+        self.closed = True
+        self._events.put_nowait(error)
+
+
+class TextBatcher:
+    """Continuous batching over one text model version (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: StepModel,
+        config: TextBatchingConfig,
+        *,
+        name: str = "model",
+        observer: StepObserver | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.stats = TextBatcherStats()
+        self._model = model
+        self._observer: StepObserver = observer or NullStepObserver()
+        self._waiting: deque[_Sequence] = deque()
+        self._active: list[_Sequence] = []
+        self._wakeup = asyncio.Event()
+        self._executor: ThreadPoolExecutor | None = None
+        self._consumer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._step_s_estimate = 0.0
+
+    @property
+    def queued_sequences(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def active_sequences(self) -> int:
+        return len(self._active)
+
+    async def start(self) -> None:
+        if self._consumer is not None or self._closing:
+            raise RuntimeError(f"text batcher {self.name!r} was already started or stopped; create a new one")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"text-{self.name}")
+        self._consumer = asyncio.get_running_loop().create_task(self._consume(), name=f"text-{self.name}")
+
+    def submit(
+        self,
+        contexts: list[list[int]],
+        seeds: list[int],
+        sampling: Sampling,
+        *,
+        deadline: float | None = None,
+    ) -> TextJob:
+        """Queue one sequence per context (ids fed before sampling) with its seed; returns at once."""
+        if self._closing:
+            self._reject("shutdown")
+            raise ShuttingDown()
+        if self._consumer is None:
+            raise RuntimeError(f"text batcher {self.name!r} is not started; await start() first")
+        if len(self._waiting) + len(contexts) > self.config.max_queued_sequences:
+            self._reject("overload")
+            limit = self.config.max_queued_sequences
+            raise Overloaded(
+                f"{self.name!r} has {len(self._waiting)} of {limit} sequences queued; asked for {len(contexts)}",
+                retry_after_s=self._retry_after_s(sampling.max_new_tokens),
+            )
+        job = TextJob(sampling, deadline, self._cancel)
+        pairs = enumerate(zip(contexts, seeds, strict=True))
+        job.add_sequences([_Sequence(job, i, context, seed) for i, (context, seed) in pairs])
+        self._waiting.extend(job.sequences)
+        self._wakeup.set()
+        return job
+
+    async def stop(self, *, drain: bool = True, timeout_s: float = 30.0) -> None:
+        """Refuse new work; let queued and active sequences finish within `timeout_s` if `drain`; fail the rest."""
+        self._closing = True
+        self._wakeup.set()
+        consumer = self._consumer
+        if consumer is not None and not consumer.done():
+            if drain:
+                await asyncio.wait({consumer}, timeout=timeout_s)
+            if not consumer.done():
+                consumer.cancel()
+                await asyncio.wait({consumer})
+        self._fail_all(ShuttingDown())
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _consume(self) -> None:
+        try:
+            while True:
+                self._admit()
+                if not self._active:
+                    if self._closing and not self._waiting:
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                await self._step()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("text batcher %r stopped unexpectedly", self.name)
+            self._closing = True
+            self._fail_all(ModelCallFailed("the text batcher stopped unexpectedly"))
+
+    def _admit(self) -> None:
+        """Drop sequences whose request ended, then let waiting ones join up to the limit."""
+        now = time.monotonic()
+        self._active = [seq for seq in self._active if self._still_wanted(seq, now)]
+        while self._waiting and len(self._active) < self.config.max_active_sequences:
+            seq = self._waiting.popleft()
+            if self._still_wanted(seq, now):
+                self._active.append(seq)
+
+    def _still_wanted(self, seq: _Sequence, now: float) -> bool:
+        job = seq.job
+        if job.closed or seq.finish_reason is not None:
+            return False
+        if job.deadline is not None and now >= job.deadline:
+            self._reject("deadline")
+            job.fail(DeadlineExceeded("the request deadline passed before its text was generated"))
+            return False
+        return True
+
+    async def _step(self) -> None:
+        batch = list(self._active)
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        try:
+            sampled = await loop.run_in_executor(self._executor, self._advance, batch)
+        except Exception:
+            logger.exception("text step for %r failed (%d sequences)", self.name, len(batch))
+            for seq in batch:
+                seq.job.fail(ModelCallFailed(f"the model call for {self.name!r} failed"))
+            return
+        step_s = time.monotonic() - started
+        self._step_s_estimate = 0.8 * (self._step_s_estimate or step_s) + 0.2 * step_s
+        generated = 0
+        for seq, token in zip(batch, sampled, strict=True):
+            if token is not None and not seq.job.closed:
+                generated += 1
+                self._accept(seq, token)
+        self.stats.steps += 1
+        self.stats.tokens += generated
+        requests = len({id(seq.job) for seq in batch})
+        report = StepReport(len(batch), requests, len(batch) - generated, generated, step_s)
+        self._notify(lambda: self._observer.on_step(report))
+
+    def _advance(self, batch: list[_Sequence]) -> list[int | None]:
+        """On the worker thread: one model call for the whole batch, then each sequence's next token."""
+        fresh = [i for i, seq in enumerate(batch) if seq.state is None]
+        if fresh:
+            zeros = self._model.initial_state(len(fresh))
+            for row, i in enumerate(fresh):
+                batch[i].state = zeros[row]
+        token_ids = np.array([seq.next_input for seq in batch], dtype=np.int32)
+        states = np.stack([seq.state for seq in batch if seq.state is not None])
+        logits, new_states = self._model.step(token_ids, states)
+        if logits.shape[0] != len(batch) or new_states.shape[0] != len(batch):
+            raise ValueError(f"step returned {logits.shape[0]} rows for a batch of {len(batch)}")
+        sampled: list[int | None] = []
+        for seq, row, state in zip(batch, logits, new_states, strict=True):
+            seq.state = state
+            seq.fed += 1
+            if seq.fed < len(seq.context):
+                seq.next_input = seq.context[seq.fed]
+                sampled.append(None)
+                continue
+            sampling = seq.job.sampling
+            sampled.append(
+                sample_token(
+                    row,
+                    seq.generator,
+                    temperature=sampling.temperature,
+                    top_k=sampling.top_k,
+                    top_p=sampling.top_p,
+                )
+            )
+        return sampled
+
+    def _accept(self, seq: _Sequence, token: int) -> None:
+        """Record a sampled token: send the text it adds, and finish the sequence when it should end."""
+        job = seq.job
+        if job.first_token_at is None:
+            job.first_token_at = time.monotonic()
+            waited = job.first_token_at - job.arrived
+            self._notify(lambda: self._observer.on_first_token(waited))
+        if token == END_OF_TEXT_ID:
+            self._finish(seq, FINISH_END_OF_TEXT, len(seq.text))
+            return
+        seq.generated.append(token)
+        seq.next_input = token
+        seq.text += self._model.vocabulary[token]
+        stop = next((stop for stop in job.sampling.stop if seq.text.endswith(stop)), None)
+        if stop is not None:
+            self._finish(seq, FINISH_STOP, len(seq.text) - len(stop))
+        elif len(seq.generated) >= job.sampling.max_new_tokens:
+            self._finish(seq, FINISH_LENGTH, len(seq.text))
+        else:
+            self._send(seq, len(seq.text) - job.hold_back)
+
+    def _send(self, seq: _Sequence, upto: int) -> None:
+        if upto > seq.emitted:
+            seq.job.put(TokenEvent(seq.index, seq.text[seq.emitted : upto]))
+            seq.emitted = upto
+
+    def _finish(self, seq: _Sequence, reason: str, upto: int) -> None:
+        seq.text = seq.text[:upto]
+        self._send(seq, upto)
+        seq.finish_reason = reason
+        seq.job.put(TokenEvent(seq.index, "", reason))
+        self.stats.sequences += 1
+
+    def _cancel(self, job: TextJob, reason: str) -> None:
+        """A request that gave up (disconnect, deadline): its sequences leave at the next step."""
+        if any(seq.finish_reason is None for seq in job.sequences):
+            self._reject(reason)
+        waiting = set(map(id, job.sequences))
+        self._waiting = deque(seq for seq in self._waiting if id(seq) not in waiting)
+
+    def _fail_all(self, error: ServiceError) -> None:
+        for seq in [*self._active, *self._waiting]:
+            if not seq.job.closed:
+                seq.job.fail(error)
+        self._active, self._waiting = [], deque()
+
+    def _retry_after_s(self, max_new_tokens: int) -> int:
+        return max(1, math.ceil(self._step_s_estimate * max_new_tokens))
+
+    def _reject(self, reason: str) -> None:
+        self._notify(lambda: self._observer.on_reject(reason))
+
+    def _notify(self, hook: Callable[[], None]) -> None:
+        try:
+            hook()
+        except Exception:
+            logger.exception("step observer for %r raised; ignoring", self.name)

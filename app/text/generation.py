@@ -1,0 +1,144 @@
+"""The text pipeline: a parsed request to sequences in a text model version's continuous batcher.
+
+The route parses fields into a `TextRequest`, resolves the version and calls `TextGenerationService.start`,
+which checks the prompt against the model's vocabulary and queues one sequence per seed; the returned
+`TextStream` yields token events (for ``stream=true``) or collects them into a `GeneratedText`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from app.api import params
+from app.metrics import Metrics
+from app.server.disconnect import cancel_on_disconnect
+from app.server.errors import InvalidParameter, ShuttingDown
+from app.server.shutdown import admitted
+from app.serving.registry import ModelRegistry, ModelVersion
+from app.text.batching import Sampling, TextJob, TokenEvent
+from app.text.servable import text_servable
+from genserve.text import context_ids, unknown_characters
+
+
+@dataclass(frozen=True)
+class TextRequest:
+    """What to write: a prompt continued once per seed (sequence i uses seeds[i]), and how to sample."""
+
+    prompt: str
+    seeds: list[int]
+    sampling: Sampling
+
+
+@dataclass(frozen=True)
+class Completion:
+    index: int
+    seed: int
+    text: str
+    finish_reason: str
+    tokens: int
+
+
+@dataclass(frozen=True)
+class GeneratedText:
+    model_version: ModelVersion
+    prompt: str
+    completions: list[Completion]
+
+
+class TextStream:
+    """One request's sequences in flight: iterate `events()`, or `collect()` them all."""
+
+    def __init__(self, model_version: ModelVersion, request: TextRequest, job: TextJob) -> None:
+        self.model_version = model_version
+        self.request = request
+        self._job = job
+
+    def events(self) -> AsyncIterator[TokenEvent]:
+        return self._job.events()
+
+    def cancel(self) -> None:
+        self._job.cancel()
+
+    async def collect(self) -> GeneratedText:
+        texts = ["" for _ in self.request.seeds]
+        reasons = ["" for _ in self.request.seeds]
+        async for event in self._job.events():
+            texts[event.index] += event.text
+            reasons[event.index] = event.finish_reason or reasons[event.index]
+        completions = [
+            Completion(seq.index, seed, texts[seq.index], reasons[seq.index], len(seq.generated))
+            for seq, seed in zip(self._job.sequences, self.request.seeds, strict=True)
+        ]
+        return GeneratedText(self.model_version, self.request.prompt, completions)
+
+
+class TextGenerationService:
+    """The one path from text requests to sequences in a continuous batcher."""
+
+    def __init__(self, request_timeout_s: float, metrics: Metrics, registry: ModelRegistry) -> None:
+        self.request_timeout_s = request_timeout_s
+        self._metrics = metrics
+        self._registry = registry
+
+    def start(
+        self,
+        model_version: ModelVersion,
+        request: TextRequest,
+        *,
+        http_request: Request | None = None,
+        timeout_s: float | None = None,
+    ) -> TextStream:
+        """Queue the request's sequences (503 when full or draining, 422 for characters the model never saw);
+        `timeout_s` shortens the request deadline when the caller has less time left."""
+        if self._registry.closing and not admitted(http_request):
+            self._metrics.rejected(model_version.name, model_version.version, "shutdown")
+            raise ShuttingDown()
+        servable = text_servable(model_version)
+        runtime, batcher = servable.runtime, servable.batcher
+        unknown = unknown_characters(request.prompt, runtime.index)
+        if unknown:
+            raise InvalidParameter(
+                "prompt",
+                f"characters outside model {model_version.name!r}'s vocabulary: {params.shown(''.join(unknown))}",
+            )
+        context = context_ids(request.prompt, runtime.index)
+        seconds = self.request_timeout_s if timeout_s is None else min(timeout_s, self.request_timeout_s)
+        deadline = time.monotonic() + seconds
+        job = batcher.submit(
+            [context] * len(request.seeds), request.seeds, request.sampling, deadline=deadline
+        )
+        return TextStream(model_version, request, job)
+
+    async def complete(self, stream: TextStream, *, http_request: Request | None = None) -> GeneratedText:
+        """Every sequence's text; the sequences are dropped if the client leaves first."""
+        return await cancel_on_disconnect(http_request, stream.collect())
+
+    async def generate_all(
+        self,
+        model_version: ModelVersion,
+        requests: list[TextRequest],
+        *,
+        timeout_s: float | None = None,
+        http_request: Request | None = None,
+    ) -> list[GeneratedText]:
+        """Every request's text, all sequences in the same batcher: if one request cannot start (full, draining,
+        an unknown character) or fails, or the client leaves, the sequences of all of them are dropped."""
+        streams: list[TextStream] = []
+        collecting: list[asyncio.Future[GeneratedText]] = []
+        try:
+            for request in requests:
+                streams.append(
+                    self.start(model_version, request, http_request=http_request, timeout_s=timeout_s)
+                )
+            collecting = [asyncio.ensure_future(stream.collect()) for stream in streams]
+            return list(await cancel_on_disconnect(http_request, asyncio.gather(*collecting)))
+        finally:
+            for task in collecting:
+                task.cancel()
+            for stream in streams:
+                stream.cancel()

@@ -1,0 +1,97 @@
+"""Validation of a text request's fields (422 naming the field): `GenerateBody` to a `TextRequest`.
+
+One home for the defaults and limits of text generation, used by `POST /generate` and by the inference
+protocols alike.
+"""
+
+from __future__ import annotations
+
+import math
+
+from app.api import params
+from app.api.schemas import GenerateBody, GenerateFormat
+from app.config import Settings
+from app.server.errors import InvalidParameter
+from app.serving.registry import ModelVersion
+from app.text.batching import Sampling
+from app.text.generation import TextRequest
+from app.text.servable import text_servable
+
+DEFAULT_MAX_NEW_TOKENS = 128
+MAX_STOP_SEQUENCES = 4
+MAX_STOP_CHARS = 64
+MAX_TEMPERATURE = 100.0
+TEXT_FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "stop", "stream")
+IMAGE_FIELDS = ("truncation", "label", "cols", "include_latents", "latents")
+_TEXT_FORMATS = (GenerateFormat.json, GenerateFormat.text)
+
+
+def text_request(fields: GenerateBody, settings: Settings, model_version: ModelVersion) -> TextRequest:
+    """The model-aware checks of a text request; each failure is a 422 naming its field."""
+    for name in IMAGE_FIELDS:
+        if getattr(fields, name) is not None:
+            raise InvalidParameter(name, f"is for image generators; {model_version.name!r} generates text")
+    if fields.format is not None and fields.format not in _TEXT_FORMATS:
+        raise InvalidParameter(
+            "format", f"must be json or text for a text generator, got {fields.format.value}"
+        )
+    prompt = fields.prompt or ""
+    if len(prompt) > settings.max_prompt_chars:
+        raise InvalidParameter(
+            "prompt", f"must be at most {settings.max_prompt_chars} characters, got {len(prompt)}"
+        )
+    count = params.check_range("n", 1 if fields.n is None else fields.n, 1, settings.max_n)
+    default_tokens = min(DEFAULT_MAX_NEW_TOKENS, settings.max_new_tokens)
+    max_new_tokens = params.check_range(
+        "max_new_tokens",
+        default_tokens if fields.max_new_tokens is None else fields.max_new_tokens,
+        1,
+        settings.max_new_tokens,
+    )
+    return TextRequest(
+        prompt=prompt,
+        seeds=params.seed_range(fields.seed, count),
+        sampling=Sampling(
+            max_new_tokens=max_new_tokens,
+            temperature=_temperature(fields.temperature),
+            top_k=_top_k(fields.top_k, model_version),
+            top_p=_top_p(fields.top_p),
+            stop=_stop(fields.stop),
+        ),
+    )
+
+
+def _temperature(value: float | None) -> float:
+    if value is None:
+        return 1.0
+    if not (math.isfinite(value) and 0.0 <= value <= MAX_TEMPERATURE):
+        raise InvalidParameter(
+            "temperature", f"must be between 0 (greedy) and {MAX_TEMPERATURE:g}, got {value}"
+        )
+    return float(value)
+
+
+def _top_k(value: int | None, model_version: ModelVersion) -> int | None:
+    if value is None:
+        return None
+    size = text_servable(model_version).runtime.vocabulary_size
+    return params.check_range("top_k", value, 1, size)
+
+
+def _top_p(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if not (math.isfinite(value) and 0.0 < value <= 1.0):
+        raise InvalidParameter("top_p", f"must be in (0, 1], got {value}")
+    return float(value)
+
+
+def _stop(values: list[str] | None) -> tuple[str, ...]:
+    if not values:
+        return ()
+    if len(values) > MAX_STOP_SEQUENCES:
+        raise InvalidParameter("stop", f"at most {MAX_STOP_SEQUENCES} stop sequences, got {len(values)}")
+    for value in values:
+        if not 1 <= len(value) <= MAX_STOP_CHARS:
+            raise InvalidParameter("stop", f"each stop sequence must be 1-{MAX_STOP_CHARS} characters")
+    return tuple(values)

@@ -1,0 +1,75 @@
+"""The `serving_default` signature of each kind of generator as named tensors: names, dtypes and shapes.
+
+The store contract in `genserve.store` names the tensors; this module says what each kind's signature holds, for
+the service's inference protocols (which check requests against it and describe it to clients) and for tests
+that hold the exporters and the README to it. String tensors are numpy object arrays of bytes, as TensorFlow
+holds them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from genserve import store
+from genserve.store import ModelMetadata
+
+STRING = np.dtype(object)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor of the signature; -1 in `shape` means any size."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class Signature:
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    def input_names(self) -> list[str]:
+        return [spec.name for spec in self.inputs]
+
+    def required_names(self) -> list[str]:
+        return [spec.name for spec in self.inputs if spec.required]
+
+    def output_names(self) -> list[str]:
+        return [spec.name for spec in self.outputs]
+
+
+TEXT_SIGNATURE = Signature(
+    inputs=[
+        TensorSpec(store.PROMPT_INPUT, STRING, (-1,)),
+        TensorSpec(store.MAX_NEW_TOKENS_INPUT, np.dtype(np.int32), (-1,), required=False),
+        TensorSpec(store.TEMPERATURE_INPUT, np.dtype(np.float32), (-1,), required=False),
+        TensorSpec(store.SEED_INPUT, np.dtype(np.int64), (-1,), required=False),
+    ],
+    outputs=[TensorSpec(store.TEXT_OUTPUT, STRING, (-1,))],
+)
+
+
+def image_signature(metadata: ModelMetadata) -> Signature:
+    """An image generator's: latents `z` (and class indices `label`) in, uint8 `images` out."""
+    inputs = [TensorSpec(store.LATENT_INPUT, np.dtype(np.float32), (-1, metadata.latent_dim))]
+    if metadata.conditional:
+        inputs.append(TensorSpec(store.LABEL_INPUT, np.dtype(np.int32), (-1,)))
+    outputs = [TensorSpec(store.IMAGES_OUTPUT, np.dtype(np.uint8), (-1, *metadata.image_shape))]
+    return Signature(inputs, outputs)
+
+
+def signature_of(metadata: ModelMetadata) -> Signature:
+    """The `serving_default` signature of a generator, as the store contract defines it."""
+    return TEXT_SIGNATURE if metadata.is_text else image_signature(metadata)
+
+
+def string_array(values: list[bytes]) -> np.ndarray:
+    """A 1-D string tensor (object array of bytes) holding `values`."""
+    array = np.empty(len(values), dtype=STRING)
+    array[:] = values
+    return array
