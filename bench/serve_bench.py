@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from app.config import Settings
 from app.image.batching import DEFAULT_MAX_CONCURRENT_BATCHES
 from app.image.formats import grid_png_bytes
 from app.image.runtime import ImageRuntime
@@ -50,6 +51,9 @@ GOAL_LATENCY_SLACK_MS = 5.0
 HAS_GOALS = True
 _IDLE_POLL_S = 0.2
 _IDLE_TIMEOUT_S = 60.0
+
+# The PNG level the service encodes at by default, for the in-process figures to match what it serves.
+_SERVED_PNG_LEVEL: int = Settings.model_fields["png_compress_level"].default
 
 
 logger = logging.getLogger(__name__)
@@ -188,7 +192,8 @@ def _generate_and_encode(runtime: ImageRuntime, seeds: list[int], grid_images: i
         inputs[store.LABEL_INPUT] = np.zeros(len(seeds), dtype=np.int32)
     images = runtime.generate(inputs)
     return [
-        grid_png_bytes(images[start : start + grid_images]) for start in range(0, len(images), grid_images)
+        grid_png_bytes(images[start : start + grid_images], None, _SERVED_PNG_LEVEL)
+        for start in range(0, len(images), grid_images)
     ]
 
 

@@ -30,7 +30,7 @@ def context_ids(prompt: str, index: dict[str, int]) -> list[int]:
     return [END_OF_TEXT_ID, *(index[char] for char in prompt if char in index)]
 
 
-def decode(ids: Sequence[int], vocabulary: Sequence[str]) -> str:
+def ids_to_text(ids: Sequence[int], vocabulary: Sequence[str]) -> str:
     """Text of generated ids; the end-of-text marker ends generation and is never part of the text."""
     return "".join(vocabulary[i] for i in ids if i != END_OF_TEXT_ID)
 

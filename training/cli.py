@@ -31,6 +31,7 @@ from training.config import (
     VAE_BUDGET_SHARE_WITH_PRIOR,
     TrainConfig,
     add_distribute_option,
+    add_time_budget_option,
 )
 from training.fid import DEFAULT_NUM_SAMPLES
 from training.text.cli import MODEL as TEXT_MODEL
@@ -194,13 +195,7 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
         "0.8 to 1.4 on the version about to be published (--eval-samples images, the next seed) and takes the lowest "
         "FID; needs labelled data (default: %(default)s)",
     )
-    progress.add_argument(
-        "--time-budget",
-        type=float,
-        metavar="MINUTES",
-        help="stop before an epoch that would end past this much wall time (the first always runs), then "
-        "publish as usual",
-    )
+    add_time_budget_option(progress)
     vae = parser.add_argument_group("VAE options")
     vae.add_argument(
         "--kl-weight", type=float, default=d.kl_weight, help="beta of a beta-VAE (default: %(default)s)"

@@ -17,6 +17,7 @@ from typing import Any
 
 from genserve.conventions import check_channels
 from genserve.store import check_latent_scale, check_scalable, validate_model_name
+from training.run_folder import DEFAULT_RUNS_ROOT, RUN_INFO_FILE
 
 MODELS = ("dcgan", "cdcgan", "vae")
 CONDITIONAL_MODELS = ("cdcgan",)
@@ -40,18 +41,8 @@ DEFAULT_EMA_DECAY = 0.999
 # One-sided smoothing makes the real target 1 - s; from s = 0.5 on, the discriminator would be taught that
 # real images look no more real than a coin toss.
 _MAX_LABEL_SMOOTHING = 0.5
-DEFAULT_RUNS_ROOT = Path("runs")
-# A run folder's layout.
-RUN_INFO_FILE = "config.json"
-HISTORY_FILE = "history.json"
 # history.json key: the epoch after which the run's time budget stopped it (absent while a run can go on).
 STOPPED_ON_TIME_BUDGET_KEY = "stopped_on_time_budget_after_epoch"
-SAMPLES_DIR = "samples"
-CHECKPOINTS_DIR = "checkpoints"
-WORKERS_DIR = "workers"  # multi-worker runs: each non-chief worker's own folder, removed when it finishes
-PUBLISHED_FILE = (
-    "published.json"  # multi-worker runs: the version the chief published, so a restart won't again
-)
 PRIOR_DIR = "prior"  # VAEs with a flow prior: the flow's weights, fit to the run's last epoch
 # GANs trained with eval_every: the checkpoint whose epoch scored the lowest small-N FID so far, and its record.
 BEST_DIR = "best"
@@ -484,6 +475,17 @@ def read_run_info(run_dir: Path) -> RunInfo:
             f"{str(path)!r} does not exist: pass a run folder written by 'training train'"
         )
     return RunInfo.from_dict(json.loads(path.read_text()))
+
+
+def add_time_budget_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--time-budget`, as every trainer's command line offers it (`training.run.TimeBudget`)."""
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="MINUTES",
+        help="stop before an epoch that would end past this much wall time (the first always runs), then "
+        "publish as usual",
+    )
 
 
 def add_distribute_option(parser: argparse.ArgumentParser, default: str) -> None:

@@ -2,15 +2,13 @@
 
 `SampleQuality` scores the (averaged) generator with the evaluation classifier of `training.evaluate`, on
 fewer images than a full evaluation, so the numbers show the trend during training; they are biased upwards
-against N = 10,000 numbers and compare only with each other. `TimeBudget` ends training after the last epoch
-expected to fit the budget, so the run still checkpoints and publishes as usual, within its time.
+against N = 10,000 numbers and compare only with each other. (Bounding a run's wall time is every run's:
+`training.run.TimeBudget`.)
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,46 +113,3 @@ class SampleQuality(keras.callbacks.Callback):
             inputs = self.latents[rows] if labels is None else [self.latents[rows], labels[rows]]
             batches.append(to_uint8(np.asarray(generator(inputs, training=False), dtype=np.float32)))
         return to_unit_range(np.concatenate(batches))
-
-
-class TimeBudget(keras.callbacks.Callback):
-    """Stop training once the next epoch would end after `minutes` of wall time since the start.
-
-    The next epoch is expected to take as long as the longer of the last two (every other epoch may carry a
-    quality check), so a run ends within its budget unless one epoch alone is longer than the whole budget:
-    the first epoch always runs.
-    """
-
-    def __init__(self, minutes: float, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__()
-        if not minutes > 0:
-            raise ValueError(f"a time budget must be a positive number of minutes, got {minutes}")
-        self.seconds = minutes * _SECONDS_PER_MINUTE
-        self.exhausted = False
-        self._clock = clock
-        self._started = 0.0
-        self._last_end = 0.0
-        self._last_epoch_s = 0.0
-
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._started = self._last_end = self._clock()
-        self._last_epoch_s = 0.0
-        self.exhausted = False
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        now = self._clock()
-        epoch_s = now - self._last_end
-        next_epoch_s = max(epoch_s, self._last_epoch_s)
-        self._last_end, self._last_epoch_s = now, epoch_s
-        elapsed = now - self._started
-        if elapsed + next_epoch_s > self.seconds:
-            self.exhausted = True
-            self.model.stop_training = True
-            logger.info(
-                "stopping after epoch %d (%.2f min): another epoch of about %.1f min would overrun the "
-                "%g min time budget",
-                epoch + 1,
-                elapsed / _SECONDS_PER_MINUTE,
-                next_epoch_s / _SECONDS_PER_MINUTE,
-                self.seconds / _SECONDS_PER_MINUTE,
-            )

@@ -1,14 +1,16 @@
-"""What every training run shares, image or text: the run folder's layout, seeding, and the epoch loop that
-saves a checkpoint on Ctrl-C.
+"""The skeleton every training run shares, image or text: seeding with deterministic ops, the epoch loop that
+saves a checkpoint on Ctrl-C, and a wall-time budget.
 
-Both trainers (`training.train` for GANs and VAEs, `training.text.train` for char-rnns) build their model and
-callbacks, then hand them to `fit_epochs`; resuming, time budgets (`training.progress.TimeBudget`) and
-publishing once (`training.distribute.publish_once`) go through the same pieces.
+Both trainers (`training.train` for GANs and VAEs, `training.text.train` for char-rnns) seed with
+`seed_everything`, lay out their run folder as `training.run_folder` says, build their model and callbacks
+(`TimeBudget` among them when a budget is set), hand them to `fit_epochs`, and publish once through
+`training.distribute.publish_once`.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,12 +22,7 @@ from training.distribute import Placement, fit_replicas
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_RUNS_ROOT = Path("runs")
-# A run folder's layout, for every kind of run.
-RUN_INFO_FILE = "config.json"
-HISTORY_FILE = "history.json"
-SAMPLES_DIR = "samples"
-CHECKPOINTS_DIR = "checkpoints"
+_SECONDS_PER_MINUTE = 60.0
 
 
 def seed_everything(seed: int | None) -> None:
@@ -44,7 +41,7 @@ def fit_epochs(
     epochs: int,
     initial_epoch: int,
     callbacks: Sequence[keras.callbacks.Callback],
-    save_on_interrupt: Callable[[], Path],
+    save_on_interrupt: Callable[[], Path | str],
     verbose: int,
     validation_data: Any = None,
 ) -> keras.callbacks.History | None:
@@ -79,3 +76,46 @@ def fit_epochs(
         path = save_on_interrupt()
         logger.warning("interrupted: saved %s; continue with --resume", path)
         raise
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop training once the next epoch would end after `minutes` of wall time since the start.
+
+    The next epoch is expected to take as long as the longer of the last two (every other epoch may carry a
+    quality check), so a run ends within its budget unless one epoch alone is longer than the whole budget:
+    the first epoch always runs.
+    """
+
+    def __init__(self, minutes: float, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        if not minutes > 0:
+            raise ValueError(f"a time budget must be a positive number of minutes, got {minutes}")
+        self.seconds = minutes * _SECONDS_PER_MINUTE
+        self.exhausted = False
+        self._clock = clock
+        self._started = 0.0
+        self._last_end = 0.0
+        self._last_epoch_s = 0.0
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._started = self._last_end = self._clock()
+        self._last_epoch_s = 0.0
+        self.exhausted = False
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        now = self._clock()
+        epoch_s = now - self._last_end
+        next_epoch_s = max(epoch_s, self._last_epoch_s)
+        self._last_end, self._last_epoch_s = now, epoch_s
+        elapsed = now - self._started
+        if elapsed + next_epoch_s > self.seconds:
+            self.exhausted = True
+            self.model.stop_training = True
+            logger.info(
+                "stopping after epoch %d (%.2f min): another epoch of about %.1f min would overrun the "
+                "%g min time budget",
+                epoch + 1,
+                elapsed / _SECONDS_PER_MINUTE,
+                next_epoch_s / _SECONDS_PER_MINUTE,
+                self.seconds / _SECONDS_PER_MINUTE,
+            )

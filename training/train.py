@@ -34,7 +34,6 @@ from training.distribute import (
     chief_value,
     detached_copy,
     distribute_batches,
-    fit_replicas,
     log_distribution,
     make_placement,
     publish_once,
@@ -44,7 +43,8 @@ from training.evaluate import pick_latent_scale
 from training.export import build_metadata, export_checkpoint, export_generator, training_summary
 from training.models import GenerativeModel
 from training.prior import LatentFlow, fit_prior, save_prior
-from training.progress import SampleQuality, TimeBudget
+from training.progress import SampleQuality
+from training.run import TimeBudget, fit_epochs, seed_everything
 from training.vae import VAE, build_decoder, build_encoder, encode_means
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     num_classes = _num_classes(config, dataset)
     run_dir = placement.run_dir(config.run_path)
     with placement.strategy.scope():
-        gan = build_gan(config, dataset.image_shape, num_classes)
+        gan = build_model(config, dataset.image_shape, num_classes)
         if placement.distributed:
             gan.build_optimizers()  # the slots are created here, under the strategy, not inside a replica
     # Outside the scope: the epoch and step counters are plain variables, read and written by this process.
@@ -240,15 +240,7 @@ def _sample_quality(config: TrainConfig, dataset: ImageDataset) -> list[SampleQu
     ]
 
 
-def seed_everything(seed: int | None) -> None:
-    """Seed Python, NumPy and TensorFlow and make TF ops deterministic, so a seed fixes the weights."""
-    if seed is None:
-        return
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-
-
-def build_gan(
+def build_model(
     config: TrainConfig, image_shape: tuple[int, int, int], num_classes: int | None = None
 ) -> GenerativeModel:
     """The compiled model `config` asks for, with its optimizers.
@@ -394,31 +386,16 @@ def _fit(
     checkpointer: Checkpointer,
     placement: Placement,
 ) -> None:
-    verbose = _verbosity(placement)
-    try:
-        if placement.distributed:
-            fit_replicas(
-                gan,
-                data,
-                placement,
-                epochs=config.epochs,
-                initial_epoch=initial_epoch,
-                callbacks=callbacks,
-                verbose=verbose,
-            )
-        else:
-            gan.fit(
-                data,
-                epochs=config.epochs,
-                initial_epoch=initial_epoch,
-                callbacks=callbacks,
-                verbose=verbose,
-                shuffle=False,  # the tf.data pipeline already reshuffles every epoch
-            )
-    except KeyboardInterrupt:
-        path = checkpointer.save(int(checkpointer.epoch))
-        logger.warning("interrupted: saved %s; continue with --resume", path)
-        raise
+    fit_epochs(
+        gan,
+        data,
+        placement,
+        epochs=config.epochs,
+        initial_epoch=initial_epoch,
+        callbacks=callbacks,
+        save_on_interrupt=lambda: checkpointer.save(int(checkpointer.epoch)),
+        verbose=_verbosity(placement),
+    )
 
 
 def _publish_scaled(config: TrainConfig, publish: Callable[..., Path]) -> Path:

@@ -14,8 +14,6 @@ from app.api.schemas import AnimationFormat, ErrorResponse
 
 QueryModel = TypeVar("QueryModel", bound=BaseModel)
 
-DEFAULT_STEPS = 16
-DEFAULT_FPS = 12
 MAX_FPS = 60
 MAX_FRAME_COLUMNS = 1024
 

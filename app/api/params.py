@@ -8,6 +8,7 @@ from typing import overload
 
 import numpy as np
 
+from app.api import defaults
 from app.server.errors import InvalidParameter
 from genserve import store
 from genserve.conventions import MAX_SEED, cycled_labels
@@ -69,7 +70,7 @@ def check_range(field: str, value: int, low: int, high: int) -> int:
 
 def check_truncation(psi: float | None) -> float:
     if psi is None:
-        return 1.0
+        return defaults.TRUNCATION
     if not (math.isfinite(psi) and 0.0 < psi <= 1.0):
         raise InvalidParameter("truncation", f"must be in (0, 1], got {psi}")
     return psi

@@ -13,8 +13,6 @@ from genserve.conventions import tile_images
 
 # Black pixels around each tile of a served grid, so neighbouring images do not run into each other.
 GRID_PADDING = 2
-# zlib level of PNG files: Pillow's own default, for callers that do not choose.
-DEFAULT_PNG_COMPRESS_LEVEL = 6
 
 
 def to_pil(image: np.ndarray) -> Image.Image:
@@ -24,21 +22,19 @@ def to_pil(image: np.ndarray) -> Image.Image:
     return Image.fromarray(image, mode="RGB")
 
 
-def png_bytes(image: np.ndarray, level: int = DEFAULT_PNG_COMPRESS_LEVEL) -> bytes:
+def png_bytes(image: np.ndarray, level: int) -> bytes:
     """One image as a PNG compressed at zlib `level` (0-9: higher is smaller and slower)."""
     buffer = io.BytesIO()
     to_pil(image).save(buffer, format="PNG", compress_level=level)
     return buffer.getvalue()
 
 
-def grid_png_bytes(
-    images: np.ndarray, columns: int | None = None, level: int = DEFAULT_PNG_COMPRESS_LEVEL
-) -> bytes:
+def grid_png_bytes(images: np.ndarray, columns: int | None, level: int) -> bytes:
     """The images tiled row-major (near-square without `columns`) as one PNG."""
     return png_bytes(tile_images(images, columns, padding=GRID_PADDING), level)
 
 
-def png_base64_list(images: np.ndarray, level: int = DEFAULT_PNG_COMPRESS_LEVEL) -> list[str]:
+def png_base64_list(images: np.ndarray, level: int) -> list[str]:
     return [base64.b64encode(png_bytes(image, level)).decode("ascii") for image in images]
 
 
@@ -48,7 +44,7 @@ def npy_bytes(images: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def zip_bytes(images: np.ndarray, names: list[str], level: int = DEFAULT_PNG_COMPRESS_LEVEL) -> bytes:
+def zip_bytes(images: np.ndarray, names: list[str], level: int) -> bytes:
     """One PNG per image in an uncompressed archive (PNG is compressed already)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:

@@ -16,7 +16,7 @@ import anyio
 import numpy as np
 from starlette.requests import Request
 
-from app.api import params
+from app.api import defaults, params
 from app.image.latents import InterpolationMethod, interpolation_path, lerp, truncate
 from app.image.servable import image_servable
 from app.metrics import Metrics
@@ -38,7 +38,7 @@ class ImageRequest:
 
     seeds: list[int] | None = None
     latents: np.ndarray | None = None
-    truncation: float = 1.0
+    truncation: float = defaults.TRUNCATION
     label: str | int | None = None
 
 
@@ -61,7 +61,7 @@ class InterpolationRequest:
     loop: bool = False
     keyframe_seeds: list[int] | None = None
     keyframe_latents: np.ndarray | None = None
-    truncation: float = 1.0
+    truncation: float = defaults.TRUNCATION
     label: str | None = None
     start_label: str | None = None
     end_label: str | None = None
@@ -123,7 +123,7 @@ class GenerationService:
             latents = await self._latents_for_seeds(request.seeds or [], metadata.latent_dim)
         labels = params.labels_for(metadata, request.label, len(latents))
         latents = truncate(latents, request.truncation)
-        images = await self._decode(model_version, latents, labels, request=http_request)
+        images = await self._draw(model_version, latents, labels, request=http_request)
         return GeneratedImages(model_version, images, latents, request.seeds)
 
     def plan_interpolation(
@@ -152,7 +152,7 @@ class GenerationService:
         if plan.blend:
             path_length = len(keyframes) - 1 + int(request.loop)
             embeddings = _blended_embeddings(model_version, plan.blend, positions / path_length)
-        images = await self._decode(
+        images = await self._draw(
             model_version,
             truncate(latents, request.truncation),
             plan.labels,
@@ -178,7 +178,7 @@ class GenerationService:
         metadata = model_version.metadata
         latents = params.check_latent_length(latents, metadata.latent_dim)
         _check_row_labels(metadata, labels, len(latents))
-        images = await self._decode(model_version, latents, labels, request=http_request, timeout_s=timeout_s)
+        images = await self._draw(model_version, latents, labels, request=http_request, timeout_s=timeout_s)
         return GeneratedImages(model_version, images, latents, None)
 
     async def encode(
@@ -205,7 +205,7 @@ class GenerationService:
             generator = self._local.generator = np.random.RandomState()
         return generator
 
-    async def _decode(
+    async def _draw(
         self,
         model_version: ModelVersion,
         latents: np.ndarray,

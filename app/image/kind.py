@@ -13,7 +13,7 @@ import numpy as np
 from fastapi.responses import Response
 from starlette.requests import Request
 
-from app.api import params
+from app.api import defaults, params
 from app.api.schemas import GenerateBody, GenerateFormat
 from app.config import Settings
 from app.image.batching import Batcher, BatchingConfig
@@ -28,9 +28,6 @@ from app.serving.runtime import DeviceInfo
 from app.text.params import TEXT_FIELDS
 from genserve import store
 from genserve.store import ModelMetadata
-
-# Images of a `POST /generate` that names neither `n` nor latents.
-DEFAULT_N = 16
 
 
 class ImageKind:
@@ -114,7 +111,7 @@ def image_request(fields: GenerateBody, max_n: int) -> ImageRequest:
     if fields.cols is not None:
         params.check_range("cols", fields.cols, 1, max_n)
     if fields.latents is None:
-        count = params.check_range("n", DEFAULT_N if fields.n is None else fields.n, 1, max_n)
+        count = params.check_range("n", defaults.IMAGES if fields.n is None else fields.n, 1, max_n)
         return ImageRequest(seeds=params.seed_range(fields.seed, count), truncation=psi, label=fields.label)
     if fields.seed is not None:
         raise InvalidParameter("seed", "give either seed or latents, not both")

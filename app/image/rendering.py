@@ -25,7 +25,7 @@ from app.api.schemas import (
     ReconstructedImage,
     ReconstructJSONResponse,
 )
-from app.image import formats as imaging
+from app.image import formats
 from app.image.generation import Frames, GeneratedImages
 from app.metrics import Metrics
 from app.serving.registry import ModelVersion
@@ -139,10 +139,10 @@ class GeneratedView:
         if format == JSON:
             return self._json(level)
         if format == "npy":
-            return imaging.npy_bytes(images)
+            return formats.npy_bytes(images)
         if format == "zip":
-            return imaging.zip_bytes(images, self._file_names(), level)
-        return imaging.grid_png_bytes(images, self.cols, level)
+            return formats.zip_bytes(images, self._file_names(), level)
+        return formats.grid_png_bytes(images, self.cols, level)
 
     def _file_names(self) -> list[str]:
         if self.result.seeds is not None:
@@ -151,7 +151,7 @@ class GeneratedView:
 
     def _json(self, level: int) -> dict[str, Any]:
         result = self.result
-        encoded = imaging.png_base64_list(result.images, level)
+        encoded = formats.png_base64_list(result.images, level)
         seeds: list[int | None] = list(result.seeds) if result.seeds is not None else [None] * len(encoded)
         images = [
             {
@@ -189,17 +189,17 @@ class ReconstructionView(_ModelHeadersOnly):
         if format == JSON:
             return self._json(level)
         if format == "npy":
-            return imaging.npy_bytes(images)
+            return formats.npy_bytes(images)
         if format == "zip":
             names = [f"reconstruction{index:04d}.png" for index in range(len(images))]
-            return imaging.zip_bytes(images, names, level)
+            return formats.zip_bytes(images, names, level)
         if self.compare:
-            return imaging.grid_png_bytes(np.concatenate([self.inputs, images]), len(images), level)
-        return imaging.grid_png_bytes(images, level=level)
+            return formats.grid_png_bytes(np.concatenate([self.inputs, images]), len(images), level)
+        return formats.grid_png_bytes(images, None, level)
 
     def _json(self, level: int) -> dict[str, Any]:
         images = self.result.images
-        encoded = imaging.png_base64_list(images, level)
+        encoded = formats.png_base64_list(images, level)
         response = ReconstructJSONResponse(
             **_image_header(self.model_version, images),
             images=[
@@ -231,8 +231,8 @@ class FramesView(_ModelHeadersOnly):
         if format == JSON:
             return self._json(level)
         if format == "png":
-            return imaging.grid_png_bytes(images, self.cols or min(len(images), _FRAME_STRIP_COLUMNS), level)
-        return imaging.animation_bytes(images, self.fps, format.upper())
+            return formats.grid_png_bytes(images, self.cols or min(len(images), _FRAME_STRIP_COLUMNS), level)
+        return formats.animation_bytes(images, self.fps, format.upper())
 
     def _json(self, level: int) -> dict[str, Any]:
         frames = self.frames
@@ -244,7 +244,7 @@ class FramesView(_ModelHeadersOnly):
             frames=[
                 {"position": round(float(position), 6), "png_base64": png}
                 for position, png in zip(
-                    frames.positions, imaging.png_base64_list(frames.images, level), strict=True
+                    frames.positions, formats.png_base64_list(frames.images, level), strict=True
                 )
             ],
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from app.api import params
+from app.api import defaults, params
 from app.api.schemas import GenerateBody, GenerateFormat
 from app.config import Settings
 from app.server.errors import InvalidParameter
@@ -17,7 +17,6 @@ from app.text.batching import Sampling
 from app.text.generation import TextRequest
 from app.text.servable import text_servable
 
-DEFAULT_MAX_NEW_TOKENS = 128
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_CHARS = 64
 MAX_TEMPERATURE = 100.0
@@ -40,8 +39,8 @@ def text_request(fields: GenerateBody, settings: Settings, model_version: ModelV
         raise InvalidParameter(
             "prompt", f"must be at most {settings.max_prompt_chars} characters, got {len(prompt)}"
         )
-    count = params.check_range("n", 1 if fields.n is None else fields.n, 1, settings.max_n)
-    default_tokens = min(DEFAULT_MAX_NEW_TOKENS, settings.max_new_tokens)
+    count = params.check_range("n", defaults.SEQUENCES if fields.n is None else fields.n, 1, settings.max_n)
+    default_tokens = min(defaults.MAX_NEW_TOKENS, settings.max_new_tokens)
     max_new_tokens = params.check_range(
         "max_new_tokens",
         default_tokens if fields.max_new_tokens is None else fields.max_new_tokens,
@@ -63,7 +62,7 @@ def text_request(fields: GenerateBody, settings: Settings, model_version: ModelV
 
 def _temperature(value: float | None) -> float:
     if value is None:
-        return 1.0
+        return defaults.TEMPERATURE
     if not (math.isfinite(value) and 0.0 <= value <= MAX_TEMPERATURE):
         raise InvalidParameter(
             "temperature", f"must be between 0 (greedy) and {MAX_TEMPERATURE:g}, got {value}"

@@ -12,6 +12,10 @@ from app.image.formats import grid_png_bytes
 from genserve import store
 from genserve.conventions import latents_from_seeds
 
+# A plain server saves its PNGs as Pillow does unless told otherwise (zlib level 6); genserve's own level is
+# its GENSERVE_PNG_COMPRESS_LEVEL setting.
+PLAIN_PNG_LEVEL = 6
+
 
 def load_generator(store_path: Path, model: str) -> tuple[Any, int]:
     """The newest version's serving signature and its latent size."""
@@ -37,7 +41,7 @@ def latents_for(n: int, seed: int, latent_dim: int) -> np.ndarray:
 
 
 def png_grid(images: np.ndarray) -> bytes:
-    return grid_png_bytes(images)
+    return grid_png_bytes(images, None, PLAIN_PNG_LEVEL)
 
 
 def arguments(description: str) -> argparse.Namespace:

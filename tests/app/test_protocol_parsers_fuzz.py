@@ -12,11 +12,11 @@ import json
 from typing import Any
 
 import numpy as np
-from app.protocols.tfserving.rest import parse_predict_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.protocols.inference import check_inputs
+from app.protocols.tfserving.rest import parse_predict_request
 from app.protocols.v2 import codec as v2
 from app.server.errors import InvalidParameter
 from genserve import store

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from genserve.store import END_OF_TEXT_ID
-from genserve.text import context_ids, decode, sample_token, unknown_characters, vocabulary_index
+from genserve.text import context_ids, ids_to_text, sample_token, unknown_characters, vocabulary_index
 
 LOGITS = np.log(np.array([0.05, 0.4, 0.3, 0.15, 0.1]))
 
@@ -40,4 +40,4 @@ def test_context_starts_with_end_of_text_and_decoding_drops_it() -> None:
     assert "\u241e" not in index
     assert context_ids("ab a", index) == [END_OF_TEXT_ID, 1, 2, 3, 1]
     assert unknown_characters("abcxc\u241e", index) == ["c", "x", "\u241e"]
-    assert decode([1, 3, END_OF_TEXT_ID, 2], vocabulary) == "a b"
+    assert ids_to_text([1, 3, END_OF_TEXT_ID, 2], vocabulary) == "a b"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from app.protocols.tfserving.rest import parse_predict_request
 
 from app.protocols.inference import Signature, TensorSpec
+from app.protocols.tfserving.rest import parse_predict_request
 from app.protocols.v2 import codec as v2
 from bench.loadgen import LoadSpec
 from bench.protocols_bench import (

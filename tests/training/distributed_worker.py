@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from training.config import TrainConfig, read_run_info
 from training.models import GenerativeModel, checkpoint_objects, optimizer_steps
-from training.text.config import RUN_INFO_FILE as TEXT_RUN_INFO_FILE
+from training.run_folder import RUN_INFO_FILE
 from training.text.config import TextTrainConfig
 from training.text.train import train_text
 from training.train import train
@@ -83,7 +83,7 @@ def run_text(config: TextTrainConfig, report: Path) -> None:
     network: keras.Model = getattr(recorder.model, "network", recorder.model)
     weights = {str(index): np.asarray(weight.numpy()) for index, weight in enumerate(network.weights)}
     np.savez(report.with_suffix(".npz"), **weights)  # type: ignore[arg-type]
-    run_info = json.loads((config.run_folder / TEXT_RUN_INFO_FILE).read_text())
+    run_info = json.loads((config.run_folder / RUN_INFO_FILE).read_text())
     summary = {
         "steps_per_epoch": recorder.steps_per_epoch,
         "optimizer_steps": int(network.optimizer.iterations.numpy()),

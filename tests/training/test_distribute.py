@@ -27,20 +27,11 @@ from bench.processes import free_ports
 from genserve.store import list_versions, read_metadata, read_text_evaluation
 from tests.conftest import TINY_LATENT_DIM
 from tests.training.text.tiny import tiny_text_config
-from training.config import (
-    CHECKPOINTS_DIR,
-    DISTRIBUTE_MODES,
-    HISTORY_FILE,
-    PUBLISHED_FILE,
-    WORKERS_DIR,
-    TrainConfig,
-    read_run_info,
-)
+from training.config import DISTRIBUTE_MODES, TrainConfig, read_run_info
 from training.distribute import TF_CONFIG_VARIABLE, Placement, publish_once, resolve_mode
+from training.run_folder import CHECKPOINTS_DIR, HISTORY_FILE, PUBLISHED_FILE, RUN_INFO_FILE, WORKERS_DIR
 from training.text import cli as text_cli
 from training.text.config import CHECKPOINT_FILE as TEXT_CHECKPOINT_FILE
-from training.text.config import HISTORY_FILE as TEXT_HISTORY_FILE
-from training.text.config import RUN_INFO_FILE as TEXT_RUN_INFO_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT, BATCH = 64, 16
@@ -432,7 +423,7 @@ def test_text_mirrored_replicas_match_one_process_on_the_same_global_batch(text_
 
 def test_text_validation_and_held_out_score_match_one_process(text_mirrored: Path) -> None:
     def history(run: Path) -> dict[str, list[float]]:
-        loaded: dict[str, list[float]] = json.loads((run / TEXT_HISTORY_FILE).read_text())
+        loaded: dict[str, list[float]] = json.loads((run / HISTORY_FILE).read_text())
         return loaded
 
     single = history(text_mirrored / "single" / "runs" / TEXT_MODEL)
@@ -454,7 +445,7 @@ def test_text_run_and_version_record_the_global_and_per_replica_batch(text_mirro
     report = _report(text_mirrored / "mirrored")
 
     assert report["distribution"] == expected
-    run_info = json.loads((text_mirrored / "runs" / TEXT_MODEL / TEXT_RUN_INFO_FILE).read_text())
+    run_info = json.loads((text_mirrored / "runs" / TEXT_MODEL / RUN_INFO_FILE).read_text())
     assert run_info["distribution"] == expected and run_info["distribute"] == "mirrored"
     assert read_metadata(Path(report["version_dir"])).training_config["distribution"] == expected
     assert list_versions(text_mirrored / "store", TEXT_MODEL) == [1]

@@ -10,12 +10,13 @@ from PIL import Image
 
 from genserve.store import list_versions, read_metadata
 from training.callbacks import read_best
-from training.config import BEST_DIR, HISTORY_FILE, TrainConfig
+from training.config import BEST_DIR, TrainConfig
 from training.datasets import load_dataset
 from training.dcgan import generator_loss
 from training.evaluate import AUTO_LATENT_SCALES
 from training.export import export_checkpoint
-from training.progress import SampleQuality, TimeBudget
+from training.progress import SampleQuality
+from training.run_folder import HISTORY_FILE
 from training.train import train
 
 LATENT_DIM = 16
@@ -159,29 +160,6 @@ def test_a_run_within_its_time_budget_trains_every_epoch(tmp_path: Path) -> None
     assert result.epochs_completed == 2 and not result.stopped_on_time_budget
     assert result.version_dir is not None
     assert read_metadata(result.version_dir).training_summary["stopped_on_time_budget"] is False
-
-
-def test_time_budget_stops_before_an_epoch_that_would_overrun_it() -> None:
-    # Epochs of 10 s, every other one 4 s longer (a quality check), against a 50 s budget: after epoch 3
-    # (34 s) another epoch of up to 14 s still fits; after epoch 4 (48 s) one would end past the budget.
-    clock = iter([0.0, 10.0, 24.0, 34.0, 48.0, 58.0])
-    budget = TimeBudget(50 / 60, clock=lambda: next(clock))
-    budget.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
-    budget.on_train_begin()
-
-    stopped_after = None
-    for epoch in range(5):
-        budget.on_epoch_end(epoch)
-        if budget.exhausted:
-            stopped_after = epoch + 1
-            break
-
-    assert stopped_after == 4 and budget.model.stop_training
-
-
-def test_time_budget_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="positive number of minutes"):
-        TimeBudget(0.0)
 
 
 class _QualityAtStart(SampleQuality):

@@ -11,8 +11,9 @@ import tensorflow as tf
 from PIL import Image
 
 from genserve.store import SIGNATURE_NAME, list_versions, read_metadata
-from training.config import CHECKPOINTS_DIR, HISTORY_FILE, SAMPLES_DIR, TrainConfig, read_run_info
+from training.config import TrainConfig, read_run_info
 from training.export import export_checkpoint
+from training.run_folder import CHECKPOINTS_DIR, HISTORY_FILE, SAMPLES_DIR
 from training.train import TrainResult, train
 
 NAME = "shapes-dcgan"

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.config import add_distribute_option
+from training.config import add_distribute_option, add_time_budget_option
 from training.text.config import CELLS, TextTrainConfig
 
 logger = logging.getLogger("training.text")
@@ -73,6 +73,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
             f"--{flag}", type=kind, default=default, help=f"{help_text} (default: %(default)s)"
         )
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    add_time_budget_option(parser)
     add_distribute_option(parser, d.distribute)
 
 

@@ -9,13 +9,9 @@ from typing import Any
 
 from genserve.store import validate_model_name
 from training.config import TrainConfig, check_distribute
+from training.run_folder import DEFAULT_RUNS_ROOT
 
 CELLS = ("gru", "lstm")
-DEFAULT_RUNS_ROOT = Path("runs")
-# A run folder's layout.
-RUN_INFO_FILE = "config.json"
-HISTORY_FILE = "history.json"
-SAMPLES_DIR = "samples"
 CHECKPOINT_FILE = "checkpoints/latest.keras"
 CHECKPOINT_EPOCH_FILE = "checkpoints/latest.json"
 
@@ -43,6 +39,7 @@ class TextTrainConfig:
     held_out: float = 0.1  # share of documents (or, for one document, of characters) kept for evaluation
     limit_chars: int | None = None  # cut the training text to this many characters, for quick runs
     resume: bool = False
+    time_budget: float | None = None  # minutes: stop before an epoch that would overrun them, then publish
     sample_length: int = 200  # characters sampled into samples/ after every epoch
     export: bool = True
     # How training spreads over devices or machines: the image models' modes and default
@@ -56,6 +53,11 @@ class TextTrainConfig:
         for field in ("layers", "units", "embedding_dim", "sequence_length", "batch_size", "epochs"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ValueError(
+                f"time_budget must be a positive number of minutes, got {self.time_budget}: leave it unset to "
+                "train every epoch"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 < self.held_out < 0.5:

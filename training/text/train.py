@@ -34,20 +34,14 @@ from training.distribute import (
     chief_value,
     detached_copy,
     distribute_batches,
-    fit_replicas,
     log_distribution,
     make_placement,
     publish_once,
     remove_worker_folder,
 )
-from training.text.config import (
-    CHECKPOINT_EPOCH_FILE,
-    CHECKPOINT_FILE,
-    HISTORY_FILE,
-    RUN_INFO_FILE,
-    SAMPLES_DIR,
-    TextTrainConfig,
-)
+from training.run import TimeBudget, fit_epochs, seed_everything
+from training.run_folder import HISTORY_FILE, RUN_INFO_FILE, SAMPLES_DIR
+from training.text.config import CHECKPOINT_EPOCH_FILE, CHECKPOINT_FILE, TextTrainConfig
 from training.text.data import TextCorpus, load_corpus, windows
 from training.text.evaluate import NGramModel, evaluation_record, model_bits, unigram_bits, write_record
 from training.text.export import publish_char_rnn
@@ -69,7 +63,7 @@ def train_text(config: TextTrainConfig, callbacks: Sequence[keras.callbacks.Call
     and scores the version. A non-chief worker of a multi-worker run returns None and removes its own folder.
     """
     placement = make_placement(config.distribute)
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     seed = _data_seed(config.seed, placement)
     corpus = load_corpus(
         config.dataset,
@@ -90,8 +84,9 @@ def train_text(config: TextTrainConfig, callbacks: Sequence[keras.callbacks.Call
     if placement.distributed:
         history = _fit_replicas(model, config, corpus, initial_epoch, placement, seed, callbacks)
     else:
-        history = _fit(model, config, corpus, run_dir, initial_epoch, callbacks)
-    summary = {"wall_s": round(time.perf_counter() - started, 1), "epochs_run": config.epochs - initial_epoch}
+        history = _fit(model, config, corpus, run_dir, initial_epoch, placement, callbacks)
+    epochs = _epochs_checkpointed(run_dir, initial_epoch)
+    summary = {"wall_s": round(time.perf_counter() - started, 1), "epochs_run": epochs - initial_epoch}
     if not placement.is_chief:
         remove_worker_folder(placement, config.run_folder)
         return None
@@ -99,7 +94,7 @@ def train_text(config: TextTrainConfig, callbacks: Sequence[keras.callbacks.Call
         return None
     # The copy carries the weights alone: no strategy, and no optimizer state into the SavedModel.
     network = detached_copy(model)
-    return _publish(network, config, corpus, placement, {**summary, **history})
+    return _publish(network, config, corpus, placement, epochs, {**summary, **history})
 
 
 def _write_run_info(
@@ -115,6 +110,7 @@ def _publish(
     config: TextTrainConfig,
     corpus: TextCorpus,
     placement: Placement,
+    epochs: int,
     summary: dict[str, Any],
 ) -> Path:
     """Publish the version (once per multi-worker run) and write its evaluation.json, unless it has one."""
@@ -122,10 +118,10 @@ def _publish(
     def publish() -> Path:
         distribution = placement.describe(config.batch_size)
         return publish_char_rnn(
-            network, config, corpus, epochs=config.epochs, summary=summary, distribution=distribution
+            network, config, corpus, epochs=epochs, summary=summary, distribution=distribution
         )
 
-    version = publish_once(placement, config.run_folder, config.epochs, publish)
+    version = publish_once(placement, config.run_folder, epochs, publish)
     if store.read_text_evaluation(version) is None:  # a chief restarted after publishing may have scored it
         record = score(network, corpus, config.dataset, config.sequence_length)
         write_record(version, record)
@@ -148,11 +144,10 @@ def score(model: keras.Model, corpus: TextCorpus, dataset: str, sequence_length:
     )
 
 
-def _seed_everything(seed: int | None) -> None:
-    if seed is not None:
-        random.seed(seed)
-        np.random.seed(seed)
-        tf.random.set_seed(seed)
+def _epochs_checkpointed(run_dir: Path, initial_epoch: int) -> int:
+    """The epochs the run's checkpoint holds: all of them, or fewer when its time budget stopped it."""
+    epoch_file = run_dir / CHECKPOINT_EPOCH_FILE
+    return int(json.loads(epoch_file.read_text())["epochs"]) if epoch_file.is_file() else initial_epoch
 
 
 def _data_seed(seed: int | None, placement: Placement) -> int | None:
@@ -218,27 +213,33 @@ def _fit(
     corpus: TextCorpus,
     run_dir: Path,
     initial_epoch: int,
+    placement: Placement,
     extra: Sequence[keras.callbacks.Callback] = (),
 ) -> dict[str, Any]:
     if initial_epoch >= config.epochs:
         return {}
     train = _dataset(corpus.train_ids, config, shuffle=True, seed=config.seed)
+    checkpoint = TextCheckpoint(model, run_dir, config, corpus, initial_epoch)
+    budget = _time_budget(config)
     callbacks = [
         TextSamples(model, config, corpus, run_dir / SAMPLES_DIR),
-        TextCheckpoint(model, run_dir, config, corpus),
+        checkpoint,
         _history_csv(run_dir, initial_epoch),
+        *budget,
         *extra,
     ]
-    history = model.fit(
+    history = fit_epochs(
+        model,
         train,
-        validation_data=_held_out(config, corpus),
+        placement,
         epochs=config.epochs,
         initial_epoch=initial_epoch,
         callbacks=callbacks,
-        shuffle=False,  # the dataset reshuffles its windows every epoch
+        save_on_interrupt=checkpoint.save_completed,
         verbose=2,
+        validation_data=_held_out(config, corpus),
     )
-    return _write_history(history.history, run_dir)
+    return _write_history(history.history if history is not None else {}, run_dir, budget)
 
 
 def _fit_replicas(
@@ -272,23 +273,26 @@ def _fit_replicas(
     with placement.strategy.scope():
         trainer = CharRnnTrainer(model, config.clip_norm)
     run_dir, history = placement.run_dir(config.run_folder), keras.callbacks.History()
-    callbacks: list[keras.callbacks.Callback] = [TextCheckpoint(model, run_dir, config, corpus), history]
+    checkpoint = TextCheckpoint(model, run_dir, config, corpus, initial_epoch)
+    budget = _time_budget(config)
+    callbacks: list[keras.callbacks.Callback] = [checkpoint, history, *budget]
     if placement.is_chief:
         held_out = _held_out(config, corpus)
         # Validation writes val_loss into the epoch's logs, so it runs before the others record them.
         validation = [HeldOutLoss(model, held_out)] if held_out is not None else []
         samples = TextSamples(model, config, corpus, run_dir / SAMPLES_DIR)
         callbacks = [*validation, samples, *callbacks, _history_csv(run_dir, initial_epoch)]
-    fit_replicas(
+    fit_epochs(
         trainer,
         batches,
         placement,
         epochs=config.epochs,
         initial_epoch=initial_epoch,
         callbacks=[*callbacks, *extra],
+        save_on_interrupt=checkpoint.save_completed,
         verbose=2 if placement.is_chief else 0,
     )
-    return _write_history(history.history, run_dir) if placement.is_chief else {}
+    return _write_history(history.history, run_dir, budget) if placement.is_chief else {}
 
 
 def _history_csv(run_dir: Path, initial_epoch: int) -> keras.callbacks.CSVLogger:
@@ -297,13 +301,18 @@ def _history_csv(run_dir: Path, initial_epoch: int) -> keras.callbacks.CSVLogger
     )
 
 
-def _write_history(history: dict[str, list[Any]], run_dir: Path) -> dict[str, Any]:
+def _time_budget(config: TextTrainConfig) -> list[TimeBudget]:
+    return [TimeBudget(config.time_budget)] if config.time_budget is not None else []
+
+
+def _write_history(history: dict[str, list[Any]], run_dir: Path, budget: list[TimeBudget]) -> dict[str, Any]:
     """history.json of this session's epochs, and the last losses for the version's summary."""
     losses = {key: [round(float(v), 4) for v in values] for key, values in history.items()}
     (run_dir / HISTORY_FILE).write_text(json.dumps(losses, indent=2))
     return {
         "final_loss": losses.get("loss", [None])[-1],
         "final_val_loss": losses.get("val_loss", [None])[-1],
+        "stopped_on_time_budget": any(callback.exhausted for callback in budget),
     }
 
 
@@ -339,17 +348,29 @@ class TextCheckpoint(keras.callbacks.Callback):
     """The network and its optimizer after every epoch, with what `--resume` must check."""
 
     def __init__(
-        self, network: keras.Model, run_dir: Path, config: TextTrainConfig, corpus: TextCorpus
+        self,
+        network: keras.Model,
+        run_dir: Path,
+        config: TextTrainConfig,
+        corpus: TextCorpus,
+        initial_epoch: int = 0,
     ) -> None:
         super().__init__()
         self._network = network
         self._file, self._epoch_file = run_dir / CHECKPOINT_FILE, run_dir / CHECKPOINT_EPOCH_FILE
         self._architecture, self._vocabulary = config.architecture(), corpus.vocabulary
+        self._completed = initial_epoch
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._completed = epoch + 1
+        self.save_completed()
+
+    def save_completed(self) -> Path:
+        """The network as it is now, counted as the last completed epoch (on Ctrl-C: mid-epoch weights)."""
         self._file.parent.mkdir(parents=True, exist_ok=True)
         partial = self._file.with_suffix(".partial.keras")
         self._network.save(partial)
         partial.replace(self._file)
-        info = {"epochs": epoch + 1, "architecture": self._architecture, "vocabulary": self._vocabulary}
+        info = {"epochs": self._completed, "architecture": self._architecture, "vocabulary": self._vocabulary}
         self._epoch_file.write_text(json.dumps(info))
+        return self._file

@@ -9,11 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
-from app.api import params
+from app.api import defaults, params
 from app.api.deps import GenerationDep, RegistryDep, RendererDep, SettingsDep
 from app.api.openapi import (
-    DEFAULT_FPS,
-    DEFAULT_STEPS,
     AnimationFormatQuery,
     FpsQuery,
     FrameColumnsQuery,
@@ -57,7 +55,7 @@ async def interpolate(
     seeds: Annotated[
         str | None, Query(description="Keyframe seeds, e.g. 3,7,11 (instead of start/end).")
     ] = None,
-    steps: StepsQuery = DEFAULT_STEPS,
+    steps: StepsQuery = defaults.STEPS,
     method: Annotated[InterpolationMethodName, Query(description="slerp (default) or lerp.")] = (
         InterpolationMethodName.slerp
     ),
@@ -75,7 +73,7 @@ async def interpolate(
     ] = None,
     end_label: Annotated[str | None, Query(description="Class of the last frame, with start_label.")] = None,
     format: AnimationFormatQuery = AnimationFormat.png,
-    fps: FpsQuery = DEFAULT_FPS,
+    fps: FpsQuery = defaults.FPS,
     cols: FrameColumnsQuery = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:

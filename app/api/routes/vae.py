@@ -13,11 +13,9 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from app.api import params
+from app.api import defaults, params
 from app.api.deps import GenerationDep, RegistryDep, RendererDep, SettingsDep, UploadReaderDep
 from app.api.openapi import (
-    DEFAULT_FPS,
-    DEFAULT_STEPS,
     AnimationFormatQuery,
     FpsQuery,
     FrameColumnsQuery,
@@ -178,14 +176,14 @@ async def interpolate_images(
     settings: SettingsDep,
     generation: GenerationDep,
     renderer: RendererDep,
-    steps: StepsQuery = DEFAULT_STEPS,
+    steps: StepsQuery = defaults.STEPS,
     method: Annotated[
         InterpolationMethodName,
         Query(description="lerp (default: a straight line between the two latents) or slerp."),
     ] = InterpolationMethodName.lerp,
     loop: LoopQuery = False,
     format: AnimationFormatQuery = AnimationFormat.png,
-    fps: FpsQuery = DEFAULT_FPS,
+    fps: FpsQuery = defaults.FPS,
     cols: FrameColumnsQuery = None,
 ) -> Response:
     """Morph one uploaded image into another: encode both, walk between their latents, decode every frame."""

@@ -8,8 +8,12 @@ import zipfile
 import numpy as np
 from PIL import Image
 
-from app.image import formats as imaging
+from app.config import Settings
+from app.image import formats
 from tests.app.helpers import decode_npy, decode_png, frame_count
+
+# The service's own default level (any level decodes to the same pixels).
+LEVEL: int = Settings.model_fields["png_compress_level"].default
 
 
 def images(count: int, channels: int) -> np.ndarray:
@@ -18,33 +22,33 @@ def images(count: int, channels: int) -> np.ndarray:
 
 def test_grid_png_pads_tiles_with_black() -> None:
     batch = np.full((2, 6, 5, 1), 255, dtype=np.uint8)
-    grid = decode_png(imaging.grid_png_bytes(batch, columns=2))
-    padding = imaging.GRID_PADDING
+    grid = decode_png(formats.grid_png_bytes(batch, 2, LEVEL))
+    padding = formats.GRID_PADDING
     assert grid.shape[:2] == (6 + 2 * padding, 2 * 5 + 3 * padding)
     assert grid[:padding].max() == 0 and grid[padding : padding + 6, padding : padding + 5].min() == 255
 
 
 def test_grayscale_png_round_trips() -> None:
     image = images(1, 1)[0]
-    decoded = decode_png(imaging.png_bytes(image))
+    decoded = decode_png(formats.png_bytes(image, LEVEL))
     np.testing.assert_array_equal(decoded, image)
-    assert Image.open(io.BytesIO(imaging.png_bytes(image))).mode == "L"
+    assert Image.open(io.BytesIO(formats.png_bytes(image, LEVEL))).mode == "L"
 
 
 def test_npy_and_zip_round_trip() -> None:
     batch = images(3, 3)
-    np.testing.assert_array_equal(decode_npy(imaging.npy_bytes(batch)), batch)
-    with zipfile.ZipFile(io.BytesIO(imaging.zip_bytes(batch, ["a.png", "b.png", "c.png"]))) as archive:
+    np.testing.assert_array_equal(decode_npy(formats.npy_bytes(batch)), batch)
+    with zipfile.ZipFile(io.BytesIO(formats.zip_bytes(batch, ["a.png", "b.png", "c.png"], LEVEL))) as archive:
         np.testing.assert_array_equal(decode_png(archive.read("c.png")), batch[2])
 
 
 def test_animations_keep_every_frame_and_loop() -> None:
     batch = images(4, 3)
     for image_format in ("GIF", "WEBP"):
-        data = imaging.animation_bytes(batch, fps=10, image_format=image_format)
+        data = formats.animation_bytes(batch, fps=10, image_format=image_format)
         assert frame_count(data) == 4
         assert Image.open(io.BytesIO(data)).info.get("loop") == 0
-    webp = Image.open(io.BytesIO(imaging.animation_bytes(batch, fps=10, image_format="WEBP")))
+    webp = Image.open(io.BytesIO(formats.animation_bytes(batch, fps=10, image_format="WEBP")))
     webp.seek(2)
     np.testing.assert_array_equal(np.asarray(webp.convert("RGB")), batch[2])
 
@@ -52,6 +56,6 @@ def test_animations_keep_every_frame_and_loop() -> None:
 def test_png_compress_level_trades_size_for_time_not_pixels() -> None:
     batch = np.zeros((16, 28, 28, 1), dtype=np.uint8)
     batch[:, 8:20, 10:14] = 255
-    stored, smallest = imaging.grid_png_bytes(batch, level=0), imaging.grid_png_bytes(batch, level=9)
+    stored, smallest = formats.grid_png_bytes(batch, None, 0), formats.grid_png_bytes(batch, None, 9)
     assert len(stored) > 2 * len(smallest)
     np.testing.assert_array_equal(decode_png(stored), decode_png(smallest))
