@@ -56,11 +56,30 @@ TEXT_SIGNATURE = Signature(
 
 def image_signature(metadata: ModelMetadata) -> Signature:
     """An image generator's: latents `z` (and class indices `label`) in, uint8 `images` out."""
-    inputs = [TensorSpec(store.LATENT_INPUT, np.dtype(np.float32), (-1, metadata.latent_dim))]
-    if metadata.conditional:
+    return image_signature_of(
+        metadata.latent_dim, tuple(metadata.image_shape), conditional=metadata.conditional
+    )
+
+
+def image_signature_of(latent_dim: int, image_shape: tuple[int, ...], *, conditional: bool) -> Signature:
+    """`image_signature` from the sizes alone, as an exporter knows them before any metadata exists."""
+    inputs = [TensorSpec(store.LATENT_INPUT, np.dtype(np.float32), (-1, latent_dim))]
+    if conditional:
         inputs.append(TensorSpec(store.LABEL_INPUT, np.dtype(np.int32), (-1,)))
-    outputs = [TensorSpec(store.IMAGES_OUTPUT, np.dtype(np.uint8), (-1, *metadata.image_shape))]
+    outputs = [TensorSpec(store.IMAGES_OUTPUT, np.dtype(np.uint8), (-1, *image_shape))]
     return Signature(inputs, outputs)
+
+
+def dtype_name(dtype: np.dtype) -> str:
+    """A tensor's dtype as TensorFlow names it: float32, int32, uint8, string."""
+    return "string" if dtype == STRING else dtype.name
+
+
+def describe(spec: TensorSpec, sizes: dict[int, str] | None = None) -> str:
+    """`name dtype [dims]`, e.g. ``z float32 [None, 128]``; `sizes` names particular sizes (128: latent_dim)."""
+    names = {-1: "None", **(sizes or {})}
+    dims = ", ".join(names.get(size, str(size)) for size in spec.shape)
+    return f"{spec.name} {dtype_name(spec.dtype)} [{dims}]"
 
 
 def signature_of(metadata: ModelMetadata) -> Signature:

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from tests.training.text.tiny import train_tiny_text
 from training.config import TrainConfig
 from training.train import train
 
@@ -58,6 +59,13 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("store")
     train_tiny(root / "model_store", root / "runs")
     return root / "model_store"
+
+
+@pytest.fixture(scope="session")
+def tiny_text_version(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny char-rnn's version folder, trained once per session on the procedural grammar."""
+    root = tmp_path_factory.mktemp("text-store")
+    return train_tiny_text(root / "model_store", root / "runs" / "grammar-rnn")
 
 
 @pytest.fixture(scope="session")

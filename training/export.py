@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from genserve.conventions import PIXEL_MAX, pixels_to_unit, unit_to_pixel_values
+from genserve.signatures import image_signature_of
 from genserve.store import (
     ENCODE_SIGNATURE,
     FROM_EMBEDDING_SIGNATURE,
@@ -38,8 +39,6 @@ from genserve.store import (
     LABEL_EMBEDDING_INPUT,
     LABEL_EMBEDDINGS_OUTPUT,
     LABEL_EMBEDDINGS_SIGNATURE,
-    LABEL_INPUT,
-    LATENT_INPUT,
     LATENT_LOG_VAR_OUTPUT,
     LATENT_MEAN_OUTPUT,
     SIGNATURE_NAME,
@@ -59,6 +58,7 @@ from training.dcgan import build_generator
 from training.models import EMA_GENERATOR_SLOT, ENCODER_SLOT, GENERATOR_SLOT
 from training.prior import LatentFlow, restore_prior, weights_only_copy
 from training.run_folder import CHECKPOINTS_DIR, HISTORY_FILE
+from training.signatures import tf_spec
 from training.vae import build_decoder, build_encoder
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,11 @@ class GeneratorServer(tf.Module):
         self.latent_scale = tf.Variable(latent_scale, trainable=False, dtype=tf.float32)
         self.prior = prior
         self.classes_from_latent = classes_from_latent
-        latent_spec = tf.TensorSpec([None, latent_dim], tf.float32, name=LATENT_INPUT)
+        # The store's image signature; the output's shape is the generator's own.
+        inputs = [
+            tf_spec(spec) for spec in image_signature_of(latent_dim, (), conditional=conditional).inputs
+        ]
+        latent_spec = inputs[0]
         # Built whole, then assigned once: tf.Module tracks attribute dicts and refuses ones changed later.
         extra: dict[str, tf.types.experimental.PolymorphicFunction] = {}
         if encoder is not None:
@@ -105,8 +109,7 @@ class GeneratorServer(tf.Module):
             image_spec = tf.TensorSpec([None, *encoder.inputs[0].shape[1:]], tf.uint8, name=IMAGES_INPUT)
             extra[ENCODE_SIGNATURE] = tf.function(self._encode, input_signature=[image_spec])
         if conditional:
-            label_spec = tf.TensorSpec([None], tf.int32, name=LABEL_INPUT)
-            self.serve = tf.function(self._generate_class, input_signature=[latent_spec, label_spec])
+            self.serve = tf.function(self._generate_class, input_signature=inputs)
             self.from_embedding_generator = embedding_generator(generator)
             embedding_spec = tf.TensorSpec(
                 [None, LABEL_EMBEDDING_DIM], tf.float32, name=LABEL_EMBEDDING_INPUT

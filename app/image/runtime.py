@@ -13,6 +13,7 @@ import numpy as np
 from app.serving.runtime import DeviceInfo, ModelLoadError, load_saved_model, read_metadata
 from app.serving.signature_calls import signature_call
 from genserve import store
+from genserve.signatures import TensorSpec, describe, dtype_name, image_signature
 from genserve.store import EvaluationRecord, ModelMetadata
 
 logger = logging.getLogger(__name__)
@@ -127,11 +128,15 @@ def _check_signature(signature: Any, metadata: ModelMetadata) -> list[str]:
 
     inputs: dict[str, Any] = signature.structured_input_signature[1]
     outputs: dict[str, Any] = signature.structured_outputs
-    latent = inputs.get(store.LATENT_INPUT)
-    if latent is None or latent.dtype != tf.float32 or latent.shape.as_list()[-1] != metadata.latent_dim:
-        raise ModelLoadError(
-            f"signature input {store.LATENT_INPUT!r} must be float32 [None, {metadata.latent_dim}], got {latent}"
-        )
+    for spec in image_signature(metadata).inputs:
+        given = inputs.get(spec.name)
+        if (
+            given is None
+            or given.dtype.name != dtype_name(spec.dtype)
+            or given.shape.rank != len(spec.shape)
+            or spec.shape[-1] not in (-1, given.shape.as_list()[-1])
+        ):
+            raise ModelLoadError(f"signature input {spec.name!r} must be {_without_name(spec)}, got {given}")
     images = outputs.get(store.IMAGES_OUTPUT)
     if images is None or images.dtype != tf.uint8:
         raise ModelLoadError(f"signature output {store.IMAGES_OUTPUT!r} must be uint8, got {images}")
@@ -142,6 +147,10 @@ def _check_signature(signature: Any, metadata: ModelMetadata) -> list[str]:
     ):
         raise ModelLoadError(f"signature output shape {images.shape} does not match metadata {expected}")
     return sorted(inputs)
+
+
+def _without_name(spec: TensorSpec) -> str:
+    return describe(spec).removeprefix(f"{spec.name} ")
 
 
 def _embedding_signatures(saved_model: Any, metadata: ModelMetadata) -> tuple[Any, np.ndarray | None]:

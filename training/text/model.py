@@ -14,6 +14,8 @@ import keras
 import tensorflow as tf
 
 from genserve import store
+from genserve.signatures import TEXT_SIGNATURE
+from training.signatures import tf_spec
 
 
 def build_char_rnn(
@@ -65,12 +67,8 @@ class CharRnnServer(tf.Module):
         )
         self.sample = tf.function(
             self._sample,
-            input_signature=[
-                tf.TensorSpec([], tf.string, name=store.PROMPT_INPUT),
-                tf.TensorSpec([], tf.int32, name=store.MAX_NEW_TOKENS_INPUT),
-                tf.TensorSpec([], tf.float32, name=store.TEMPERATURE_INPUT),
-                tf.TensorSpec([], tf.int64, name=store.SEED_INPUT),
-            ],
+            # The store's text signature, one value each: TensorFlow's own sampler writes one sequence a call.
+            input_signature=[tf_spec(spec, scalar=True) for spec in TEXT_SIGNATURE.inputs],
         )
 
     def signatures(self) -> dict[str, Any]:
