@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from genserve.store import TEMP_PREFIX
 from training.datasets import ImageDataset, make_tf_dataset
+from training.fid import feature_frechet_distance, inception_score
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,21 @@ def predict(classifier: keras.Model, images: np.ndarray, batch_size: int) -> Pre
     features, logits = extractor.predict(images, batch_size=batch_size, verbose=0)
     probabilities = tf.nn.softmax(logits.astype(np.float64), axis=-1).numpy()
     return Predictions(features.astype(np.float64), probabilities)
+
+
+def sample_scores(
+    generated: Predictions, reference: Predictions, labels: np.ndarray | None = None
+) -> dict[str, float]:
+    """How generated images score against real ones: FID in the classifier's feature space, the class score
+    (the Inception Score's formula on this classifier), and for conditional models the share of images
+    classified as the class they were asked for. The one scoring path of evaluations and training checks."""
+    scores = {
+        "fid": feature_frechet_distance(generated.features, reference.features),
+        "class_score": inception_score(generated.probabilities),
+    }
+    if labels is not None:
+        scores[LABEL_ACCURACY] = generated.accuracy(labels)
+    return scores
 
 
 def _build_classifier(image_shape: tuple[int, int, int], num_classes: int) -> keras.Model:

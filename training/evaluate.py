@@ -39,10 +39,11 @@ from training.classifier import (
     default_cache_dir,
     load_or_train_classifier,
     predict,
+    sample_scores,
 )
 from training.datasets import ImageDataset, load_dataset
 from training.export import LATENT_SCALE_VARIABLE
-from training.fid import DEFAULT_NUM_SAMPLES, feature_frechet_distance, inception_score
+from training.fid import DEFAULT_NUM_SAMPLES, feature_frechet_distance
 from training.sampling import generate_images, reconstruct_images
 
 logger = logging.getLogger(__name__)
@@ -263,10 +264,11 @@ def _score(
     generated_images = generate_images(loaded, metadata, num_samples, seed=seed, batch_size=batch_size)
     _check_shape(tuple(generated_images.shape[1:]), train)  # the metadata could disagree with the graph
     generated = predict(classifier, to_unit_range(generated_images), batch_size)
+    requested = cycled_labels(num_samples, len(metadata.class_names or [])) if metadata.conditional else None
+    scores = sample_scores(generated, reference.reference, requested)
     details: dict[str, Any] = {}
-    if metadata.conditional:
-        requested = cycled_labels(num_samples, len(metadata.class_names or []))
-        details[LABEL_ACCURACY] = generated.accuracy(requested)
+    if LABEL_ACCURACY in scores:
+        details[LABEL_ACCURACY] = scores[LABEL_ACCURACY]
     if metadata.has_encoder:
         details.update(
             _reconstruction_details(
@@ -274,13 +276,14 @@ def _score(
             )
         )
     real = reference.real
+    real_scores = sample_scores(real, reference.reference)
     return EvaluationRecord(
         dataset=train.name,
         num_samples=num_samples,
-        fid=_features_distance(generated, reference.reference),
-        inception_score=inception_score(generated.probabilities),
-        real_fid=_features_distance(real, reference.reference),
-        real_inception_score=inception_score(real.probabilities),
+        fid=scores["fid"],
+        inception_score=scores["class_score"],
+        real_fid=real_scores["fid"],
+        real_inception_score=real_scores["class_score"],
         classifier_accuracy=reference.accuracy,
         details={
             "real_num_samples": len(real.features),

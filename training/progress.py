@@ -16,16 +16,9 @@ import keras
 import numpy as np
 
 from genserve.conventions import cycled_labels, to_uint8, to_unit_range
-from training.classifier import (
-    LABEL_ACCURACY,
-    Predictions,
-    default_cache_dir,
-    load_or_train_classifier,
-    predict,
-)
+from training import classifier
 from training.datasets import ImageDataset
 from training.dcgan import DCGAN
-from training.fid import feature_frechet_distance, inception_score
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +53,19 @@ class SampleQuality(keras.callbacks.Callback):
         self.every = every
         self.num_samples = num_samples
         self.seed = seed
-        self.cache_dir = cache_dir or default_cache_dir()
+        self.cache_dir = cache_dir or classifier.default_cache_dir()
         self.latents = np.random.RandomState(seed).randn(num_samples, latent_dim).astype(np.float32)
         self._classifier: keras.Model | None = None
-        self._reference: Predictions | None = None
+        self._reference: classifier.Predictions | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._classifier, _ = load_or_train_classifier(self.train_set, self.cache_dir, seed=self.seed)
+        self._classifier, _ = classifier.load_or_train_classifier(
+            self.train_set, self.cache_dir, seed=self.seed
+        )
         rows = np.random.RandomState(self.seed).permutation(len(self.train_set))[: self.num_samples]
-        self._reference = predict(self._classifier, self.train_set.images[np.sort(rows)], _BATCH_SIZE)
+        self._reference = classifier.predict(
+            self._classifier, self.train_set.images[np.sort(rows)], _BATCH_SIZE
+        )
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if (epoch + 1) % self.every != 0 or logs is None:
@@ -91,14 +88,8 @@ class SampleQuality(keras.callbacks.Callback):
             raise TypeError(f"SampleQuality scores GANs, got {type(gan).__name__}")
         labels = self._labels(gan)
         images = self._generate(gan, labels)
-        generated = predict(self._classifier, images, _BATCH_SIZE)
-        scores = {
-            "fid": feature_frechet_distance(generated.features, self._reference.features),
-            "class_score": inception_score(generated.probabilities),
-        }
-        if labels is not None:
-            scores[LABEL_ACCURACY] = generated.accuracy(labels)
-        return scores
+        generated = classifier.predict(self._classifier, images, _BATCH_SIZE)
+        return classifier.sample_scores(generated, self._reference, labels)
 
     def _labels(self, gan: DCGAN) -> np.ndarray | None:
         num_classes = getattr(gan, "num_classes", None)

@@ -1,8 +1,9 @@
-"""Providers that hand routes the state built in the lifespan."""
+"""Providers that hand routes the state built in the lifespan: `XDep` is the `app.state` attribute it names."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -16,51 +17,21 @@ from app.serving.registry import ModelRegistry
 from app.serving.store_watcher import StoreWatcher
 
 
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def _state(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """A provider of `app.state.<name>` (set in the lifespan)."""
+
+    async def provide(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    provide.__name__ = f"get_{name}"
+    return provide
 
 
-async def get_registry(request: Request) -> ModelRegistry:
-    registry: ModelRegistry = request.app.state.registry
-    return registry
-
-
-async def get_generation(request: Request) -> GenerationService:
-    service: GenerationService = request.app.state.generation
-    return service
-
-
-async def get_renderer(request: Request) -> Renderer:
-    renderer: Renderer = request.app.state.renderer
-    return renderer
-
-
-async def get_inference(request: Request) -> Inference:
-    inference: Inference = request.app.state.inference
-    return inference
-
-
-async def get_upload_reader(request: Request) -> UploadReader:
-    reader: UploadReader = request.app.state.upload_reader
-    return reader
-
-
-async def get_metrics(request: Request) -> Metrics:
-    metrics: Metrics = request.app.state.metrics
-    return metrics
-
-
-async def get_watcher(request: Request) -> StoreWatcher:
-    watcher: StoreWatcher = request.app.state.watcher
-    return watcher
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
-GenerationDep = Annotated[GenerationService, Depends(get_generation)]
-RendererDep = Annotated[Renderer, Depends(get_renderer)]
-InferenceDep = Annotated[Inference, Depends(get_inference)]
-UploadReaderDep = Annotated[UploadReader, Depends(get_upload_reader)]
-MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-WatcherDep = Annotated[StoreWatcher, Depends(get_watcher)]
+SettingsDep = Annotated[Settings, Depends(_state("settings"))]
+RegistryDep = Annotated[ModelRegistry, Depends(_state("registry"))]
+GenerationDep = Annotated[GenerationService, Depends(_state("generation"))]
+RendererDep = Annotated[Renderer, Depends(_state("renderer"))]
+InferenceDep = Annotated[Inference, Depends(_state("inference"))]
+UploadReaderDep = Annotated[UploadReader, Depends(_state("upload_reader"))]
+MetricsDep = Annotated[Metrics, Depends(_state("metrics"))]
+WatcherDep = Annotated[StoreWatcher, Depends(_state("watcher"))]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Query, Request
+from fastapi import Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
@@ -17,6 +17,7 @@ QueryModel = TypeVar("QueryModel", bound=BaseModel)
 MAX_FPS = 60
 MAX_FRAME_COLUMNS = 1024
 
+ModelPath = Annotated[str, Path(description="Model name.")]
 ModelQuery = Annotated[str | None, Query(description="Model name; the default model when absent.")]
 VersionQuery = Annotated[str | None, Query(description="Version number, label or 'latest'.")]
 StepsQuery = Annotated[int, Query(description="Number of frames (2..GENSERVE_MAX_STEPS).")]

@@ -27,6 +27,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from app.server.errors import DeadlineExceeded, ModelCallFailed, Overloaded, ServiceError, ShuttingDown
+from app.serving.consumers import notify, wind_down
 
 logger = logging.getLogger(__name__)
 
@@ -70,19 +71,17 @@ class BatchReport:
 class BatchObserver(Protocol):
     """Receives batching metrics; implementations must be cheap, and their errors are only logged."""
 
-    def on_batch(self, report: BatchReport) -> None: ...
-
-    def on_reject(self, reason: str) -> None: ...
-
-
-class NullObserver:
-    """An observer that ignores everything; subclass it to override only the hooks you need."""
-
     def on_batch(self, report: BatchReport) -> None:
-        pass
+        """One model call went through."""
+        return None
 
     def on_reject(self, reason: str) -> None:
-        pass
+        """A request was refused (queue full, deadline, shutdown, ...)."""
+        return None
+
+
+class NullObserver(BatchObserver):
+    """An observer that ignores everything; subclass it to override only the hooks you need."""
 
 
 @dataclass(frozen=True)
@@ -246,6 +245,13 @@ class Batcher:
     def in_flight_images(self) -> int:
         return sum(piece.stop - piece.start for piece in self._in_flight_slices())
 
+    def pending(self) -> int:
+        """Images queued or inside a model call."""
+        return self._queued_images + self.in_flight_images
+
+    def pending_description(self) -> str:
+        return f"{self._queued_images} queued and {self.in_flight_images} in-flight images"
+
     @property
     def running(self) -> bool:
         return self._consumer is not None and not self._consumer.done() and not self._closing
@@ -288,13 +294,7 @@ class Batcher:
         self._closing = True
         self._drain = drain
         self._wakeup.set()
-        consumer = self._consumer
-        if consumer is not None and not consumer.done():
-            if drain:
-                await asyncio.wait({consumer}, timeout=timeout_s)
-            if not consumer.done():
-                consumer.cancel()
-                await asyncio.wait({consumer})
+        await wind_down(self._consumer, drain=drain, timeout_s=timeout_s)
         self._fail_remaining(ShuttingDown, "shutdown")
         if self._owns_executor and self._executor is not None:
             # A model call still running cannot be interrupted; let its thread finish on its own.
@@ -547,10 +547,7 @@ class Batcher:
         self._notify(lambda: self._observer.on_reject(reason))
 
     def _notify(self, hook: Callable[[], None]) -> None:
-        try:
-            hook()
-        except Exception:
-            logger.exception("batch observer for %r raised; ignoring", self.name)
+        notify(hook, self.name)
 
 
 def _moving_average(previous: float, latest: float) -> float:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from fastapi.responses import Response
 from starlette.requests import Request
 
@@ -25,6 +24,7 @@ from app.metrics import Metrics
 from app.server.errors import InvalidParameter
 from app.serving.registry import ModelVersion
 from app.serving.runtime import DeviceInfo
+from app.serving.servable import CallContext, Tensors
 from app.text.params import TEXT_FIELDS
 from genserve import store
 from genserve.store import ModelMetadata
@@ -86,21 +86,14 @@ class ImageKind:
         view = GeneratedView(result, cols=fields.cols, include_latents=bool(fields.include_latents))
         return await self.renderer.render(view, (fields.format or GenerateFormat.png).value)
 
-    async def infer(
-        self,
-        model_version: ModelVersion,
-        inputs: dict[str, np.ndarray],
-        *,
-        timeout_s: float | None,
-        http_request: Request | None,
-    ) -> dict[str, np.ndarray]:
+    async def infer(self, model_version: ModelVersion, inputs: Tensors, call: CallContext) -> Tensors:
         """Latents (and class indices) to uint8 images, through the version's batcher."""
         result = await self.generation.images_for_latents(
             model_version,
             inputs[store.LATENT_INPUT],
             inputs.get(store.LABEL_INPUT),
-            timeout_s=timeout_s,
-            http_request=http_request,
+            timeout_s=call.timeout_s,
+            http_request=call.http_request,
         )
         return {store.IMAGES_OUTPUT: result.images}
 

@@ -105,6 +105,16 @@ class Renderer:
         return body
 
 
+class _OfGeneratedImages:
+    """Views of a `GeneratedImages` result: the model version that drew them is the response's."""
+
+    result: GeneratedImages
+
+    @property
+    def model_version(self) -> ModelVersion:
+        return self.result.model_version
+
+
 class _ModelHeadersOnly:
     """Views whose responses carry no headers beyond the model's."""
 
@@ -113,16 +123,12 @@ class _ModelHeadersOnly:
 
 
 @dataclass(frozen=True)
-class GeneratedView:
+class GeneratedView(_OfGeneratedImages):
     """Images from /generate: a grid, one PNG per image in JSON or a zip, or the raw array."""
 
     result: GeneratedImages
     cols: int | None = None
     include_latents: bool = False
-
-    @property
-    def model_version(self) -> ModelVersion:
-        return self.result.model_version
 
     @property
     def pixels(self) -> int:
@@ -168,17 +174,13 @@ class GeneratedView:
 
 
 @dataclass(frozen=True)
-class ReconstructionView(_ModelHeadersOnly):
+class ReconstructionView(_OfGeneratedImages, _ModelHeadersOnly):
     """Reconstructions of uploads; `compare` puts the inputs, as the model saw them, above them in the grid."""
 
     filenames: list[str | None]
     inputs: np.ndarray
     result: GeneratedImages
     compare: bool = False
-
-    @property
-    def model_version(self) -> ModelVersion:
-        return self.result.model_version
 
     @property
     def pixels(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -51,3 +52,9 @@ def _first_problem(error: RequestValidationError) -> str:
     first = problems[0]
     field = ".".join(str(part) for part in first.get("loc", ()) if part not in ("path", "query", "body"))
     return f"{field or 'request'}: {first.get('msg', 'invalid value')}"
+
+
+def protocol_router(prefix: str, tag: str) -> APIRouter:
+    """A protocol's router: its errors in the protocol's shape, and left out of the OpenAPI schema (each
+    protocol has its own specification)."""
+    return APIRouter(prefix=prefix, tags=[tag], route_class=PlainErrorRoute, include_in_schema=False)

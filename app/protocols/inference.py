@@ -17,6 +17,7 @@ from app.api import params
 from app.api.params import MAX_LATENT_VALUE
 from app.server.errors import InvalidParameter
 from app.serving.registry import ModelVersion
+from app.serving.servable import CallContext
 from genserve import store
 from genserve.signatures import STRING, Signature, TensorSpec
 
@@ -44,9 +45,7 @@ class Inference:
         servable = model_version.serving
         signature = servable.signature
         checked = check_inputs(signature, tensors, self.max_rows)
-        outputs = await servable.kind.infer(
-            model_version, checked, timeout_s=timeout_s, http_request=http_request
-        )
+        outputs = await servable.kind.infer(model_version, checked, CallContext(timeout_s, http_request))
         first = tensors.get(signature.inputs[0].name)
         if first is not None and first.ndim == 0:
             # A scalar input is answered with scalar outputs, as TensorFlow's own signatures do.

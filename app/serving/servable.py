@@ -8,12 +8,16 @@ is a package that implements `ModelKind` (loading its SavedModel) and `Servable`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
+from pydantic import BaseModel
+from starlette.requests import Request
 
 from app.server.errors import ModelNotReady
 from genserve import store
@@ -22,13 +26,24 @@ from genserve.store import ModelMetadata
 
 if TYPE_CHECKING:
     from fastapi.responses import Response
-    from starlette.requests import Request
 
     from app.api.schemas import GenerateBody, VersionInfo
     from app.serving.registry import ModelVersion
     from app.serving.runtime import DeviceInfo
 
 logger = logging.getLogger(__name__)
+
+
+# Named tensors, as the inference protocols exchange them (strings as object arrays of bytes).
+Tensors = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What bounds one inference call: its time left, and the HTTP request whose client may leave (gRPC: none)."""
+
+    timeout_s: float | None = None
+    http_request: Request | None = None
 
 
 class Servable(Protocol):
@@ -93,53 +108,104 @@ class ModelKind(Protocol):
         """Answer `POST /generate` for one of its versions: it decides what the fields mean."""
         ...
 
-    async def infer(
-        self,
-        model_version: ModelVersion,
-        inputs: dict[str, np.ndarray],
-        *,
-        timeout_s: float | None,
-        http_request: Request | None,
-    ) -> dict[str, np.ndarray]:
+    async def infer(self, model_version: ModelVersion, inputs: Tensors, call: CallContext) -> Tensors:
         """The signature's outputs for inputs already checked against the version's `signature` (the
         inference protocols)."""
         ...
 
 
 class Batched(Protocol):
-    """What a servable's batcher does for its lifecycle (both batchers have it)."""
+    """What a servable's batcher offers, whichever kind of batching it does."""
+
+    @property
+    def stats(self) -> Any: ...
 
     async def start(self) -> None: ...
 
     async def stop(self, *, drain: bool = True, timeout_s: float = 30.0) -> None: ...
 
+    def pending(self) -> int: ...
+
+    def pending_description(self) -> str: ...
+
 
 BatcherT = TypeVar("BatcherT", bound=Batched)
+BatcherT_co = TypeVar("BatcherT_co", bound=Batched, covariant=True)
+RuntimeT = TypeVar("RuntimeT", bound="LoadedRuntime")
+RuntimeT_contra = TypeVar("RuntimeT_contra", bound="LoadedRuntime", contravariant=True)
 
 
-class BatcherSlot(Generic[BatcherT]):
-    """A servable's batcher: none until `start`, then the one its kind made for the version."""
+class LoadedRuntime(Protocol):
+    """What every kind's runtime knows of its version once loaded."""
 
-    def __init__(self, model_name: str) -> None:
-        self._model_name = model_name
+    @property
+    def metadata(self) -> ModelMetadata: ...
+
+    @property
+    def device(self) -> DeviceInfo: ...
+
+    @property
+    def evaluation(self) -> BaseModel | None: ...
+
+
+class BatcherMaker(Protocol[RuntimeT_contra, BatcherT_co]):
+    """A kind's factory of batchers for its versions."""
+
+    def batcher(self, name: str, version: int, runtime: RuntimeT_contra) -> BatcherT_co: ...
+
+
+class BatchedServable(Generic[RuntimeT, BatcherT]):
+    """What every kind's servable shares: its runtime's metadata, device and evaluation (read once, at load), and
+    the batcher its kind makes for the version when it starts. A kind adds its signature, capabilities, usage
+    and `_describe`."""
+
+    def __init__(self, runtime: RuntimeT, kind: BatcherMaker[RuntimeT, BatcherT]) -> None:
+        self.runtime = runtime
+        self.metadata = runtime.metadata
+        self.device = runtime.device
+        self.evaluation = runtime.evaluation
+        self._kind = kind
         self._batcher: BatcherT | None = None
 
     @property
-    def started(self) -> BatcherT | None:
-        return self._batcher
-
-    def get(self) -> BatcherT:
+    def batcher(self) -> BatcherT:
         if self._batcher is None:
-            raise ModelNotReady(f"model {self._model_name!r} is not started")
+            raise ModelNotReady(f"model {self.metadata.name!r} is not started")
         return self._batcher
 
-    async def start(self, batcher: BatcherT) -> None:
+    @property
+    def capabilities(self) -> list[str]:
+        raise NotImplementedError
+
+    async def start(self, name: str, version: int) -> None:
+        batcher = self._kind.batcher(name, version, self.runtime)
         await batcher.start()
         self._batcher = batcher
 
-    async def stop(self, *, drain: bool, timeout_s: float) -> None:
+    async def stop(self, *, drain: bool, timeout_s: float = 30.0) -> None:
         if self._batcher is not None:
             await self._batcher.stop(drain=drain, timeout_s=timeout_s)
+
+    def pending(self) -> int:
+        return 0 if self._batcher is None else self._batcher.pending()
+
+    def pending_description(self) -> str:
+        return self.batcher.pending_description()
+
+    def describe(self, info: VersionInfo) -> None:
+        metadata = self.metadata
+        info.kind = metadata.kind
+        info.dataset = metadata.dataset
+        info.created = metadata.created
+        info.device = self.device.name
+        info.evaluation = self.evaluation.model_dump(mode="json") if self.evaluation else None
+        info.capabilities = list(self.capabilities)
+        if self._batcher is not None:
+            info.batching = dataclasses.asdict(self._batcher.stats)
+        self._describe(info)
+
+    def _describe(self, info: VersionInfo) -> None:
+        """What `/models` shows of this kind beyond what every kind shows."""
 
 
 class ModelKinds:

@@ -24,6 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from app.server.errors import DeadlineExceeded, ModelCallFailed, Overloaded, ServiceError, ShuttingDown
+from app.serving.consumers import notify, wind_down
 from genserve.store import END_OF_TEXT_ID
 from genserve.text import sample_token
 
@@ -92,22 +93,23 @@ class StepReport:
 
 
 class StepObserver(Protocol):
-    def on_step(self, report: StepReport) -> None: ...
+    """Receives continuous-batching metrics; implementations must be cheap, and their errors are only logged."""
 
-    def on_first_token(self, seconds: float) -> None: ...
-
-    def on_reject(self, reason: str) -> None: ...
-
-
-class NullStepObserver:
     def on_step(self, report: StepReport) -> None:
-        pass
+        """One step advanced every active sequence."""
+        return None
 
     def on_first_token(self, seconds: float) -> None:
-        pass
+        """A sequence produced its first token, `seconds` after it was submitted."""
+        return None
 
     def on_reject(self, reason: str) -> None:
-        pass
+        """A request was refused (queue full, deadline, shutdown, ...)."""
+        return None
+
+
+class NullStepObserver(StepObserver):
+    """An observer that ignores everything."""
 
 
 @dataclass
@@ -227,6 +229,13 @@ class TextBatcher:
     def active_sequences(self) -> int:
         return len(self._active)
 
+    def pending(self) -> int:
+        """Sequences waiting for a place or being decoded."""
+        return len(self._waiting) + len(self._active)
+
+    def pending_description(self) -> str:
+        return f"{len(self._waiting)} queued and {len(self._active)} active sequences"
+
     async def start(self) -> None:
         if self._consumer is not None or self._closing:
             raise RuntimeError(f"text batcher {self.name!r} was already started or stopped; create a new one")
@@ -265,13 +274,7 @@ class TextBatcher:
         """Refuse new work; let queued and active sequences finish within `timeout_s` if `drain`; fail the rest."""
         self._closing = True
         self._wakeup.set()
-        consumer = self._consumer
-        if consumer is not None and not consumer.done():
-            if drain:
-                await asyncio.wait({consumer}, timeout=timeout_s)
-            if not consumer.done():
-                consumer.cancel()
-                await asyncio.wait({consumer})
+        await wind_down(self._consumer, drain=drain, timeout_s=timeout_s)
         self._fail_all(ShuttingDown())
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -422,7 +425,4 @@ class TextBatcher:
         self._notify(lambda: self._observer.on_reject(reason))
 
     def _notify(self, hook: Callable[[], None]) -> None:
-        try:
-            hook()
-        except Exception:
-            logger.exception("step observer for %r raised; ignoring", self.name)
+        notify(hook, self.name)

@@ -22,6 +22,7 @@ from app.metrics import Metrics
 from app.server.errors import InvalidParameter, ServiceError
 from app.serving.registry import ModelVersion
 from app.serving.runtime import DeviceInfo
+from app.serving.servable import CallContext, Tensors
 from app.text.batching import TextBatcher, TextBatchingConfig
 from app.text.generation import GeneratedText, TextGenerationService, TextStream
 from app.text.params import text_request
@@ -76,20 +77,13 @@ class TextKind:
             )
         return JSONResponse(_json(result).model_dump(mode="json"), headers=headers)
 
-    async def infer(
-        self,
-        model_version: ModelVersion,
-        inputs: dict[str, np.ndarray],
-        *,
-        timeout_s: float | None,
-        http_request: Request | None,
-    ) -> dict[str, np.ndarray]:
+    async def infer(self, model_version: ModelVersion, inputs: Tensors, call: CallContext) -> Tensors:
         """One sequence per row, all in the same continuous batcher."""
         rows = range(len(inputs[store.PROMPT_INPUT]))
         settings = self.settings
         requests = [text_request(_generate_fields(inputs, row), settings, model_version) for row in rows]
         results = await self.generation.generate_all(
-            model_version, requests, timeout_s=timeout_s, http_request=http_request
+            model_version, requests, timeout_s=call.timeout_s, http_request=call.http_request
         )
         return {store.TEXT_OUTPUT: string_array([result.completions[0].text.encode() for result in results])}
 

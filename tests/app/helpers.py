@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 from PIL import Image
 
+from app.image import runtime as image_runtime
 from app.main import create_app
 from tests.conftest import make_settings
 
@@ -56,3 +60,26 @@ async def running_app(
                     raise TimeoutError("service not ready")
                 await asyncio.sleep(0.05)
             yield client
+
+
+class HeldModel:
+    """Patches the image runtime so that, once `armed`, model calls wait until `release` is set: to keep work
+    queued or in flight on purpose."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, timeout_s: float = 30.0) -> None:
+        self.armed = False
+        self.started = threading.Event()
+        self.release = threading.Event()
+        original: Callable[..., np.ndarray] = image_runtime.ImageRuntime.generate
+        held = self
+
+        def generate(self: image_runtime.ImageRuntime, inputs: dict[str, Any]) -> np.ndarray:
+            if held.armed:
+                held.started.set()
+                held.release.wait(timeout=timeout_s)
+            return original(self, inputs)
+
+        monkeypatch.setattr(image_runtime.ImageRuntime, "generate", generate)
+
+    async def wait_started(self) -> None:
+        await asyncio.to_thread(self.started.wait, 10)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +11,9 @@ import numpy as np
 import pytest
 from starlette.requests import Request
 
-from app.image import runtime as image_runtime
 from app.server.disconnect import cancel_on_disconnect
 from app.server.errors import ClientDisconnected
-from tests.app.helpers import decode_npy, max_abs_diff, running_app
+from tests.app.helpers import HeldModel, decode_npy, max_abs_diff, running_app
 
 
 async def batching_stats(client: httpx.AsyncClient) -> dict[str, int]:
@@ -44,28 +41,6 @@ def test_concurrent_requests_share_model_calls_and_keep_their_pixels(tiny_store:
             assert max_abs_diff(together, decode_npy(alone.content)) <= 1
 
     asyncio.run(scenario())
-
-
-class HeldModel:
-    """Patches the runtime so model calls block until released, to fill the queue on purpose."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.started = threading.Event()
-        self.release = threading.Event()
-        original: Callable[..., np.ndarray] = image_runtime.ImageRuntime.generate
-        held = self
-
-        def generate(self: image_runtime.ImageRuntime, inputs: dict[str, Any]) -> np.ndarray:
-            if held.armed:
-                held.started.set()
-                held.release.wait(timeout=30)
-            return original(self, inputs)
-
-        self.armed = False
-        monkeypatch.setattr(image_runtime.ImageRuntime, "generate", generate)
-
-    async def wait_started(self) -> None:
-        await asyncio.to_thread(self.started.wait, 10)
 
 
 def test_full_queue_answers_503_with_retry_after(tiny_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:

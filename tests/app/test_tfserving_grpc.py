@@ -6,11 +6,9 @@ HTTP and gRPC from one event loop as `python -m app` does.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import grpc
 import numpy as np
@@ -20,8 +18,7 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
 from app.config import Settings
-from app.image import runtime as image_runtime
-from tests.app.helpers import max_abs_diff
+from tests.app.helpers import HeldModel, max_abs_diff
 from tests.app.protocol_helpers import (
     TIMEOUT_S,
     Served,
@@ -35,25 +32,6 @@ from tests.conftest import TINY_CONDITIONAL_MODEL, TINY_LATENT_DIM, TINY_MODEL
 
 MAX_N = 8
 MAX_QUEUE_IMAGES = 6
-
-
-class HeldModel:
-    """Makes model calls wait until released, to keep work in flight on purpose."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.armed = False
-        self.started = threading.Event()
-        self.release = threading.Event()
-        original: Callable[..., np.ndarray] = image_runtime.ImageRuntime.generate
-        held = self
-
-        def generate(self: image_runtime.ImageRuntime, inputs: dict[str, Any]) -> np.ndarray:
-            if held.armed:
-                held.started.set()
-                held.release.wait(timeout=TIMEOUT_S)
-            return original(self, inputs)
-
-        monkeypatch.setattr(image_runtime.ImageRuntime, "generate", generate)
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +211,7 @@ def test_predict_shares_model_calls_with_generate(model_store: Path) -> None:
 def test_deadline_and_drain(model_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A call whose deadline passes while queued is DEADLINE_EXCEEDED; draining finishes calls in flight
     and answers new ones UNAVAILABLE."""
-    held = HeldModel(monkeypatch)
+    held = HeldModel(monkeypatch, TIMEOUT_S)
     request = predict_request(TINY_MODEL, z=tf.make_tensor_proto(seeded_latents([60])))
     with serving(model_store, max_concurrent_batches=1) as running, ThreadPoolExecutor(2) as pool:
         held.armed = True

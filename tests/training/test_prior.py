@@ -15,17 +15,8 @@ import tensorflow as tf
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from genserve import store
 from genserve.conventions import to_uint8
-from genserve.store import (
-    ENCODE_SIGNATURE,
-    IMAGES_INPUT,
-    IMAGES_OUTPUT,
-    LATENT_INPUT,
-    LATENT_LOG_VAR_OUTPUT,
-    LATENT_MEAN_OUTPUT,
-    SIGNATURE_NAME,
-    read_metadata,
-)
 from tests.app.helpers import decode_npy
 from tests.app.test_encode import encode, image_files
 from tests.conftest import make_settings, wait_until_ready
@@ -245,7 +236,7 @@ def test_a_fit_record_without_sizes_is_restored_with_the_first_sizes(tmp_path: P
 
 def test_training_records_and_saves_the_prior(flow_vae: TrainResult) -> None:
     assert flow_vae.version_dir is not None
-    metadata = read_metadata(flow_vae.version_dir)
+    metadata = store.read_metadata(flow_vae.version_dir)
     fit = json.loads((flow_vae.run_dir / PRIOR_DIR / "fit.json").read_text())
 
     assert metadata.training_config["latent_prior"] == "flow"
@@ -262,16 +253,18 @@ def test_encode_then_generate_decodes_the_encoder_mean(flow_vae: TrainResult) ->
     prior, _ = restore_prior(flow_vae.run_dir / PRIOR_DIR, LATENT_DIM)
     images = shapes(16)
 
-    posterior = loaded.signatures[ENCODE_SIGNATURE](**{IMAGES_INPUT: tf.constant(images)})
-    served = loaded.signatures[SIGNATURE_NAME](**{LATENT_INPUT: posterior[LATENT_MEAN_OUTPUT]})
+    posterior = loaded.signatures[store.ENCODE_SIGNATURE](**{store.IMAGES_INPUT: tf.constant(images)})
+    served = loaded.signatures[store.SIGNATURE_NAME](
+        **{store.LATENT_INPUT: posterior[store.LATENT_MEAN_OUTPUT]}
+    )
     z_mean, _ = encoder((images.astype(np.float32) - 127.5) / 127.5)
     direct = to_uint8(np.asarray(decoder(z_mean)))
 
-    assert np.abs(served[IMAGES_OUTPUT].numpy().astype(int) - direct.astype(int)).max() <= 1
+    assert np.abs(served[store.IMAGES_OUTPUT].numpy().astype(int) - direct.astype(int)).max() <= 1
     # The served latent is the flow's base point, not the encoder's mean.
     u_mean, _ = prior.inverse(z_mean)
-    np.testing.assert_allclose(posterior[LATENT_MEAN_OUTPUT].numpy(), u_mean.numpy(), atol=1e-4)
-    assert np.isfinite(posterior[LATENT_LOG_VAR_OUTPUT].numpy()).all()
+    np.testing.assert_allclose(posterior[store.LATENT_MEAN_OUTPUT].numpy(), u_mean.numpy(), atol=1e-4)
+    assert np.isfinite(posterior[store.LATENT_LOG_VAR_OUTPUT].numpy()).all()
 
 
 def test_served_samples_decode_the_flow_of_standard_normal_latents(flow_vae: TrainResult) -> None:
@@ -281,7 +274,9 @@ def test_served_samples_decode_the_flow_of_standard_normal_latents(flow_vae: Tra
     prior, _ = restore_prior(flow_vae.run_dir / PRIOR_DIR, LATENT_DIM)
     u = np.random.RandomState(6).randn(8, LATENT_DIM).astype(np.float32)
 
-    served = loaded.signatures[SIGNATURE_NAME](**{LATENT_INPUT: tf.constant(u)})[IMAGES_OUTPUT].numpy()
+    served = loaded.signatures[store.SIGNATURE_NAME](**{store.LATENT_INPUT: tf.constant(u)})[
+        store.IMAGES_OUTPUT
+    ].numpy()
 
     expected = to_uint8(np.asarray(decoder(prior.forward(u))))
     assert np.abs(served.astype(int) - expected.astype(int)).max() <= 1
@@ -306,7 +301,7 @@ def test_export_checkpoint_republishes_the_same_model(flow_vae: TrainResult, tmp
     u = tf.constant(np.random.RandomState(7).randn(4, LATENT_DIM).astype(np.float32))
 
     first, second = (
-        loaded.signatures[SIGNATURE_NAME](**{LATENT_INPUT: u})[IMAGES_OUTPUT].numpy()
+        loaded.signatures[store.SIGNATURE_NAME](**{store.LATENT_INPUT: u})[store.IMAGES_OUTPUT].numpy()
         for loaded in (original, again)
     )
 
@@ -344,8 +339,8 @@ def test_resuming_a_finished_run_with_a_flow_prior_fits_and_records_it(tmp_path:
 
     assert resumed.version_dir is not None and resumed.epochs_completed == 1
     for version in (resumed.version_dir, exported):
-        assert read_metadata(version).training_summary["latent_prior_fit"]["vae_epoch"] == 1
-    assert read_metadata(exported).training_config["latent_prior"] == "flow"
+        assert store.read_metadata(version).training_summary["latent_prior_fit"]["vae_epoch"] == 1
+    assert store.read_metadata(exported).training_config["latent_prior"] == "flow"
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from genserve.store import list_versions, read_metadata
+from tests.training.runs import shapes_config
 from training.callbacks import read_best
-from training.config import BEST_DIR, TrainConfig
+from training.config import BEST_DIR
 from training.datasets import load_dataset
 from training.dcgan import generator_loss
 from training.evaluate import AUTO_LATENT_SCALES
@@ -28,22 +29,8 @@ def _own_classifier_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-def _config(root: Path, **changes: Any) -> TrainConfig:
-    options: dict[str, Any] = {
-        "dataset": "shapes",
-        "name": "shapes-dcgan",
-        "limit": 64,
-        "batch_size": 32,
-        "epochs": 2,
-        "latent_dim": LATENT_DIM,
-        "store": root / "store",
-        "run_dir": root / "run",
-    }
-    return TrainConfig(**(options | changes))
-
-
 def test_eval_every_writes_fid_and_class_score_into_history_every_k_epochs(tmp_path: Path) -> None:
-    result = train(_config(tmp_path, epochs=2, eval_every=2, eval_samples=64))
+    result = train(shapes_config(tmp_path, epochs=2, eval_every=2, eval_samples=64))
 
     epochs = json.loads((tmp_path / "run" / HISTORY_FILE).read_text())["epochs"]
     assert "fid" not in epochs[0]
@@ -52,7 +39,9 @@ def test_eval_every_writes_fid_and_class_score_into_history_every_k_epochs(tmp_p
 
 
 def test_eval_every_of_a_conditional_model_also_measures_label_accuracy(tmp_path: Path) -> None:
-    train(_config(tmp_path, model="cdcgan", name="shapes-cdcgan", epochs=1, eval_every=1, eval_samples=60))
+    train(
+        shapes_config(tmp_path, model="cdcgan", name="shapes-cdcgan", epochs=1, eval_every=1, eval_samples=60)
+    )
 
     entry = json.loads((tmp_path / "run" / HISTORY_FILE).read_text())["epochs"][0]
     assert 0.0 <= entry["label_accuracy"] <= 1.0 and entry["fid"] > 0
@@ -63,7 +52,7 @@ def test_publish_best_publishes_the_epoch_with_the_lowest_fid_and_a_worse_one_do
 ) -> None:
     scores = iter([{"fid": 5.0}, {"fid": 3.0}, {"fid": 4.0}])  # the second of three epochs is the best
     monkeypatch.setattr(SampleQuality, "measure", lambda self: next(scores))
-    result = train(_config(tmp_path, epochs=3, eval_every=1, publish="best"))
+    result = train(shapes_config(tmp_path, epochs=3, eval_every=1, publish="best"))
 
     best = read_best(tmp_path / "run")
     assert best is not None and (best["epoch"], best["fid"]) == (2, 3.0)
@@ -78,7 +67,7 @@ def test_latent_scale_auto_publishes_the_scale_with_the_lowest_fid_and_nothing_e
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, logger="training.evaluate"):
-        result = train(_config(tmp_path, epochs=1, eval_samples=60, latent_scale="auto"))
+        result = train(shapes_config(tmp_path, epochs=1, eval_samples=60, latent_scale="auto"))
 
     scored = {
         float(match[1]): float(match[2])
@@ -95,7 +84,7 @@ def test_latent_scale_auto_publishes_the_scale_with_the_lowest_fid_and_nothing_e
 def test_a_latent_scale_goes_with_the_best_epoch_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     scores = iter([{"fid": 3.0}, {"fid": 4.0}])
     monkeypatch.setattr(SampleQuality, "measure", lambda self: next(scores))
-    result = train(_config(tmp_path, epochs=2, eval_every=1, publish="best", latent_scale=1.2))
+    result = train(shapes_config(tmp_path, epochs=2, eval_every=1, publish="best", latent_scale=1.2))
 
     assert result.version_dir is not None
     metadata = read_metadata(result.version_dir)
@@ -105,7 +94,7 @@ def test_a_latent_scale_goes_with_the_best_epoch_too(tmp_path: Path, monkeypatch
 
 def test_the_best_epoch_of_a_run_ended_by_its_budget_says_so(tmp_path: Path) -> None:
     result = train(
-        _config(tmp_path, epochs=5, eval_every=1, eval_samples=30, publish="best", time_budget=0.001)
+        shapes_config(tmp_path, epochs=5, eval_every=1, eval_samples=30, publish="best", time_budget=0.001)
     )
 
     assert result.version_dir is not None and result.stopped_on_time_budget
@@ -116,11 +105,11 @@ def test_the_best_epoch_of_a_run_ended_by_its_budget_says_so(tmp_path: Path) -> 
 
 
 def test_resuming_a_run_its_budget_stopped_clears_the_stop(tmp_path: Path) -> None:
-    train(_config(tmp_path, epochs=3, time_budget=0.001))
+    train(shapes_config(tmp_path, epochs=3, time_budget=0.001))
     history = json.loads((tmp_path / "run" / HISTORY_FILE).read_text())
     assert history["stopped_on_time_budget_after_epoch"] == 1
 
-    result = train(_config(tmp_path, epochs=2, resume=True, export=False))
+    result = train(shapes_config(tmp_path, epochs=2, resume=True, export=False))
 
     assert result.epochs_completed == 2 and not result.stopped_on_time_budget
     assert "stopped_on_time_budget_after_epoch" not in json.loads(
@@ -137,13 +126,13 @@ def test_latent_scale_auto_on_unlabelled_data_fails_before_training(tmp_path: Pa
         Image.fromarray(pixels).save(tmp_path / f"{index}.png")
 
     with pytest.raises(ValueError, match="has none: give a number instead"):
-        train(_config(tmp_path, dataset=f"folder:{tmp_path}", image_size=28, latent_scale="auto"))
+        train(shapes_config(tmp_path, dataset=f"folder:{tmp_path}", image_size=28, latent_scale="auto"))
     assert not (tmp_path / "run").exists()
 
 
 def test_time_budget_stops_after_the_first_epoch_and_still_publishes(tmp_path: Path) -> None:
     # A budget of 0.06 s is used up by the first epoch, whatever the machine.
-    result = train(_config(tmp_path, epochs=5, time_budget=0.001))
+    result = train(shapes_config(tmp_path, epochs=5, time_budget=0.001))
 
     assert result.epochs_completed == 1 and result.stopped_on_time_budget
     assert result.version_dir is not None
@@ -155,7 +144,7 @@ def test_time_budget_stops_after_the_first_epoch_and_still_publishes(tmp_path: P
 
 
 def test_a_run_within_its_time_budget_trains_every_epoch(tmp_path: Path) -> None:
-    result = train(_config(tmp_path, epochs=2, time_budget=60.0))
+    result = train(shapes_config(tmp_path, epochs=2, time_budget=60.0))
 
     assert result.epochs_completed == 2 and not result.stopped_on_time_budget
     assert result.version_dir is not None
@@ -173,7 +162,7 @@ class _QualityAtStart(SampleQuality):
 
 
 def _fid_before_and_after(tmp_path: Path) -> tuple[float, float]:
-    config = _config(tmp_path, limit=1024, epochs=2, lr_g=1e-3, lr_d=1e-3, export=False)
+    config = shapes_config(tmp_path, limit=1024, epochs=2, lr_g=1e-3, lr_d=1e-3, export=False)
     quality = _QualityAtStart(
         load_dataset("shapes", limit=1024), every=2, num_samples=256, latent_dim=LATENT_DIM
     )

@@ -5,35 +5,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
 import pytest
 
 from genserve.store import read_metadata
+from tests.training.runs import InterruptAt
 from tests.training.text.tiny import tiny_text_config
 from training.run import TimeBudget
 from training.text.config import CHECKPOINT_EPOCH_FILE, CHECKPOINT_FILE
 from training.text.train import train_text
 
 SMALL = {"export": False, "limit_chars": 2_000, "units": 16}
-
-
-class _InterruptAt(keras.callbacks.Callback):
-    """Presses Ctrl-C after the first batch of epoch `epoch` (counted from 0)."""
-
-    def __init__(self, epoch: int) -> None:
-        super().__init__()
-        self.epoch = epoch
-        self.current = 0
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.current = epoch
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if self.current == self.epoch:
-            raise KeyboardInterrupt
 
 
 def _weights(checkpoint: Path) -> list[np.ndarray]:
@@ -45,7 +29,7 @@ def test_ctrl_c_in_a_text_run_saves_a_checkpoint_that_resume_picks_up(tmp_path: 
     config = tiny_text_config(tmp_path / "store", run_dir, **{**SMALL, "epochs": 2})
 
     with pytest.raises(KeyboardInterrupt):
-        train_text(config, callbacks=[_InterruptAt(epoch=1)])
+        train_text(config, callbacks=[InterruptAt(epoch=1)])
 
     # Saved mid-epoch, counted as the one epoch completed.
     assert json.loads((run_dir / CHECKPOINT_EPOCH_FILE).read_text())["epochs"] == 1

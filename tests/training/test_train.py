@@ -2,15 +2,14 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
 from genserve.store import SIGNATURE_NAME, list_versions, read_metadata
+from tests.training.runs import InterruptAt, shapes_config
 from training.config import TrainConfig, read_run_info
 from training.export import export_checkpoint
 from training.run_folder import CHECKPOINTS_DIR, HISTORY_FILE, SAMPLES_DIR
@@ -20,20 +19,6 @@ NAME = "shapes-dcgan"
 LATENT_DIM = 16
 IMAGE_SIZE = 28
 STEPS_PER_EPOCH = 2  # 64 images in batches of 32
-
-
-def _config(root: Path, **changes: Any) -> TrainConfig:
-    options: dict[str, Any] = {
-        "dataset": "shapes",
-        "name": NAME,
-        "limit": 64,
-        "batch_size": 32,
-        "epochs": 2,
-        "latent_dim": LATENT_DIM,
-        "store": root / "store",
-        "run_dir": root / "run",
-    }
-    return TrainConfig(**(options | changes))
 
 
 def _checkpoint_values(run_dir: Path, prefix: str) -> dict[str, np.ndarray]:
@@ -49,7 +34,7 @@ def _iterations(run_dir: Path) -> int:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig, TrainResult]:
-    config = _config(tmp_path_factory.mktemp("trained"))
+    config = shapes_config(tmp_path_factory.mktemp("trained"))
     return config, train(config)
 
 
@@ -165,25 +150,11 @@ def test_resume_with_a_different_architecture_is_refused(
         train(replace(config, run_dir=tmp_path / "run", d_width=1.0, resume=True, epochs=3))
 
 
-class _InterruptAt(keras.callbacks.Callback):
-    def __init__(self, epoch: int) -> None:
-        super().__init__()
-        self.epoch = epoch
-        self.current = 0
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.current = epoch
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if self.current == self.epoch:
-            raise KeyboardInterrupt
-
-
 def test_ctrl_c_saves_a_checkpoint_that_resume_picks_up(tmp_path: Path) -> None:
-    config = _config(tmp_path, epochs=2, ema_decay=0.0, export=False)
+    config = shapes_config(tmp_path, epochs=2, ema_decay=0.0, export=False)
 
     with pytest.raises(KeyboardInterrupt):
-        train(config, callbacks=[_InterruptAt(epoch=1)])
+        train(config, callbacks=[InterruptAt(epoch=1)])
 
     assert _iterations(config.run_path) == STEPS_PER_EPOCH + 1  # one full epoch and one step of the next
     assert int(_checkpoint_values(config.run_path, "epoch/")["epoch/.ATTRIBUTES/VARIABLE_VALUE"]) == 1

@@ -29,16 +29,7 @@ import tensorflow as tf
 
 from genserve import store
 from genserve.store import TextEvaluationRecord
-from training.distribute import (
-    Placement,
-    chief_value,
-    detached_copy,
-    distribute_batches,
-    log_distribution,
-    make_placement,
-    publish_once,
-    remove_worker_folder,
-)
+from training import distribute
 from training.run import TimeBudget, fit_epochs, seed_everything
 from training.run_folder import HISTORY_FILE, RUN_INFO_FILE, SAMPLES_DIR
 from training.text.config import CHECKPOINT_EPOCH_FILE, CHECKPOINT_FILE, TextTrainConfig
@@ -62,7 +53,7 @@ def train_text(config: TextTrainConfig, callbacks: Sequence[keras.callbacks.Call
     `fit_replicas`; every worker resumes from the chief's checkpoint, and the chief alone publishes, once,
     and scores the version. A non-chief worker of a multi-worker run returns None and removes its own folder.
     """
-    placement = make_placement(config.distribute)
+    placement = distribute.make_placement(config.distribute)
     seed_everything(config.seed)
     seed = _data_seed(config.seed, placement)
     corpus = load_corpus(
@@ -73,7 +64,7 @@ def train_text(config: TextTrainConfig, callbacks: Sequence[keras.callbacks.Call
         limit_chars=config.limit_chars,
     )
     distribution = placement.describe(config.batch_size)
-    log_distribution(distribution)
+    distribute.log_distribution(distribution)
     run_dir = placement.run_dir(config.run_folder)
     _write_run_info(run_dir, config, corpus, distribution)
     with placement.strategy.scope():
@@ -88,12 +79,12 @@ def train_text(config: TextTrainConfig, callbacks: Sequence[keras.callbacks.Call
     epochs = _epochs_checkpointed(run_dir, initial_epoch)
     summary = {"wall_s": round(time.perf_counter() - started, 1), "epochs_run": epochs - initial_epoch}
     if not placement.is_chief:
-        remove_worker_folder(placement, config.run_folder)
+        distribute.remove_worker_folder(placement, config.run_folder)
         return None
     if not config.export:
         return None
     # The copy carries the weights alone: no strategy, and no optimizer state into the SavedModel.
-    network = detached_copy(model)
+    network = distribute.detached_copy(model)
     return _publish(network, config, corpus, placement, epochs, {**summary, **history})
 
 
@@ -109,7 +100,7 @@ def _publish(
     network: keras.Model,
     config: TextTrainConfig,
     corpus: TextCorpus,
-    placement: Placement,
+    placement: distribute.Placement,
     epochs: int,
     summary: dict[str, Any],
 ) -> Path:
@@ -121,7 +112,7 @@ def _publish(
             network, config, corpus, epochs=epochs, summary=summary, distribution=distribution
         )
 
-    version = publish_once(placement, config.run_folder, epochs, publish)
+    version = distribute.publish_once(placement, config.run_folder, epochs, publish)
     if store.read_text_evaluation(version) is None:  # a chief restarted after publishing may have scored it
         record = score(network, corpus, config.dataset, config.sequence_length)
         write_record(version, record)
@@ -150,12 +141,12 @@ def _epochs_checkpointed(run_dir: Path, initial_epoch: int) -> int:
     return int(json.loads(epoch_file.read_text())["epochs"]) if epoch_file.is_file() else initial_epoch
 
 
-def _data_seed(seed: int | None, placement: Placement) -> int | None:
+def _data_seed(seed: int | None, placement: distribute.Placement) -> int | None:
     """The seed of the held-out split and of the window order: under a strategy, one that every worker shares
     (the chief's draw, for an unseeded run), so all hold out the same text and shuffle it alike."""
     if seed is not None or not placement.distributed:
         return seed
-    return chief_value(placement, random.randrange(2**31))
+    return distribute.chief_value(placement, random.randrange(2**31))
 
 
 def _model(config: TextTrainConfig, corpus: TextCorpus, run_dir: Path) -> tuple[keras.Model, int]:
@@ -213,7 +204,7 @@ def _fit(
     corpus: TextCorpus,
     run_dir: Path,
     initial_epoch: int,
-    placement: Placement,
+    placement: distribute.Placement,
     extra: Sequence[keras.callbacks.Callback] = (),
 ) -> dict[str, Any]:
     if initial_epoch >= config.epochs:
@@ -247,7 +238,7 @@ def _fit_replicas(
     config: TextTrainConfig,
     corpus: TextCorpus,
     initial_epoch: int,
-    placement: Placement,
+    placement: distribute.Placement,
     seed: int | None,
     extra: Sequence[keras.callbacks.Callback] = (),
 ) -> dict[str, Any]:
@@ -269,7 +260,7 @@ def _fit_replicas(
     def batches_of(rows: int) -> tf.data.Dataset:
         return _dataset(corpus.train_ids, config, shuffle=True, seed=seed, rows=rows)
 
-    batches = distribute_batches(placement, batches_of, config.batch_size, examples)
+    batches = distribute.distribute_batches(placement, batches_of, config.batch_size, examples)
     with placement.strategy.scope():
         trainer = CharRnnTrainer(model, config.clip_norm)
     run_dir, history = placement.run_dir(config.run_folder), keras.callbacks.History()

@@ -10,26 +10,20 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Path, Request
+from fastapi import Path, Request
 from fastapi.responses import Response
 
 from app.api import params
 from app.api.deps import InferenceDep, RegistryDep
-from app.protocols.errors import PlainErrorRoute
+from app.api.openapi import ModelPath
+from app.protocols.errors import protocol_router
 from app.protocols.inference import Inference
 from app.protocols.tfserving import rest
 from app.protocols.tfserving import status as tfserving
 from app.serving.registry import ModelRegistry, ModelVersion
 
-# Left out of the OpenAPI schema: the API has its own documentation, and its own error shape.
-router = APIRouter(
-    prefix="/v1/models",
-    tags=["tensorflow serving"],
-    route_class=PlainErrorRoute,
-    include_in_schema=False,
-)
+router = protocol_router("/v1/models", "tensorflow serving")
 
-ModelPath = Annotated[str, Path(description="Model name.")]
 VersionPath = Annotated[str, Path(description="Version number.")]
 LabelPath = Annotated[str, Path(description="Version label, from the model's labels.json.")]
 

@@ -9,26 +9,20 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Path, Request
+from fastapi import Path, Request
 from fastapi.responses import JSONResponse, Response
 
 from app.api import params
 from app.api.deps import InferenceDep, RegistryDep
-from app.protocols.errors import PlainErrorRoute, plain_error
+from app.api.openapi import ModelPath
+from app.protocols.errors import plain_error, protocol_router
 from app.protocols.inference import Inference
 from app.protocols.v2 import codec as v2
 from app.server.errors import LOADING_RETRY_AFTER_S, InvalidParameter, ShuttingDown, retry_after
 from app.serving.registry import ModelRegistry, ModelVersion
 
-# Left out of the OpenAPI schema: the protocol has its own specification, and its own error shape.
-router = APIRouter(
-    prefix="/v2",
-    tags=["open inference protocol v2"],
-    route_class=PlainErrorRoute,
-    include_in_schema=False,
-)
+router = protocol_router("/v2", "open inference protocol v2")
 
-ModelPath = Annotated[str, Path(description="Model name.")]
 VersionPath = Annotated[str, Path(description="Version number or label.")]
 
 
