@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.processes import free_ports
-from training.config import MODELS, TrainConfig
+from training.config import TrainConfig
+from training.options import MODELS
 from training.run_folder import HISTORY_FILE
 
 _ROOT = Path(__file__).resolve().parents[1]

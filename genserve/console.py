@@ -9,12 +9,14 @@ real error at import still shows.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import os
 import re
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
 # 3 keeps only fatal messages. Among the start-up lines on a CPU-only machine are error-level ones (a failed
@@ -62,3 +64,17 @@ def _pass_on(text: str) -> None:
     kept = [line for line in text.splitlines() if line.strip() and not START_UP_NOISE.search(line)]
     if kept:
         print("\n".join(kept), file=sys.stderr)
+
+
+@contextlib.contextmanager
+def quieted(names: Sequence[str]) -> Iterator[None]:
+    """Raise the named loggers to WARNING for the block, then restore their levels."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [item.level for item in loggers]
+    for item in loggers:
+        item.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for item, level in zip(loggers, levels, strict=True):
+            item.setLevel(level)

@@ -15,10 +15,18 @@ from PIL import Image
 
 from genserve.conventions import latents_from_seeds, tile_images, to_uint8
 from genserve.store import write_json_atomic
-from training.config import BEST_DIR, BEST_FILE, STOPPED_ON_TIME_BUDGET_KEY, RunInfo
 from training.dcgan import DCGAN
 from training.models import GenerativeModel, checkpoint_objects, optimizer_steps
-from training.run_folder import CHECKPOINTS_DIR, HISTORY_FILE, RUN_INFO_FILE, SAMPLES_DIR
+from training.run_folder import (
+    BEST_DIR,
+    BEST_FILE,
+    CHECKPOINTS_DIR,
+    HISTORY_FILE,
+    RUN_INFO_FILE,
+    SAMPLES_DIR,
+    STOPPED_ON_TIME_BUDGET_KEY,
+)
+from training.run_info import RunInfo
 from training.vae import VAE
 
 logger = logging.getLogger(__name__)

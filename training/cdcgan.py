@@ -21,7 +21,6 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from training.config import CONDITIONINGS
 from training.dcgan import (
     DCGAN,
     check_image_shape,
@@ -31,6 +30,7 @@ from training.dcgan import (
     generator_layers,
     logit_layer,
 )
+from training.options import CONDITIONINGS
 
 LABEL_EMBEDDING_DIM = 32
 LABEL_EMBEDDING_LAYER = "label_embedding"

@@ -17,7 +17,9 @@ from pathlib import Path
 from genserve.console import quiet_tensorflow
 from genserve.conventions import SUPPORTED_CHANNELS
 from genserve.store import check_latent_scale
-from training.config import (
+from training.config import TrainConfig, add_distribute_option, add_time_budget_option
+from training.fid import DEFAULT_NUM_SAMPLES
+from training.options import (
     AUTO_LATENT_SCALE,
     CONDITIONINGS,
     DEFAULT_CONDITIONING,
@@ -29,11 +31,7 @@ from training.config import (
     PUBLISH_CHOICES,
     RECIPES,
     VAE_BUDGET_SHARE_WITH_PRIOR,
-    TrainConfig,
-    add_distribute_option,
-    add_time_budget_option,
 )
-from training.fid import DEFAULT_NUM_SAMPLES
 from training.text.cli import MODEL as TEXT_MODEL
 
 logger = logging.getLogger("training")
@@ -330,7 +328,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
         print(evaluate_version(args.version_dir, data_path=args.data_path).model_dump_json(indent=2))
         return
-    from training.evaluate import evaluate_command, sweep_command
+    from training.evaluate_cli import evaluate_command, sweep_command
 
     options = {
         "dataset": args.dataset,

@@ -8,79 +8,40 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from genserve.conventions import check_channels
-from genserve.store import check_latent_scale, check_scalable, validate_model_name
-from training.run_folder import DEFAULT_RUNS_ROOT, RUN_INFO_FILE
-
-MODELS = ("dcgan", "cdcgan", "vae")
-CONDITIONAL_MODELS = ("cdcgan",)
-GAN_MODELS = ("dcgan", "cdcgan")
-RECIPES = ("genserve", "tutorial")
-GAN_LOSSES = ("bce", "hinge")
-# How a conditional discriminator is told the class: a learned label map stacked onto the image as one more
-# channel, or a projection (Miyato & Koyama 2018): the inner product of a learned class embedding with the
-# discriminator's features is added to its logit.
-CONDITIONINGS = ("concat", "projection")
-# It beat "concat" under both seeds at equal wall time, in FID and in label accuracy (README, "Benchmarks").
-DEFAULT_CONDITIONING = "projection"
-DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
-SUPPORTED_IMAGE_SIZES = (28, 32, 64)
-# How training spreads over devices (`training.distribute`): "auto" is "mirrored" when more than one GPU is
-# visible, else "none"; "multi-worker" reads the cluster from TF_CONFIG.
-DISTRIBUTE_MODES = ("auto", "none", "mirrored", "multi-worker")
-# Each step moves the generator average 0.1% of the way to the current weights: it averages over roughly
-# the last thousand steps, a few epochs of MNIST at batch 256.
-DEFAULT_EMA_DECAY = 0.999
-# One-sided smoothing makes the real target 1 - s; from s = 0.5 on, the discriminator would be taught that
-# real images look no more real than a coin toss.
-_MAX_LABEL_SMOOTHING = 0.5
-# history.json key: the epoch after which the run's time budget stopped it (absent while a run can go on).
-STOPPED_ON_TIME_BUDGET_KEY = "stopped_on_time_budget_after_epoch"
-PRIOR_DIR = "prior"  # VAEs with a flow prior: the flow's weights, fit to the run's last epoch
-# GANs trained with eval_every: the checkpoint whose epoch scored the lowest small-N FID so far, and its record.
-BEST_DIR = "best"
-BEST_FILE = "best.json"
-# What a training run publishes at its end: its last epoch, or its BEST_DIR checkpoint.
-PUBLISH_CHOICES = ("last", "best")
-# latent_scale of a run that picks its scale at publication (`training.evaluate.pick_latent_scale`).
-AUTO_LATENT_SCALE = "auto"
-# Where a VAE's latents come from: the standard normal, or a normalizing flow of it fit to the encoder's
-# posterior means after the VAE is trained (`training.prior`).
-LATENT_PRIORS = ("normal", "flow")
-DEFAULT_VAE_PRIOR = "flow"  # it beat "normal" under every seed at equal wall time (README, "Training")
-# Under a time budget, a VAE with a flow prior trains for this share of it and the flow is fit in the rest.
-VAE_BUDGET_SHARE_WITH_PRIOR = 0.9
-
-# The TensorFlow DCGAN tutorial's settings: Adam(1e-4) for both networks, Keras' default beta_1, batch 256,
-# its discriminator's width, no R1 and no weight averaging. `recipe="tutorial"` pins these so a comparison
-# run cannot drift from them.
-TUTORIAL_SETTINGS: dict[str, float] = {
-    "lr_g": 1e-4,
-    "lr_d": 1e-4,
-    "beta_1": 0.9,
-    "ema_decay": 0.0,
-    "batch_size": 256,
-    "d_width": 1.0,
-    "r1_gamma": 0.0,
-}
-# A VAE has one network and one optimizer (lr_g); Adam's usual settings suit it better than the GAN's.
-# They replace lr_g and beta_1 left at the GAN defaults; the VAE keeps no weight average, has no
-# discriminator to widen or regularise, and keeps the batch of 256 it was tuned with.
-VAE_SETTINGS: dict[str, float] = {
-    "lr_g": 1e-3,
-    "beta_1": 0.9,
-    "ema_decay": 0.0,
-    "batch_size": 256,
-    "d_width": 1.0,
-    "r1_gamma": 0.0,
-}
+from genserve.store import validate_model_name
+from training.options import (
+    CONDITIONAL_MODELS,
+    CONDITIONINGS,
+    DEFAULT_CONDITIONING,
+    DEFAULT_EMA_DECAY,
+    DEFAULT_VAE_PRIOR,
+    DISTRIBUTE_MODES,
+    GAN_MODELS,
+    LATENT_PRIORS,
+    MODELS,
+    PUBLISH_CHOICES,
+    RECIPES,
+    SUPPORTED_IMAGE_SIZES,
+    TUTORIAL_SETTINGS,
+    VAE_BUDGET_SHARE_WITH_PRIOR,
+    VAE_SETTINGS,
+    check_at_least,
+    check_d_width,
+    check_diffaugment_policies,
+    check_distribute,
+    check_ema_decay,
+    check_kl_weight,
+    check_loss,
+    check_mode_seeking,
+    check_r1,
+    check_train_latent_scale,
+)
+from training.run_folder import DEFAULT_RUNS_ROOT
 
 
 @dataclass(kw_only=True)
@@ -242,12 +203,12 @@ class TrainConfig:
             raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(MODELS)}")
         if not self.dataset:
             raise ValueError("dataset is empty: name one, e.g. 'mnist', 'shapes' or 'folder:PATH'")
-        _check_at_least("epochs", self.epochs, 1)
-        _check_at_least("batch_size", self.batch_size, 1)
-        _check_at_least("latent_dim", self.latent_dim, 1)
-        _check_at_least("sample_grid", self.sample_grid, 1)
+        check_at_least("epochs", self.epochs, 1)
+        check_at_least("batch_size", self.batch_size, 1)
+        check_at_least("latent_dim", self.latent_dim, 1)
+        check_at_least("sample_grid", self.sample_grid, 1)
         if self.limit is not None:
-            _check_at_least("limit", self.limit, 1)
+            check_at_least("limit", self.limit, 1)
         for key in ("lr_g", "lr_d"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"{key} must be a positive learning rate, got {getattr(self, key)}")
@@ -320,14 +281,14 @@ class TrainConfig:
             raise ValueError(
                 f"unknown latent prior {self.latent_prior!r}: choose one of {', '.join(LATENT_PRIORS)}"
             )
-        _check_at_least("prior_epochs", self.prior_epochs, 1)
+        check_at_least("prior_epochs", self.prior_epochs, 1)
 
     def _validate_progress_options(self) -> None:
         if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 0:
             raise ValueError(
                 f"eval_every must be a whole number of epochs (0 turns the evaluation off), got {self.eval_every!r}"
             )
-        _check_at_least("eval_samples", self.eval_samples, 2)
+        check_at_least("eval_samples", self.eval_samples, 2)
         if self.publish not in PUBLISH_CHOICES:
             raise ValueError(f"unknown publish {self.publish!r}: choose one of {', '.join(PUBLISH_CHOICES)}")
         if self.publish == "best" and not self.eval_every:
@@ -340,141 +301,6 @@ class TrainConfig:
                 f"time_budget must be a positive number of minutes, got {self.time_budget}: leave it unset to "
                 "train every epoch"
             )
-
-
-def check_distribute(distribute: str, *, jit_compile: bool = False) -> str:
-    """`distribute` if it names a mode of `DISTRIBUTE_MODES` that suits the other options, else ValueError."""
-    if distribute not in DISTRIBUTE_MODES:
-        raise ValueError(
-            f"unknown distribute mode {distribute!r}: choose one of {', '.join(DISTRIBUTE_MODES)}"
-        )
-    if jit_compile and distribute in ("mirrored", "multi-worker"):
-        raise ValueError(
-            f"jit_compile runs on one device: drop it, or use --distribute none (not {distribute!r})"
-        )
-    return distribute
-
-
-def check_train_latent_scale(latent_scale: float | str, model: str) -> None:
-    """What `genserve.store.check_latent_scale` accepts for `model`, or AUTO_LATENT_SCALE for a GAN."""
-    if latent_scale != AUTO_LATENT_SCALE:
-        if isinstance(latent_scale, str):
-            raise ValueError(
-                f"latent_scale must be a positive number or {AUTO_LATENT_SCALE!r}, got {latent_scale!r}"
-            )
-        check_latent_scale(latent_scale, model)
-    else:
-        check_scalable(model)
-
-
-def check_r1(r1_gamma: float, r1_interval: int) -> None:
-    """Raise ValueError unless `r1_gamma` and `r1_interval` describe a usable (lazy) R1 penalty."""
-    if not r1_gamma >= 0:
-        raise ValueError(f"r1_gamma must be 0 (off) or positive, got {r1_gamma}: try 0.1 to 10")
-    _check_at_least("r1_interval", r1_interval, 1)
-
-
-def check_mode_seeking(weight: float) -> float:
-    """`weight` if it is a usable mode-seeking weight (0 turns the term off), else ValueError."""
-    if not (math.isfinite(weight) and weight >= 0):
-        raise ValueError(f"mode_seeking must be 0 (off) or a positive weight, got {weight}: try 0.1 to 1")
-    return weight
-
-
-def check_d_width(d_width: float) -> float:
-    """`d_width` if it is a usable multiplier of the discriminator's filter counts, else ValueError."""
-    if not 0.25 <= d_width <= 8.0:
-        raise ValueError(f"d_width must be between 0.25 and 8 (1 is the tutorial's width), got {d_width}")
-    return d_width
-
-
-def check_ema_decay(ema_decay: float) -> float:
-    """`ema_decay` if it is a usable decay for the generator average, else ValueError."""
-    if not 0.0 <= ema_decay < 1.0:
-        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}: use 0 to disable averaging")
-    return ema_decay
-
-
-def check_kl_weight(kl_weight: float) -> float:
-    """`kl_weight` if it is a usable VAE KL weight, else ValueError."""
-    if not kl_weight > 0:
-        raise ValueError(f"kl_weight must be positive, got {kl_weight}")
-    return kl_weight
-
-
-def check_loss(loss: str, label_smoothing: float) -> None:
-    """Raise ValueError unless `loss` is a GAN loss and `label_smoothing` suits it."""
-    if loss not in GAN_LOSSES:
-        raise ValueError(f"unknown loss {loss!r}: choose one of {', '.join(GAN_LOSSES)}")
-    if not 0.0 <= label_smoothing < _MAX_LABEL_SMOOTHING:
-        raise ValueError(
-            f"label_smoothing must be in [0, {_MAX_LABEL_SMOOTHING}), got {label_smoothing}: 0 turns it off"
-        )
-    if label_smoothing and loss != "bce":
-        raise ValueError("label_smoothing applies to the 'bce' loss only: the hinge loss has no targets")
-
-
-def check_diffaugment_policies(policies: Sequence[str]) -> tuple[str, ...]:
-    """The DiffAugment policies asked for, in the order they are applied, or ValueError naming the bad one."""
-    if isinstance(policies, str):
-        raise ValueError(
-            f"diffaugment takes a sequence of policy names, got the string {policies!r}: pass e.g. "
-            "('translation', 'cutout')"
-        )
-    unknown = [policy for policy in policies if policy not in DIFFAUGMENT_POLICIES]
-    if unknown:
-        raise ValueError(
-            f"unknown DiffAugment policy {unknown[0]!r}: choose from {', '.join(DIFFAUGMENT_POLICIES)}"
-        )
-    return tuple(policy for policy in DIFFAUGMENT_POLICIES if policy in policies)
-
-
-def _check_at_least(key: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{key} must be an integer of at least {minimum}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What a run folder's config.json records: the options, and what the data turned out to be."""
-
-    config: TrainConfig
-    image_shape: tuple[int, int, int]
-    dataset_class_names: list[str] | None = None
-    # How the run was spread (`training.distribute.Placement.describe`): strategy, replicas, workers, and the
-    # global and per-replica batch sizes.
-    distribution: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "config": self.config.to_dict(),
-            "image_shape": list(self.image_shape),
-            "dataset_class_names": self.dataset_class_names,
-            "distribution": self.distribution,
-        }
-
-    @classmethod
-    def from_dict(cls, payload: dict[str, Any]) -> RunInfo:
-        try:
-            height, width, channels = (int(size) for size in payload["image_shape"])
-            return cls(
-                TrainConfig.from_dict(payload["config"]),
-                (height, width, channels),
-                payload.get("dataset_class_names"),
-                payload.get("distribution"),
-            )
-        except (KeyError, TypeError) as error:
-            raise ValueError(f"{RUN_INFO_FILE} is not a genserve run description ({error!r})") from error
-
-
-def read_run_info(run_dir: Path) -> RunInfo:
-    """Read a run folder's config.json, or raise FileNotFoundError saying what a run folder is."""
-    path = Path(run_dir) / RUN_INFO_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{str(path)!r} does not exist: pass a run folder written by 'training train'"
-        )
-    return RunInfo.from_dict(json.loads(path.read_text()))
 
 
 def add_time_budget_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

@@ -50,7 +50,9 @@ import keras
 import tensorflow as tf
 
 from genserve.conventions import check_channels
-from training.config import (
+from training.diffaugment import diff_augment
+from training.distribute import assign_in_sync, average_across_replicas, replica_rows, scale_to_global_batch
+from training.options import (
     DEFAULT_EMA_DECAY,
     SUPPORTED_IMAGE_SIZES,
     check_d_width,
@@ -60,8 +62,6 @@ from training.config import (
     check_mode_seeking,
     check_r1,
 )
-from training.diffaugment import diff_augment
-from training.distribute import assign_in_sync, average_across_replicas, replica_rows, scale_to_global_batch
 
 _PROJECTION_FILTERS = 256
 # Keeps the mode-seeking term finite when two halves' images coincide (as in Mao et al.'s code).

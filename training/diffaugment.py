@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
-from training.config import check_diffaugment_policies
+from training.options import check_diffaugment_policies
 
 # The paper's settings: shifts of up to 1/8 of the image, a cut-out square of half its side.
 _TRANSLATION_RATIO = 0.125

@@ -48,7 +48,7 @@ import keras
 import tensorflow as tf
 
 from genserve.store import write_json_atomic
-from training.config import check_distribute
+from training.options import check_distribute
 from training.run_folder import PUBLISHED_FILE, WORKERS_DIR
 
 logger = logging.getLogger(__name__)

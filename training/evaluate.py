@@ -12,11 +12,10 @@ one to publish with ``python -m training export --latent-scale``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from genserve.console import quieted
 from genserve.conventions import cycled_labels, to_uint8, to_unit_range
 from genserve.store import (
     EvaluationRecord,
     ModelMetadata,
     check_latent_scale,
     read_metadata,
-    write_evaluation,
 )
 from training.classifier import (
     LABEL_ACCURACY,
@@ -55,55 +54,6 @@ DEFAULT_BATCH_SIZE = 250
 AUTO_LATENT_SCALES = (0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.35, 1.4)
 
 
-def evaluate_command(
-    version_dir: Path,
-    *,
-    dataset: str,
-    data_path: str | None,
-    num_samples: int,
-    cache_dir: Path | None,
-    seed: int,
-) -> EvaluationRecord:
-    """Evaluate a version against `dataset` at the model's image size, store and print the result."""
-    train, held_out = _datasets_for(read_metadata(version_dir), dataset, data_path, seed)
-    record = evaluate_version(
-        Path(version_dir),
-        train=train,
-        held_out=held_out,
-        num_samples=num_samples,
-        cache_dir=cache_dir,
-        seed=seed,
-    )
-    write_evaluation(Path(version_dir), record)
-    print(_format_record(record))
-    return record
-
-
-def sweep_command(
-    version_dir: Path,
-    scales: list[float],
-    *,
-    dataset: str,
-    data_path: str | None,
-    num_samples: int,
-    cache_dir: Path | None,
-    seed: int,
-) -> list[EvaluationRecord]:
-    """Score a GAN's version at each latent scale in `scales` and print one row per scale; store nothing."""
-    train, held_out = _datasets_for(read_metadata(version_dir), dataset, data_path, seed)
-    records = sweep_latent_scales(
-        Path(version_dir),
-        scales,
-        train=train,
-        held_out=held_out,
-        num_samples=num_samples,
-        cache_dir=cache_dir,
-        seed=seed,
-    )
-    print(_format_sweep(scales, records))
-    return records
-
-
 def pick_latent_scale(
     publish: Callable[[Path], Path],
     *,
@@ -120,15 +70,31 @@ def pick_latent_scale(
     """
     logger.info("scoring latent scales %s at N=%d (seed %d)", ", ".join(map(str, scales)), num_samples, seed)
     with tempfile.TemporaryDirectory(prefix="genserve-latent-scales-") as folder:
-        with _quiet(("training.export",)):  # "published" would name a folder about to be removed
+        with quieted(("training.export",)):  # "published" would name a folder about to be removed
             trial = publish(Path(folder))
-        train, held_out = _datasets_for(read_metadata(trial), dataset, data_path, seed)
+        train, held_out = datasets_for(read_metadata(trial), dataset, data_path, seed)
         records = sweep_latent_scales(
             trial, list(scales), train=train, held_out=held_out, num_samples=num_samples, seed=seed
         )
     best = min(zip(scales, records, strict=True), key=lambda pair: pair[1].fid)[0]
     logger.info("publishing at latent scale %g", best)
     return best
+
+
+def datasets_for(
+    metadata: ModelMetadata, dataset: str, data_path: str | None, seed: int
+) -> tuple[ImageDataset, ImageDataset]:
+    """The train and held-out splits of `dataset` at the model's image size and channels."""
+    height, width, channels = metadata.image_shape
+    if height != width:
+        raise ValueError(f"evaluation needs square images, the model makes {height}x{width}")
+    options: dict[str, Any] = {
+        "data_path": data_path,
+        "image_size": height,
+        "channels": channels,
+        "seed": seed,
+    }
+    return load_dataset(dataset, split="train", **options), load_dataset(dataset, split="test", **options)
 
 
 def sweep_latent_scales(
@@ -169,7 +135,7 @@ def sweep_latent_scales(
         started = time.monotonic()
         variable.assign(scale)
         scaled = metadata.model_copy(update={"latent_scale": scale})
-        with _quiet(("training.sampling",)):
+        with quieted(("training.sampling",)):
             records.append(_score(loaded, scaled, reference, train, held_out, seed, batch_size, started))
         logger.info(
             "latent scale %g: FID %.3f, class score %.3f", scale, records[-1].fid, records[-1].inception_score
@@ -300,81 +266,6 @@ def _score(
     )
 
 
-@contextlib.contextmanager
-def _quiet(names: Sequence[str]) -> Iterator[None]:
-    """Raise the named loggers to WARNING for the block, then restore their levels."""
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [item.level for item in loggers]
-    for item in loggers:
-        item.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for item, level in zip(loggers, levels, strict=True):
-            item.setLevel(level)
-
-
-def _datasets_for(
-    metadata: ModelMetadata, dataset: str, data_path: str | None, seed: int
-) -> tuple[ImageDataset, ImageDataset]:
-    """The train and held-out splits of `dataset` at the model's image size and channels."""
-    height, width, channels = metadata.image_shape
-    if height != width:
-        raise ValueError(f"evaluation needs square images, the model makes {height}x{width}")
-    options: dict[str, Any] = {
-        "data_path": data_path,
-        "image_size": height,
-        "channels": channels,
-        "seed": seed,
-    }
-    return load_dataset(dataset, split="train", **options), load_dataset(dataset, split="test", **options)
-
-
-def _format_sweep(scales: list[float], records: list[EvaluationRecord]) -> str:
-    """One row per latent scale, the lowest FID marked; real data's numbers below."""
-    best = min(range(len(records)), key=lambda index: records[index].fid)
-    rows = [f"{'latent scale':<14}{'FID':>10}{'IS':>10}{'classes':>16}{'label acc.':>12}"]
-    for index, (scale, record) in enumerate(zip(scales, records, strict=True)):
-        fractions = record.details["generated_class_fractions"]
-        spread = f"{min(fractions):.1%}-{max(fractions):.1%}"
-        accuracy = _number(record.details.get(LABEL_ACCURACY))
-        mark = "  <- lowest FID" if index == best else ""
-        rows.append(
-            f"{scale:<14g}{record.fid:>10.3f}{record.inception_score:>10.3f}{spread:>16}{accuracy:>12}{mark}"
-        )
-    first = records[0]
-    rows.append(
-        f"{'real':<14}{_number(first.real_fid):>10}{_number(first.real_inception_score):>10}"
-        f"   ({first.num_samples} samples, seed {first.details['seed']})"
-    )
-    return "\n".join(rows)
-
-
-def _format_record(record: EvaluationRecord) -> str:
-    """A small plain-text table of the model's numbers next to the real-data reference."""
-    real_n = record.details.get("real_num_samples", "-")
-    rows = [
-        f"{'':<8}{'samples':>10}{'FID':>12}{'IS':>10}",
-        f"{'model':<8}{record.num_samples:>10}{record.fid:>12.3f}{record.inception_score:>10.3f}",
-        f"{'real':<8}{real_n:>10}{_number(record.real_fid):>12}{_number(record.real_inception_score):>10}",
-        f"classifier accuracy on held-out {record.dataset}: {_number(record.classifier_accuracy)}",
-    ]
-    if LABEL_ACCURACY in record.details:
-        rows.append(f"generated images of the requested class: {_number(record.details[LABEL_ACCURACY])}")
-    if "reconstruction_fid" in record.details:
-        details = record.details
-        rows.append(
-            f"reconstructions of held-out images: FID {_number(details['reconstruction_fid'])}, mean abs "
-            f"pixel error {_number(details['reconstruction_mean_abs_error'])}, class kept "
-            f"{_number(details.get('reconstruction_class_agreement'))}"
-        )
-    return "\n".join(rows)
-
-
-def _features_distance(a: Predictions, b: Predictions) -> float:
-    return feature_frechet_distance(a.features, b.features)
-
-
 def _class_fractions(probabilities: np.ndarray) -> list[float]:
     counts = np.bincount(probabilities.argmax(axis=1), minlength=probabilities.shape[1])
     return [round(float(count) / len(probabilities), 4) for count in counts]
@@ -400,7 +291,7 @@ def _reconstruction_details(
     error = np.abs(reconstructed.astype(np.float64) - originals.astype(np.float64)).mean()
     details = {
         "reconstruction_mean_abs_error": float(error),
-        "reconstruction_fid": _features_distance(predicted, reference),
+        "reconstruction_fid": feature_frechet_distance(predicted.features, reference.features),
     }
     if held_out.labels is not None:
         kept = predicted.probabilities.argmax(axis=1) == held_out.labels[subset]
@@ -452,7 +343,3 @@ def _check_classes(metadata: ModelMetadata, train: ImageDataset) -> None:
             f"the model's classes {metadata.class_names} differ from the dataset's {train.class_names}: "
             "evaluate a conditional model on the dataset it was trained on"
         )
-
-
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"

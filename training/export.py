@@ -53,11 +53,11 @@ from training.cdcgan import (
     embedding_generator,
     label_embedding_table,
 )
-from training.config import BEST_DIR, PRIOR_DIR, STOPPED_ON_TIME_BUDGET_KEY, RunInfo, read_run_info
 from training.dcgan import build_generator
 from training.models import EMA_GENERATOR_SLOT, ENCODER_SLOT, GENERATOR_SLOT
 from training.prior import LatentFlow, restore_prior, weights_only_copy
-from training.run_folder import CHECKPOINTS_DIR, HISTORY_FILE
+from training.run_folder import BEST_DIR, CHECKPOINTS_DIR, HISTORY_FILE, PRIOR_DIR, STOPPED_ON_TIME_BUDGET_KEY
+from training.run_info import RunInfo, read_run_info
 from training.signatures import tf_spec
 from training.vae import build_decoder, build_encoder
 

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from training.callbacks import Checkpointer, HistoryWriter, SampleGrid, read_best
 from training.cdcgan import ConditionalDCGAN, build_conditional_discriminator, build_conditional_generator
-from training.config import AUTO_LATENT_SCALE, PRIOR_DIR, RunInfo, TrainConfig, read_run_info
+from training.config import TrainConfig
 from training.datasets import ImageDataset, load_dataset, make_tf_dataset
 from training.dcgan import DCGAN, build_discriminator, build_generator
 from training.distribute import (
@@ -42,9 +42,12 @@ from training.distribute import (
 from training.evaluate import pick_latent_scale
 from training.export import build_metadata, export_checkpoint, export_generator, training_summary
 from training.models import GenerativeModel
+from training.options import AUTO_LATENT_SCALE
 from training.prior import LatentFlow, fit_prior, save_prior
 from training.progress import SampleQuality
 from training.run import TimeBudget, fit_epochs, seed_everything
+from training.run_folder import PRIOR_DIR
+from training.run_info import RunInfo, read_run_info
 from training.vae import VAE, build_decoder, build_encoder, encode_means
 
 logger = logging.getLogger(__name__)

@@ -18,9 +18,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training.config import TrainConfig, read_run_info
+from training.config import TrainConfig
 from training.models import GenerativeModel, checkpoint_objects, optimizer_steps
 from training.run_folder import RUN_INFO_FILE
+from training.run_info import read_run_info
 from training.text.config import TextTrainConfig
 from training.text.train import train_text
 from training.train import train

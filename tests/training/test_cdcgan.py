@@ -25,9 +25,10 @@ from training.cdcgan import (
     class_from_latent,
 )
 from training.cli import main
-from training.config import RunInfo, TrainConfig
+from training.config import TrainConfig
 from training.dcgan import mode_seeking_ratio
 from training.export import CLASS_FROM_LATENT, build_metadata, export_checkpoint, export_generator
+from training.run_info import RunInfo
 from training.train import TrainResult, train
 
 LATENT_DIM = 8

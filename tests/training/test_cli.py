@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from training.cli import build_parser, main, train_config_from_args
-from training.config import DEFAULT_CONDITIONING, DEFAULT_VAE_PRIOR, TUTORIAL_SETTINGS, TrainConfig
+from training.config import TrainConfig
+from training.options import DEFAULT_CONDITIONING, DEFAULT_VAE_PRIOR, TUTORIAL_SETTINGS
 
 TRAIN = ["train", "--dataset", "shapes", "--name", "cli-test"]
 

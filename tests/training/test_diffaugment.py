@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training.config import DIFFAUGMENT_POLICIES
 from training.diffaugment import AUGMENT_FILL, diff_augment, random_color, random_cutout, random_translation
+from training.options import DIFFAUGMENT_POLICIES
 
 SIZE = 28
 MAX_SHIFT = 4  # 1/8 of 28 pixels, rounded

@@ -27,9 +27,11 @@ from bench.processes import free_ports
 from genserve.store import list_versions, read_metadata, read_text_evaluation
 from tests.conftest import TINY_LATENT_DIM
 from tests.training.text.tiny import tiny_text_config
-from training.config import DISTRIBUTE_MODES, TrainConfig, read_run_info
+from training.config import TrainConfig
 from training.distribute import TF_CONFIG_VARIABLE, Placement, publish_once, resolve_mode
+from training.options import DISTRIBUTE_MODES
 from training.run_folder import CHECKPOINTS_DIR, HISTORY_FILE, PUBLISHED_FILE, RUN_INFO_FILE, WORKERS_DIR
+from training.run_info import read_run_info
 from training.text import cli as text_cli
 from training.text.config import CHECKPOINT_FILE as TEXT_CHECKPOINT_FILE
 

@@ -13,11 +13,13 @@ import tensorflow as tf
 from genserve.conventions import to_uint8
 from genserve.store import EVALUATION_FILE, IMAGES_OUTPUT, read_evaluation
 from tests.training.savedmodels import LATENT_DIM, module_metadata, publish_module
-from training.config import RunInfo, TrainConfig
+from training.config import TrainConfig
 from training.datasets import ImageDataset, load_dataset
 from training.dcgan import build_generator
-from training.evaluate import evaluate_command, evaluate_version, sweep_command
+from training.evaluate import evaluate_version
+from training.evaluate_cli import evaluate_command, sweep_command
 from training.export import build_metadata, export_generator
+from training.run_info import RunInfo
 
 # --- tiny SavedModels ------------------------------------------------------------------------------------
 

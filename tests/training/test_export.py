@@ -15,9 +15,10 @@ from genserve.store import (
     list_versions,
     read_metadata,
 )
-from training.config import RunInfo, TrainConfig
+from training.config import TrainConfig
 from training.dcgan import build_generator
 from training.export import build_metadata, export_generator
+from training.run_info import RunInfo
 
 LATENT_DIM = 16
 IMAGE_SHAPE = (28, 28, 3)

@@ -20,7 +20,7 @@ from genserve.conventions import to_uint8
 from tests.app.helpers import decode_npy
 from tests.app.test_encode import encode, image_files
 from tests.conftest import make_settings, wait_until_ready
-from training.config import PRIOR_DIR, TrainConfig
+from training.config import TrainConfig
 from training.datasets import load_dataset
 from training.export import export_checkpoint
 from training.prior import (
@@ -32,6 +32,7 @@ from training.prior import (
     restore_prior,
     save_prior,
 )
+from training.run_folder import PRIOR_DIR
 from training.train import TrainResult, train
 from training.vae import build_decoder, build_encoder
 

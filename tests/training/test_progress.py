@@ -11,13 +11,12 @@ from PIL import Image
 from genserve.store import list_versions, read_metadata
 from tests.training.runs import shapes_config
 from training.callbacks import read_best
-from training.config import BEST_DIR
 from training.datasets import load_dataset
 from training.dcgan import generator_loss
 from training.evaluate import AUTO_LATENT_SCALES
 from training.export import export_checkpoint
 from training.progress import SampleQuality
-from training.run_folder import HISTORY_FILE
+from training.run_folder import BEST_DIR, HISTORY_FILE
 from training.train import train
 
 LATENT_DIM = 16

@@ -10,9 +10,10 @@ from PIL import Image
 
 from genserve.store import SIGNATURE_NAME, list_versions, read_metadata
 from tests.training.runs import InterruptAt, shapes_config
-from training.config import TrainConfig, read_run_info
+from training.config import TrainConfig
 from training.export import export_checkpoint
 from training.run_folder import CHECKPOINTS_DIR, HISTORY_FILE, SAMPLES_DIR
+from training.run_info import read_run_info
 from training.train import TrainResult, train
 
 NAME = "shapes-dcgan"

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from genserve.store import validate_model_name
-from training.config import TrainConfig, check_distribute
+from training.config import TrainConfig
+from training.options import check_distribute
 from training.run_folder import DEFAULT_RUNS_ROOT
 
 CELLS = ("gru", "lstm")
