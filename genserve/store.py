@@ -89,6 +89,7 @@ _VERSION_RE = re.compile(r"[1-9][0-9]{0,8}")
 ModelKind = Literal["dcgan", "cdcgan", "vae", "char-rnn"]
 TEXT_KINDS: tuple[ModelKind, ...] = ("char-rnn",)
 GAN_KINDS: tuple[ModelKind, ...] = ("dcgan", "cdcgan")
+IMAGE_KINDS: tuple[ModelKind, ...] = (*GAN_KINDS, "vae")
 
 
 def check_latent_scale(scale: float, kind: str) -> None:

@@ -21,8 +21,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from training.dcgan import (
-    DCGAN,
+from training.dcgan import DCGAN
+from training.networks import (
     check_image_shape,
     check_latent_dim,
     discriminator_feature_layers,

@@ -6,7 +6,6 @@ free of TensorFlow, so the CLI answers bad options at once and the models reject
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,6 @@ from training.options import (
     DEFAULT_CONDITIONING,
     DEFAULT_EMA_DECAY,
     DEFAULT_VAE_PRIOR,
-    DISTRIBUTE_MODES,
     GAN_MODELS,
     LATENT_PRIORS,
     MODELS,
@@ -301,25 +299,3 @@ class TrainConfig:
                 f"time_budget must be a positive number of minutes, got {self.time_budget}: leave it unset to "
                 "train every epoch"
             )
-
-
-def add_time_budget_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """`--time-budget`, as every trainer's command line offers it (`training.run.TimeBudget`)."""
-    parser.add_argument(
-        "--time-budget",
-        type=float,
-        metavar="MINUTES",
-        help="stop before an epoch that would end past this much wall time (the first always runs), then "
-        "publish as usual",
-    )
-
-
-def add_distribute_option(parser: argparse.ArgumentParser, default: str) -> None:
-    """`--distribute`, as every trainer's command line offers it."""
-    parser.add_argument(
-        "--distribute",
-        choices=DISTRIBUTE_MODES,
-        default=default,
-        help="train on several devices ('mirrored') or machines ('multi-worker', from TF_CONFIG); 'auto' "
-        "mirrors over the GPUs when there are several; --batch-size is the global batch (default: %(default)s)",
-    )

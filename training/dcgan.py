@@ -49,189 +49,29 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from genserve.conventions import check_channels
 from training.diffaugment import diff_augment
-from training.distribute import assign_in_sync, average_across_replicas, replica_rows, scale_to_global_batch
+from training.losses import (
+    MODE_SEEKING_EPSILON,
+    conditioned,
+    discriminator_loss,
+    generator_loss,
+    mode_seeking_ratio,
+    paired_halves,
+    r1_penalty,
+)
 from training.options import (
     DEFAULT_EMA_DECAY,
-    SUPPORTED_IMAGE_SIZES,
-    check_d_width,
     check_diffaugment_policies,
     check_ema_decay,
     check_loss,
     check_mode_seeking,
     check_r1,
 )
+from training.replica_step import assign_in_sync, average_across_replicas, replica_rows, scale_to_global_batch
 
-_PROJECTION_FILTERS = 256
-# Keeps the mode-seeking term finite when two halves' images coincide (as in Mao et al.'s code).
-_MODE_SEEKING_EPSILON = 1e-5
-_REFINE_FILTERS = 128
-# Sizes the tutorial's layout reaches with two upsampling stages (from a 7x7 or 8x8 base); 64 adds a third.
-_TWO_STAGE_SIZES = (28, 32)
-# The tutorial uses LeakyReLU with Keras' default slope.
-_LEAKY_SLOPE = 0.3
-_DROPOUT_RATE = 0.3
-_KERNEL_SIZE = 5
 # Below this many updates the average warms up with a smaller decay, as tf.train.ExponentialMovingAverage
 # does with num_updates, so short runs are not dominated by the random initial weights.
 _EMA_WARMUP_OFFSET = 10.0
-
-
-def _upsampling_filters(image_size: int) -> list[int]:
-    """Filters of the stride-2 stages before the output stage (which has one filter per channel)."""
-    return [64] if image_size in _TWO_STAGE_SIZES else [128, 64]
-
-
-def check_latent_dim(latent_dim: int) -> int:
-    """Return `latent_dim` if it is a usable latent size, else raise ValueError."""
-    if latent_dim < 1:
-        raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
-    return latent_dim
-
-
-def check_image_shape(image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
-    """Return `image_shape` if the DCGAN supports it, else raise ValueError saying what it supports."""
-    if len(image_shape) != 3:
-        raise ValueError(f"image_shape must be (height, width, channels), got {image_shape!r}")
-    height, width, channels = (int(size) for size in image_shape)
-    if height != width or height not in SUPPORTED_IMAGE_SIZES:
-        raise ValueError(
-            f"the DCGAN supports square images of {', '.join(map(str, SUPPORTED_IMAGE_SIZES))} pixels, got "
-            f"{height}x{width}: resize the data with --image-size"
-        )
-    return height, width, check_channels(channels)
-
-
-def build_generator(
-    latent_dim: int,
-    image_shape: tuple[int, int, int],
-    name: str = "generator",
-    dtype_policy: str = "float32",
-) -> keras.Model:
-    """Latent vectors ``[N, latent_dim]`` to images ``[N, H, W, C]`` in [-1, 1].
-
-    `dtype_policy` applies to the hidden layers (e.g. ``"mixed_bfloat16"``); the output layer stays float32.
-    """
-    check_latent_dim(latent_dim)
-    layers = generator_layers(image_shape, dtype_policy)
-    return keras.Sequential([keras.Input(shape=(latent_dim,), name="z"), *layers], name=name)
-
-
-def generator_layers(
-    image_shape: tuple[int, int, int], dtype_policy: str = "float32"
-) -> list[keras.layers.Layer]:
-    """The generator's layers from its flat input vector to the image, for any model that feeds them."""
-    size, _, channels = check_image_shape(image_shape)
-    stages = _upsampling_filters(size)
-    base = size // 2 ** (len(stages) + 1)
-    hidden = {"dtype": dtype_policy}
-    layers: list[keras.layers.Layer] = [
-        keras.layers.Dense(base * base * _PROJECTION_FILTERS, use_bias=False, name="project", **hidden),
-        keras.layers.BatchNormalization(name="project_bn", **hidden),
-        keras.layers.LeakyReLU(_LEAKY_SLOPE, name="project_act", **hidden),
-        keras.layers.Reshape((base, base, _PROJECTION_FILTERS), name="reshape", **hidden),
-        *_transpose_block(_REFINE_FILTERS, strides=1, name="refine", dtype_policy=dtype_policy),
-    ]
-    for index, filters in enumerate(stages, start=1):
-        layers += _transpose_block(filters, strides=2, name=f"up{index}", dtype_policy=dtype_policy)
-    layers.append(
-        keras.layers.Conv2DTranspose(
-            channels,
-            _KERNEL_SIZE,
-            strides=2,
-            padding="same",
-            use_bias=False,
-            activation="tanh",
-            name="to_image",
-            dtype="float32",
-        )
-    )
-    return layers
-
-
-def _transpose_block(filters: int, *, strides: int, name: str, dtype_policy: str) -> list[keras.layers.Layer]:
-    return [
-        keras.layers.Conv2DTranspose(
-            filters,
-            _KERNEL_SIZE,
-            strides=strides,
-            padding="same",
-            use_bias=False,
-            name=f"{name}_conv",
-            dtype=dtype_policy,
-        ),
-        keras.layers.BatchNormalization(name=f"{name}_bn", dtype=dtype_policy),
-        keras.layers.LeakyReLU(_LEAKY_SLOPE, name=f"{name}_act", dtype=dtype_policy),
-    ]
-
-
-def build_discriminator(
-    image_shape: tuple[int, int, int],
-    name: str = "discriminator",
-    dtype_policy: str = "float32",
-    spectral_norm: bool = False,
-    width: float = 1.0,
-) -> keras.Model:
-    """Images ``[N, H, W, C]`` in [-1, 1] to one real-vs-fake logit each, ``[N, 1]``.
-
-    `dtype_policy` applies to the hidden layers; the logit layer stays float32 so the loss is computed in it.
-    `spectral_norm` wraps the convolutions and the logit layer in `keras.layers.SpectralNormalization`;
-    `width` multiplies the convolutions' filter counts.
-    """
-    size, _, _ = check_image_shape(image_shape)
-    layers = discriminator_layers(size, dtype_policy, spectral_norm=spectral_norm, width=width)
-    return keras.Sequential([keras.Input(shape=tuple(image_shape), name="images"), *layers], name=name)
-
-
-def discriminator_layers(
-    image_size: int, dtype_policy: str = "float32", spectral_norm: bool = False, width: float = 1.0
-) -> list[keras.layers.Layer]:
-    """The discriminator's layers from an image-sized map (any number of channels) to one logit."""
-    return [
-        *discriminator_feature_layers(image_size, dtype_policy, spectral_norm=spectral_norm, width=width),
-        logit_layer(spectral_norm),
-    ]
-
-
-def logit_layer(spectral_norm: bool = False) -> keras.layers.Layer:
-    """The discriminator's float32 dense layer from its features to one logit."""
-    dense = keras.layers.Dense(1, name="logit", dtype="float32")
-    return _spectrally_normalized(dense) if spectral_norm else dense
-
-
-def discriminator_feature_layers(
-    image_size: int, dtype_policy: str = "float32", spectral_norm: bool = False, width: float = 1.0
-) -> list[keras.layers.Layer]:
-    """The discriminator's layers from an image-sized map to its flat feature vector (before the logit)."""
-    check_d_width(width)
-    base = [64, 128] if image_size in _TWO_STAGE_SIZES else [64, 128, 256]
-    filters = [max(1, round(count * width)) for count in base]
-    hidden = {"dtype": dtype_policy}
-    weighted = _spectrally_normalized if spectral_norm else _unchanged
-    layers: list[keras.layers.Layer] = []
-    for index, count in enumerate(filters, start=1):
-        conv = keras.layers.Conv2D(
-            count, _KERNEL_SIZE, strides=2, padding="same", name=f"down{index}_conv", **hidden
-        )
-        layers += [
-            weighted(conv),
-            keras.layers.LeakyReLU(_LEAKY_SLOPE, name=f"down{index}_act", **hidden),
-            keras.layers.Dropout(_DROPOUT_RATE, name=f"down{index}_dropout", **hidden),
-        ]
-    layers.append(keras.layers.Flatten(name="flatten", **hidden))
-    return layers
-
-
-def _unchanged(layer: keras.layers.Layer) -> keras.layers.Layer:
-    return layer
-
-
-def _spectrally_normalized(layer: keras.layers.Layer) -> keras.layers.Layer:
-    # The wrapper itself runs in float32 so that it normalises the float32 kernel: under a mixed policy it
-    # would read a bfloat16 copy and write that back, rounding the weights to bfloat16 at every step. The
-    # wrapped layer still computes in its own policy's dtype.
-    return keras.layers.SpectralNormalization(layer, name=f"{layer.name}_sn", dtype="float32")
 
 
 class DCGAN(keras.Model):
@@ -317,7 +157,7 @@ class DCGAN(keras.Model):
             paired_halves(condition) if self.mode_seeking > 0 and condition is not None else condition
         )
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            fake_images = self.generator(_conditioned(z, fake_condition), training=True)
+            fake_images = self.generator(conditioned(z, fake_condition), training=True)
             # One discriminator pass on the fakes serves both losses, so both see the same augmentation.
             real_logits = self._discriminate(real_images, condition)
             fake_logits = self._discriminate(fake_images, fake_condition)
@@ -363,12 +203,12 @@ class DCGAN(keras.Model):
             return tf.zeros(())
         ratio = mode_seeking_ratio(fake_images, z)
         self.mode_seeking_tracker.update_state(ratio)
-        return self.mode_seeking / (ratio + _MODE_SEEKING_EPSILON)
+        return self.mode_seeking / (ratio + MODE_SEEKING_EPSILON)
 
     def _discriminate(self, images: tf.Tensor, condition: tf.Tensor | None) -> tf.Tensor:
         if self.diffaugment:
             images = diff_augment(images, self.diffaugment, self.noise_seed)
-        return self.discriminator(_conditioned(images, condition), training=True)
+        return self.discriminator(conditioned(images, condition), training=True)
 
     def _update_ema(self) -> None:
         if self.ema_generator is None:
@@ -387,69 +227,3 @@ class DCGAN(keras.Model):
 
 def _copy(target: Any, source: Any) -> Any:
     return target.assign(source)
-
-
-def r1_penalty(
-    discriminator: keras.Model, real_images: tf.Tensor, condition: tf.Tensor | None = None
-) -> tf.Tensor:
-    """R1: the batch mean of the squared norm of the discriminator's gradient with respect to real images."""
-    real_images = tf.convert_to_tensor(real_images, tf.float32)
-    with tf.GradientTape() as tape:
-        tape.watch(real_images)
-        # Each image's logit depends on that image alone, so the gradient of the sum holds every image's own.
-        total = tf.reduce_sum(
-            tf.cast(discriminator(_conditioned(real_images, condition), training=True), tf.float32)
-        )
-    gradients = tape.gradient(total, real_images)
-    return tf.reduce_mean(tf.reduce_sum(tf.square(gradients), axis=[1, 2, 3]))
-
-
-def paired_halves(condition: tf.Tensor) -> tf.Tensor:
-    """`condition` with its second half replaced by its first: row ``i`` and row ``h + i`` share a class
-    (``h = rows // 2``; an odd last row keeps its own class)."""
-    rows = tf.shape(condition)[0]
-    half = rows // 2
-    return tf.concat([condition[:half], condition[:half], condition[2 * half :]], axis=0)
-
-
-def mode_seeking_ratio(images: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
-    """``mean|I1 - I2| / mean|z1 - z2|`` between a batch's first and second halves (Mao et al. 2019)."""
-    half = tf.shape(z)[0] // 2
-    images = tf.cast(images, tf.float32)
-    z = tf.cast(z, tf.float32)
-    image_distance = tf.reduce_mean(tf.abs(images[:half] - images[half : 2 * half]))
-    latent_distance = tf.reduce_mean(tf.abs(z[:half] - z[half : 2 * half]))
-    return image_distance / latent_distance
-
-
-def _conditioned(tensor: tf.Tensor, condition: tf.Tensor | None) -> tf.Tensor | list[tf.Tensor]:
-    """A network's input: the tensor alone, or with the class labels as second input."""
-    return tensor if condition is None else [tensor, condition]
-
-
-def discriminator_loss(
-    real_logits: tf.Tensor, fake_logits: tf.Tensor, *, loss: str = "bce", label_smoothing: float = 0.0
-) -> tf.Tensor:
-    """The discriminator's loss on a batch: real images should score high, generated ones low.
-
-    ``"bce"``: cross-entropy with target ``1 - label_smoothing`` for real and 0 for generated images.
-    ``"hinge"``: ``mean(relu(1 - real)) + mean(relu(1 + fake))``, which stops pushing a logit once it
-    is past the margin of 1.
-    """
-    check_loss(loss, label_smoothing)
-    if loss == "hinge":
-        return tf.reduce_mean(tf.nn.relu(1.0 - real_logits)) + tf.reduce_mean(tf.nn.relu(1.0 + fake_logits))
-    real_targets = tf.ones_like(real_logits) * (1.0 - label_smoothing)
-    return _cross_entropy(real_targets, real_logits) + _cross_entropy(tf.zeros_like(fake_logits), fake_logits)
-
-
-def generator_loss(fake_logits: tf.Tensor, *, loss: str = "bce") -> tf.Tensor:
-    """The generator's loss on its images' logits: the non-saturating cross-entropy, or ``-mean(fake)``."""
-    check_loss(loss, 0.0)
-    if loss == "hinge":
-        return -tf.reduce_mean(fake_logits)
-    return _cross_entropy(tf.ones_like(fake_logits), fake_logits)
-
-
-def _cross_entropy(targets: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits))

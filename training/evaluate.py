@@ -41,9 +41,9 @@ from training.classifier import (
     sample_scores,
 )
 from training.datasets import ImageDataset, load_dataset
-from training.export import LATENT_SCALE_VARIABLE
 from training.fid import DEFAULT_NUM_SAMPLES, feature_frechet_distance
 from training.sampling import generate_images, reconstruct_images
+from training.serving_graph import LATENT_SCALE_VARIABLE
 
 logger = logging.getLogger(__name__)
 

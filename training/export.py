@@ -21,148 +21,29 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from genserve.conventions import PIXEL_MAX, pixels_to_unit, unit_to_pixel_values
-from genserve.signatures import image_signature_of
 from genserve.store import (
-    ENCODE_SIGNATURE,
-    FROM_EMBEDDING_SIGNATURE,
-    IMAGES_INPUT,
-    IMAGES_OUTPUT,
-    LABEL_EMBEDDING_INPUT,
-    LABEL_EMBEDDINGS_OUTPUT,
-    LABEL_EMBEDDINGS_SIGNATURE,
-    LATENT_LOG_VAR_OUTPUT,
-    LATENT_MEAN_OUTPUT,
-    SIGNATURE_NAME,
-    ModelKind,
     ModelMetadata,
     publish_version,
 )
 from training.cdcgan import (
-    LABEL_EMBEDDING_DIM,
     build_conditional_generator,
-    class_from_latent,
-    embedding_generator,
-    label_embedding_table,
 )
-from training.dcgan import build_generator
+from training.metadata import CLASS_FROM_LATENT, build_metadata, training_summary
 from training.models import EMA_GENERATOR_SLOT, ENCODER_SLOT, GENERATOR_SLOT
+from training.networks import build_generator
 from training.prior import LatentFlow, restore_prior, weights_only_copy
 from training.run_folder import BEST_DIR, CHECKPOINTS_DIR, HISTORY_FILE, PRIOR_DIR, STOPPED_ON_TIME_BUDGET_KEY
 from training.run_info import RunInfo, read_run_info
-from training.signatures import tf_spec
+from training.serving_graph import GeneratorServer, float32_copy
 from training.vae import build_decoder, build_encoder
 
 logger = logging.getLogger(__name__)
-
-# training_config key of a conditional run published unconditionally (class drawn from the latent).
-CLASS_FROM_LATENT = "class_from_latent"
-# The attribute of `GeneratorServer`, and so of the loaded SavedModel, holding `ModelMetadata.latent_scale` as a
-# variable (what its signatures multiply latents by).
-LATENT_SCALE_VARIABLE = "latent_scale"
-
-
-class GeneratorServer(tf.Module):
-    """Holds a generator and the graphs that turn its [-1, 1] output into uint8 pixels.
-
-    A conditional generator also gets `from_embedding` (latents plus a point in the label embedding
-    space, so classes can be blended) and `label_embeddings` (the table of every class's point). A VAE's
-    encoder becomes `encode` (uint8 images to the posterior's mean and log-variance); with a `prior`, the
-    latents served and encoded are the flow's base points. With `classes_from_latent` (the number of classes
-    of a conditional generator served unconditionally) the only signature takes latents and picks each
-    image's class from them. Every signature multiplies the generator's latents by the `latent_scale`
-    variable (after a class is drawn from them), so the served latents stay N(0, I).
-    """
-
-    def __init__(
-        self,
-        generator: keras.Model,
-        latent_dim: int,
-        conditional: bool = False,
-        encoder: keras.Model | None = None,
-        prior: LatentFlow | None = None,
-        classes_from_latent: int = 0,
-        latent_scale: float = 1.0,
-    ) -> None:
-        super().__init__(name="generator_server")
-        self.generator = generator
-        self.latent_scale = tf.Variable(latent_scale, trainable=False, dtype=tf.float32)
-        self.prior = prior
-        self.classes_from_latent = classes_from_latent
-        # The store's image signature; the output's shape is the generator's own.
-        inputs = [
-            tf_spec(spec) for spec in image_signature_of(latent_dim, (), conditional=conditional).inputs
-        ]
-        latent_spec = inputs[0]
-        # Built whole, then assigned once: tf.Module tracks attribute dicts and refuses ones changed later.
-        extra: dict[str, tf.types.experimental.PolymorphicFunction] = {}
-        if encoder is not None:
-            self.encoder = encoder
-            image_spec = tf.TensorSpec([None, *encoder.inputs[0].shape[1:]], tf.uint8, name=IMAGES_INPUT)
-            extra[ENCODE_SIGNATURE] = tf.function(self._encode, input_signature=[image_spec])
-        if conditional:
-            self.serve = tf.function(self._generate_class, input_signature=inputs)
-            self.from_embedding_generator = embedding_generator(generator)
-            embedding_spec = tf.TensorSpec(
-                [None, LABEL_EMBEDDING_DIM], tf.float32, name=LABEL_EMBEDDING_INPUT
-            )
-            extra[FROM_EMBEDDING_SIGNATURE] = tf.function(
-                self._generate_from_embedding, input_signature=[latent_spec, embedding_spec]
-            )
-            extra[LABEL_EMBEDDINGS_SIGNATURE] = tf.function(self._label_embeddings, input_signature=[])
-        elif classes_from_latent:
-            self.serve = tf.function(self._generate_drawn_class, input_signature=[latent_spec])
-        else:
-            self.serve = tf.function(self._generate, input_signature=[latent_spec])
-        self.extra_signatures = extra
-
-    def _scaled(self, z: tf.Tensor) -> tf.Tensor:
-        return z * self.latent_scale
-
-    def _generate(self, z: tf.Tensor) -> dict[str, tf.Tensor]:
-        latents = self.prior.forward(z) if self.prior is not None else self._scaled(z)
-        return _to_pixels(self.generator(latents, training=False))
-
-    def _generate_class(self, z: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
-        return _to_pixels(self.generator([self._scaled(z), label], training=False))
-
-    def _generate_drawn_class(self, z: tf.Tensor) -> dict[str, tf.Tensor]:
-        latents, label = class_from_latent(z, self.classes_from_latent)
-        return _to_pixels(self.generator([self._scaled(latents), label], training=False))
-
-    def _generate_from_embedding(self, z: tf.Tensor, label_embedding: tf.Tensor) -> dict[str, tf.Tensor]:
-        return _to_pixels(self.from_embedding_generator([self._scaled(z), label_embedding], training=False))
-
-    def _encode(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        scaled = pixels_to_unit(tf.cast(images, tf.float32))
-        z_mean, z_log_var = self.encoder(scaled, training=False)
-        if self.prior is not None:
-            z_mean, z_log_var = self.prior.posterior_in_base(z_mean, z_log_var)
-        return {
-            LATENT_MEAN_OUTPUT: tf.cast(z_mean, tf.float32),
-            LATENT_LOG_VAR_OUTPUT: tf.cast(z_log_var, tf.float32),
-        }
-
-    def _label_embeddings(self) -> dict[str, tf.Tensor]:
-        return {LABEL_EMBEDDINGS_OUTPUT: label_embedding_table(self.generator)}
-
-    def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
-        """Every signature to save, by name."""
-        functions = {SIGNATURE_NAME: self.serve, **self.extra_signatures}
-        return {name: function.get_concrete_function() for name, function in functions.items()}
-
-
-def _to_pixels(images: tf.Tensor) -> dict[str, tf.Tensor]:
-    pixels = tf.clip_by_value(tf.round(unit_to_pixel_values(images)), 0.0, float(PIXEL_MAX))
-    return {IMAGES_OUTPUT: tf.cast(pixels, tf.uint8)}
 
 
 def export_generator(
@@ -182,10 +63,10 @@ def export_generator(
     _check_encoder_matches(encoder, metadata)
     _check_prior_matches(prior, metadata)
     server = GeneratorServer(
-        _float32_copy(generator),
+        float32_copy(generator),
         metadata.latent_dim,
         metadata.conditional,
-        encoder=_float32_copy(encoder) if encoder is not None else None,
+        encoder=float32_copy(encoder) if encoder is not None else None,
         prior=weights_only_copy(prior) if prior is not None else None,
         classes_from_latent=classes_from_latent,
         latent_scale=metadata.latent_scale,
@@ -197,22 +78,6 @@ def export_generator(
     version = publish_version(Path(store), metadata, write_model)
     logger.info("published %s", version)
     return version
-
-
-def _float32_copy(generator: keras.Model) -> keras.Model:
-    """`generator` itself if it computes in float32, else a float32 twin with the same weights.
-
-    Serving hardware may lack fast bfloat16, and float32 keeps the served pixels equal to the float32 math.
-    """
-    if all(layer.dtype_policy.name == "float32" for layer in generator.layers):
-        return generator
-
-    def to_float32(layer: keras.layers.Layer) -> keras.layers.Layer:
-        return type(layer).from_config({**layer.get_config(), "dtype": "float32"})
-
-    twin = keras.models.clone_model(generator, clone_function=to_float32)
-    twin.set_weights(generator.get_weights())
-    return twin
 
 
 def _classes_from_latent(metadata: ModelMetadata) -> int:
@@ -276,93 +141,6 @@ def _check_prior_matches(prior: LatentFlow | None, metadata: ModelMetadata) -> N
             f"the prior maps {prior.latent_dim}-d latents but the metadata says latent_dim {metadata.latent_dim}: "
             "export the flow fit to this VAE"
         )
-
-
-def _framework_versions() -> dict[str, str]:
-    return {
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-
-
-def training_summary(
-    history: list[dict[str, Any]],
-    *,
-    stopped_on_time_budget: bool = False,
-    prior_fit: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """What the training cost, from a run's per-epoch history: wall time, images seen and images/s.
-
-    The wall time is the epochs' own (the periodic sample checks included), not start-up or export; a flow
-    prior's fit (`prior_fit`: its epochs, seconds and final loss) is recorded beside it as ``latent_prior_fit``.
-    """
-    seconds = sum(float(entry.get("wall_seconds", 0.0)) for entry in history)
-    images = sum(int(entry.get("images", 0)) for entry in history)
-    return {
-        "epochs_timed": len(history),
-        "wall_seconds": round(seconds, 1),
-        "images_seen": images,
-        "images_per_second": round(images / seconds, 1) if seconds > 0 else 0.0,
-        "stopped_on_time_budget": stopped_on_time_budget,
-        **({"latent_prior_fit": prior_fit} if prior_fit is not None else {}),
-    }
-
-
-def build_metadata(
-    info: RunInfo,
-    *,
-    epochs: int,
-    averaged: bool,
-    name: str | None = None,
-    summary: dict[str, Any] | None = None,
-    unconditional: bool = False,
-    latent_scale: float = 1.0,
-) -> ModelMetadata:
-    """Store metadata for a model trained as `info` describes; dataset class names go in training_config.
-
-    Conditional models also list the class names as their `class_names`, in label order; `summary`
-    (`training_summary`) records what the training cost, and ``training_config["distribution"]`` how the batch
-    was split over replicas. `unconditional` describes a conditional run published as a "dcgan" whose
-    latents pick the class (``training_config["class_from_latent"]``); `latent_scale` is what the served graph
-    multiplies the latents by (`ModelMetadata.latent_scale`).
-    """
-    config = info.config
-    if unconditional and not config.conditional:
-        raise ValueError(
-            f"run {config.name!r} trained an unconditional {config.model!r}: it is published unconditionally as it "
-            "is, only a conditional run needs unconditional=True"
-        )
-    conditional = config.conditional and not unconditional
-    training_config = config.to_dict()
-    training_config["dataset_class_names"] = info.dataset_class_names
-    training_config["exported_generator"] = "ema" if averaged else "raw"
-    if unconditional:
-        training_config[CLASS_FROM_LATENT] = True
-    if info.distribution is not None:
-        training_config["distribution"] = info.distribution
-    return ModelMetadata(
-        name=name or config.name,
-        kind=_kind(config.model) if not unconditional else "dcgan",
-        latent_dim=config.latent_dim,
-        latent_scale=latent_scale,
-        image_shape=info.image_shape,
-        channels=info.image_shape[2],
-        class_names=info.dataset_class_names if conditional else None,
-        dataset=config.dataset,
-        training_config=training_config,
-        epochs=epochs,
-        seed=config.seed,
-        framework_versions=_framework_versions(),
-        training_summary=summary or {},
-    )
-
-
-def _kind(model: str) -> ModelKind:
-    if model == "vae":
-        return "vae"
-    return "cdcgan" if model == "cdcgan" else "dcgan"
 
 
 def export_checkpoint(

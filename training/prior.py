@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,12 @@ import numpy as np
 import tensorflow as tf
 
 from genserve.store import write_json_atomic
+from training.config import TrainConfig
+from training.datasets import ImageDataset
+from training.distribute import Placement, detached_copy
+from training.run import TimeBudget, seed_everything
+from training.run_folder import PRIOR_DIR
+from training.vae import VAE, encode_means
 
 logger = logging.getLogger(__name__)
 
@@ -256,3 +263,53 @@ def _weights_of(flow: LatentFlow) -> dict[str, Any]:
     """What a saved flow holds, by name: each coupling's network and the final affine (not the optimizer)."""
     networks = {f"coupling{index}": network for index, network in enumerate(flow.networks)}
     return {**networks, "loc": flow.loc, "log_spread": flow.log_spread}
+
+
+# The flow prior's budget when the VAE used up all of it: enough for its first epoch to end the fit.
+_LEAST_PRIOR_MINUTES = 1e-3
+
+
+def fit_latent_prior(
+    vae: VAE,
+    dataset: ImageDataset,
+    config: TrainConfig,
+    placement: Placement,
+    vae_epoch: int,
+    minutes: float | None = None,
+    *,
+    verbose: int = 2,
+) -> tuple[LatentFlow, dict[str, Any]]:
+    """Fit a flow prior to the VAE's posterior means of `dataset`, save it in the run folder, return it.
+
+    `minutes` bounds the fit (after its first epoch); the record says what was fit to what, and at what cost.
+    """
+    started = time.monotonic()
+    encoder = detached_copy(vae.encoder) if placement.distributed else vae.encoder
+    z_mean = encode_means(encoder, dataset.images)
+    # The flow starts alike whether the VAE trained in this process or in an earlier one.
+    seed_everything(config.seed)
+    flow = LatentFlow(config.latent_dim, seed=config.seed)
+    budget = [TimeBudget(max(minutes, _LEAST_PRIOR_MINUTES))] if minutes is not None else []
+    logger.info(
+        "fitting the latent prior to %d posterior means for up to %d epochs%s",
+        len(z_mean),
+        config.prior_epochs,
+        f" or {minutes:.1f} min" if minutes is not None else "",
+    )
+    losses = fit_prior(
+        flow,
+        z_mean,
+        epochs=config.prior_epochs,
+        seed=config.seed or 0,
+        callbacks=budget,
+        verbose=verbose,
+    )
+    fit = {
+        "vae_epoch": vae_epoch,
+        "epochs": len(losses),
+        "seconds": round(time.monotonic() - started, 1),
+        "negative_log_likelihood": round(losses[-1], 4),
+    }
+    record = save_prior(flow, config.run_path / PRIOR_DIR, fit)
+    logger.info("latent prior: %s", record)
+    return flow, record

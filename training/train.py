@@ -24,11 +24,10 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from training.builders import build_model
 from training.callbacks import Checkpointer, HistoryWriter, SampleGrid, read_best
-from training.cdcgan import ConditionalDCGAN, build_conditional_discriminator, build_conditional_generator
 from training.config import TrainConfig
 from training.datasets import ImageDataset, load_dataset, make_tf_dataset
-from training.dcgan import DCGAN, build_discriminator, build_generator
 from training.distribute import (
     Placement,
     chief_value,
@@ -40,21 +39,19 @@ from training.distribute import (
     remove_worker_folder,
 )
 from training.evaluate import pick_latent_scale
-from training.export import build_metadata, export_checkpoint, export_generator, training_summary
+from training.export import export_checkpoint, export_generator
+from training.metadata import build_metadata, training_summary
 from training.models import GenerativeModel
 from training.options import AUTO_LATENT_SCALE
-from training.prior import LatentFlow, fit_prior, save_prior
+from training.prior import LatentFlow, fit_latent_prior
 from training.progress import SampleQuality
 from training.run import TimeBudget, fit_epochs, seed_everything
-from training.run_folder import PRIOR_DIR
 from training.run_info import RunInfo, read_run_info
-from training.vae import VAE, build_decoder, build_encoder, encode_means
+from training.vae import VAE
 
 logger = logging.getLogger(__name__)
 
 _SECONDS_PER_MINUTE = 60.0
-# The flow prior's budget when the VAE used up all of it: enough for its first epoch to end the fit.
-_LEAST_PRIOR_MINUTES = 1e-3
 
 
 @dataclass
@@ -124,7 +121,9 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     prior, prior_fit = None, None
     if isinstance(gan, VAE) and config.latent_prior == "flow":
         minutes_left = _minutes_left(config.time_budget, started)
-        prior, prior_fit = fit_latent_prior(gan, dataset, config, placement, epochs_completed, minutes_left)
+        prior, prior_fit = fit_latent_prior(
+            gan, dataset, config, placement, epochs_completed, minutes_left, verbose=_verbosity(placement)
+        )
         checkpointer.write_run_info()  # a run resumed only to fit the prior now says it has one
     summary = training_summary(history.epochs, stopped_on_time_budget=stopped, prior_fit=prior_fit)
     version_dir = None
@@ -150,50 +149,6 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
             placement, config.run_path, epochs_completed, functools.partial(_publish_scaled, config, publish)
         )
     return TrainResult(config.run_path, version_dir, history.epochs, epochs_completed, stopped)
-
-
-def fit_latent_prior(
-    vae: VAE,
-    dataset: ImageDataset,
-    config: TrainConfig,
-    placement: Placement,
-    vae_epoch: int,
-    minutes: float | None = None,
-) -> tuple[LatentFlow, dict[str, Any]]:
-    """Fit a flow prior to the VAE's posterior means of `dataset`, save it in the run folder, return it.
-
-    `minutes` bounds the fit (after its first epoch); the record says what was fit to what, and at what cost.
-    """
-    started = time.monotonic()
-    encoder = detached_copy(vae.encoder) if placement.distributed else vae.encoder
-    z_mean = encode_means(encoder, dataset.images)
-    # The flow starts alike whether the VAE trained in this process or in an earlier one.
-    seed_everything(config.seed)
-    flow = LatentFlow(config.latent_dim, seed=config.seed)
-    budget = [TimeBudget(max(minutes, _LEAST_PRIOR_MINUTES))] if minutes is not None else []
-    logger.info(
-        "fitting the latent prior to %d posterior means for up to %d epochs%s",
-        len(z_mean),
-        config.prior_epochs,
-        f" or {minutes:.1f} min" if minutes is not None else "",
-    )
-    losses = fit_prior(
-        flow,
-        z_mean,
-        epochs=config.prior_epochs,
-        seed=config.seed or 0,
-        callbacks=budget,
-        verbose=_verbosity(placement),
-    )
-    fit = {
-        "vae_epoch": vae_epoch,
-        "epochs": len(losses),
-        "seconds": round(time.monotonic() - started, 1),
-        "negative_log_likelihood": round(losses[-1], 4),
-    }
-    record = save_prior(flow, config.run_path / PRIOR_DIR, fit)
-    logger.info("latent prior: %s", record)
-    return flow, record
 
 
 def _minutes_left(time_budget: float | None, started: float) -> float | None:
@@ -241,78 +196,6 @@ def _sample_quality(config: TrainConfig, dataset: ImageDataset) -> list[SampleQu
             seed=config.seed or 0,
         )
     ]
-
-
-def build_model(
-    config: TrainConfig, image_shape: tuple[int, int, int], num_classes: int | None = None
-) -> GenerativeModel:
-    """The compiled model `config` asks for, with its optimizers.
-
-    A DCGAN or conditional DCGAN (which needs `num_classes`) gets one Adam per network; a VAE gets one.
-    """
-    if config.model == "vae":
-        return build_vae(config, image_shape)
-    gan = _build_networks(config, image_shape, num_classes)
-    gan.compile(
-        g_optimizer=keras.optimizers.Adam(config.lr_g, beta_1=config.beta_1),
-        d_optimizer=keras.optimizers.Adam(config.lr_d, beta_1=config.beta_1),
-        jit_compile=config.jit_compile,
-    )
-    return gan
-
-
-def build_vae(config: TrainConfig, image_shape: tuple[int, int, int]) -> VAE:
-    """The compiled VAE; `lr_g` and `beta_1` configure its optimizer."""
-    policy = config.dtype_policy
-    vae = VAE(
-        build_encoder(image_shape, config.latent_dim, dtype_policy=policy),
-        build_decoder(config.latent_dim, image_shape, dtype_policy=policy),
-        latent_dim=config.latent_dim,
-        kl_weight=config.kl_weight,
-        seed=config.seed,
-    )
-    vae.compile(
-        optimizer=keras.optimizers.Adam(config.lr_g, beta_1=config.beta_1), jit_compile=config.jit_compile
-    )
-    return vae
-
-
-def _build_networks(config: TrainConfig, image_shape: tuple[int, int, int], num_classes: int | None) -> DCGAN:
-    options: dict[str, Any] = {
-        "latent_dim": config.latent_dim,
-        "ema_decay": config.ema_decay,
-        "seed": config.seed,
-    }
-    options.update(
-        loss=config.loss,
-        label_smoothing=config.label_smoothing,
-        diffaugment=config.diffaugment_policies,
-        r1_gamma=config.r1_gamma,
-        r1_interval=config.r1_interval,
-        mode_seeking=config.mode_seeking,
-    )
-    policy = config.dtype_policy
-    critic: dict[str, Any] = {
-        "dtype_policy": policy,
-        "spectral_norm": config.spectral_norm,
-        "width": config.d_width,
-    }
-    if not config.conditional:
-        return DCGAN(
-            build_generator(config.latent_dim, image_shape, dtype_policy=policy),
-            build_discriminator(image_shape, **critic),
-            **options,
-        )
-    if num_classes is None:
-        raise ValueError(f"model {config.model!r} needs num_classes: the number of classes in the dataset")
-    if config.conditioning is None:  # TrainConfig gives every conditional model one
-        raise ValueError(f"model {config.model!r} has no discriminator conditioning")
-    return ConditionalDCGAN(
-        build_conditional_generator(config.latent_dim, image_shape, num_classes, dtype_policy=policy),
-        build_conditional_discriminator(image_shape, num_classes, conditioning=config.conditioning, **critic),
-        num_classes=num_classes,
-        **options,
-    )
 
 
 def _num_classes(config: TrainConfig, dataset: ImageDataset) -> int | None:

@@ -21,9 +21,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training.dcgan import check_image_shape, check_latent_dim
-from training.distribute import replica_rows, scale_to_global_batch
+from training.networks import check_image_shape, check_latent_dim
 from training.options import check_kl_weight
+from training.replica_step import replica_rows, scale_to_global_batch
 
 _KERNEL_SIZE = 3
 _HIDDEN_UNITS = 256

@@ -46,7 +46,7 @@ class ImageKind:
         self.renderer = renderer
 
     def serves(self, metadata: ModelMetadata) -> bool:
-        return not metadata.is_text
+        return metadata.kind in store.IMAGE_KINDS
 
     def load(self, path: Path, device: DeviceInfo) -> ImageServable:
         runtime = ImageRuntime(path, device)

@@ -53,6 +53,20 @@ class Inference:
         return outputs
 
 
+def select_outputs(
+    outputs: dict[str, np.ndarray], wanted: list[str] | None, field: str
+) -> dict[str, np.ndarray]:
+    """The outputs a request asked for (all when `wanted` is None); an unknown name is a 4xx naming `field`,
+    the request's list of output names."""
+    names = list(outputs) if wanted is None else wanted
+    unknown = [name for name in names if name not in outputs]
+    if unknown:
+        raise InvalidParameter(
+            field, f"{params.shown(unknown[0])} is not an output; outputs are {list(outputs)}"
+        )
+    return {name: outputs[name] for name in names}
+
+
 # What a signature's tensor may be called (TensorFlow's own rule for names, bounded); anything else cannot be an
 # input, and is refused before its value is read, under the field that holds it.
 _TENSOR_NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_./-]{0,63}")

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.deploy.support import K8S, load_yaml, load_yaml_documents
-from training.cli import build_parser, train_config_from_args
+from training.cli import build_parser
 from training.cluster import tf_config_from_env
+from training.train_options import train_config_from_args
 
 TRAINING = K8S / "training"
 

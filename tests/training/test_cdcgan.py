@@ -26,8 +26,9 @@ from training.cdcgan import (
 )
 from training.cli import main
 from training.config import TrainConfig
-from training.dcgan import mode_seeking_ratio
-from training.export import CLASS_FROM_LATENT, build_metadata, export_checkpoint, export_generator
+from training.export import export_checkpoint, export_generator
+from training.losses import mode_seeking_ratio
+from training.metadata import CLASS_FROM_LATENT, build_metadata
 from training.run_info import RunInfo
 from training.train import TrainResult, train
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from training.cli import build_parser, main, train_config_from_args
+from training.cli import build_parser, main
 from training.config import TrainConfig
 from training.options import DEFAULT_CONDITIONING, DEFAULT_VAE_PRIOR, TUTORIAL_SETTINGS
+from training.train_options import train_config_from_args
 
 TRAIN = ["train", "--dataset", "shapes", "--name", "cli-test"]
 

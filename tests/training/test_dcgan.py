@@ -5,14 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training.dcgan import (
-    DCGAN,
-    build_discriminator,
-    build_generator,
-    mode_seeking_ratio,
-    paired_halves,
-    r1_penalty,
-)
+from training.dcgan import DCGAN
+from training.losses import mode_seeking_ratio, paired_halves, r1_penalty
+from training.networks import build_discriminator, build_generator
 
 LATENT_DIM = 16
 

@@ -15,10 +15,11 @@ from genserve.store import EVALUATION_FILE, IMAGES_OUTPUT, read_evaluation
 from tests.training.savedmodels import LATENT_DIM, module_metadata, publish_module
 from training.config import TrainConfig
 from training.datasets import ImageDataset, load_dataset
-from training.dcgan import build_generator
 from training.evaluate import evaluate_version
 from training.evaluate_cli import evaluate_command, sweep_command
-from training.export import build_metadata, export_generator
+from training.export import export_generator
+from training.metadata import build_metadata
+from training.networks import build_generator
 from training.run_info import RunInfo
 
 # --- tiny SavedModels ------------------------------------------------------------------------------------

@@ -16,8 +16,9 @@ from genserve.store import (
     read_metadata,
 )
 from training.config import TrainConfig
-from training.dcgan import build_generator
-from training.export import build_metadata, export_generator
+from training.export import export_generator
+from training.metadata import build_metadata
+from training.networks import build_generator
 from training.run_info import RunInfo
 
 LATENT_DIM = 16

@@ -12,9 +12,9 @@ from genserve.store import list_versions, read_metadata
 from tests.training.runs import shapes_config
 from training.callbacks import read_best
 from training.datasets import load_dataset
-from training.dcgan import generator_loss
 from training.evaluate import AUTO_LATENT_SCALES
 from training.export import export_checkpoint
+from training.losses import generator_loss
 from training.progress import SampleQuality
 from training.run_folder import BEST_DIR, HISTORY_FILE
 from training.train import train

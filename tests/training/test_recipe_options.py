@@ -11,8 +11,10 @@ import tensorflow as tf
 from genserve.store import read_metadata
 from training.cdcgan import ConditionalDCGAN, build_conditional_discriminator, build_conditional_generator
 from training.config import TrainConfig
-from training.dcgan import DCGAN, build_discriminator, build_generator, discriminator_loss, generator_loss
+from training.dcgan import DCGAN
+from training.losses import discriminator_loss, generator_loss
 from training.models import checkpoint_objects
+from training.networks import build_discriminator, build_generator
 from training.options import DIFFAUGMENT_POLICIES
 from training.run_folder import HISTORY_FILE
 from training.train import train

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.config import add_distribute_option, add_time_budget_option
 from training.text.config import CELLS, TextTrainConfig
+from training.train_options import add_distribute_option, add_time_budget_option
 
 logger = logging.getLogger("training.text")
 

@@ -14,7 +14,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from training.distribute import clip_by_global_batch_norm, scale_to_global_batch
+from training.replica_step import clip_by_global_batch_norm, scale_to_global_batch
 
 
 def cross_entropy(targets: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:

@@ -31,7 +31,7 @@ from tensorflow_serving.apis import (
 
 from app.api import params
 from app.metrics import Metrics
-from app.protocols.inference import Inference, tensor_name
+from app.protocols.inference import Inference, select_outputs, tensor_name
 from app.protocols.tfserving import status as tfserving
 from app.server.errors import DeadlineExceeded, InvalidParameter, Overloaded, ServiceError
 from app.serving.registry import ModelRegistry, ModelVersion
@@ -210,17 +210,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             for name, tensor in request.inputs.items()
         }
         outputs = await self._inference.infer(model_version, tensors, timeout_s=_time_left(context))
-        wanted = list(request.output_filter) or list(outputs)
-        unknown = [name for name in wanted if name not in outputs]
-        if unknown:
-            raise InvalidParameter(
-                "output_filter", f"{unknown[0][:48]!r} is not an output; outputs are {list(outputs)}"
-            )
+        chosen = select_outputs(outputs, list(request.output_filter) or None, "output_filter")
         response = predict_pb2.PredictResponse()
         signature_name = request.model_spec.signature_name or store.SIGNATURE_NAME
         json_format.ParseDict(tfserving.model_spec(model_version, signature_name), response.model_spec)
-        for name in wanted:
-            response.outputs[name].CopyFrom(array_to_tensor(outputs[name]))
+        for name, array in chosen.items():
+            response.outputs[name].CopyFrom(array_to_tensor(array))
         return response
 
     async def _metadata(

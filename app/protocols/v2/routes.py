@@ -16,9 +16,9 @@ from app.api import params
 from app.api.deps import InferenceDep, RegistryDep
 from app.api.openapi import ModelPath
 from app.protocols.errors import plain_error, protocol_router
-from app.protocols.inference import Inference
+from app.protocols.inference import Inference, select_outputs
 from app.protocols.v2 import codec as v2
-from app.server.errors import LOADING_RETRY_AFTER_S, InvalidParameter, ShuttingDown, retry_after
+from app.server.errors import LOADING_RETRY_AFTER_S, ShuttingDown, retry_after
 from app.serving.registry import ModelRegistry, ModelVersion
 
 router = protocol_router("/v2", "open inference protocol v2")
@@ -113,15 +113,9 @@ async def _infer(
 ) -> Response:
     parsed = v2.parse_infer_request(await request.body(), request.headers.get(v2.HEADER_LENGTH))
     outputs = await inference.infer(model_version, parsed.tensors, http_request=request)
-    names = parsed.outputs if parsed.outputs is not None else list(outputs)
-    unknown = [name for name in names if name not in outputs]
-    if unknown:
-        raise InvalidParameter(
-            "outputs", f"{params.shown(unknown[0])} is not an output; outputs are {list(outputs)}"
-        )
+    chosen = select_outputs(outputs, parsed.outputs, "outputs")
     header: dict[str, Any] = {"model_name": model_version.name, "model_version": str(model_version.version)}
     if parsed.id is not None:
         header["id"] = parsed.id
-    chosen = {name: outputs[name] for name in names}
-    binary = set(names) if parsed.all_binary else parsed.binary_outputs
+    binary = set(chosen) if parsed.all_binary else parsed.binary_outputs
     return await anyio.to_thread.run_sync(v2.infer_response, header, chosen, binary)

@@ -1,0 +1,104 @@
+"""What a published version says of itself (genserve.json): its kind, shapes, classes, training config and
+summary, and the framework versions that made it."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from genserve.store import ModelKind, ModelMetadata
+from training.run_info import RunInfo
+
+# training_config key of a conditional run published unconditionally (class drawn from the latent).
+CLASS_FROM_LATENT = "class_from_latent"
+
+
+def _framework_versions() -> dict[str, str]:
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def training_summary(
+    history: list[dict[str, Any]],
+    *,
+    stopped_on_time_budget: bool = False,
+    prior_fit: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What the training cost, from a run's per-epoch history: wall time, images seen and images/s.
+
+    The wall time is the epochs' own (the periodic sample checks included), not start-up or export; a flow
+    prior's fit (`prior_fit`: its epochs, seconds and final loss) is recorded beside it as ``latent_prior_fit``.
+    """
+    seconds = sum(float(entry.get("wall_seconds", 0.0)) for entry in history)
+    images = sum(int(entry.get("images", 0)) for entry in history)
+    return {
+        "epochs_timed": len(history),
+        "wall_seconds": round(seconds, 1),
+        "images_seen": images,
+        "images_per_second": round(images / seconds, 1) if seconds > 0 else 0.0,
+        "stopped_on_time_budget": stopped_on_time_budget,
+        **({"latent_prior_fit": prior_fit} if prior_fit is not None else {}),
+    }
+
+
+def build_metadata(
+    info: RunInfo,
+    *,
+    epochs: int,
+    averaged: bool,
+    name: str | None = None,
+    summary: dict[str, Any] | None = None,
+    unconditional: bool = False,
+    latent_scale: float = 1.0,
+) -> ModelMetadata:
+    """Store metadata for a model trained as `info` describes; dataset class names go in training_config.
+
+    Conditional models also list the class names as their `class_names`, in label order; `summary`
+    (`training_summary`) records what the training cost, and ``training_config["distribution"]`` how the batch
+    was split over replicas. `unconditional` describes a conditional run published as a "dcgan" whose
+    latents pick the class (``training_config["class_from_latent"]``); `latent_scale` is what the served graph
+    multiplies the latents by (`ModelMetadata.latent_scale`).
+    """
+    config = info.config
+    if unconditional and not config.conditional:
+        raise ValueError(
+            f"run {config.name!r} trained an unconditional {config.model!r}: it is published unconditionally as it "
+            "is, only a conditional run needs unconditional=True"
+        )
+    conditional = config.conditional and not unconditional
+    training_config = config.to_dict()
+    training_config["dataset_class_names"] = info.dataset_class_names
+    training_config["exported_generator"] = "ema" if averaged else "raw"
+    if unconditional:
+        training_config[CLASS_FROM_LATENT] = True
+    if info.distribution is not None:
+        training_config["distribution"] = info.distribution
+    return ModelMetadata(
+        name=name or config.name,
+        kind=_kind(config.model) if not unconditional else "dcgan",
+        latent_dim=config.latent_dim,
+        latent_scale=latent_scale,
+        image_shape=info.image_shape,
+        channels=info.image_shape[2],
+        class_names=info.dataset_class_names if conditional else None,
+        dataset=config.dataset,
+        training_config=training_config,
+        epochs=epochs,
+        seed=config.seed,
+        framework_versions=_framework_versions(),
+        training_summary=summary or {},
+    )
+
+
+def _kind(model: str) -> ModelKind:
+    if model == "vae":
+        return "vae"
+    return "cdcgan" if model == "cdcgan" else "dcgan"
