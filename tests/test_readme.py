@@ -1,6 +1,7 @@
-"""The README's numbers against what they describe: the bundled models' evaluations and the recipe table.
+"""The documented numbers against what they describe: the bundled models' evaluations (the README's summary and
+docs/models.md) and the recipe tables (docs/benchmarks.md).
 
-A retrained or re-evaluated bundled model whose README row was not updated fails here.
+A retrained or re-evaluated bundled model whose rows were not updated fails here.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from genserve.store import EvaluationRecord, ModelMetadata
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+MODELS_PAGE = ROOT / "docs" / "models.md"
+BENCHMARKS_PAGE = ROOT / "docs" / "benchmarks.md"
 BUNDLED_STORE = ROOT / "model_store"
 
 Row = dict[str, str]
 
 
-def section(title: str) -> list[str]:
-    """The lines of the README section `## title`, up to the next heading of the same level."""
-    lines = README.read_text().splitlines()
+def section(title: str, page: Path = MODELS_PAGE) -> list[str]:
+    """The lines of `page`'s section `## title`, up to the next heading of the same level."""
+    lines = page.read_text().splitlines()
     start = lines.index(f"## {title}") + 1
     end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
     return lines[start:end]
@@ -168,7 +171,7 @@ def test_bundled_numbers_use_the_sample_count_the_readme_names() -> None:
 
 
 def test_recipe_table_ratios_follow_its_fids() -> None:
-    rows = first_table(section("Benchmarks"), having="FID / baseline")
+    rows = first_table(section("Benchmarks", BENCHMARKS_PAGE), having="FID / baseline")
     baseline = rows[0]
     assert baseline["variant"].startswith("baseline")
     for row in rows:
@@ -178,7 +181,7 @@ def test_recipe_table_ratios_follow_its_fids() -> None:
 
 
 def test_recipe_comparison_means_follow_its_seeds() -> None:
-    rows = first_table(section("Benchmarks"), having="FID mean ± half-range")
+    rows = first_table(section("Benchmarks", BENCHMARKS_PAGE), having="FID mean ± half-range")
     assert len(rows) >= 2
     for row in rows:
         seeds = [float(row["FID seed 0"]), float(row["FID seed 1"])]
@@ -186,3 +189,15 @@ def test_recipe_comparison_means_follow_its_seeds() -> None:
         # Printed to two decimals: within half a unit of the last digit (and of float rounding).
         assert abs(mean - sum(seeds) / 2) <= 0.0051, row["variant"]
         assert abs(half_range - (max(seeds) - min(seeds)) / 2) <= 0.0051, row["variant"]
+
+
+def test_the_readme_summary_shows_each_bundled_models_documented_score() -> None:
+    summary = {
+        found(r"^`([a-z0-9.-]+)`$", row["model"])[0]: row["quality"]
+        for row in first_table(section("Bundled models", README), having="quality")
+    }
+    assert sorted(summary) == store.list_models(BUNDLED_STORE)
+    for name, (_, row) in bundled_rows().items():
+        assert f"FID {column(row, 'classifier-feature FID')}" in summary[name], name
+    for name, (_, row) in bundled_text_rows().items():
+        assert f"{column(row, 'held-out bits/char')} held-out bits/char" in summary[name], name

@@ -1,4 +1,4 @@
-"""The one signature spec: what the exporters write, what the README says, what the protocols describe."""
+"""The one signature spec: what the exporters write, what the docs say, what the protocols describe."""
 
 from __future__ import annotations
 
@@ -19,22 +19,22 @@ from genserve.signatures import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-# Sizes no model has, standing for the README's names of them.
+# Sizes no model has, standing for the docs' names of them.
 LATENT_DIM, HEIGHT, WIDTH, CHANNELS = 1001, 1002, 1003, 1004
 SIZE_NAMES = {LATENT_DIM: "latent_dim", HEIGHT: "H", WIDTH: "W", CHANNELS: "C"}
 
 
-def _readme() -> str:
-    return " ".join((ROOT / "README.md").read_text().split())
+def _protocols_page() -> str:
+    return " ".join((ROOT / "docs" / "protocols.md").read_text().split())
 
 
 def _store_table() -> str:
-    readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("## The model store") :]
+    page = (ROOT / "docs" / "model-store.md").read_text()
+    table = page[page.index("## The model store") :]
     return " ".join(table[: table.index("```", table.index("```") + 3)].split())
 
 
-def test_the_readme_store_table_states_the_image_signature() -> None:
+def test_the_documented_store_table_states_the_image_signature() -> None:
     signature = image_signature_of(LATENT_DIM, (HEIGHT, WIDTH, CHANNELS), conditional=True)
     table = _store_table()
 
@@ -42,8 +42,8 @@ def test_the_readme_store_table_states_the_image_signature() -> None:
         assert describe(spec, SIZE_NAMES) in table, describe(spec, SIZE_NAMES)
 
 
-def test_the_readme_states_the_text_signature() -> None:
-    readme = _readme()
+def test_the_protocols_page_states_the_text_signature() -> None:
+    readme = _protocols_page()
 
     for spec in [*TEXT_SIGNATURE.inputs, *TEXT_SIGNATURE.outputs]:
         assert re.search(rf"`{spec.name}` {dtype_name(spec.dtype)}\b", readme), spec.name
