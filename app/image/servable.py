@@ -28,21 +28,9 @@ class ImageServable(BatchedServable[ImageRuntime, Batcher]):
     def __init__(self, runtime: ImageRuntime, kind: ImageKind) -> None:
         super().__init__(runtime, kind)
         self.kind = kind
-
-    @property
-    def signature(self) -> Signature:
-        return image_signature(self.metadata)
-
-    @property
-    def capabilities(self) -> list[str]:
-        found = [GENERATE, INTERPOLATE]
-        if self.metadata.conditional:
-            found.append("labels")
-        if self.runtime.label_embeddings is not None:
-            found.append("label_blend")
-        if self.runtime.can_encode:
-            found.append(ENCODE)
-        return found
+        # Fixed once loaded: worked out here, not on every request that checks them.
+        self.signature: Signature = image_signature(self.metadata)
+        self.capabilities = _capabilities(runtime)
 
     def _describe(self, info: VersionInfo) -> None:
         metadata = self.metadata
@@ -50,6 +38,17 @@ class ImageServable(BatchedServable[ImageRuntime, Batcher]):
         info.latent_scale = metadata.latent_scale
         info.image_shape = list(metadata.image_shape)
         info.classes = metadata.class_names
+
+
+def _capabilities(runtime: ImageRuntime) -> list[str]:
+    found = [GENERATE, INTERPOLATE]
+    if runtime.metadata.conditional:
+        found.append("labels")
+    if runtime.label_embeddings is not None:
+        found.append("label_blend")
+    if runtime.can_encode:
+        found.append(ENCODE)
+    return found
 
 
 def image_servable(model_version: ModelVersion) -> ImageServable:

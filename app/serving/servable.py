@@ -159,6 +159,9 @@ class BatchedServable(Generic[RuntimeT, BatcherT]):
     the batcher its kind makes for the version when it starts. A kind adds its signature, capabilities, usage
     and `_describe`."""
 
+    # Set by each kind, once: what `/models` lists and routes ask for.
+    capabilities: list[str]
+
     def __init__(self, runtime: RuntimeT, kind: BatcherMaker[RuntimeT, BatcherT]) -> None:
         self.runtime = runtime
         self.metadata = runtime.metadata
@@ -172,10 +175,6 @@ class BatchedServable(Generic[RuntimeT, BatcherT]):
         if self._batcher is None:
             raise ModelNotReady(f"model {self.metadata.name!r} is not started")
         return self._batcher
-
-    @property
-    def capabilities(self) -> list[str]:
-        raise NotImplementedError
 
     async def start(self, name: str, version: int) -> None:
         batcher = self._kind.batcher(name, version, self.runtime)
