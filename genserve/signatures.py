@@ -2,7 +2,7 @@
 
 The store contract in `genserve.store` names the tensors; this module says what each kind's signature holds, for
 the service's inference protocols (which check requests against it and describe it to clients) and for tests
-that hold the exporters and the README to it. String tensors are numpy object arrays of bytes, as TensorFlow
+that hold the exporters and the docs to it. String tensors are numpy object arrays of bytes, as TensorFlow
 holds them.
 """
 

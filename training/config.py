@@ -53,7 +53,7 @@ class TrainConfig:
     data_path: str | None = None
     epochs: int = 20
     # Batch 64 with a 2x wide discriminator beat batch 256 with the tutorial's discriminator under every seed
-    # at equal wall time (README, "Benchmarks"); R1 on top of it did not, so it stays off.
+    # at equal wall time (docs/benchmarks.md); R1 on top of it did not, so it stays off.
     batch_size: int = 64
     latent_dim: int = 100
     lr_g: float = 2e-4
@@ -100,7 +100,7 @@ class TrainConfig:
     kl_weight: float = 1.0  # beta of a beta-VAE: weight of the KL term against the reconstruction term
     latent_prior: str | None = None  # one of LATENT_PRIORS; None: DEFAULT_VAE_PRIOR for VAEs, else "normal"
     # Epochs of fitting a flow prior (it stops early if the time budget runs out): on MNIST 60 scored FID 19.0, 30
-    # scored 22.0 and 150 scored 18.6 (README, "Training").
+    # scored 22.0 and 150 scored 18.6 (docs/training.md).
     prior_epochs: int = 60
 
     @property

@@ -17,7 +17,7 @@ GAN_LOSSES = ("bce", "hinge")
 # channel, or a projection (Miyato & Koyama 2018): the inner product of a learned class embedding with the
 # discriminator's features is added to its logit.
 CONDITIONINGS = ("concat", "projection")
-# It beat "concat" under both seeds at equal wall time, in FID and in label accuracy (README, "Benchmarks").
+# It beat "concat" under both seeds at equal wall time, in FID and in label accuracy (docs/benchmarks.md).
 DEFAULT_CONDITIONING = "projection"
 DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
 SUPPORTED_IMAGE_SIZES = (28, 32, 64)
@@ -37,7 +37,7 @@ AUTO_LATENT_SCALE = "auto"
 # Where a VAE's latents come from: the standard normal, or a normalizing flow of it fit to the encoder's
 # posterior means after the VAE is trained (`training.prior`).
 LATENT_PRIORS = ("normal", "flow")
-DEFAULT_VAE_PRIOR = "flow"  # it beat "normal" under every seed at equal wall time (README, "Training")
+DEFAULT_VAE_PRIOR = "flow"  # it beat "normal" under every seed at equal wall time (docs/training.md)
 # Under a time budget, a VAE with a flow prior trains for this share of it and the flow is fit in the rest.
 VAE_BUDGET_SHARE_WITH_PRIOR = 0.9
 

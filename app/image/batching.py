@@ -42,7 +42,7 @@ _NEWEST_WEIGHT = 0.2
 DEFAULT_MAX_BATCH_SIZE = 64
 # No waiting for company while a model-call slot is free: batches grow by themselves while the model is busy.
 # A delay only held back clients that take turns (2 to 8 clients of one image each got a third to three fifths of
-# the rate with 5 ms, see README "Against what you would otherwise run") and gained nothing at 32.
+# the rate with 5 ms, see docs/benchmarks.md, "Against what you would otherwise run") and gained nothing at 32.
 DEFAULT_MAX_DELAY_MS = 0.0
 DEFAULT_MAX_QUEUE_IMAGES = 1024
 DEFAULT_MAX_CONCURRENT_BATCHES = 2
