@@ -153,7 +153,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     watcher = _make_watcher(settings, metrics, registry, kinds)
     app.state.watcher = watcher
-    app.state.inference = Inference(settings.max_n)
+    app.state.inference = Inference(registry, settings.max_n)
     app.state.upload_reader = UploadReader(upload_limits(settings), settings.max_concurrent_decodes)
     grpc_server = await _start_grpc(settings, metrics, registry, app.state.inference)
     # Models load in the background so /healthz answers at once and /readyz reports progress.

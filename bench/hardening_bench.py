@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.processes import free_port, running_service
+from bench.processes import running_service, service_env
 
 ROOT = Path(__file__).resolve().parent.parent
 _SAMPLE_S = 0.01
@@ -253,16 +253,8 @@ def _store_copy(source: Path, folder: Path, *, odd: bool) -> Path:
 
 @contextmanager
 def server(checkout: Path, store: Path, folder: Path, **settings: str) -> Iterator[Server]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("GENSERVE_")}
-    env |= {
-        "GENSERVE_MODEL_STORE": str(store),
-        "GENSERVE_DEFAULT_MODEL": GAN,
-        "GENSERVE_HOST": "127.0.0.1",
-        "GENSERVE_PORT": str(free_port()),
-        "GENSERVE_LOG_LEVEL": "warning",
-        "GENSERVE_LOAD_RETRY_INITIAL_S": "300",
-        **settings,
-    }
+    env = service_env(store, clean=True, default_model=GAN, log_level="warning", load_retry_initial_s=300)
+    env |= settings
     with running_service(env, folder / f"server-{env['GENSERVE_PORT']}.log", cwd=checkout) as (process, url):
         _wait_until_loaded(url)
         yield Server(url, process.pid, process)

@@ -29,7 +29,7 @@ from typing import NamedTuple
 from app.image.runtime import ImageRuntime
 from app.serving.runtime import cpu_supports_bfloat16
 from bench.loadgen import LoadResult, LoadSpec, choose_client, median_of_present, shown
-from bench.processes import free_port, paused, start, stop_tree, tree_cpu_s, wait_until_ready
+from bench.processes import free_port, paused, service_env, start, stop_tree, tree_cpu_s, wait_until_ready
 from bench.serve_bench import load_for_limit, measure_limit, resolve_model, use_genserve_threads
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,24 +70,16 @@ def running(store: Path, model: str, folder: Path) -> Iterator[list[Server]]:
     processes = []
     servers = []
     try:
-        env = {key: value for key, value in os.environ.items() if not key.startswith("GENSERVE_")}
         for name, extra in genserve_variants().items():
             port = free_port()
-            genserve_env = (
-                env
-                | extra
-                | {
-                    "GENSERVE_MODEL_STORE": str(store),
-                    "GENSERVE_DEFAULT_MODEL": model,
-                    "GENSERVE_HOST": "127.0.0.1",
-                    "GENSERVE_PORT": str(port),
-                    "GENSERVE_LOG_LEVEL": "warning",
-                    "GENSERVE_MAX_QUEUE_IMAGES": "8192",
-                }
+            # The variant's settings, under the ones every variant shares.
+            genserve_env = extra | service_env(
+                store, port, clean=True, default_model=model, log_level="warning", max_queue_images=8192
             )
             log = folder / f"{name.replace(' ', '-')}.log"
             processes.append(start([sys.executable, "-m", "app"], log, genserve_env, ROOT))
             servers.append(Server(name, f"http://127.0.0.1:{port}", processes[-1].pid))
+        env = {key: value for key, value in os.environ.items() if not key.startswith("GENSERVE_")}
         for name, module in PEERS.items():
             port = free_port()
             command = [

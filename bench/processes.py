@@ -38,6 +38,23 @@ def free_ports(count: int) -> list[int]:
         return [int(probe.getsockname()[1]) for probe in probes]
 
 
+def service_env(
+    model_store: Path, port: int | None = None, *, clean: bool = False, **settings: object
+) -> dict[str, str]:
+    """The environment of `python -m app` over `model_store` on 127.0.0.1:`port` (a free port by default), with
+    more GENSERVE_* values by lower-case name (`max_n=8`). `clean` drops inherited GENSERVE_* variables, which
+    would silently change what a benchmark measures."""
+    inherited = {
+        key: value for key, value in os.environ.items() if not (clean and key.startswith("GENSERVE_"))
+    }
+    return inherited | {
+        "GENSERVE_MODEL_STORE": str(model_store),
+        "GENSERVE_HOST": "127.0.0.1",
+        "GENSERVE_PORT": str(port or free_port()),
+        **{f"GENSERVE_{name.upper()}": str(value) for name, value in settings.items()},
+    }
+
+
 def start(
     command: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.Popen[bytes]:

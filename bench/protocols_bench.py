@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import statistics
 import sys
 import tempfile
@@ -44,7 +43,7 @@ from bench.loadgen import (
     median_of_present,
     run_senders,
 )
-from bench.processes import free_port, running_service, tree_cpu_s
+from bench.processes import free_port, running_service, service_env, tree_cpu_s
 from genserve import store
 from genserve.conventions import latents_from_seeds
 
@@ -221,17 +220,15 @@ def measure(
 @contextlib.contextmanager
 def serving(store_path: Path, model: str, folder: Path) -> Iterator[tuple[Target, int]]:
     """genserve over `store_path` with gRPC on; yields where to reach it and its process id."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("GENSERVE_")}
     grpc_port = free_port()
-    env |= {
-        "GENSERVE_MODEL_STORE": str(store_path),
-        "GENSERVE_DEFAULT_MODEL": model,
-        "GENSERVE_HOST": "127.0.0.1",
-        "GENSERVE_PORT": str(free_port()),
-        "GENSERVE_GRPC_PORT": str(grpc_port),
-        "GENSERVE_LOG_LEVEL": "warning",
-        "GENSERVE_MAX_QUEUE_IMAGES": "8192",
-    }
+    env = service_env(
+        store_path,
+        clean=True,
+        default_model=model,
+        grpc_port=grpc_port,
+        log_level="warning",
+        max_queue_images=8192,
+    )
     latent_dim = store.read_metadata(
         store.version_dir(store_path, model, store.latest_version(store_path, model) or 0)
     ).latent_dim

@@ -32,7 +32,7 @@ from app.image.formats import grid_png_bytes
 from app.image.runtime import ImageRuntime
 from app.serving.runtime import configure_devices, intra_op_threads_per_call
 from bench.loadgen import LoadClient, LoadResult, LoadSpec, choose_client, shown
-from bench.processes import ServerStartError, free_port, running_service, tree_cpu_s
+from bench.processes import ServerStartError, free_port, running_service, service_env, tree_cpu_s
 from genserve import store
 from genserve.conventions import latents_from_seeds
 
@@ -211,20 +211,18 @@ def running_server(config: BenchConfig, model: str, max_batch_size: int) -> Iter
 
 
 def _server_env(config: BenchConfig, model: str, max_batch_size: int, port: int) -> dict[str, str]:
-    # Inherited GENSERVE_* variables would silently change what is measured, so none pass through.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("GENSERVE_")}
     largest_n = max(config.sizes)
-    env |= {
-        "GENSERVE_MODEL_STORE": str(config.store_path.resolve()),
-        "GENSERVE_DEFAULT_MODEL": model,
-        "GENSERVE_HOST": "127.0.0.1",
-        "GENSERVE_PORT": str(port),
-        "GENSERVE_LOG_LEVEL": "warning",
-        "GENSERVE_MAX_BATCH_SIZE": str(max_batch_size),
-        "GENSERVE_MAX_N": str(max(64, largest_n)),
+    env = service_env(
+        config.store_path.resolve(),
+        port,
+        clean=True,
+        default_model=model,
+        log_level="warning",
+        max_batch_size=max_batch_size,
+        max_n=max(64, largest_n),
         # Closed-loop clients never queue more than this, so the server must never answer 503.
-        "GENSERVE_MAX_QUEUE_IMAGES": str(max(1024, 2 * max(config.concurrency) * largest_n)),
-    }
+        max_queue_images=max(1024, 2 * max(config.concurrency) * largest_n),
+    )
     if config.max_delay_ms is not None:
         env["GENSERVE_MAX_DELAY_MS"] = str(config.max_delay_ms)
     return env

@@ -219,14 +219,7 @@ def format_table(results: Sequence[VariantResult]) -> str:
             f"| {_ratio(evaluation.fid, baseline.evaluation.fid)} "
             f"| {_ratio(evaluation.inception_score, baseline.evaluation.inception_score)} |"
         )
-    reference = baseline.evaluation
-    if reference.real_fid is not None and reference.real_inception_score is not None:
-        lines.append("")
-        lines.append(
-            f"Real held-out {reference.dataset} images at the same sample count: FID {reference.real_fid:.3f}, "
-            f"IS {reference.real_inception_score:.3f}."
-        )
-    return "\n".join(lines)
+    return "\n".join(lines + _real_images_note(baseline.evaluation))
 
 
 def format_seed_table(results: Sequence[VariantResult]) -> str:
@@ -262,14 +255,18 @@ def format_seed_table(results: Sequence[VariantResult]) -> str:
             f"| {statistics.mean(row.epochs_seen for row in rows):.2f} "
             f"| {statistics.mean(row.images_per_second for row in rows):.0f} | {verdict} |"
         )
-    reference = results[0].evaluation
-    if reference.real_fid is not None and reference.real_inception_score is not None:
-        lines.append("")
-        lines.append(
-            f"Real held-out {reference.dataset} images at the same sample count: FID {reference.real_fid:.3f}, "
-            f"IS {reference.real_inception_score:.3f}."
-        )
-    return "\n".join(lines)
+    return "\n".join(lines + _real_images_note(results[0].evaluation))
+
+
+def _real_images_note(reference: EvaluationRecord) -> list[str]:
+    """The lines under a table that give real held-out images' own scores, when the record has them."""
+    if reference.real_fid is None or reference.real_inception_score is None:
+        return []
+    return [
+        "",
+        f"Real held-out {reference.dataset} images at the same sample count: FID {reference.real_fid:.3f}, "
+        f"IS {reference.real_inception_score:.3f}.",
+    ]
 
 
 def _mean_accuracy(rows: Sequence[VariantResult]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from genserve.conventions import SUPPORTED_CHANNELS
 from genserve.store import check_latent_scale
@@ -38,27 +39,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--store", type=Path, default=d.store, help="model store folder (default: %(default)s)"
     )
     parser.add_argument("--data", dest="data_path", help="where the dataset's files are, if not downloaded")
-    parser.add_argument("--epochs", type=int, default=d.epochs, help="total epochs (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
-    parser.add_argument("--latent-dim", type=int, default=d.latent_dim, help="default: %(default)s")
-    parser.add_argument(
-        "--lr-g", type=float, default=d.lr_g, help="generator learning rate (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--lr-d", type=float, default=d.lr_d, help="discriminator learning rate (default: %(default)s)"
-    )
-    parser.add_argument("--beta-1", type=float, default=d.beta_1, help="Adam beta_1 (default: %(default)s)")
+    for flag, kind, help in _NUMBERS:
+        _add_number(parser, flag, kind, help)
     parser.add_argument(
         "--recipe",
         choices=RECIPES,
         default=d.recipe,
         help="'tutorial' pins the TF tutorial's optimizer settings",
-    )
-    parser.add_argument(
-        "--ema-decay",
-        type=float,
-        default=d.ema_decay,
-        help="generator weight averaging, 0 disables (default: %(default)s)",
     )
     parser.add_argument(
         "--seed",
@@ -77,65 +64,30 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-ema-export", dest="export_ema", action="store_false", help="publish the raw generator"
     )
-    parser.add_argument(
-        "--jit-compile",
-        action=argparse.BooleanOptionalAction,
-        default=d.jit_compile,
-        help="compile the training step with XLA (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--mixed-precision",
-        action=argparse.BooleanOptionalAction,
-        default=d.mixed_precision,
-        help="compute in bfloat16, keep weights in float32 (default: %(default)s)",
-    )
+    _add_switch(parser, "--jit-compile", "compile the training step with XLA")
+    _add_switch(parser, "--mixed-precision", "compute in bfloat16, keep weights in float32")
+    _add_number(parser, "--ema-decay", float, "generator weight averaging, 0 disables")
     add_distribute_option(parser, d.distribute)
     gan = parser.add_argument_group("GAN recipe options (dcgan, cdcgan)")
     gan.add_argument("--loss", choices=GAN_LOSSES, default=d.loss, help="default: %(default)s")
-    gan.add_argument(
-        "--label-smoothing",
-        type=float,
-        default=d.label_smoothing,
-        help="one-sided: real targets become 1 - this (bce loss only; default: %(default)s)",
-    )
-    gan.add_argument(
-        "--spectral-norm",
-        action=argparse.BooleanOptionalAction,
-        default=d.spectral_norm,
-        help="spectral normalisation of the discriminator (default: %(default)s)",
-    )
+    _add_number(gan, "--label-smoothing", float, "one-sided: real targets become 1 - this (bce loss only)")
+    _add_switch(gan, "--spectral-norm", "spectral normalisation of the discriminator")
     gan.add_argument(
         "--diffaugment",
         default=d.diffaugment,
         metavar="POLICIES",
         help=f"DiffAugment policies, comma-separated subset of {','.join(DIFFAUGMENT_POLICIES)} (default: none)",
     )
-    gan.add_argument(
-        "--r1-gamma",
-        type=float,
-        default=d.r1_gamma,
-        help="R1 penalty weight on real images, 0 turns it off (default: %(default)s)",
-    )
-    gan.add_argument(
-        "--r1-interval",
-        type=int,
-        default=d.r1_interval,
-        help="apply R1 every this many steps, weighted by it (lazy regularisation; default: %(default)s)",
-    )
-    gan.add_argument(
+    _add_number(
+        gan,
         "--mode-seeking",
-        type=float,
-        default=d.mode_seeking,
+        float,
+        "weight of a mode-seeking term in the generator's loss (Mao et al. 2019): images should differ as much "
+        "as their latents do, within a class for a cdcgan; 0 turns it off",
         metavar="WEIGHT",
-        help="weight of a mode-seeking term in the generator's loss (Mao et al. 2019): images should differ as "
-        "much as their latents do, within a class for a cdcgan; 0 turns it off (default: %(default)s)",
     )
-    gan.add_argument(
-        "--d-width",
-        type=float,
-        default=d.d_width,
-        help="multiplier of the discriminator's filter counts (default: %(default)s)",
-    )
+    for flag, kind, help in _GAN_NUMBERS:
+        _add_number(gan, flag, kind, help)
     gan.add_argument(
         "--conditioning",
         choices=CONDITIONINGS,
@@ -149,7 +101,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="every K epochs, FID and class score of --eval-samples images into history.json (default: off)",
     )
-    progress.add_argument("--eval-samples", type=int, default=d.eval_samples, help="default: %(default)s")
+    _add_number(progress, "--eval-samples", int, "images scored at each --eval-every")
     progress.add_argument(
         "--publish",
         choices=PUBLISH_CHOICES,
@@ -168,9 +120,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_time_budget_option(progress)
     vae = parser.add_argument_group("VAE options")
-    vae.add_argument(
-        "--kl-weight", type=float, default=d.kl_weight, help="beta of a beta-VAE (default: %(default)s)"
-    )
+    _add_number(vae, "--kl-weight", float, "beta of a beta-VAE")
     vae.add_argument(
         "--latent-prior",
         choices=LATENT_PRIORS,
@@ -178,11 +128,47 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         f"after the VAE; with --time-budget the flow gets the last {1 - VAE_BUDGET_SHARE_WITH_PRIOR:.0%}% "
         f"(default: {DEFAULT_VAE_PRIOR})",
     )
-    vae.add_argument(
-        "--prior-epochs",
-        type=int,
-        default=d.prior_epochs,
-        help="epochs of fitting the flow prior (default: %(default)s)",
+    _add_number(vae, "--prior-epochs", int, "epochs of fitting the flow prior")
+
+
+# Numeric options with a TrainConfig default of the same name: (flag, type, help without the default).
+_NUMBERS: tuple[tuple[str, type, str], ...] = (
+    ("--epochs", int, "total epochs"),
+    ("--batch-size", int, "the global batch"),
+    ("--latent-dim", int, "length of the generator's latent vectors"),
+    ("--lr-g", float, "generator learning rate"),
+    ("--lr-d", float, "discriminator learning rate"),
+    ("--beta-1", float, "Adam beta_1"),
+)
+_GAN_NUMBERS: tuple[tuple[str, type, str], ...] = (
+    ("--r1-gamma", float, "R1 penalty weight on real images, 0 turns it off"),
+    ("--r1-interval", int, "apply R1 every this many steps, weighted by it (lazy regularisation)"),
+    ("--d-width", float, "multiplier of the discriminator's filter counts"),
+)
+
+
+_Parser = argparse.ArgumentParser | argparse._ArgumentGroup
+
+
+def _default_of(flag: str) -> Any:
+    """TrainConfig's default for the field an option fills (`--lr-g` fills `lr_g`)."""
+    return getattr(TRAIN_DEFAULTS, flag.removeprefix("--").replace("-", "_"))
+
+
+def _add_number(parser: _Parser, flag: str, kind: type, help: str, **extra: Any) -> None:
+    """A numeric option whose default is TrainConfig's field of the same name."""
+    parser.add_argument(
+        flag, type=kind, default=_default_of(flag), help=f"{help} (default: %(default)s)", **extra
+    )
+
+
+def _add_switch(parser: _Parser, flag: str, help: str) -> None:
+    """`--flag` / `--no-flag` for a TrainConfig field of the same name."""
+    parser.add_argument(
+        flag,
+        action=argparse.BooleanOptionalAction,
+        default=_default_of(flag),
+        help=f"{help} (default: %(default)s)",
     )
 
 

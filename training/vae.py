@@ -37,6 +37,24 @@ def _conv_filters(image_size: int) -> list[int]:
     return [32, 64] if image_size in (28, 32) else [32, 64, 128]
 
 
+def _strided(
+    layer: type[keras.layers.Layer], x: Any, filters: list[int], prefix: str, dtype_policy: str
+) -> Any:
+    """Stride-2 ReLU convolutions (`Conv2D` halves the resolution, `Conv2DTranspose` doubles it), one per
+    filter count, named prefix1, prefix2, ..."""
+    for index, count in enumerate(filters, start=1):
+        x = layer(
+            count,
+            _KERNEL_SIZE,
+            strides=2,
+            padding="same",
+            activation="relu",
+            name=f"{prefix}{index}",
+            dtype=dtype_policy,
+        )(x)
+    return x
+
+
 def build_encoder(
     image_shape: tuple[int, int, int],
     latent_dim: int,
@@ -47,17 +65,7 @@ def build_encoder(
     check_latent_dim(latent_dim)
     size, _, _ = check_image_shape(image_shape)
     images = keras.Input(shape=tuple(image_shape), name="images")
-    x = images
-    for index, filters in enumerate(_conv_filters(size), start=1):
-        x = keras.layers.Conv2D(
-            filters,
-            _KERNEL_SIZE,
-            strides=2,
-            padding="same",
-            activation="relu",
-            name=f"down{index}",
-            dtype=dtype_policy,
-        )(x)
+    x = _strided(keras.layers.Conv2D, images, _conv_filters(size), "down", dtype_policy)
     x = keras.layers.Flatten(name="flatten", dtype=dtype_policy)(x)
     x = keras.layers.Dense(_HIDDEN_UNITS, activation="relu", name="hidden", dtype=dtype_policy)(x)
     z_mean = keras.layers.Dense(latent_dim, name="z_mean", dtype="float32")(x)
@@ -80,16 +88,7 @@ def build_decoder(
     x = keras.layers.Dense(_HIDDEN_UNITS, activation="relu", name="hidden", dtype=dtype_policy)(z)
     x = keras.layers.Dense(base * base * filters[0], activation="relu", name="project", dtype=dtype_policy)(x)
     x = keras.layers.Reshape((base, base, filters[0]), name="reshape", dtype=dtype_policy)(x)
-    for index, count in enumerate(filters, start=1):
-        x = keras.layers.Conv2DTranspose(
-            count,
-            _KERNEL_SIZE,
-            strides=2,
-            padding="same",
-            activation="relu",
-            name=f"up{index}",
-            dtype=dtype_policy,
-        )(x)
+    x = _strided(keras.layers.Conv2DTranspose, x, filters, "up", dtype_policy)
     logits = keras.layers.Conv2DTranspose(
         channels, _KERNEL_SIZE, padding="same", name=LOGITS_LAYER, dtype="float32"
     )(x)

@@ -29,6 +29,17 @@ FrameColumnsQuery = Annotated[
 ]
 
 
+# Media types of routes that answer with files: image formats, animations, and text generators' formats.
+IMAGE_FILES = ("image/png", "application/x-npy", "application/zip")
+ANIMATIONS = ("image/png", "image/gif", "image/webp")
+TEXT_FILES = ("text/plain", "text/event-stream")
+
+
+def file_responses(json_model: Any, media_types: tuple[str, ...]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI 200 entry of a route that answers with a file of one of `media_types`, or `json_model`."""
+    return {200: {"content": {media_type: {} for media_type in media_types}, "model": json_model}}
+
+
 def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for error statuses, each answered with the `ErrorResponse` body."""
     return {code: {"model": ErrorResponse} for code in status_codes}

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
-
-class ImageFormat(str, enum.Enum):
-    png = "png"
-    json = "json"
-    npy = "npy"
-    zip = "zip"
+# Formats of routes that answer with images only (reconstructions); POST /generate adds `text`.
+ImageFormat = Literal["png", "json", "npy", "zip"]
 
 
 class GenerateFormat(str, enum.Enum):

@@ -141,14 +141,9 @@ class GeneratedView(_OfGeneratedImages):
         return {"X-Seeds": f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])}
 
     def body(self, format: str, level: int) -> Body:
-        images = self.result.images
         if format == JSON:
             return self._json(level)
-        if format == "npy":
-            return formats.npy_bytes(images)
-        if format == "zip":
-            return formats.zip_bytes(images, self._file_names(), level)
-        return formats.grid_png_bytes(images, self.cols, level)
+        return _image_file(format, self.result.images, self._file_names(), level, self.cols)
 
     def _file_names(self) -> list[str]:
         if self.result.seeds is not None:
@@ -190,14 +185,10 @@ class ReconstructionView(_OfGeneratedImages, _ModelHeadersOnly):
         images = self.result.images
         if format == JSON:
             return self._json(level)
-        if format == "npy":
-            return formats.npy_bytes(images)
-        if format == "zip":
-            names = [f"reconstruction{index:04d}.png" for index in range(len(images))]
-            return formats.zip_bytes(images, names, level)
-        if self.compare:
+        if format == "png" and self.compare:
             return formats.grid_png_bytes(np.concatenate([self.inputs, images]), len(images), level)
-        return formats.grid_png_bytes(images, None, level)
+        names = [f"reconstruction{index:04d}.png" for index in range(len(images))]
+        return _image_file(format, images, names, level, None)
 
     def _json(self, level: int) -> dict[str, Any]:
         images = self.result.images
@@ -288,3 +279,12 @@ def _image_header(model_version: ModelVersion, images: np.ndarray) -> dict[str, 
         "height": height,
         "channels": channels,
     }
+
+
+def _image_file(format: str, images: np.ndarray, names: list[str], level: int, cols: int | None) -> bytes:
+    """Images as one file: the raw array (npy), one PNG each in a zip, or else a PNG grid `cols` wide."""
+    if format == "npy":
+        return formats.npy_bytes(images)
+    if format == "zip":
+        return formats.zip_bytes(images, names, level)
+    return formats.grid_png_bytes(images, cols, level)

@@ -10,11 +10,17 @@ from typing import Any
 
 import numpy as np
 
-from app.serving.runtime import DeviceInfo, ModelLoadError, load_saved_model, read_metadata
+from app.serving.runtime import (
+    DeviceInfo,
+    ModelLoadError,
+    load_saved_model,
+    read_metadata,
+    read_optional_record,
+)
 from app.serving.signature_calls import signature_call
 from genserve import store
 from genserve.signatures import TensorSpec, describe, dtype_name, image_signature
-from genserve.store import EvaluationRecord, ModelMetadata
+from genserve.store import ModelMetadata
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +37,7 @@ class ImageRuntime:
         self.path = Path(path)
         self.device = device
         self.metadata = read_metadata(self.path)
-        self.evaluation = _read_evaluation(self.path)
+        self.evaluation = read_optional_record(self.path, store.read_evaluation)
         # The loaded object owns the variables its signatures read, so it lives as long as the runtime.
         self._saved_model = load_saved_model(self.path, device)
         self._signature = _serving_signature(self._saved_model, self.path)
@@ -104,15 +110,6 @@ class ImageRuntime:
                         f"{(size, 2, self.metadata.latent_dim)}"
                     )
         return time.perf_counter() - started
-
-
-def _read_evaluation(path: Path) -> EvaluationRecord | None:
-    """The version's evaluation record, read once at load; None when it has none or it cannot be read."""
-    try:
-        return store.read_evaluation(path)
-    except (OSError, ValueError):
-        logger.warning("ignoring unreadable evaluation file in %s", path)
-        return None
 
 
 def _serving_signature(saved_model: Any, path: Path) -> Any:

@@ -7,8 +7,10 @@ numpy arrays (strings as object arrays of bytes, as TensorFlow holds them) and c
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from starlette.requests import Request
@@ -16,7 +18,7 @@ from starlette.requests import Request
 from app.api import params
 from app.api.params import MAX_LATENT_VALUE
 from app.server.errors import InvalidParameter
-from app.serving.registry import ModelVersion
+from app.serving.registry import ModelRegistry, ModelVersion
 from app.serving.servable import CallContext
 from genserve import store
 from genserve.signatures import STRING, Signature, TensorSpec
@@ -31,7 +33,13 @@ class Inference:
     """What the inference protocols generate through: inputs checked against the version's signature (at most
     `max_rows` rows), then handed to its servable, which runs them through the same batchers as every route."""
 
+    registry: ModelRegistry
     max_rows: int
+
+    def resolve(self, name: str, selector: int | str | None) -> ModelVersion:
+        """The servable version a protocol request names: 404 for an unknown model or version, 503 while it is
+        loading (`ModelRegistry.resolve`)."""
+        return self.registry.resolve(params.parse_model_name(name), selector)
 
     async def infer(
         self,
@@ -140,3 +148,14 @@ def _check_values(spec: TensorSpec, array: np.ndarray) -> None:
 
 def _type_name(dtype: np.dtype) -> str:
     return "string" if dtype.kind in "OSU" else dtype.name
+
+
+def read_json_object(body: bytes, not_json: str, not_object: str) -> dict[str, Any]:
+    """A request body that must be one JSON object; `not_json` and `not_object` say what it should have been."""
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise InvalidParameter("body", not_json) from None
+    if not isinstance(payload, dict):
+        raise InvalidParameter("body", not_object)
+    return payload

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from genserve import store
 from genserve.store import ModelMetadata
 
 logger = logging.getLogger(__name__)
+
+_Record = TypeVar("_Record")
 
 
 class ModelLoadError(Exception):
@@ -112,6 +115,16 @@ def _use_cpu_bfloat16(tf: Any) -> None:
         return
     tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
     logger.info("float32 graphs run in bfloat16 on this CPU (oneDNN)")
+
+
+def read_optional_record(path: Path, read: Callable[[Path], _Record | None]) -> _Record | None:
+    """A version's optional record (its evaluation), read once at load; None when it has none or it cannot be
+    read, which is logged and does not stop the version from serving."""
+    try:
+        return read(path)
+    except (OSError, ValueError):
+        logger.warning("ignoring an unreadable record in %s", path)
+        return None
 
 
 def read_metadata(path: Path) -> ModelMetadata:

@@ -8,9 +8,15 @@ from typing import Any
 
 import numpy as np
 
-from app.serving.runtime import DeviceInfo, ModelLoadError, load_saved_model, read_metadata
+from app.serving.runtime import (
+    DeviceInfo,
+    ModelLoadError,
+    load_saved_model,
+    read_metadata,
+    read_optional_record,
+)
 from genserve import store
-from genserve.store import TextEvaluationRecord, TextInfo
+from genserve.store import TextInfo
 from genserve.text import vocabulary_index
 
 
@@ -24,7 +30,7 @@ class TextRuntime:
         if self.metadata.text is None:
             raise ModelLoadError(f"{store.METADATA_FILE} in {path} describes no text generator")
         self.text: TextInfo = self.metadata.text
-        self.evaluation = _read_evaluation(self.path)
+        self.evaluation = read_optional_record(self.path, store.read_text_evaluation)
         self.index = vocabulary_index(self.text.vocabulary)
         self._saved_model = load_saved_model(self.path, device)
         self._step = _signature(self._saved_model, store.STEP_SIGNATURE, self.path)
@@ -69,14 +75,6 @@ class TextRuntime:
                     f"step returned logits {logits.shape} and state {new_state.shape}; metadata promises {expected}"
                 )
         return time.perf_counter() - started
-
-
-def _read_evaluation(path: Path) -> TextEvaluationRecord | None:
-    """The version's evaluation record, read once at load; None when it has none or it cannot be read."""
-    try:
-        return store.read_text_evaluation(path)
-    except (OSError, ValueError):
-        return None
 
 
 def _signature(saved_model: Any, name: str, path: Path) -> Any:

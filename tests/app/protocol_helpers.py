@@ -4,13 +4,13 @@ serving HTTP and gRPC from one event loop under uvicorn on a thread of the test 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -24,7 +24,7 @@ from tensorflow_serving.apis import model_service_pb2_grpc, predict_pb2, predict
 from app.config import Settings
 from app.main import create_app
 from app.serving.registry import ModelRegistry
-from bench.processes import free_port, running_service
+from bench.processes import free_port, running_service, service_env
 from genserve import store
 from genserve.conventions import latents_from_seeds
 from tests.app.helpers import decode_npy
@@ -55,17 +55,9 @@ def seeded_latents(seeds: list[int]) -> np.ndarray:
 
 
 @contextmanager
-def serving_process(model_store: Path, log: Path, **settings: str) -> Iterator[str]:
+def serving_process(model_store: Path, log: Path, **settings: Any) -> Iterator[str]:
     """`python -m app` over `model_store`, ready; yields its base URL. `settings` are GENSERVE_* values."""
-    env = {
-        **os.environ,
-        "GENSERVE_MODEL_STORE": str(model_store),
-        "GENSERVE_DEFAULT_MODEL": TINY_MODEL,
-        "GENSERVE_HOST": "127.0.0.1",
-        "GENSERVE_PORT": str(free_port()),
-        "GENSERVE_SHUTDOWN_GRACE_S": "5",
-        **{f"GENSERVE_{name.upper()}": value for name, value in settings.items()},
-    }
+    env = service_env(model_store, default_model=TINY_MODEL, shutdown_grace_s=5, **settings)
     with running_service(env, log) as (_, base_url):
         wait_for_every_model(base_url)
         yield base_url

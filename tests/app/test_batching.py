@@ -111,6 +111,17 @@ async def wait_until_queued(batcher: Batcher, images: int) -> None:
         await asyncio.sleep(0.001)
 
 
+@asynccontextmanager
+async def held_call(
+    model: FakeModel, observer: RecordingObserver | None = None, **config: Any
+) -> AsyncIterator[tuple[Batcher, asyncio.Task[np.ndarray]]]:
+    """A started batcher whose first model call (of `latents(0)`) is in progress, held until `model.release`."""
+    async with started(model, observer, **config) as batcher:
+        first = asyncio.create_task(batcher.submit(latents(0)))
+        await model.wait_entered()
+        yield batcher, first
+
+
 def test_concurrent_submits_each_get_their_own_outputs_in_order() -> None:
     async def scenario() -> None:
         model = FakeModel()
@@ -126,9 +137,7 @@ def test_concurrent_submits_each_get_their_own_outputs_in_order() -> None:
 def test_concurrent_small_requests_share_one_model_call() -> None:
     async def scenario() -> None:
         model = FakeModel(hold=True)
-        async with started(model, max_batch_size=16, max_delay_ms=50) as batcher:
-            warmup = asyncio.create_task(batcher.submit(latents(0)))
-            await model.wait_entered()
+        async with held_call(model, max_batch_size=16, max_delay_ms=50) as (batcher, warmup):
             tasks = [asyncio.create_task(batcher.submit(latents(i, i + 0.5))) for i in range(1, 9)]
             await wait_until_queued(batcher, 16)
             model.release.set()
@@ -146,9 +155,7 @@ def test_requests_with_different_inputs_go_to_separate_model_calls_in_order() ->
         model = FakeModel(hold=True)
         with_labels = {**latents(2), "label": np.array([1])}
         with_embeddings = {**latents(3), "label_embedding": np.zeros((1, 4))}
-        async with started(model, max_batch_size=16, max_delay_ms=50) as batcher:
-            warmup = asyncio.create_task(batcher.submit(latents(0)))
-            await model.wait_entered()
+        async with held_call(model, max_batch_size=16, max_delay_ms=50) as (batcher, warmup):
             tasks = [
                 asyncio.create_task(batcher.submit(inputs))
                 for inputs in (with_labels, {**latents(2.5), "label": np.array([0])}, with_embeddings)
@@ -285,9 +292,7 @@ def test_full_queue_rejects_at_once_with_retry_after() -> None:
     async def scenario() -> None:
         model = FakeModel(hold=True)
         observer = RecordingObserver()
-        async with started(model, observer, max_batch_size=2, max_queue_images=4) as batcher:
-            in_flight = asyncio.create_task(batcher.submit(latents(0)))
-            await model.wait_entered()
+        async with held_call(model, observer, max_batch_size=2, max_queue_images=4) as (batcher, in_flight):
             queued = asyncio.create_task(batcher.submit(latents(1, 2, 3)))
             await wait_until_queued(batcher, 3)
             with pytest.raises(Overloaded) as rejected:
@@ -306,9 +311,7 @@ def test_expired_deadline_raises_and_its_rows_never_reach_the_model() -> None:
     async def scenario() -> None:
         model = FakeModel(hold=True)
         observer = RecordingObserver()
-        async with started(model, observer, max_batch_size=4, max_delay_ms=0) as batcher:
-            busy = asyncio.create_task(batcher.submit(latents(0)))
-            await model.wait_entered()
+        async with held_call(model, observer, max_batch_size=4, max_delay_ms=0) as (batcher, busy):
             with pytest.raises(DeadlineExceeded):
                 await batcher.submit(latents(100, 101), deadline=time.monotonic() + 0.05)
             with pytest.raises(DeadlineExceeded):
@@ -328,9 +331,7 @@ def test_cancelled_submit_never_reaches_the_model() -> None:
     async def scenario() -> None:
         model = FakeModel(hold=True)
         observer = RecordingObserver()
-        async with started(model, observer, max_batch_size=4, max_delay_ms=0) as batcher:
-            busy = asyncio.create_task(batcher.submit(latents(0)))
-            await model.wait_entered()
+        async with held_call(model, observer, max_batch_size=4, max_delay_ms=0) as (batcher, busy):
             abandoned = asyncio.create_task(batcher.submit(latents(300, 301)))
             await wait_until_queued(batcher, 2)
             abandoned.cancel()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import signal
 import socket
 import subprocess
@@ -15,7 +14,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from bench.processes import free_port, running_service
+from bench.processes import running_service, service_env
 from tests.app.helpers import decode_png
 
 TIMEOUT_S = 1
@@ -25,16 +24,13 @@ TIMEOUT_S = 1
 def server(
     tiny_vae_store: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    env = {
-        **os.environ,
-        "GENSERVE_MODEL_STORE": str(tiny_vae_store),
-        "GENSERVE_HOST": "127.0.0.1",
-        "GENSERVE_PORT": str(free_port()),
-        "GENSERVE_KEEP_ALIVE_S": str(TIMEOUT_S),
-        "GENSERVE_HEADER_TIMEOUT_S": str(TIMEOUT_S),
-        "GENSERVE_BODY_TIMEOUT_S": str(TIMEOUT_S),
-        "GENSERVE_SHUTDOWN_GRACE_S": "10",
-    }
+    env = service_env(
+        tiny_vae_store,
+        keep_alive_s=TIMEOUT_S,
+        header_timeout_s=TIMEOUT_S,
+        body_timeout_s=TIMEOUT_S,
+        shutdown_grace_s=10,
+    )
     with running_service(env, tmp_path_factory.mktemp("server") / "server.log") as started:
         yield started
 
@@ -85,13 +81,7 @@ def test_an_active_keep_alive_connection_is_served(server: tuple[subprocess.Pope
 
 
 def test_upload_accepted_before_sigterm_is_answered(tiny_vae_store: Path, tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "GENSERVE_MODEL_STORE": str(tiny_vae_store),
-        "GENSERVE_HOST": "127.0.0.1",
-        "GENSERVE_PORT": str(free_port()),
-        "GENSERVE_SHUTDOWN_GRACE_S": "10",
-    }
+    env = service_env(tiny_vae_store, shutdown_grace_s=10)
     buffer = io.BytesIO()
     Image.new("L", (28, 28), 200).save(buffer, format="PNG")
     request = httpx.Request(

@@ -22,7 +22,7 @@ from PIL import Image
 from schemathesis.checks import not_a_server_error
 
 from app.main import create_app
-from bench.processes import free_port, running_service
+from bench.processes import running_service, service_env
 from tests.conftest import make_settings
 
 # Requests that say which model they want can only succeed for a model that exists; half of them say nothing.
@@ -40,15 +40,7 @@ schema = schemathesis.openapi.from_dict(create_app(make_settings(Path("model_sto
 
 @pytest.fixture(scope="module")
 def base_url(tiny_vae_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    env = {
-        **os.environ,
-        "GENSERVE_MODEL_STORE": str(tiny_vae_store),
-        "GENSERVE_HOST": "127.0.0.1",
-        "GENSERVE_PORT": str(free_port()),
-        "GENSERVE_MAX_N": "8",
-        "GENSERVE_MAX_STEPS": "8",
-        "GENSERVE_LOG_LEVEL": "warning",
-    }
+    env = service_env(tiny_vae_store, max_n=8, max_steps=8, log_level="warning")
     with running_service(env, tmp_path_factory.mktemp("fuzz") / "server.log") as (_, url):
         yield url
 

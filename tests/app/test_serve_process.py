@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -10,12 +9,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from bench.processes import free_port, running_service, start, wait_until_ready
+from bench.processes import free_port, running_service, service_env, start, wait_until_ready
 from genserve.console import LOG_LEVEL_VARIABLE, START_UP_NOISE
 from tests.app.helpers import decode_png
 from tests.conftest import TINY_MODEL
@@ -49,16 +49,9 @@ main()
 
 @pytest.fixture
 def server(tiny_store: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    env = {
-        **os.environ,
-        "GENSERVE_MODEL_STORE": str(tiny_store),
-        "GENSERVE_HOST": "127.0.0.1",
-        "GENSERVE_PORT": str(free_port()),
-        "GENSERVE_MAX_BATCH_SIZE": "64",
-        "GENSERVE_MAX_DELAY_MS": "4000",
-        "GENSERVE_ADAPTIVE_DELAY": "false",
-        "GENSERVE_SHUTDOWN_GRACE_S": "10",
-    }
+    env = service_env(
+        tiny_store, max_batch_size=64, max_delay_ms=4000, adaptive_delay="false", shutdown_grace_s=10
+    )
     with running_service(env, tmp_path / "server.log") as started:
         yield started
 
@@ -66,12 +59,8 @@ def server(tiny_store: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[
 def test_the_console_shows_the_service_and_not_tensorflow_start_up_notices(
     tiny_store: Path, tmp_path: Path
 ) -> None:
-    env = {key: value for key, value in os.environ.items() if key != LOG_LEVEL_VARIABLE}
-    env |= {
-        "GENSERVE_MODEL_STORE": str(tiny_store),
-        "GENSERVE_HOST": "127.0.0.1",
-        "GENSERVE_PORT": str(free_port()),
-    }
+    env = service_env(tiny_store)
+    env.pop(LOG_LEVEL_VARIABLE, None)
     log = tmp_path / "server.log"
     with running_service(env, log) as (_, base_url):
         assert httpx.post(f"{base_url}/generate", params={"n": 1, "seed": 1}).status_code == 200
@@ -137,16 +126,8 @@ def _slow_server(
     tiny_store: Path, tmp_path: Path, grace_s: float
 ) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
     port = free_port()
-    env = {
-        **os.environ,
-        "GENSERVE_MODEL_STORE": str(tiny_store),
-        "GENSERVE_HOST": "127.0.0.1",
-        "GENSERVE_PORT": str(port),
-        "GENSERVE_MAX_DELAY_MS": "0",
-        # One model call at a time: the second request waits in the queue behind the first.
-        "GENSERVE_MAX_CONCURRENT_BATCHES": "1",
-        "GENSERVE_SHUTDOWN_GRACE_S": str(grace_s),
-    }
+    # One model call at a time: the second request waits in the queue behind the first.
+    env = service_env(tiny_store, port, max_delay_ms=0, max_concurrent_batches=1, shutdown_grace_s=grace_s)
     log = tmp_path / "server.log"
     process = start([sys.executable, "-c", SLOW_MODEL_SERVER], log, env)
     base_url = f"http://127.0.0.1:{port}"
@@ -171,10 +152,22 @@ def send_in_background(base_url: str, results: list[httpx.Response | Exception])
     return thread
 
 
-def one_in_flight_one_queued(
-    base_url: str, results: list[httpx.Response | Exception]
-) -> list[threading.Thread]:
+@dataclass
+class Waiting:
+    """Requests sent from threads, and what each got back once `answers` has waited for them."""
+
+    threads: list[threading.Thread]
+    results: list[httpx.Response | Exception]
+
+    def answers(self) -> list[httpx.Response | Exception]:
+        for thread in self.threads:
+            thread.join(timeout=10)
+        return self.results
+
+
+def one_in_flight_one_queued(base_url: str) -> Waiting:
     """Two requests of 2 images: the first inside a model call, the second waiting behind it."""
+    results: list[httpx.Response | Exception] = []
     first = send_in_background(base_url, results)
     deadline = time.monotonic() + 30
     while httpx.get(f"{base_url}/models/{TINY_MODEL}").json()["versions"][0]["batching"]["model_calls"] < 1:
@@ -182,7 +175,7 @@ def one_in_flight_one_queued(
         time.sleep(0.05)
     second = send_in_background(base_url, results)
     wait_for_queued_images(base_url, 2)
-    return [first, second]
+    return Waiting([first, second], results)
 
 
 def exit_seconds(process: subprocess.Popen[bytes], since: float) -> tuple[int, float]:
@@ -194,8 +187,7 @@ def test_work_outlasting_the_grace_is_answered_503_and_the_process_exits_in_time
     slow_server: tuple[subprocess.Popen[bytes], str, Path],
 ) -> None:
     process, base_url, log = slow_server
-    results: list[httpx.Response | Exception] = []
-    requests = one_in_flight_one_queued(base_url, results)
+    waiting = one_in_flight_one_queued(base_url)
     signalled = time.monotonic()
     process.send_signal(signal.SIGTERM)
 
@@ -203,8 +195,7 @@ def test_work_outlasting_the_grace_is_answered_503_and_the_process_exits_in_time
     assert code == 0
     # The grace period, then the answers go out: long before the model call would have ended.
     assert GRACE_S <= seconds < GRACE_S + EXIT_SLACK_S, seconds
-    for thread in requests:
-        thread.join(timeout=10)
+    results = waiting.answers()
     assert len(results) == 2
     for response in results:
         assert isinstance(response, httpx.Response), response
@@ -220,8 +211,7 @@ def test_second_sigterm_exits_at_once(
     slow_server_long_grace: tuple[subprocess.Popen[bytes], str, Path],
 ) -> None:
     process, base_url, log = slow_server_long_grace
-    results: list[httpx.Response | Exception] = []
-    requests = one_in_flight_one_queued(base_url, results)
+    waiting = one_in_flight_one_queued(base_url)
     process.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     signalled = time.monotonic()
@@ -231,6 +221,5 @@ def test_second_sigterm_exits_at_once(
     assert code == 128 + signal.SIGTERM
     # Without the second signal the process would wait out its grace period first.
     assert seconds < LONG_GRACE_S / 2, seconds
-    for thread in requests:
-        thread.join(timeout=10)
+    waiting.answers()
     assert "second SIGTERM: stopping now, dropping 4 pending images" in log.read_text()

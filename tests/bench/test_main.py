@@ -1,25 +1,14 @@
 import logging
-import os
-import subprocess
-import sys
 
 import pytest
 
 from bench.__main__ import main
 from genserve.console import LOG_LEVEL_VARIABLE
+from tests.commands import run_module
 
 
 def test_a_benchmark_that_loads_tensorflow_keeps_its_start_up_notices_off_the_console() -> None:
-    environment = {key: value for key, value in os.environ.items() if key != LOG_LEVEL_VARIABLE}
-
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench", "train", "--help"],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=120,
-        check=False,
-    )
+    completed = run_module("bench", "train", "--help", unset=[LOG_LEVEL_VARIABLE])
 
     assert completed.returncode == 0
     assert completed.stdout.startswith("usage: python -m bench train")

@@ -39,6 +39,19 @@ def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 
 
+def load_manifest(path: Path) -> dict[str, Any]:
+    """A YAML file of one Kubernetes object."""
+    loaded: dict[str, Any] = load_yaml(path)
+    return loaded
+
+
+def only_container(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The one container of a Deployment's or Job's pod template."""
+    [only] = manifest["spec"]["template"]["spec"]["containers"]
+    result: dict[str, Any] = only
+    return result
+
+
 def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
     return [document for document in yaml.safe_load_all(path.read_text()) if document]
 

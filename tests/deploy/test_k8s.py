@@ -10,7 +10,7 @@ import pytest
 
 from app.config import Settings
 from app.main import create_app
-from tests.deploy.support import K8S, k8s_documents, load_yaml, load_yaml_documents
+from tests.deploy.support import K8S, k8s_documents, load_manifest, load_yaml_documents, only_container
 
 # The oldest Kubernetes these manifests support, and the newest the bundled schemas know.
 KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
@@ -30,19 +30,8 @@ def app_routes() -> set[str]:
     return set(create_app(Settings()).openapi()["paths"])
 
 
-def document(path: Path) -> dict[str, Any]:
-    loaded: dict[str, Any] = load_yaml(path)
-    return loaded
-
-
-def container(deployment: dict[str, Any]) -> dict[str, Any]:
-    [only] = deployment["spec"]["template"]["spec"]["containers"]
-    result: dict[str, Any] = only
-    return result
-
-
 def env(deployment: dict[str, Any]) -> dict[str, str]:
-    return {variable["name"]: variable["value"] for variable in container(deployment)["env"]}
+    return {variable["name"]: variable["value"] for variable in only_container(deployment)["env"]}
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -53,8 +42,8 @@ def test_manifest_matches_the_kubernetes_schema(path: Path, version: str) -> Non
 
 
 def test_schema_check_rejects_a_misspelt_field() -> None:
-    deployment = document(DEPLOYMENTS["cpu"])
-    container(deployment)["readinessProbe"]["periodSecond"] = 5
+    deployment = load_manifest(DEPLOYMENTS["cpu"])
+    only_container(deployment)["readinessProbe"]["periodSecond"] = 5
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[0], strict=True)
 
@@ -74,8 +63,8 @@ def test_every_manifest_is_checked() -> None:
 
 @pytest.mark.parametrize("variant", sorted(DEPLOYMENTS))
 def test_probes_and_scrape_path_are_real_routes(variant: str) -> None:
-    deployment = document(DEPLOYMENTS[variant])
-    spec = container(deployment)
+    deployment = load_manifest(DEPLOYMENTS[variant])
+    spec = only_container(deployment)
     routes = app_routes()
     assert spec["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert spec["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -87,8 +76,8 @@ def test_probes_and_scrape_path_are_real_routes(variant: str) -> None:
 
 @pytest.mark.parametrize("variant", sorted(DEPLOYMENTS))
 def test_ports_agree_from_settings_to_service(variant: str) -> None:
-    deployment = document(DEPLOYMENTS[variant])
-    spec = container(deployment)
+    deployment = load_manifest(DEPLOYMENTS[variant])
+    spec = only_container(deployment)
     port, grpc = spec["ports"]
     assert port["containerPort"] == int(env(deployment)["GENSERVE_PORT"])
     assert grpc["containerPort"] == int(env(deployment)["GENSERVE_GRPC_PORT"])
@@ -97,14 +86,14 @@ def test_ports_agree_from_settings_to_service(variant: str) -> None:
     assert int(annotations["prometheus.io/port"]) == port["containerPort"]
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert spec[probe]["httpGet"]["port"] == port["name"]
-    service_http, service_grpc = document(K8S / "service.yaml")["spec"]["ports"]
+    service_http, service_grpc = load_manifest(K8S / "service.yaml")["spec"]["ports"]
     assert service_http["targetPort"] == port["name"]
     assert (service_grpc["targetPort"], service_grpc["appProtocol"]) == (grpc["name"], "grpc")
 
 
 @pytest.mark.parametrize("variant", sorted(DEPLOYMENTS))
 def test_env_names_are_real_settings(variant: str) -> None:
-    deployment = document(DEPLOYMENTS[variant])
+    deployment = load_manifest(DEPLOYMENTS[variant])
     fields = {f"GENSERVE_{name.upper()}" for name in Settings.model_fields}
     ours = {name for name in env(deployment) if name.startswith("GENSERVE_")}
     assert ours <= fields
@@ -119,10 +108,10 @@ def test_env_names_are_real_settings(variant: str) -> None:
 
 @pytest.mark.parametrize("variant", sorted(DEPLOYMENTS))
 def test_pod_outlives_its_drain(variant: str) -> None:
-    deployment = document(DEPLOYMENTS[variant])
+    deployment = load_manifest(DEPLOYMENTS[variant])
     grace = env(deployment).get("GENSERVE_SHUTDOWN_GRACE_S")
     shutdown_grace_s = float(grace) if grace is not None else Settings().shutdown_grace_s
-    command = container(deployment)["lifecycle"]["preStop"]["exec"]["command"]
+    command = only_container(deployment)["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"
     pre_stop_s = float(command[1])
     termination_s = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
@@ -131,8 +120,8 @@ def test_pod_outlives_its_drain(variant: str) -> None:
 
 @pytest.mark.parametrize("variant", sorted(DEPLOYMENTS))
 def test_runs_the_image_command_as_non_root_with_resources(variant: str) -> None:
-    deployment = document(DEPLOYMENTS[variant])
-    spec = container(deployment)
+    deployment = load_manifest(DEPLOYMENTS[variant])
+    spec = only_container(deployment)
     assert "command" not in spec and "args" not in spec  # the image's `python -m app`: one worker per pod
     pod_security = deployment["spec"]["template"]["spec"]["securityContext"]
     assert pod_security["runAsNonRoot"] is True and pod_security["runAsUser"] != 0
@@ -141,21 +130,21 @@ def test_runs_the_image_command_as_non_root_with_resources(variant: str) -> None
 
 
 def test_gpu_variant_replaces_the_cpu_deployment_with_a_gpu() -> None:
-    cpu, gpu = document(DEPLOYMENTS["cpu"]), document(DEPLOYMENTS["gpu"])
+    cpu, gpu = load_manifest(DEPLOYMENTS["cpu"]), load_manifest(DEPLOYMENTS["gpu"])
     assert gpu["metadata"]["name"] == cpu["metadata"]["name"]
     assert gpu["spec"]["selector"] == cpu["spec"]["selector"]
     assert gpu["spec"]["template"]["metadata"]["labels"] == cpu["spec"]["template"]["metadata"]["labels"]
-    assert container(gpu)["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert "nvidia.com/gpu" not in container(cpu)["resources"]["limits"]
-    assert container(gpu)["image"] != container(cpu)["image"]
+    assert only_container(gpu)["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "nvidia.com/gpu" not in only_container(cpu)["resources"]["limits"]
+    assert only_container(gpu)["image"] != only_container(cpu)["image"]
 
 
 def test_selectors_match_the_pods() -> None:
-    service = document(K8S / "service.yaml")
-    pdb = document(K8S / "pdb.yaml")
-    monitor = document(K8S / "prometheus-operator" / "servicemonitor.yaml")
+    service = load_manifest(K8S / "service.yaml")
+    pdb = load_manifest(K8S / "pdb.yaml")
+    monitor = load_manifest(K8S / "prometheus-operator" / "servicemonitor.yaml")
     for path in DEPLOYMENTS.values():
-        deployment = document(path)
+        deployment = load_manifest(path)
         pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
         assert service["spec"]["selector"].items() <= pod_labels.items()
@@ -170,8 +159,8 @@ def test_selectors_match_the_pods() -> None:
     "path", [K8S / "hpa.yaml", K8S / "prometheus-adapter" / "hpa.yaml"], ids=["cpu", "queue-depth"]
 )
 def test_autoscaler_targets_the_deployment_on_cpu(path: Path) -> None:
-    hpa = document(path)
-    deployment = document(DEPLOYMENTS["cpu"])
+    hpa = load_manifest(path)
+    deployment = load_manifest(DEPLOYMENTS["cpu"])
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["apiVersion"], target["kind"], target["name"]) == (
         deployment["apiVersion"],
@@ -181,4 +170,4 @@ def test_autoscaler_targets_the_deployment_on_cpu(path: Path) -> None:
     cpu = [metric["resource"] for metric in hpa["spec"]["metrics"] if metric["type"] == "Resource"]
     assert [metric["name"] for metric in cpu] == ["cpu"]
     assert 1 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
-    assert all("replicas" not in document(path)["spec"] for path in DEPLOYMENTS.values())
+    assert all("replicas" not in load_manifest(path)["spec"] for path in DEPLOYMENTS.values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.deploy.support import K8S, load_yaml, load_yaml_documents
+from tests.deploy.support import K8S, load_manifest, load_yaml_documents, only_container
 from training.cli import build_parser
 from training.cluster import tf_config_from_env
 from training.train_options import train_config_from_args
@@ -14,23 +14,15 @@ TRAINING = K8S / "training"
 
 
 def job() -> dict[str, Any]:
-    loaded: dict[str, Any] = load_yaml(TRAINING / "job.yaml")
-    return loaded
+    return load_manifest(TRAINING / "job.yaml")
 
 
 def service() -> dict[str, Any]:
-    loaded: dict[str, Any] = load_yaml(TRAINING / "service.yaml")
-    return loaded
-
-
-def trainer(manifest: dict[str, Any]) -> dict[str, Any]:
-    [only] = manifest["spec"]["template"]["spec"]["containers"]
-    result: dict[str, Any] = only
-    return result
+    return load_manifest(TRAINING / "service.yaml")
 
 
 def plain_env(manifest: dict[str, Any]) -> dict[str, str]:
-    return {item["name"]: item["value"] for item in trainer(manifest)["env"] if "value" in item}
+    return {item["name"]: item["value"] for item in only_container(manifest)["env"] if "value" in item}
 
 
 def option(args: list[str], name: str) -> str:
@@ -46,7 +38,7 @@ def test_job_runs_one_indexed_worker_per_tf_config_entry() -> None:
     assert spec["template"]["spec"]["restartPolicy"] == "OnFailure" and spec["backoffLimit"] >= workers
     [job_name] = [
         item["valueFrom"]["fieldRef"]["fieldPath"]
-        for item in trainer(manifest)["env"]
+        for item in only_container(manifest)["env"]
         if item["name"] == "TRAIN_JOB_NAME"
     ]
     assert job_name == "metadata.labels['job-name']"
@@ -58,7 +50,7 @@ def test_workers_are_named_by_the_headless_service_on_their_port() -> None:
     assert pod["spec"]["subdomain"] == headless["metadata"]["name"]
     assert headless["spec"]["clusterIP"] == "None"
     assert headless["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
-    [port] = trainer(manifest)["ports"]
+    [port] = only_container(manifest)["ports"]
     [service_port] = headless["spec"]["ports"]
     assert service_port["targetPort"] == port["name"]
     assert int(plain_env(manifest)["TRAIN_PORT"]) == port["containerPort"] == service_port["port"]
@@ -80,7 +72,7 @@ def test_tf_config_built_in_each_pod_lists_every_worker() -> None:
 
 
 def test_workers_train_multi_worker_with_resume_through_the_cluster_entrypoint() -> None:
-    container = trainer(job())
+    container = only_container(job())
     assert container["command"] == ["python", "-m", "training.cluster"]
     args = build_parser().parse_args(container["args"])
     config = train_config_from_args(args)
@@ -90,7 +82,7 @@ def test_workers_train_multi_worker_with_resume_through_the_cluster_entrypoint()
 
 def test_store_and_runs_are_shared_claims_the_serving_side_can_mount() -> None:
     manifest = job()
-    container = trainer(manifest)
+    container = only_container(manifest)
     mounts = {mount["name"]: Path(mount["mountPath"]) for mount in container["volumeMounts"]}
     claims = {
         volume["name"]: volume["persistentVolumeClaim"]["claimName"]
@@ -107,6 +99,6 @@ def test_store_and_runs_are_shared_claims_the_serving_side_can_mount() -> None:
 
 
 def test_serving_service_does_not_select_training_pods() -> None:
-    serving = load_yaml(K8S / "service.yaml")
+    serving = load_manifest(K8S / "service.yaml")
     pod_labels = job()["spec"]["template"]["metadata"]["labels"]
     assert not serving["spec"]["selector"].items() <= pod_labels.items()

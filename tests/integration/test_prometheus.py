@@ -21,7 +21,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from bench.processes import free_port, start, stop, wait_until_ready
+from bench.processes import free_port, service_env, start, stop, wait_until_ready
 from tests.deploy.support import ALERT_RULES, DASHBOARD, PROMETHEUS_CONFIG, ROOT, require_tool
 
 SCRAPE_INTERVAL_S = 1
@@ -102,16 +102,11 @@ def service_and_prometheus(
             }
         )
     )
-    service_env = {
-        **os.environ,
-        "GENSERVE_MODEL_STORE": str(tiny_store),
-        "GENSERVE_HOST": "127.0.0.1",
-        "GENSERVE_PORT": str(service_port),
-    }
+    genserve_env = service_env(tiny_store, service_port)
     service_log, prometheus_log = tmp_path / "service.log", tmp_path / "prometheus.log"
     processes = []
     try:
-        processes.append(start([sys.executable, "-m", "app"], service_log, service_env))
+        processes.append(start([sys.executable, "-m", "app"], service_log, genserve_env))
         processes.append(
             start(
                 [

@@ -1,11 +1,9 @@
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.commands import run_module
 from training.cli import build_parser, main
 from training.config import TrainConfig
 from training.options import DEFAULT_CONDITIONING, DEFAULT_VAE_PRIOR, TUTORIAL_SETTINGS
@@ -185,12 +183,7 @@ def test_runs_saved_under_the_old_conditioning_default_load_as_they_were_trained
 
 
 def test_module_entry_point_reports_bad_arguments_without_a_traceback() -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "training", *TRAIN, "--epochs", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    completed = run_module("training", *TRAIN, "--epochs", "0", timeout_s=60)
 
     assert completed.returncode == 2
     assert completed.stderr.strip() == (
@@ -266,14 +259,7 @@ _START_UP_NOISE = ("oneDNN", "cuda", "cuInit", "absl::InitializeLog", "cpu_featu
 
 
 def test_commands_keep_tensorflow_start_up_messages_off_the_console(tmp_path: Path) -> None:
-    environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
-    completed = subprocess.run(
-        [sys.executable, "-m", "training", "export", str(tmp_path / "no-run")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environment,
-    )
+    completed = run_module("training", "export", str(tmp_path / "no-run"), unset=["TF_CPP_MIN_LOG_LEVEL"])
 
     assert completed.returncode == 2
     assert completed.stderr.startswith("python -m training export: error: ")

@@ -78,6 +78,14 @@ def _start_runner(spec: dict[str, Any], log: Path, **env: str) -> subprocess.Pop
     )
 
 
+def _run_in_one_process(root: Path, runs: list[tuple[str, Any]], key: str) -> None:
+    """Train `runs` (name, config) one after another in a runner process with two logical CPUs, each reporting
+    to root/name; `key` says whether the configs are image ("config") or text ("text_config") runs."""
+    spec = {"logical_cpus": 2, "runs": [{key: config, "report": str(root / name)} for name, config in runs]}
+    log = root / "runner.log"
+    _wait([_start_runner(spec, log)], [log])
+
+
 def _wait(processes: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
     deadline = time.monotonic() + TIMEOUT_S
     for process, log in zip(processes, logs, strict=True):
@@ -121,12 +129,7 @@ def mirrored(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ),
         ),
     ]
-    spec = {
-        "logical_cpus": 2,
-        "runs": [{"config": config, "report": str(root / name)} for name, config in runs],
-    }
-    log = root / "runner.log"
-    _wait([_start_runner(spec, log)], [log])
+    _run_in_one_process(root, runs, "config")
     return root
 
 
@@ -361,12 +364,7 @@ def text_mirrored(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("single", _text_config(root / "single", TEXT_MODEL, distribute="none")),
         ("mirrored", _text_config(root, TEXT_MODEL, distribute="mirrored")),
     ]
-    spec = {
-        "logical_cpus": 2,
-        "runs": [{"text_config": config, "report": str(root / name)} for name, config in runs],
-    }
-    log = root / "runner.log"
-    _wait([_start_runner(spec, log)], [log])
+    _run_in_one_process(root, runs, "text_config")
     return root
 
 

@@ -10,7 +10,14 @@ from fastapi.responses import Response
 
 from app.api import params
 from app.api.deps import RegistryDep
-from app.api.openapi import error_responses, parse_query, query_parameters
+from app.api.openapi import (
+    IMAGE_FILES,
+    TEXT_FILES,
+    error_responses,
+    file_responses,
+    parse_query,
+    query_parameters,
+)
 from app.api.schemas import GenerateBody, GenerateJSONResponse, GenerateQuery, GenerateTextResponse
 
 router = APIRouter(tags=["generation"])
@@ -24,16 +31,7 @@ async def _generate_query(request: Request) -> GenerateQuery:
 @router.post(
     "/generate",
     responses={
-        200: {
-            "content": {
-                "image/png": {},
-                "application/x-npy": {},
-                "application/zip": {},
-                "text/plain": {},
-                "text/event-stream": {},
-            },
-            "model": GenerateJSONResponse | GenerateTextResponse,
-        },
+        **file_responses(GenerateJSONResponse | GenerateTextResponse, IMAGE_FILES + TEXT_FILES),
         **error_responses(404, 422, 500, 503, 504),
     },
     openapi_extra={"parameters": query_parameters(GenerateQuery)},

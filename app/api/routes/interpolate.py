@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from app.api import defaults, params
 from app.api.deps import GenerationDep, RegistryDep, RendererDep, SettingsDep
 from app.api.openapi import (
+    ANIMATIONS,
     AnimationFormatQuery,
     FpsQuery,
     FrameColumnsQuery,
@@ -20,6 +21,7 @@ from app.api.openapi import (
     StepsQuery,
     VersionQuery,
     error_responses,
+    file_responses,
 )
 from app.api.schemas import AnimationFormat, InterpolateJSONResponse, InterpolationMethodName
 from app.image.generation import InterpolationRequest
@@ -34,10 +36,7 @@ router = APIRouter(tags=["generation"])
 @router.get(
     "/interpolate",
     responses={
-        200: {
-            "content": {"image/png": {}, "image/gif": {}, "image/webp": {}},
-            "model": InterpolateJSONResponse,
-        },
+        **file_responses(InterpolateJSONResponse, ANIMATIONS),
         304: {"description": "Not modified (If-None-Match matched the ETag)."},
         **error_responses(404, 422, 500, 503, 504),
     },

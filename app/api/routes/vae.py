@@ -16,6 +16,8 @@ from fastapi.responses import Response
 from app.api import defaults, params
 from app.api.deps import GenerationDep, RegistryDep, RendererDep, SettingsDep, UploadReaderDep
 from app.api.openapi import (
+    ANIMATIONS,
+    IMAGE_FILES,
     AnimationFormatQuery,
     FpsQuery,
     FrameColumnsQuery,
@@ -23,6 +25,7 @@ from app.api.openapi import (
     StepsQuery,
     VersionQuery,
     error_responses,
+    file_responses,
 )
 from app.api.schemas import (
     AnimationFormat,
@@ -124,10 +127,7 @@ async def encode(
 @router.post(
     "/reconstruct",
     responses={
-        200: {
-            "content": {"image/png": {}, "application/x-npy": {}, "application/zip": {}},
-            "model": ReconstructJSONResponse,
-        },
+        **file_responses(ReconstructJSONResponse, IMAGE_FILES),
         **_ERRORS,
     },
     openapi_extra=_multipart(_IMAGE_FIELD, repeated=True),
@@ -144,9 +144,7 @@ async def reconstruct(
             description="With format=png: the inputs (as the model saw them) in a row above their reconstructions."
         ),
     ] = False,
-    format: Annotated[
-        ImageFormat, Query(description="png (grid, default), json, npy or zip.")
-    ] = ImageFormat.png,
+    format: Annotated[ImageFormat, Query(description="png (grid, default), json, npy or zip.")] = "png",
 ) -> Response:
     """Encode each uploaded image and decode its latent: how the model sees it."""
     model_version = target.model_version
@@ -154,16 +152,13 @@ async def reconstruct(
     pixels, means, _ = await _encode_uploads(generation, model_version, uploads, request)
     result = await generation.images(model_version, ImageRequest(latents=means), http_request=request)
     view = ReconstructionView([upload.filename for upload in uploads], pixels, result, compare)
-    return await renderer.render(view, format.value)
+    return await renderer.render(view, format)
 
 
 @router.post(
     "/interpolate",
     responses={
-        200: {
-            "content": {"image/png": {}, "image/gif": {}, "image/webp": {}},
-            "model": InterpolateJSONResponse,
-        },
+        **file_responses(InterpolateJSONResponse, ANIMATIONS),
         **_ERRORS,
     },
     openapi_extra=_multipart(

@@ -29,7 +29,6 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from app.api import params
 from app.metrics import Metrics
 from app.protocols.inference import Inference, select_outputs, tensor_name
 from app.protocols.tfserving import status as tfserving
@@ -175,15 +174,9 @@ class _Calls:
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Predict and GetModelMetadata over the registry and the generation services."""
+    """Predict and GetModelMetadata through the service the REST protocols share (`Inference`)."""
 
-    def __init__(
-        self,
-        registry: ModelRegistry,
-        inference: Inference,
-        calls: _Calls,
-    ) -> None:
-        self._registry = registry
+    def __init__(self, inference: Inference, calls: _Calls) -> None:
         self._inference = inference
         self._calls = calls
 
@@ -198,7 +191,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return await self._calls.answer("GetModelMetadata", context, lambda: self._metadata(request))
 
     def _resolve(self, spec: model_pb2.ModelSpec) -> ModelVersion:
-        return self._registry.resolve(params.parse_model_name(spec.name), _selector(spec))
+        return self._inference.resolve(spec.name, _selector(spec))
 
     async def _predict(
         self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
@@ -276,7 +269,7 @@ class GrpcServer:
         self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes)])
         calls = _Calls(metrics)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(registry, inference, calls), self._server
+            PredictionServicer(inference, calls), self._server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(registry, calls), self._server

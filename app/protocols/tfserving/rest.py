@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from fastapi.responses import Response
 
-from app.protocols.inference import tensor_name
+from app.protocols.inference import read_json_object, tensor_name
 from app.protocols.tfserving import status as tfserving
 from app.server.errors import InvalidParameter
 from genserve.signatures import STRING, Signature
@@ -32,7 +32,7 @@ class PredictRequest:
 
 def parse_predict_request(body: bytes, signature: Signature) -> PredictRequest:
     """The named input tensors of a `:predict` body, and which of the two formats it used."""
-    payload = _json_object(body)
+    payload = _predict_object(body)
     tfserving.check_signature_name(str(payload.get("signature_name", "")))
     row_format = "instances" in payload
     if row_format == ("inputs" in payload):
@@ -40,16 +40,6 @@ def parse_predict_request(body: bytes, signature: Signature) -> PredictRequest:
     if row_format:
         return PredictRequest(_row_tensors(payload["instances"], signature), row_format=True)
     return PredictRequest(_columnar_tensors(payload["inputs"], signature), row_format=False)
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise InvalidParameter("body", "must be a JSON object") from None
-    if not isinstance(payload, dict):
-        raise InvalidParameter("body", "must be a JSON object with `instances` or `inputs`")
-    return payload
 
 
 def _row_tensors(instances: object, signature: Signature) -> dict[str, np.ndarray]:
@@ -151,3 +141,9 @@ def _decoded(value: object) -> object:
     if isinstance(value, list):
         return [_decoded(item) for item in value]
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _predict_object(body: bytes) -> dict[str, Any]:
+    return read_json_object(
+        body, "must be a JSON object", "must be a JSON object with `instances` or `inputs`"
+    )

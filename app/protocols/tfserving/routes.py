@@ -10,17 +10,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio
-from fastapi import Path, Request
+from fastapi import Depends, Path, Request
 from fastapi.responses import Response
 
-from app.api import params
 from app.api.deps import InferenceDep, RegistryDep
 from app.api.openapi import ModelPath
 from app.protocols.errors import protocol_router
 from app.protocols.inference import Inference
 from app.protocols.tfserving import rest
 from app.protocols.tfserving import status as tfserving
-from app.serving.registry import ModelRegistry, ModelVersion
+from app.serving.registry import ModelVersion
 
 router = protocol_router("/v1/models", "tensorflow serving")
 
@@ -46,64 +45,63 @@ async def label_status(name: ModelPath, label: LabelPath, registry: RegistryDep)
     return tfserving.model_status(registry, name, tfserving.version_selector(None, label))
 
 
+def _newest(name: ModelPath, inference: InferenceDep) -> ModelVersion:
+    return inference.resolve(name, None)
+
+
+def _numbered(name: ModelPath, version: VersionPath, inference: InferenceDep) -> ModelVersion:
+    return inference.resolve(name, tfserving.parse_version_number(version))
+
+
+def _labelled(name: ModelPath, label: LabelPath, inference: InferenceDep) -> ModelVersion:
+    return inference.resolve(name, tfserving.version_selector(None, label))
+
+
+# The version a path names: 404 when the model, version or label is unknown, 503 while it cannot serve.
+NewestVersion = Annotated[ModelVersion, Depends(_newest)]
+NumberedVersion = Annotated[ModelVersion, Depends(_numbered)]
+LabelledVersion = Annotated[ModelVersion, Depends(_labelled)]
+
+
 @router.get("/{name}/metadata")
-async def model_metadata(name: ModelPath, registry: RegistryDep) -> dict[str, Any]:
+async def model_metadata(model_version: NewestVersion) -> dict[str, Any]:
     """The newest available version's signature (GetModelMetadataResponse)."""
-    return tfserving.model_metadata(_resolve(registry, name, None))
+    return tfserving.model_metadata(model_version)
 
 
 @router.get("/{name}/versions/{version}/metadata")
-async def version_metadata(name: ModelPath, version: VersionPath, registry: RegistryDep) -> dict[str, Any]:
+async def version_metadata(model_version: NumberedVersion) -> dict[str, Any]:
     """One version's signature."""
-    return tfserving.model_metadata(_resolve(registry, name, tfserving.parse_version_number(version)))
+    return tfserving.model_metadata(model_version)
 
 
 @router.get("/{name}/labels/{label}/metadata")
-async def label_metadata(name: ModelPath, label: LabelPath, registry: RegistryDep) -> dict[str, Any]:
+async def label_metadata(model_version: LabelledVersion) -> dict[str, Any]:
     """The signature of the version a label points to."""
-    return tfserving.model_metadata(_resolve(registry, name, tfserving.version_selector(None, label)))
+    return tfserving.model_metadata(model_version)
 
 
 @router.post("/{name}:predict")
-async def model_predict(
-    name: ModelPath,
-    request: Request,
-    registry: RegistryDep,
-    inference: InferenceDep,
-) -> Response:
+async def model_predict(model_version: NewestVersion, request: Request, inference: InferenceDep) -> Response:
     """Images from `instances` (rows) or `inputs` (columns) of latents `z` and, for conditional models, `label`;
     text from `prompt` strings and optional `max_new_tokens`, `temperature`, `seed`."""
-    return await _predict(request, _resolve(registry, name, None), inference)
+    return await _predict(request, model_version, inference)
 
 
 @router.post("/{name}/versions/{version}:predict")
 async def version_predict(
-    name: ModelPath,
-    version: VersionPath,
-    request: Request,
-    registry: RegistryDep,
-    inference: InferenceDep,
+    model_version: NumberedVersion, request: Request, inference: InferenceDep
 ) -> Response:
     """`:predict` on one version."""
-    model_version = _resolve(registry, name, tfserving.parse_version_number(version))
     return await _predict(request, model_version, inference)
 
 
 @router.post("/{name}/labels/{label}:predict")
 async def label_predict(
-    name: ModelPath,
-    label: LabelPath,
-    request: Request,
-    registry: RegistryDep,
-    inference: InferenceDep,
+    model_version: LabelledVersion, request: Request, inference: InferenceDep
 ) -> Response:
     """`:predict` on the version a label points to."""
-    model_version = _resolve(registry, name, tfserving.version_selector(None, label))
     return await _predict(request, model_version, inference)
-
-
-def _resolve(registry: ModelRegistry, name: str, selector: int | str | None) -> ModelVersion:
-    return registry.resolve(params.parse_model_name(name), selector)
 
 
 async def _predict(

@@ -18,7 +18,7 @@ import numpy as np
 from fastapi.responses import Response
 
 from app.api import params
-from app.protocols.inference import tensor_name
+from app.protocols.inference import read_json_object, tensor_name
 from app.server.errors import InvalidParameter
 from app.serving.registry import ModelRegistry, ModelVersion, VersionStatus
 from genserve.signatures import STRING, TensorSpec, string_array
@@ -78,12 +78,9 @@ def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
 
 def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     json_part, binary = _split_body(body, header_length)
-    try:
-        payload = json.loads(json_part)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise InvalidParameter("body", "must be a JSON inference request") from None
-    if not isinstance(payload, dict):
-        raise InvalidParameter("body", "must be a JSON object with `inputs`")
+    payload = read_json_object(
+        json_part, "must be a JSON inference request", "must be a JSON object with `inputs`"
+    )
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not 1 <= len(inputs) <= _MAX_TENSORS:
         raise InvalidParameter("inputs", f"must be a list of 1 to {_MAX_TENSORS} tensors")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio
-from fastapi import Path, Request
+from fastapi import Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 from app.api import params
@@ -47,60 +47,57 @@ async def ready(registry: RegistryDep) -> JSONResponse:
     return plain_error(503, reason, retry_after(LOADING_RETRY_AFTER_S))
 
 
+def _newest(name: ModelPath, inference: InferenceDep) -> ModelVersion:
+    return inference.resolve(name, None)
+
+
+def _chosen(name: ModelPath, version: VersionPath, inference: InferenceDep) -> ModelVersion:
+    return inference.resolve(name, params.parse_version(version))
+
+
+# The version a path names: 404 when the model or version is unknown, 503 while it cannot serve.
+NewestVersion = Annotated[ModelVersion, Depends(_newest)]
+ChosenVersion = Annotated[ModelVersion, Depends(_chosen)]
+
+
 @router.get("/models/{name}")
-async def model_metadata(name: ModelPath, registry: RegistryDep) -> dict[str, Any]:
+async def model_metadata(model_version: NewestVersion, registry: RegistryDep) -> dict[str, Any]:
     """The newest available version's inputs and outputs: names, datatypes and shapes (-1: any size)."""
-    return v2.model_metadata(registry, _resolve(registry, name, None))
+    return v2.model_metadata(registry, model_version)
 
 
 @router.get("/models/{name}/versions/{version}")
-async def version_metadata(name: ModelPath, version: VersionPath, registry: RegistryDep) -> dict[str, Any]:
+async def version_metadata(model_version: ChosenVersion, registry: RegistryDep) -> dict[str, Any]:
     """One version's inputs and outputs."""
-    return v2.model_metadata(registry, _resolve(registry, name, version))
+    return v2.model_metadata(registry, model_version)
 
 
 @router.get("/models/{name}/ready")
-async def model_ready(name: ModelPath, registry: RegistryDep) -> JSONResponse:
+async def model_ready(model_version: NewestVersion, registry: RegistryDep) -> JSONResponse:
     """200 when a version of the model can serve; 503 (with Retry-After) while none can."""
-    return _readiness(registry, name, None)
+    return _readiness(registry, model_version)
 
 
 @router.get("/models/{name}/versions/{version}/ready")
-async def version_ready(name: ModelPath, version: VersionPath, registry: RegistryDep) -> JSONResponse:
+async def version_ready(model_version: ChosenVersion, registry: RegistryDep) -> JSONResponse:
     """200 when this version can serve."""
-    return _readiness(registry, name, version)
+    return _readiness(registry, model_version)
 
 
 @router.post("/models/{name}/infer")
-async def model_infer(
-    name: ModelPath,
-    request: Request,
-    registry: RegistryDep,
-    inference: InferenceDep,
-) -> Response:
+async def model_infer(model_version: NewestVersion, request: Request, inference: InferenceDep) -> Response:
     """Images from latents `z` (FP32 [-1, latent_dim]) and, for conditional models, class indices `label`; text
     from `prompt` (BYTES [-1]) and optional `max_new_tokens`, `temperature`, `seed`."""
-    return await _infer(request, _resolve(registry, name, None), inference)
+    return await _infer(request, model_version, inference)
 
 
 @router.post("/models/{name}/versions/{version}/infer")
-async def version_infer(
-    name: ModelPath,
-    version: VersionPath,
-    request: Request,
-    registry: RegistryDep,
-    inference: InferenceDep,
-) -> Response:
+async def version_infer(model_version: ChosenVersion, request: Request, inference: InferenceDep) -> Response:
     """The same as `infer`, for one version."""
-    return await _infer(request, _resolve(registry, name, version), inference)
+    return await _infer(request, model_version, inference)
 
 
-def _resolve(registry: ModelRegistry, name: str, version: str | None) -> ModelVersion:
-    return registry.resolve(params.parse_model_name(name), params.parse_version(version))
-
-
-def _readiness(registry: ModelRegistry, name: str, version: str | None) -> JSONResponse:
-    model_version = _resolve(registry, name, version)  # 404 when unknown, 503 while not servable
+def _readiness(registry: ModelRegistry, model_version: ModelVersion) -> JSONResponse:
     if registry.closing:
         raise ShuttingDown()
     return JSONResponse({"name": model_version.name, "ready": True})
