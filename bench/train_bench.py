@@ -192,7 +192,7 @@ def run_variant(
         seed=0,  # the same scored latents and reference images for every variant and training seed
     )
     logger.info(
-        "variant %r, seed %d: FID %.3f, IS %.3f",
+        "variant %r, seed %d: FID %.3f, class score %.3f",
         variant.name,
         seed,
         evaluation.fid,
@@ -203,11 +203,11 @@ def run_variant(
 
 
 def format_table(results: Sequence[VariantResult]) -> str:
-    """One markdown row per variant, with its FID and IS divided by the first (baseline) variant's."""
+    """One markdown row per variant, with its FID and class score divided by the first (baseline) variant's."""
     baseline = results[0]
     lines = [
-        f"| variant | change | steps | epochs | train images/s | FID (lower is better) | IS "
-        f"| FID / {baseline.variant.name} | IS / {baseline.variant.name} |",
+        f"| variant | change | steps | epochs | train images/s | FID (lower is better) | class score "
+        f"| FID / {baseline.variant.name} | class score / {baseline.variant.name} |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for result in results:
@@ -236,7 +236,7 @@ def format_seed_table(results: Sequence[VariantResult]) -> str:
     # Conditional models are also scored on how often their images are of the class asked for.
     accuracy = any(LABEL_ACCURACY in result.evaluation.details for result in results)
     lines = [
-        f"| variant | change | {seed_columns} | FID mean ± half-range | IS mean "
+        f"| variant | change | {seed_columns} | FID mean ± half-range | class score mean "
         f"{'| requested class (mean) ' if accuracy else ''}| epochs (mean) "
         f"| images/s (mean) | beats {baseline} under every seed |",
         "|---|---|" + "---:|" * (len(seeds) + 4 + accuracy) + "---|",
@@ -265,7 +265,7 @@ def _real_images_note(reference: EvaluationRecord) -> list[str]:
     return [
         "",
         f"Real held-out {reference.dataset} images at the same sample count: FID {reference.real_fid:.3f}, "
-        f"IS {reference.real_inception_score:.3f}.",
+        f"class score {reference.real_inception_score:.3f}.",
     ]
 
 

@@ -1,13 +1,14 @@
-"""Sample-quality numbers for a published version: Fréchet distance and Inception-style score.
+"""Sample-quality numbers for a published version: Fréchet distance and the class score (Inception-style).
 
 Both use a small CNN classifier trained on the dataset's own labels (`training.classifier`) instead of an
 ImageNet Inception network: its penultimate layer gives the features for the Fréchet distance and its
-softmax gives p(y|x) for the score (`training.fid`). The numbers are comparable between versions evaluated
-on the same dataset, not with published FID/IS values. A reference row computed from real held-out images
-shows what "as good as real data" looks like at the same sample count. Conditional models are asked for
-every class in turn, and the share of their images the classifier puts in the class asked for is their
-label accuracy. A GAN's version can also be scored at other latent scales (`sweep_latent_scales`), to pick the
-one to publish with ``python -m training export --latent-scale``.
+softmax gives p(y|x) for the score (`training.fid`), which the store's evaluation.json keeps as
+`inception_score`. The numbers are comparable between versions evaluated on the same dataset, not with
+published FID or Inception Score values. A reference row computed from real held-out images shows what "as
+good as real data" looks like at the same sample count. Conditional models are asked for every class in turn,
+and the share of their images the classifier puts in the class asked for is their label accuracy. A GAN's
+version can also be scored at other latent scales (`sweep_latent_scales`), to pick the one to publish with
+``python -m training export --latent-scale``.
 """
 
 from __future__ import annotations

@@ -65,18 +65,18 @@ def sweep_command(
 def _format_sweep(scales: list[float], records: list[EvaluationRecord]) -> str:
     """One row per latent scale, the lowest FID marked; real data's numbers below."""
     best = min(range(len(records)), key=lambda index: records[index].fid)
-    rows = [f"{'latent scale':<14}{'FID':>10}{'IS':>10}{'classes':>16}{'label acc.':>12}"]
+    rows = [f"{'latent scale':<14}{'FID':>10}{'class score':>13}{'classes':>16}{'label acc.':>12}"]
     for index, (scale, record) in enumerate(zip(scales, records, strict=True)):
         fractions = record.details["generated_class_fractions"]
         spread = f"{min(fractions):.1%}-{max(fractions):.1%}"
         accuracy = _number(record.details.get(LABEL_ACCURACY))
         mark = "  <- lowest FID" if index == best else ""
         rows.append(
-            f"{scale:<14g}{record.fid:>10.3f}{record.inception_score:>10.3f}{spread:>16}{accuracy:>12}{mark}"
+            f"{scale:<14g}{record.fid:>10.3f}{record.inception_score:>13.3f}{spread:>16}{accuracy:>12}{mark}"
         )
     first = records[0]
     rows.append(
-        f"{'real':<14}{_number(first.real_fid):>10}{_number(first.real_inception_score):>10}"
+        f"{'real':<14}{_number(first.real_fid):>10}{_number(first.real_inception_score):>13}"
         f"   ({first.num_samples} samples, seed {first.details['seed']})"
     )
     return "\n".join(rows)
@@ -86,9 +86,9 @@ def _format_record(record: EvaluationRecord) -> str:
     """A small plain-text table of the model's numbers next to the real-data reference."""
     real_n = record.details.get("real_num_samples", "-")
     rows = [
-        f"{'':<8}{'samples':>10}{'FID':>12}{'IS':>10}",
-        f"{'model':<8}{record.num_samples:>10}{record.fid:>12.3f}{record.inception_score:>10.3f}",
-        f"{'real':<8}{real_n:>10}{_number(record.real_fid):>12}{_number(record.real_inception_score):>10}",
+        f"{'':<8}{'samples':>10}{'FID':>12}{'class score':>13}",
+        f"{'model':<8}{record.num_samples:>10}{record.fid:>12.3f}{record.inception_score:>13.3f}",
+        f"{'real':<8}{real_n:>10}{_number(record.real_fid):>12}{_number(record.real_inception_score):>13}",
         f"classifier accuracy on held-out {record.dataset}: {_number(record.classifier_accuracy)}",
     ]
     if LABEL_ACCURACY in record.details:
