@@ -87,12 +87,12 @@ def seed_range(seed: int | None, count: int) -> list[int]:
 
 
 def parse_seed_list(text: str, max_count: int) -> list[int]:
-    parts = [part.strip() for part in text.split(",") if part.strip()]
+    parts = [part.strip() for part in text.split(",")]
     if not 2 <= len(parts) <= max_count:
         raise InvalidParameter("seeds", f"needs between 2 and {max_count} keyframe seeds, got {len(parts)}")
     seeds = []
     for part in parts:
-        seed = _decimal(part)
+        seed = _decimal(part) if part else None
         if seed is None:
             raise InvalidParameter("seeds", f"must be comma-separated integers, got {shown(text)}")
         seeds.append(check_range("seeds", seed, 0, MAX_SEED))
@@ -104,6 +104,8 @@ def parse_latents(rows: list[list[float]], max_n: int) -> np.ndarray:
     if not 1 <= len(rows) <= max_n:
         raise InvalidParameter("latents", f"must hold between 1 and {max_n} vectors, got {len(rows)}")
     lengths = {len(row) for row in rows}
+    if 0 in lengths:
+        raise InvalidParameter("latents", "every vector needs at least one value, got an empty one")
     if len(lengths) > 1:
         raise InvalidParameter(
             "latents", f"every vector must have the same length, got lengths {sorted(lengths)}"

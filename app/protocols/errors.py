@@ -2,11 +2,13 @@
 
 The rest of the service answers `{"error": {"code", "message"}}`; routes built with `PlainErrorRoute` answer in
 the protocols' shape instead, with the same status codes and headers (Retry-After on a 503), except that a bad
-field is a 400 as those protocols specify, not a 422.
+field is a 400 as those protocols specify, not a 422; an unexpected error is logged once and answered 500 in the
+same shape, without its details.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -14,9 +16,11 @@ from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from app.server.errors import ServiceError
+
+logger = logging.getLogger(__name__)
 
 
 def plain_error(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -41,6 +45,11 @@ class PlainErrorRoute(APIRoute):
                 return plain_error(http_status(error), error.message, error.headers)
             except RequestValidationError as error:
                 return plain_error(400, _first_problem(error))
+            except ClientDisconnect:
+                raise
+            except Exception:
+                logger.exception("unhandled error on %s %s", request.method, request.url.path)
+                return plain_error(500, "internal server error")
 
         return answer_plain_errors
 

@@ -8,10 +8,14 @@ numpy arrays (strings as object arrays of bytes, as TensorFlow holds them) and c
 from __future__ import annotations
 
 import json
+import math
 import re
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 import numpy as np
 from starlette.requests import Request
 
@@ -25,7 +29,13 @@ from genserve.signatures import STRING, Signature, TensorSpec
 
 # numpy kinds each input accepts, by the kind of its dtype: latents and temperatures may come as integers (JSON
 # `0`), class indices, token counts and seeds may not come as floats, strings come only as strings.
+T = TypeVar("T")
+
 _ACCEPTED_KINDS = {"f": "fiu", "i": "iu", "O": "O"}
+# What a protocol tensor's declared shape may be: at most this many dimensions, and (zero sizes aside) at most
+# this many elements, so that even an empty tensor's shape is one numpy can hold.
+MAX_RANK = 8
+_MAX_ELEMENTS = 2**31
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,13 @@ class Inference:
 
     registry: ModelRegistry
     max_rows: int
+    _large_parses: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(1))
+
+    async def parse(self, parse: Callable[[bytes], T], body: bytes) -> T:
+        """`parse(body)` for a protocol's wire format: off the event loop, one at a time, when the body is large."""
+        if len(body) <= _INLINE_PARSE_BYTES:
+            return parse(body)
+        return await anyio.to_thread.run_sync(parse, body, limiter=self._large_parses)
 
     def resolve(self, name: str, selector: int | str | None) -> ModelVersion:
         """The servable version a protocol request names: 404 for an unknown model or version, 503 while it is
@@ -87,6 +104,18 @@ def tensor_name(name: object, field: str) -> str:
             field, f"tensor names are 1-64 letters, digits or _ . / -, got {params.shown(name)}"
         )
     return name
+
+
+def check_shape(name: str, shape: list[int]) -> list[int]:
+    """A tensor's declared shape, as every protocol reads it: a 4xx naming the tensor when it has too many
+    dimensions, a negative size, or more elements than any request could send (zero sizes included)."""
+    if len(shape) > MAX_RANK:
+        raise InvalidParameter(name, f"shape may have at most {MAX_RANK} dimensions, got {len(shape)}")
+    if any(size < 0 for size in shape):
+        raise InvalidParameter(name, f"shape {shape} has a negative dimension")
+    if math.prod(max(size, 1) for size in shape) > _MAX_ELEMENTS:
+        raise InvalidParameter(name, f"shape {shape} is larger than any request can hold")
+    return shape
 
 
 def check_inputs(
@@ -148,6 +177,12 @@ def _check_values(spec: TensorSpec, array: np.ndarray) -> None:
 
 def _type_name(dtype: np.dtype) -> str:
     return "string" if dtype.kind in "OSU" else dtype.name
+
+
+# Request bodies up to this size are parsed on the event loop (a thread hop would cost more than the parse);
+# larger ones in a worker thread, one at a time, so that a burst of big bodies leaves the loop free between
+# parses (the JSON parser holds the interpreter lock for the whole of each one).
+_INLINE_PARSE_BYTES = 64 * 1024
 
 
 def read_json_object(body: bytes, not_json: str, not_object: str) -> dict[str, Any]:

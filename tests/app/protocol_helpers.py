@@ -82,6 +82,7 @@ class Served:
     http: httpx.Client
     prediction: prediction_service_pb2_grpc.PredictionServiceStub
     models: model_service_pb2_grpc.ModelServiceStub
+    grpc_address: str
 
     @property
     def registry(self) -> ModelRegistry:
@@ -126,6 +127,7 @@ def serving(model_store: Path, **overrides: object) -> Iterator[Served]:
                 http,
                 prediction_service_pb2_grpc.PredictionServiceStub(channel),
                 model_service_pb2_grpc.ModelServiceStub(channel),
+                f"127.0.0.1:{settings.grpc_port}",
             )
     finally:
         server.should_exit = True

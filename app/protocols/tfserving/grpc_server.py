@@ -14,23 +14,22 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 from google.protobuf import json_format
+from google.protobuf.message import Message
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_pb2,
-    model_service_pb2_grpc,
     predict_pb2,
-    prediction_service_pb2_grpc,
 )
 
 from app.metrics import Metrics
-from app.protocols.inference import Inference, select_outputs, tensor_name
+from app.protocols.inference import Inference, check_shape, select_outputs, tensor_name
 from app.protocols.tfserving import status as tfserving
 from app.server.errors import DeadlineExceeded, InvalidParameter, Overloaded, ServiceError
 from app.serving.registry import ModelRegistry, ModelVersion
@@ -40,6 +39,7 @@ from genserve.signatures import STRING, string_array
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 
 # TensorProto dtypes accepted as inputs: their numpy type and the repeated field holding values when the
 # client did not send `tensor_content`.
@@ -57,7 +57,6 @@ _DTYPES: dict[int, tuple[np.dtype, str]] = {
     types_pb2.DT_UINT64: (np.dtype(np.uint64), "uint64_val"),
 }
 _OUTPUT_DTYPES = {np.dtype(np.uint8): types_pb2.DT_UINT8, STRING: types_pb2.DT_STRING}
-_MAX_RANK = 8
 # Time kept back from a call's deadline, so that DEADLINE_EXCEEDED comes from us before the transport gives up.
 _ANSWER_MARGIN_S = 0.05
 
@@ -86,11 +85,9 @@ def tensor_to_array(name: str, tensor: tensor_pb2.TensorProto) -> np.ndarray:
         known = tensor.dtype in types_pb2.DataType.values()
         shown = types_pb2.DataType.Name(tensor.dtype) if known else str(tensor.dtype)
         raise InvalidParameter(name, f"dtype {shown} is not a supported number or string type")
-    if tensor.tensor_shape.unknown_rank or len(tensor.tensor_shape.dim) > _MAX_RANK:
-        raise InvalidParameter(name, f"needs a known shape of at most {_MAX_RANK} dimensions")
-    shape = [dim.size for dim in tensor.tensor_shape.dim]
-    if any(size < 0 for size in shape):
-        raise InvalidParameter(name, f"shape {shape} has a negative dimension")
+    if tensor.tensor_shape.unknown_rank:
+        raise InvalidParameter(name, "needs a known shape")
+    shape = check_shape(name, [dim.size for dim in tensor.tensor_shape.dim])
     count = math.prod(shape)
     if tensor.dtype == types_pb2.DT_STRING:
         if len(tensor.string_val) != count:
@@ -173,7 +170,47 @@ class _Calls:
         raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
-class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+class _Malformed:
+    """A request whose bytes are not a message of the method's type: answered INVALID_ARGUMENT by the method,
+    so that it is counted and logged like any other call."""
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+
+def _lenient(message_type: type[M]) -> Callable[[bytes], M | _Malformed]:
+    """A request deserializer that never raises (gRPC would answer UNKNOWN with the exception's class)."""
+
+    def parse(data: bytes) -> M | _Malformed:
+        try:
+            return message_type.FromString(data)
+        except Exception:  # protobuf raises DecodeError, and others for nesting too deep
+            return _Malformed(message_type.DESCRIPTOR.full_name)
+
+    return parse
+
+
+def _parsed(request: M | _Malformed) -> M:
+    if isinstance(request, _Malformed):
+        logger.warning("a gRPC request was not a valid %s message", request.type_name)
+        raise InvalidParameter("request", f"is not a valid {request.type_name} message")
+    return request
+
+
+def _service(name: str, methods: dict[str, tuple[Callable[..., Any], type[Message], type[Message]]]) -> Any:
+    """The handler of one gRPC service: each method's behaviour with a lenient request deserializer."""
+    handlers = {
+        method: grpc.unary_unary_rpc_method_handler(
+            behaviour,
+            request_deserializer=_lenient(request_type),
+            response_serializer=response_type.SerializeToString,
+        )
+        for method, (behaviour, request_type, response_type) in methods.items()
+    }
+    return grpc.method_handlers_generic_handler(name, handlers)
+
+
+class PredictionServicer:
     """Predict and GetModelMetadata through the service the REST protocols share (`Inference`)."""
 
     def __init__(self, inference: Inference, calls: _Calls) -> None:
@@ -181,14 +218,16 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._calls = calls
 
     async def Predict(
-        self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
+        self, request: predict_pb2.PredictRequest | _Malformed, context: grpc.aio.ServicerContext
     ) -> predict_pb2.PredictResponse:
-        return await self._calls.answer("Predict", context, lambda: self._predict(request, context))
+        return await self._calls.answer("Predict", context, lambda: self._predict(_parsed(request), context))
 
     async def GetModelMetadata(
-        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.aio.ServicerContext
+        self,
+        request: get_model_metadata_pb2.GetModelMetadataRequest | _Malformed,
+        context: grpc.aio.ServicerContext,
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
-        return await self._calls.answer("GetModelMetadata", context, lambda: self._metadata(request))
+        return await self._calls.answer("GetModelMetadata", context, lambda: self._metadata(_parsed(request)))
 
     def _resolve(self, spec: model_pb2.ModelSpec) -> ModelVersion:
         return self._inference.resolve(spec.name, _selector(spec))
@@ -230,7 +269,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
 
-class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+class ModelServicer:
     """GetModelStatus over the registry (HandleReloadConfigRequest stays unimplemented)."""
 
     def __init__(self, registry: ModelRegistry, calls: _Calls) -> None:
@@ -238,9 +277,11 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self._calls = calls
 
     async def GetModelStatus(
-        self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.aio.ServicerContext
+        self,
+        request: get_model_status_pb2.GetModelStatusRequest | _Malformed,
+        context: grpc.aio.ServicerContext,
     ) -> get_model_status_pb2.GetModelStatusResponse:
-        return await self._calls.answer("GetModelStatus", context, lambda: self._status(request))
+        return await self._calls.answer("GetModelStatus", context, lambda: self._status(_parsed(request)))
 
     async def _status(
         self, request: get_model_status_pb2.GetModelStatusRequest
@@ -268,11 +309,35 @@ class GrpcServer:
         # The same bound on what a client may send as GENSERVE_MAX_BODY_BYTES puts on HTTP bodies.
         self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes)])
         calls = _Calls(metrics)
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(inference, calls), self._server
-        )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(registry, calls), self._server
+        prediction, models = PredictionServicer(inference, calls), ModelServicer(registry, calls)
+        self._server.add_generic_rpc_handlers(
+            (
+                _service(
+                    "tensorflow.serving.PredictionService",
+                    {
+                        "Predict": (
+                            prediction.Predict,
+                            predict_pb2.PredictRequest,
+                            predict_pb2.PredictResponse,
+                        ),
+                        "GetModelMetadata": (
+                            prediction.GetModelMetadata,
+                            get_model_metadata_pb2.GetModelMetadataRequest,
+                            get_model_metadata_pb2.GetModelMetadataResponse,
+                        ),
+                    },
+                ),
+                _service(
+                    "tensorflow.serving.ModelService",
+                    {
+                        "GetModelStatus": (
+                            models.GetModelStatus,
+                            get_model_status_pb2.GetModelStatusRequest,
+                            get_model_status_pb2.GetModelStatusResponse,
+                        )
+                    },
+                ),
+            )
         )
 
     async def start(self) -> None:

@@ -109,6 +109,9 @@ async def _predict(
     model_version: ModelVersion,
     inference: Inference,
 ) -> Response:
-    predict = rest.parse_predict_request(await request.body(), model_version.serving.signature)
+    signature = model_version.serving.signature
+    predict = await inference.parse(
+        lambda body: rest.parse_predict_request(body, signature), await request.body()
+    )
     outputs = await inference.infer(model_version, predict.tensors, http_request=request)
     return await anyio.to_thread.run_sync(rest.predict_response, predict.row_format, outputs)

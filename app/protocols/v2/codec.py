@@ -18,7 +18,7 @@ import numpy as np
 from fastapi.responses import Response
 
 from app.api import params
-from app.protocols.inference import read_json_object, tensor_name
+from app.protocols.inference import MAX_RANK, check_shape, read_json_object, tensor_name
 from app.server.errors import InvalidParameter
 from app.serving.registry import ModelRegistry, ModelVersion, VersionStatus
 from genserve.signatures import STRING, TensorSpec, string_array
@@ -44,7 +44,6 @@ DATATYPES = {
 DATATYPE_NAMES = {dtype: name for name, dtype in DATATYPES.items()}
 # Tensors a request may declare; more than a few are a mistake, and each costs parsing.
 _MAX_TENSORS = 8
-_MAX_RANK = 8
 _MAX_ID_CHARS = 256
 _LENGTH = struct.Struct("<I")  # the length before each element of a binary BYTES tensor
 
@@ -95,7 +94,9 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         raise InvalidParameter("inputs", f"binary data holds {len(binary)} bytes; the tensors use {offset}")
     outputs, binary_outputs, all_binary = _requested_outputs(payload)
     request_id = payload.get("id")
-    shown_id = None if request_id is None else str(request_id)[:_MAX_ID_CHARS]
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidParameter("id", "must be a string")
+    shown_id = None if request_id is None else request_id[:_MAX_ID_CHARS]
     return InferRequest(shown_id, tensors, outputs, binary_outputs, all_binary)
 
 
@@ -143,14 +144,14 @@ def _parse_tensor(tensor: object, binary: bytes, offset: int) -> tuple[str, np.n
 
 
 def _shape(name: str, shape: object) -> list[int]:
-    """A tensor's shape: at most `_MAX_RANK` sizes, none for a scalar."""
+    """A tensor's shape: at most `MAX_RANK` sizes, none for a scalar."""
     if (
         not isinstance(shape, list)
-        or len(shape) > _MAX_RANK
+        or len(shape) > MAX_RANK
         or not all(isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape)
     ):
-        raise InvalidParameter(name, f"shape must be a list of at most {_MAX_RANK} non-negative integers")
-    return shape
+        raise InvalidParameter(name, f"shape must be a list of at most {MAX_RANK} non-negative integers")
+    return check_shape(name, shape)
 
 
 def _binary_size(name: str, parameters: object) -> int | None:
@@ -171,7 +172,9 @@ def _json_data(name: str, data: object, dtype: np.dtype, shape: list[int], count
         array = np.asarray(data)
     except (ValueError, RecursionError):
         raise InvalidParameter(name, "data must be a flat or evenly nested list of numbers") from None
-    if array.dtype.kind not in "biuf" or array.size != count:
+    if array.dtype.kind not in "biuf":
+        raise InvalidParameter(name, f"data must hold numbers only for datatype {DATATYPE_NAMES[dtype]}")
+    if array.size != count:
         raise InvalidParameter(name, f"data must hold {count} numbers for shape {shape}, got {array.size}")
     if dtype.kind in "iu" and array.size:
         limits = np.iinfo(dtype)
@@ -181,7 +184,7 @@ def _json_data(name: str, data: object, dtype: np.dtype, shape: list[int], count
 
 
 def _json_strings(name: str, data: object, shape: list[int], count: int) -> np.ndarray:
-    values = _flat_strings(data, depth=_MAX_RANK)
+    values = _flat_strings(data, depth=MAX_RANK)
     if values is None or len(values) != count:
         raise InvalidParameter(name, f"data must hold {count} strings for shape {shape}")
     return string_array([value.encode() for value in values]).reshape(shape)

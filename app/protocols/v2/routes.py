@@ -108,7 +108,10 @@ async def _infer(
     model_version: ModelVersion,
     inference: Inference,
 ) -> Response:
-    parsed = v2.parse_infer_request(await request.body(), request.headers.get(v2.HEADER_LENGTH))
+    header_length = request.headers.get(v2.HEADER_LENGTH)
+    parsed = await inference.parse(
+        lambda body: v2.parse_infer_request(body, header_length), await request.body()
+    )
     outputs = await inference.infer(model_version, parsed.tensors, http_request=request)
     chosen = select_outputs(outputs, parsed.outputs, "outputs")
     header: dict[str, Any] = {"model_name": model_version.name, "model_version": str(model_version.version)}
