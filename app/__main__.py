@@ -8,7 +8,7 @@ import uvicorn
 
 from app.config import Settings
 from app.main import create_app
-from app.server.connections import DeadlineHttpToolsProtocol
+from app.server.connections import DeadlineHttpToolsProtocol, connection_budget, raise_descriptor_limit
 from app.server.shutdown import GracefulServer
 from genserve.console import quiet_tensorflow
 
@@ -20,7 +20,16 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    raise_descriptor_limit()
     app = create_app(settings)
+    listeners = 1 if settings.grpc_port is None else 2
+    http = DeadlineHttpToolsProtocol.configured(
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        write_timeout_s=settings.write_timeout_s,
+        max_connections=connection_budget(settings.max_connections, listeners),
+        on_refused=app.state.metrics.connections_refused.inc,
+    )
     # One process, one worker: the batcher lives in this process, so scale out with replicas.
     config = uvicorn.Config(
         app,
@@ -28,7 +37,7 @@ def main() -> None:
         port=settings.port,
         log_level=settings.log_level,
         workers=1,
-        http=DeadlineHttpToolsProtocol.with_timeouts(settings.header_timeout_s, settings.body_timeout_s),
+        http=http,
         timeout_keep_alive=settings.keep_alive_s,
     )
     GracefulServer(config, app, settings.shutdown_grace_s).run()

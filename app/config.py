@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     max_queued_sequences: int = Field(
         DEFAULT_MAX_QUEUED_SEQUENCES, ge=1, description="Text sequences waiting for a place; 503 beyond."
     )
+    max_text_request_tokens: int = Field(
+        65_536,
+        ge=1,
+        description="Most steps one text request may ask for: n x (prompt length + max_new_tokens); 422 beyond.",
+    )
     max_batch_size: int = Field(
         DEFAULT_MAX_BATCH_SIZE, ge=1, description="Images per model call; 1 turns batching off."
     )
@@ -142,6 +147,24 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(
         60.0, gt=0, description="Close a connection whose request body takes longer than this to arrive."
     )
+    write_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Drop a client that reads none of its answer for this long once the socket's buffers are full "
+        "(a stream whose reader stopped).",
+    )
+    max_connections: int | None = Field(
+        None,
+        ge=1,
+        description="Client connections each listener (HTTP, gRPC) holds at most; past it HTTP answers 503 with "
+        "Retry-After and gRPC refuses at accept. Default: the open-file limit less a reserve for loads and the "
+        "store watcher, shared between the listeners, at most 8192 each.",
+    )
+    grpc_idle_s: float = Field(
+        300.0,
+        gt=0,
+        description="Close a gRPC connection with no call in progress for this long (clients reconnect as needed).",
+    )
     shutdown_grace_s: float = Field(
         20.0, ge=0, description="On SIGTERM, how long queued and in-flight work may take to finish."
     )
@@ -154,6 +177,14 @@ class Settings(BaseSettings):
     )
     load_retry_max_s: float = Field(
         DEFAULT_RETRY_MAX_S, gt=0, description="Longest wait between retries of a failed load."
+    )
+    load_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description=(
+            "Longest a version may take to load and warm up; past it the load is marked failed, retried like "
+            "any failed load, and the next load goes ahead."
+        ),
     )
     admin_token: SecretStr | None = Field(None, description="Bearer token enabling /admin; off when unset.")
     interpolate_max_age_s: int = Field(

@@ -87,7 +87,7 @@ def _make_watcher(
 ) -> StoreWatcher:
     return StoreWatcher(
         registry,
-        ModelLoader(kinds, metrics),
+        ModelLoader(kinds, metrics, load_timeout_s=settings.load_timeout_s),
         metrics,
         policy=VersionPolicy.parse(settings.version_policy),
         poll_interval_s=settings.poll_interval_s,
@@ -119,7 +119,7 @@ async def _start_grpc(
         return None
     # Its messages are TensorFlow's protos, so importing it imports TensorFlow: seconds, off the event loop.
     await anyio.to_thread.run_sync(importlib.import_module, "app.protocols.tfserving.grpc_server")
-    from app.protocols.tfserving.grpc_server import GrpcServer
+    from app.protocols.tfserving.grpc_server import GrpcLimits, GrpcServer
 
     server = GrpcServer(
         settings.host,
@@ -127,7 +127,7 @@ async def _start_grpc(
         registry=registry,
         inference=inference,
         metrics=metrics,
-        max_message_bytes=settings.max_body_bytes,
+        limits=GrpcLimits.of(settings),
     )
     await server.start()
     return server

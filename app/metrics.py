@@ -77,6 +77,11 @@ class Metrics:
             "HTTP requests answered, by route template and status.",
             ("route", "method", "status"),
         )
+        self.connections_refused = self._counter(
+            "http_connections_refused",
+            "HTTP connections answered 503 and closed at once because the connection budget was spent.",
+            (),
+        )
         self.http_duration = self._histogram(
             "http_request_duration_seconds",
             "Time to answer an HTTP request.",
@@ -150,6 +155,12 @@ class Metrics:
             MODEL_LABELS,
             LATENCY_BUCKETS,
         )
+        self.text_queue_depth = self._gauge(
+            "text_queue_depth_sequences", "Text sequences waiting for a place in the steps.", MODEL_LABELS
+        )
+        self.text_active = self._gauge(
+            "text_active_sequences", "Text sequences advanced by each step.", MODEL_LABELS
+        )
 
     def _build_lifecycle(self) -> None:
         self.model_loads = self._counter("model_loads", "Model versions loaded and warmed up.", ("model",))
@@ -205,6 +216,8 @@ class Metrics:
             (self.model_info, (model, str(version), kind, device)),
             (self.queue_depth, (model, str(version))),
             (self.in_flight, (model, str(version))),
+            (self.text_queue_depth, (model, str(version))),
+            (self.text_active, (model, str(version))),
         ]
         for gauge, labels in removals:
             with contextlib.suppress(KeyError):
@@ -285,6 +298,10 @@ class TextStepMetrics(_VersionSeries):
 
     def on_first_token(self, seconds: float) -> None:
         self._of(self._metrics.text_first_token).observe(seconds)
+
+    def on_sequences(self, active: int, queued: int) -> None:
+        self._of(self._metrics.text_active).set(active)
+        self._of(self._metrics.text_queue_depth).set(queued)
 
 
 class HTTPMetricsMiddleware:

@@ -9,6 +9,10 @@ Layout::
         evaluation.json                  EvaluationRecord (optional, written later)
         COMPLETE                         written last; versions without it are ignored
 
+A version folder holds regular files and folders only: the service refuses a SavedModel holding a named pipe,
+socket or device (TensorFlow's open() of one would wait forever) and reads the store's own files through
+`read_regular_file`, which never waits.
+
 The SavedModel's ``serving_default`` signature takes ``z`` float32 ``[None, latent_dim]``
 (plus ``label`` int32 ``[None]`` for conditional models) and returns ``images`` uint8
 ``[None, H, W, C]``. Conditional models may add two signatures for blending classes:
@@ -37,6 +41,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,6 +82,13 @@ LABELS_FILE = "labels.json"
 COMPLETE_MARKER = "COMPLETE"
 TEMP_PREFIX = ".tmp-"
 FORMAT_VERSION = 1
+# The largest JSON file of the store (metadata with its vocabulary and training details, evaluation, labels).
+MAX_JSON_BYTES = 16 * 1024 * 1024
+# Opening a store file never waits: on a named pipe swapped in after the type check, nor on a terminal.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+_READ_CHUNK_BYTES = 1024 * 1024
+# What a version folder holds beside its SavedModel.
+_STORE_FILES = frozenset({METADATA_FILE, EVALUATION_FILE, COMPLETE_MARKER})
 
 MODEL_NAME_PATTERN = r"[a-z0-9][a-z0-9._-]*"
 LABEL_PATTERN = r"[a-z][a-z0-9_-]*"
@@ -328,13 +340,91 @@ def list_models(store: Path) -> list[str]:
     return sorted(scan_store(root).models)
 
 
+class StoreFileError(ValueError):
+    """A store entry that cannot be read safely: not a regular file (a named pipe, socket or device, which an
+    open() would wait on or act on), or larger than its limit. The message names the entry."""
+
+
+def read_regular_file(file: Path, max_bytes: int) -> bytes:
+    """The bytes of `file`, a regular file (or a link to one) of at most `max_bytes`; never waits on what it is.
+
+    The type is checked before opening, since opening a named pipe waits for a writer, and again on the file
+    opened non-blocking, so a pipe swapped in between is refused instead of waited on. FileNotFoundError when it
+    is missing, StoreFileError when it is not a regular file or is too large.
+    """
+    _check_regular_file(file, os.stat(file).st_mode)
+    descriptor = os.open(file, _OPEN_FLAGS)
+    try:
+        _check_regular_file(file, os.fstat(descriptor).st_mode)
+        chunks: list[bytes] = []
+        read = 0
+        while chunk := os.read(descriptor, _READ_CHUNK_BYTES):
+            read += len(chunk)
+            if read > max_bytes:
+                raise StoreFileError(f"{file} is larger than {max_bytes} bytes")
+            chunks.append(chunk)
+    finally:
+        os.close(descriptor)
+    return b"".join(chunks)
+
+
+def check_saved_model_files(folder: Path) -> None:
+    """Refuse a version folder whose SavedModel holds anything but regular files and folders (links are followed),
+    before TensorFlow's reads, which would wait on a named pipe or device, open it; StoreFileError names the first
+    such entry. The store's own files are left out: they are read through `read_regular_file`."""
+    root = Path(folder)
+    pending = [root]
+    seen: set[tuple[int, int]] = set()
+    while pending:
+        current = pending.pop()
+        info = current.stat()
+        if (info.st_dev, info.st_ino) in seen:  # a link back up the tree
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        with os.scandir(current) as entries:
+            for entry in entries:
+                if current == root and entry.name in _STORE_FILES:
+                    continue
+                mode = entry.stat().st_mode
+                if stat.S_ISDIR(mode):
+                    pending.append(Path(entry.path))
+                elif not stat.S_ISREG(mode):
+                    raise StoreFileError(f"{entry.path} is {_file_type(mode)}, not a regular file or folder")
+
+
+def _check_regular_file(file: Path, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        raise StoreFileError(f"{file} is {_file_type(mode)}, not a regular file")
+
+
+def _file_type(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "of an unknown type"
+
+
+def _read_optional_json(file: Path) -> bytes | None:
+    """An optional JSON file's bytes, or None when there is none."""
+    try:
+        return read_regular_file(file, MAX_JSON_BYTES)
+    except FileNotFoundError:
+        return None
+
+
 def read_labels(store: Path, name: str) -> dict[str, int]:
-    """Version labels of a model (e.g. stable, canary); ValueError if the file is malformed."""
+    """Version labels of a model (e.g. stable, canary); ValueError if the file is malformed or not a file."""
     file = model_dir(store, name) / LABELS_FILE
-    if not file.is_file():
+    data = _read_optional_json(file)
+    if data is None:
         return {}
     try:
-        raw = json.loads(file.read_text())
+        raw = json.loads(data)
     except json.JSONDecodeError as error:
         raise ValueError(f"{file} is not valid JSON: {error}") from None
     if not isinstance(raw, dict):
@@ -361,14 +451,12 @@ def next_version(store: Path, name: str) -> int:
 
 
 def read_metadata(path: Path) -> ModelMetadata:
-    return ModelMetadata.model_validate_json((Path(path) / METADATA_FILE).read_text())
+    return ModelMetadata.model_validate_json(read_regular_file(Path(path) / METADATA_FILE, MAX_JSON_BYTES))
 
 
 def read_evaluation(path: Path) -> EvaluationRecord | None:
-    file = Path(path) / EVALUATION_FILE
-    if not file.is_file():
-        return None
-    return EvaluationRecord.model_validate_json(file.read_text())
+    data = _read_optional_json(Path(path) / EVALUATION_FILE)
+    return None if data is None else EvaluationRecord.model_validate_json(data)
 
 
 def write_json_atomic(file: Path, payload: dict[str, Any]) -> None:
@@ -388,10 +476,8 @@ def write_json_atomic(file: Path, payload: dict[str, Any]) -> None:
 
 
 def read_text_evaluation(path: Path) -> TextEvaluationRecord | None:
-    file = Path(path) / EVALUATION_FILE
-    if not file.is_file():
-        return None
-    return TextEvaluationRecord.model_validate_json(file.read_text())
+    data = _read_optional_json(Path(path) / EVALUATION_FILE)
+    return None if data is None else TextEvaluationRecord.model_validate_json(data)
 
 
 def write_evaluation(path: Path, record: EvaluationRecord | TextEvaluationRecord) -> None:

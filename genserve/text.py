@@ -35,6 +35,11 @@ def ids_to_text(ids: Sequence[int], vocabulary: Sequence[str]) -> str:
     return "".join(vocabulary[i] for i in ids if i != END_OF_TEXT_ID)
 
 
+# Sampling at a temperature this low already picks the likeliest token (only exact ties differ), and near 1e-308
+# dividing the logits by it overflows to NaN probabilities: such temperatures decode greedily.
+GREEDY_BELOW_TEMPERATURE = 1e-30
+
+
 def sample_token(
     logits: np.ndarray,
     generator: np.random.RandomState,
@@ -43,13 +48,14 @@ def sample_token(
     top_k: int | None = None,
     top_p: float | None = None,
 ) -> int:
-    """One token id from a row of logits: temperature (0 is greedy), then top-k, then nucleus (top-p).
+    """One token id from a row of logits: temperature (0, or below `GREEDY_BELOW_TEMPERATURE`, is greedy), then
+    top-k, then nucleus (top-p).
 
     Exactly one uniform number is drawn per token, greedy or not, so a sequence's draws stay aligned with
     its tokens whatever options it uses.
     """
     draw = generator.random_sample()
-    if temperature <= 0:
+    if temperature < GREEDY_BELOW_TEMPERATURE:
         return int(np.argmax(logits))
     scaled = np.asarray(logits, dtype=np.float64) / temperature
     order = np.argsort(-scaled, kind="stable")

@@ -122,8 +122,8 @@ def read_optional_record(path: Path, read: Callable[[Path], _Record | None]) -> 
     read, which is logged and does not stop the version from serving."""
     try:
         return read(path)
-    except (OSError, ValueError):
-        logger.warning("ignoring an unreadable record in %s", path)
+    except (OSError, ValueError) as error:
+        logger.warning("ignoring an unreadable record in %s: %s", path, error)
         return None
 
 
@@ -132,15 +132,22 @@ def read_metadata(path: Path) -> ModelMetadata:
         return store.read_metadata(path)
     except FileNotFoundError as error:
         raise ModelLoadError(f"{store.METADATA_FILE} missing in {path}") from error
+    except store.StoreFileError as error:
+        raise ModelLoadError(str(error)) from error
     except ValueError as error:
         raise ModelLoadError(f"{store.METADATA_FILE} in {path} is invalid: {error}") from error
 
 
 def load_saved_model(path: Path, device: DeviceInfo) -> Any:
+    """The SavedModel of the version folder `path`, once nothing in the folder could make TensorFlow's reads
+    wait forever (a named pipe, socket or device)."""
     import tensorflow as tf
 
     try:
+        store.check_saved_model_files(path)
         with tf.device(device.name):
             return tf.saved_model.load(str(path))
+    except store.StoreFileError as error:
+        raise ModelLoadError(str(error)) from error
     except Exception as error:  # TF raises many types for a damaged SavedModel
         raise ModelLoadError(f"SavedModel in {path} cannot be loaded: {error}") from error

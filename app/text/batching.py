@@ -7,6 +7,10 @@ character while the prompt is being read, else the token it sampled last) in ONE
 A sequence leaves as soon as it is finished (its token budget, a stop sequence or end-of-text), its
 request's deadline passes or its client goes away, so a short request never waits for a long one and a
 new one starts at the next step instead of after the current batch.
+
+Free places go to requests fairly: the next sequence admitted is from the waiting request with the fewest
+sequences running, and among those from the one served least recently (a request never served first), so
+one request's many sequences take turns with everyone else's instead of going ahead of them.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import asyncio
 import logging
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,12 +30,14 @@ import numpy as np
 from app.server.errors import DeadlineExceeded, ModelCallFailed, Overloaded, ServiceError, ShuttingDown
 from app.serving.consumers import notify, wind_down
 from genserve.store import END_OF_TEXT_ID
-from genserve.text import sample_token
+from genserve.text import GREEDY_BELOW_TEMPERATURE, sample_token
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_ACTIVE_SEQUENCES = 64
 DEFAULT_MAX_QUEUED_SEQUENCES = 256
+# A client told to come back later than this would rather try another replica.
+MAX_RETRY_AFTER_S = 60
 # Why a sequence ended.
 FINISH_LENGTH = "length"
 FINISH_STOP = "stop"
@@ -71,6 +77,11 @@ class Sampling:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
 
+    @property
+    def sampling_temperature(self) -> float:
+        """The temperature tokens are sampled at: 0 (greedy) for one below `GREEDY_BELOW_TEMPERATURE`."""
+        return 0.0 if self.temperature < GREEDY_BELOW_TEMPERATURE else self.temperature
+
 
 @dataclass(frozen=True)
 class TokenEvent:
@@ -107,6 +118,10 @@ class StepObserver(Protocol):
         """A request was refused (queue full, deadline, shutdown, ...)."""
         return None
 
+    def on_sequences(self, active: int, queued: int) -> None:
+        """The sequences being decoded and waiting for a place changed to `active` and `queued`."""
+        return None
+
 
 class NullStepObserver(StepObserver):
     """An observer that ignores everything."""
@@ -121,7 +136,7 @@ class TextBatcherStats:
     sequences: int = 0
 
 
-class _Sequence:
+class TextSequence:
     """One sequence's progress; touched by the worker thread only while its step runs."""
 
     def __init__(self, job: TextJob, index: int, context: list[int], seed: int) -> None:
@@ -135,6 +150,13 @@ class _Sequence:
         self.text = ""
         self.emitted = 0
         self.finish_reason: str | None = None
+        self.admitted: int | None = None  # its place in the batcher's order of admission
+
+    @property
+    def tokens_left(self) -> int:
+        """Steps still to run: the rest of its context, then its token budget."""
+        left = len(self.context) - self.fed + self.job.sampling.max_new_tokens - len(self.generated)
+        return 0 if self.finish_reason is not None else left
 
 
 class TextJob:
@@ -147,7 +169,9 @@ class TextJob:
         self.deadline = deadline
         self.arrived = time.monotonic()
         self.first_token_at: float | None = None
-        self.sequences: list[_Sequence] = []
+        self.sequences: list[TextSequence] = []
+        self.waiting: deque[TextSequence] = deque()  # not admitted yet
+        self.last_admitted = -1  # the admission number of its latest sequence to join
         self._events: asyncio.Queue[TokenEvent | ServiceError] = asyncio.Queue()
         self._unfinished = 0
         self._on_cancel: Callable[[TextJob, str], None] = on_cancel
@@ -176,8 +200,9 @@ class TextJob:
         finally:
             self.cancel()
 
-    def add_sequences(self, sequences: list[_Sequence]) -> None:
+    def add_sequences(self, sequences: list[TextSequence]) -> None:
         self.sequences = sequences
+        self.waiting = deque(sequences)
         self._unfinished = len(sequences)
 
     def cancel(self, reason: str = "cancelled") -> None:
@@ -213,17 +238,19 @@ class TextBatcher:
         self.stats = TextBatcherStats()
         self._model = model
         self._observer: StepObserver = observer or NullStepObserver()
-        self._waiting: deque[_Sequence] = deque()
-        self._active: list[_Sequence] = []
+        self._waiting: list[TextJob] = []  # requests with sequences not admitted yet, in order of arrival
+        self._active: list[TextSequence] = []
+        self._admissions = 0
+        self._reported = (0, 0)
         self._wakeup = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None
         self._consumer: asyncio.Task[None] | None = None
         self._closing = False
-        self._step_s_estimate = 0.0
+        self._tokens_per_s = 0.0  # measured over recent steps: prompt characters and sampled tokens
 
     @property
     def queued_sequences(self) -> int:
-        return len(self._waiting)
+        return sum(len(job.waiting) for job in self._waiting)
 
     @property
     def active_sequences(self) -> int:
@@ -231,16 +258,17 @@ class TextBatcher:
 
     def pending(self) -> int:
         """Sequences waiting for a place or being decoded."""
-        return len(self._waiting) + len(self._active)
+        return self.queued_sequences + len(self._active)
 
     def pending_description(self) -> str:
-        return f"{len(self._waiting)} queued and {len(self._active)} active sequences"
+        return f"{self.queued_sequences} queued and {len(self._active)} active sequences"
 
     async def start(self) -> None:
         if self._consumer is not None or self._closing:
             raise RuntimeError(f"text batcher {self.name!r} was already started or stopped; create a new one")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"text-{self.name}")
         self._consumer = asyncio.get_running_loop().create_task(self._consume(), name=f"text-{self.name}")
+        self._notify(lambda: self._observer.on_sequences(0, 0))
 
     def submit(
         self,
@@ -256,17 +284,19 @@ class TextBatcher:
             raise ShuttingDown()
         if self._consumer is None:
             raise RuntimeError(f"text batcher {self.name!r} is not started; await start() first")
-        if len(self._waiting) + len(contexts) > self.config.max_queued_sequences:
+        queued = self.queued_sequences
+        if queued + len(contexts) > self.config.max_queued_sequences:
             self._reject("overload")
             limit = self.config.max_queued_sequences
             raise Overloaded(
-                f"{self.name!r} has {len(self._waiting)} of {limit} sequences queued; asked for {len(contexts)}",
-                retry_after_s=self._retry_after_s(sampling.max_new_tokens),
+                f"{self.name!r} has {queued} of {limit} sequences queued; asked for {len(contexts)}",
+                retry_after_s=self._retry_after_s(),
             )
         job = TextJob(sampling, deadline, self._cancel)
         pairs = enumerate(zip(contexts, seeds, strict=True))
-        job.add_sequences([_Sequence(job, i, context, seed) for i, (context, seed) in pairs])
-        self._waiting.extend(job.sequences)
+        job.add_sequences([TextSequence(job, i, context, seed) for i, (context, seed) in pairs])
+        self._waiting.append(job)
+        self._report_sequences()
         self._wakeup.set()
         return job
 
@@ -298,17 +328,31 @@ class TextBatcher:
             self._fail_all(ModelCallFailed("the text batcher stopped unexpectedly"))
 
     def _admit(self) -> None:
-        """Drop sequences whose request ended, then let waiting ones join up to the limit."""
+        """Drop sequences and requests that ended, then fill the free places fairly (module docstring)."""
         now = time.monotonic()
-        self._active = [seq for seq in self._active if self._still_wanted(seq, now)]
-        while self._waiting and len(self._active) < self.config.max_active_sequences:
-            seq = self._waiting.popleft()
-            if self._still_wanted(seq, now):
-                self._active.append(seq)
+        self._active = [seq for seq in self._active if self._still_running(seq, now)]
+        self._waiting = [job for job in self._waiting if self._still_wanted(job, now)]
+        running = Counter(id(seq.job) for seq in self._active)
 
-    def _still_wanted(self, seq: _Sequence, now: float) -> bool:
-        job = seq.job
-        if job.closed or seq.finish_reason is not None:
+        def turn(job: TextJob) -> tuple[int, int]:
+            return running[id(job)], job.last_admitted
+
+        while self._waiting and len(self._active) < self.config.max_active_sequences:
+            job = min(self._waiting, key=turn)  # the first of equals: the earliest to arrive
+            seq = job.waiting.popleft()
+            seq.admitted = job.last_admitted = self._admissions
+            self._admissions += 1
+            running[id(job)] += 1
+            self._active.append(seq)
+            if not job.waiting:
+                self._waiting.remove(job)
+        self._report_sequences()
+
+    def _still_running(self, seq: TextSequence, now: float) -> bool:
+        return seq.finish_reason is None and self._still_wanted(seq.job, now)
+
+    def _still_wanted(self, job: TextJob, now: float) -> bool:
+        if job.closed:
             return False
         if job.deadline is not None and now >= job.deadline:
             self._reject("deadline")
@@ -328,7 +372,8 @@ class TextBatcher:
                 seq.job.fail(ModelCallFailed(f"the model call for {self.name!r} failed"))
             return
         step_s = time.monotonic() - started
-        self._step_s_estimate = 0.8 * (self._step_s_estimate or step_s) + 0.2 * step_s
+        rate = len(batch) / max(step_s, 1e-6)
+        self._tokens_per_s = 0.8 * (self._tokens_per_s or rate) + 0.2 * rate
         generated = 0
         for seq, token in zip(batch, sampled, strict=True):
             if token is not None and not seq.job.closed:
@@ -340,7 +385,7 @@ class TextBatcher:
         report = StepReport(len(batch), requests, len(batch) - generated, generated, step_s)
         self._notify(lambda: self._observer.on_step(report))
 
-    def _advance(self, batch: list[_Sequence]) -> list[int | None]:
+    def _advance(self, batch: list[TextSequence]) -> list[int | None]:
         """On the worker thread: one model call for the whole batch, then each sequence's next token."""
         fresh = [i for i, seq in enumerate(batch) if seq.state is None]
         if fresh:
@@ -365,14 +410,14 @@ class TextBatcher:
                 sample_token(
                     row,
                     seq.generator,
-                    temperature=sampling.temperature,
+                    temperature=sampling.sampling_temperature,
                     top_k=sampling.top_k,
                     top_p=sampling.top_p,
                 )
             )
         return sampled
 
-    def _accept(self, seq: _Sequence, token: int) -> None:
+    def _accept(self, seq: TextSequence, token: int) -> None:
         """Record a sampled token: send the text it adds, and finish the sequence when it should end."""
         job = seq.job
         if job.first_token_at is None:
@@ -393,12 +438,12 @@ class TextBatcher:
         else:
             self._send(seq, len(seq.text) - job.hold_back)
 
-    def _send(self, seq: _Sequence, upto: int) -> None:
+    def _send(self, seq: TextSequence, upto: int) -> None:
         if upto > seq.emitted:
             seq.job.put(TokenEvent(seq.index, seq.text[seq.emitted : upto]))
             seq.emitted = upto
 
-    def _finish(self, seq: _Sequence, reason: str, upto: int) -> None:
+    def _finish(self, seq: TextSequence, reason: str, upto: int) -> None:
         seq.text = seq.text[:upto]
         self._send(seq, upto)
         seq.finish_reason = reason
@@ -406,20 +451,37 @@ class TextBatcher:
         self.stats.sequences += 1
 
     def _cancel(self, job: TextJob, reason: str) -> None:
-        """A request that gave up (disconnect, deadline): its sequences leave at the next step."""
+        """A request that gave up (disconnect, deadline): its queued sequences leave now, its active ones at the
+        next step."""
         if any(seq.finish_reason is None for seq in job.sequences):
             self._reject(reason)
-        waiting = set(map(id, job.sequences))
-        self._waiting = deque(seq for seq in self._waiting if id(seq) not in waiting)
+        if job in self._waiting:
+            self._waiting.remove(job)
+        job.waiting.clear()
+        self._report_sequences()
 
     def _fail_all(self, error: ServiceError) -> None:
-        for seq in [*self._active, *self._waiting]:
-            if not seq.job.closed:
-                seq.job.fail(error)
-        self._active, self._waiting = [], deque()
+        for job in [*(seq.job for seq in self._active), *self._waiting]:
+            if not job.closed:
+                job.fail(error)
+        self._active, self._waiting = [], []
+        self._report_sequences()
 
-    def _retry_after_s(self, max_new_tokens: int) -> int:
-        return max(1, math.ceil(self._step_s_estimate * max_new_tokens))
+    def _retry_after_s(self) -> int:
+        """Seconds to finish the work ahead (every queued and active sequence's tokens left) at the measured
+        rate; 1 before any step was measured, never more than `MAX_RETRY_AFTER_S`."""
+        if not self._tokens_per_s:
+            return 1
+        queued = (seq for job in self._waiting for seq in job.waiting)
+        work = sum(seq.tokens_left for seq in [*self._active, *queued])
+        return min(MAX_RETRY_AFTER_S, max(1, math.ceil(work / self._tokens_per_s)))
+
+    def _report_sequences(self) -> None:
+        """Tell the observer how many sequences are active and queued, when that changed."""
+        counts = (len(self._active), self.queued_sequences)
+        if counts != self._reported:
+            self._reported = counts
+            self._notify(lambda: self._observer.on_sequences(*counts))
 
     def _reject(self, reason: str) -> None:
         self._notify(lambda: self._observer.on_reject(reason))

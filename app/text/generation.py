@@ -20,7 +20,7 @@ from app.server.disconnect import cancel_on_disconnect
 from app.server.errors import InvalidParameter, ShuttingDown
 from app.server.shutdown import admitted
 from app.serving.registry import ModelRegistry, ModelVersion
-from app.text.batching import Sampling, TextJob, TokenEvent
+from app.text.batching import Sampling, TextJob, TextSequence, TokenEvent
 from app.text.servable import text_servable
 from genserve.text import context_ids, unknown_characters
 
@@ -58,6 +58,11 @@ class TextStream:
         self.request = request
         self._job = job
 
+    @property
+    def sequences(self) -> list[TextSequence]:
+        """Its sequences' progress, in order."""
+        return self._job.sequences
+
     def events(self) -> AsyncIterator[TokenEvent]:
         return self._job.events()
 
@@ -72,7 +77,7 @@ class TextStream:
             reasons[event.index] = event.finish_reason or reasons[event.index]
         completions = [
             Completion(seq.index, seed, texts[seq.index], reasons[seq.index], len(seq.generated))
-            for seq, seed in zip(self._job.sequences, self.request.seeds, strict=True)
+            for seq, seed in zip(self.sequences, self.request.seeds, strict=True)
         ]
         return GeneratedText(self.model_version, self.request.prompt, completions)
 
@@ -104,7 +109,7 @@ class TextGenerationService:
         if unknown:
             raise InvalidParameter(
                 "prompt",
-                f"characters outside model {model_version.name!r}'s vocabulary: {params.shown(''.join(unknown))}",
+                f"characters outside the vocabulary of model {model_version.name!r}: {params.shown(''.join(unknown))}",
             )
         context = context_ids(request.prompt, runtime.index)
         seconds = self.request_timeout_s if timeout_s is None else min(timeout_s, self.request_timeout_s)

@@ -25,7 +25,7 @@ from app.serving.runtime import DeviceInfo
 from app.serving.servable import CallContext, Tensors
 from app.text.batching import TextBatcher, TextBatchingConfig
 from app.text.generation import GeneratedText, TextGenerationService, TextStream
-from app.text.params import text_request
+from app.text.params import check_rows_tokens, text_request
 from app.text.runtime import TextRuntime
 from app.text.servable import TextServable
 from genserve import store
@@ -82,6 +82,7 @@ class TextKind:
         rows = range(len(inputs[store.PROMPT_INPUT]))
         settings = self.settings
         requests = [text_request(_generate_fields(inputs, row), settings, model_version) for row in rows]
+        check_rows_tokens(requests, settings.max_text_request_tokens)
         results = await self.generation.generate_all(
             model_version, requests, timeout_s=call.timeout_s, http_request=call.http_request
         )

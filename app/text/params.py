@@ -47,6 +47,7 @@ def text_request(fields: GenerateBody, settings: Settings, model_version: ModelV
         1,
         settings.max_new_tokens,
     )
+    check_request_tokens(count, len(prompt), max_new_tokens, settings.max_text_request_tokens)
     return TextRequest(
         prompt=prompt,
         seeds=params.seed_range(fields.seed, count),
@@ -58,6 +59,30 @@ def text_request(fields: GenerateBody, settings: Settings, model_version: ModelV
             stop=_stop(fields.stop),
         ),
     )
+
+
+def check_request_tokens(count: int, prompt_chars: int, max_new_tokens: int, limit: int) -> None:
+    """A 422 naming the fields when the request's sequences would take more steps than `limit` together."""
+    tokens = count * (prompt_chars + max_new_tokens)
+    if tokens > limit:
+        raise InvalidParameter(
+            "n",
+            f"n × (prompt length + max_new_tokens) = {count} × ({prompt_chars} + {max_new_tokens}) = {tokens} "
+            f"tokens, over the limit of {limit} per request (GENSERVE_MAX_TEXT_REQUEST_TOKENS); ask for fewer "
+            "sequences, fewer new tokens or a shorter prompt",
+        )
+
+
+def check_rows_tokens(requests: list[TextRequest], limit: int) -> None:
+    """The same limit for an inference call's rows together (one sequence each); a 422 naming `prompt`."""
+    tokens = sum(len(request.prompt) + request.sampling.max_new_tokens for request in requests)
+    if tokens > limit:
+        raise InvalidParameter(
+            "prompt",
+            f"the {len(requests)} rows' (prompt length + max_new_tokens) add up to {tokens} tokens, over the "
+            f"limit of {limit} per request (GENSERVE_MAX_TEXT_REQUEST_TOKENS); send fewer rows, fewer new "
+            "tokens or shorter prompts",
+        )
 
 
 def _temperature(value: float | None) -> float:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import signal
 import socket
 import subprocess
@@ -12,12 +14,25 @@ from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from PIL import Image
+from tensorflow_serving.apis import get_model_status_pb2
+from uvicorn.server import ServerState
 
+from app.server.connections import DeadlineHttpToolsProtocol
 from bench.processes import running_service, service_env
 from tests.app.helpers import decode_png
+from tests.app.protocol_helpers import serving
+from tests.conftest import TINY_MODEL
 
 TIMEOUT_S = 1
+MAX_CONNECTIONS = 4
+
+
+def status_request(model: str) -> get_model_status_pb2.GetModelStatusRequest:
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = model
+    return request
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +129,118 @@ def _read_response(connection: socket.socket) -> bytes:
     while chunk := connection.recv(65536):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _read_all(connection: socket.socket, seconds: float = 10) -> bytes:
+    connection.settimeout(seconds)
+    received = b""
+    try:
+        while chunk := connection.recv(4096):
+            received += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return received
+
+
+def test_connections_past_the_budget_get_503_with_retry_after_and_the_budget_comes_back(
+    tiny_vae_store: Path, tmp_path: Path
+) -> None:
+    env = service_env(tiny_vae_store, max_connections=MAX_CONNECTIONS, keep_alive_s=60)
+    with running_service(env, tmp_path / "server.log") as (_, base_url):
+        held = [connect(base_url) for _ in range(MAX_CONNECTIONS)]
+        with connect(base_url) as extra:
+            answer = _read_all(extra)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503 "), answer[:200]
+        assert b"\r\nretry-after: 1\r\n" in head.lower()
+        assert json.loads(body)["error"]["code"] == "overloaded"
+
+        for connection in held:
+            connection.close()
+        deadline = time.monotonic() + 30
+        while True:  # the server notices the closed connections within moments
+            try:
+                metrics = httpx.get(f"{base_url}/metrics", timeout=5)
+                if metrics.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "connections never came back"
+            time.sleep(0.1)
+        assert "genserve_http_connections_refused_total 1.0" in metrics.text
+
+
+class _Transport:
+    """Just enough of an asyncio transport to see what the protocol does with a client that stopped reading."""
+
+    def __init__(self) -> None:
+        self.aborted = asyncio.Event()
+        self.closing = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"peername": ("127.0.0.1", 5000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def abort(self) -> None:
+        self.closing = True
+        self.aborted.set()
+
+    def set_protocol(self, protocol: object) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closing = True
+
+
+async def _a_client_that_stops_reading_is_dropped_after_the_write_timeout(resumes: bool) -> bool:
+    async def app(scope: object, receive: object, send: object) -> None:
+        pass
+
+    protocol_class = DeadlineHttpToolsProtocol.configured(
+        header_timeout_s=5, body_timeout_s=5, write_timeout_s=0.05
+    )
+    config = uvicorn.Config(app, http=protocol_class, lifespan="off")
+    config.load()
+    protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
+    transport = _Transport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol.pause_writing()  # the socket's buffers are full: the client reads nothing
+    if resumes:
+        protocol.resume_writing()  # ... or it reads, in time
+    try:
+        await asyncio.wait_for(transport.aborted.wait(), timeout=2)
+    except TimeoutError:
+        pass
+    protocol.connection_lost(None)
+    return transport.aborted.is_set()
+
+
+def test_a_client_that_stops_reading_its_answer_is_dropped_after_the_write_timeout() -> None:
+    assert asyncio.run(_a_client_that_stops_reading_is_dropped_after_the_write_timeout(resumes=False))
+    assert not asyncio.run(_a_client_that_stops_reading_is_dropped_after_the_write_timeout(resumes=True))
+
+
+def test_grpc_refuses_connections_past_its_budget_and_closes_silent_ones(tiny_store: Path) -> None:
+    # The test's own channel holds one connection, so two raw sockets fill a budget of three.
+    with serving(tiny_store, max_connections=3, header_timeout_s=1) as served:
+        assert served.models.GetModelStatus(status_request(TINY_MODEL), timeout=30).model_version_status
+        host, port = served.grpc_address.split(":")
+        held = [socket.create_connection((host, int(port)), timeout=10) for _ in range(2)]
+        with socket.create_connection((host, int(port)), timeout=10) as extra:
+            assert _read_all(extra) == b""  # closed at accept, before the server's HTTP/2 preface
+        # The silent ones are closed when the handshake deadline passes.
+        for connection in held:
+            assert closed_within(connection, 15)
+            connection.close()
+        assert served.models.GetModelStatus(status_request(TINY_MODEL), timeout=30).model_version_status

@@ -26,11 +26,15 @@ VOCABULARY = ["\u241e", "a", "b", "c", "d", "e"]
 
 
 class FakeStepModel:
-    """State is one float per sequence, the count of tokens it has read; logits favour `input + 1` (cyclic),
-    and the end-of-text once the state reaches `end_after`. Records the batch size of every step call."""
+    """State is one float per sequence, the count of tokens it has read; logits (`base_logit` elsewhere) favour
+    `input + 1` (cyclic), and the end-of-text once the state reaches `end_after`. Records the batch size of every
+    step call."""
 
-    def __init__(self, *, delay_s: float = 0.0, end_after: int = 10_000, fail: bool = False) -> None:
+    def __init__(
+        self, *, delay_s: float = 0.0, end_after: int = 10_000, fail: bool = False, base_logit: float = 0.0
+    ) -> None:
         self.batch_sizes: list[int] = []
+        self.base_logit = base_logit
         self.delay_s = delay_s
         self.end_after = end_after
         self.fail = fail
@@ -51,7 +55,7 @@ class FakeStepModel:
             raise RuntimeError("broken model")
         if self.delay_s:
             time.sleep(self.delay_s)
-        logits = np.zeros((len(token_ids), len(VOCABULARY)), np.float32)
+        logits = np.full((len(token_ids), len(VOCABULARY)), self.base_logit, np.float32)
         following = token_ids % (len(VOCABULARY) - 1) + 1
         logits[np.arange(len(token_ids)), following] = 3.0
         ended = state[:, 0] + 1 >= self.end_after
@@ -64,6 +68,7 @@ class Recorder:
         self.steps: list[StepReport] = []
         self.first_tokens: list[float] = []
         self.rejections: list[str] = []
+        self.occupancy: list[tuple[int, int]] = []
 
     def on_step(self, report: StepReport) -> None:
         self.steps.append(report)
@@ -73,6 +78,9 @@ class Recorder:
 
     def on_reject(self, reason: str) -> None:
         self.rejections.append(reason)
+
+    def on_sequences(self, active: int, queued: int) -> None:
+        self.occupancy.append((active, queued))
 
 
 async def _settled(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
@@ -287,3 +295,81 @@ def test_a_failed_step_fails_its_requests_and_the_batcher_goes_on() -> None:
         assert texts == ["abcdea"]
 
     _run(scenario, model)
+
+
+def test_a_tiny_temperature_decodes_greedily() -> None:
+    # 1 / 1e-310 and 3 / 1e-310 both overflow to infinity: sampled as they are, every probability is NaN and
+    # the first token of the vocabulary (end-of-text) comes out, not the likeliest one.
+    async def scenario(batcher: TextBatcher, model: FakeStepModel, recorder: Recorder) -> None:
+        greedy, _ = await _texts(batcher.submit([[0, 1]], [0], GREEDY))
+        tiny, _ = await _texts(batcher.submit([[0, 1]], [0], Sampling(max_new_tokens=6, temperature=1e-310)))
+        assert tiny == greedy == ["bcdeab"]
+
+    _run(scenario, FakeStepModel(base_logit=1.0))
+
+
+def test_a_later_request_is_admitted_before_the_rest_of_an_earlier_large_one() -> None:
+    async def scenario(batcher: TextBatcher, model: FakeStepModel, recorder: Recorder) -> None:
+        model.release.clear()
+        large = batcher.submit([[0]] * 6, list(range(6)), GREEDY)
+        assert await _settled(lambda: batcher.active_sequences == 2)  # its first step is held
+        small = batcher.submit([[0]], [9], GREEDY)
+        model.release.set()
+        await asyncio.gather(_texts(large), _texts(small))
+        # The two places freed by the large request's first sequences go to the small one first.
+        assert small.sequences[0].admitted == 2
+        assert [seq.admitted for seq in large.sequences] == [0, 1, 3, 4, 5, 6]
+
+    _run(scenario, max_active_sequences=2)
+
+
+def test_waiting_requests_take_free_places_in_turn() -> None:
+    async def scenario(batcher: TextBatcher, model: FakeStepModel, recorder: Recorder) -> None:
+        model.release.clear()
+        first = batcher.submit([[0]] * 3, [0, 1, 2], GREEDY)
+        assert await _settled(lambda: batcher.active_sequences == 1)
+        second = batcher.submit([[0]] * 3, [3, 4, 5], GREEDY)
+        third = batcher.submit([[0]] * 2, [6, 7], GREEDY)
+        model.release.set()
+        jobs = [first, second, third]
+        await asyncio.gather(*(_texts(job) for job in jobs))
+        order = sorted(
+            (seq.admitted, name) for name, job in zip("ABC", jobs, strict=True) for seq in job.sequences
+        )
+        assert "".join(name for _, name in order) == "ABCABCAB"
+
+    _run(scenario, max_active_sequences=1)
+
+
+def test_retry_after_counts_the_work_ahead_and_is_capped() -> None:
+    # Each step takes at least 10 ms for one sequence: at most 100 tokens/s.
+    async def scenario(batcher: TextBatcher, model: FakeStepModel, recorder: Recorder) -> None:
+        running = batcher.submit([[0]], [0], Sampling(max_new_tokens=1000))
+        assert await _settled(lambda: batcher.stats.steps >= 3)
+        queued = batcher.submit([[0]], [1], Sampling(max_new_tokens=1000))
+        with pytest.raises(Overloaded) as raised:
+            batcher.submit([[0]], [2], Sampling(max_new_tokens=1))
+        # About 2,000 tokens ahead of a one-token request: some 20 s, not the time of its own one token.
+        assert 15 <= raised.value.retry_after_s <= 60
+        assert raised.value.headers["Retry-After"] == str(raised.value.retry_after_s)
+        queued.cancel()
+        batcher.submit([[0]], [1], Sampling(max_new_tokens=100_000))
+        with pytest.raises(Overloaded) as raised:
+            batcher.submit([[0]], [2], Sampling(max_new_tokens=1))
+        assert raised.value.retry_after_s == 60
+        running.cancel()
+
+    _run(scenario, FakeStepModel(delay_s=0.01), max_active_sequences=1, max_queued_sequences=1)
+
+
+def test_the_observer_hears_active_and_queued_sequences() -> None:
+    async def scenario(batcher: TextBatcher, model: FakeStepModel, recorder: Recorder) -> None:
+        model.release.clear()
+        job = batcher.submit([[0]] * 3, [0, 1, 2], GREEDY)
+        assert await _settled(lambda: recorder.occupancy[-1:] == [(2, 1)])
+        model.release.set()
+        await _texts(job)
+        assert await _settled(lambda: recorder.occupancy[-1] == (0, 0))
+        assert (1, 0) in recorder.occupancy  # the third sequence ran alone at the end
+
+    _run(scenario, max_active_sequences=2)

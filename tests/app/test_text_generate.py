@@ -336,3 +336,92 @@ def test_metrics_and_models_describe_the_text_model(store: Path) -> None:
             assert models[TINY_MODEL]["versions"][0]["kind"] == "dcgan"
 
     run(scenario)
+
+
+def test_a_tiny_temperature_gives_exactly_the_greedy_text(store: Path) -> None:
+    async def scenario() -> None:
+        async with running_app(store) as client:
+            fields = {"prompt": "The cat ", "n": 3, "max_new_tokens": 40, "seed": 5}
+            greedy = await generate(client, **fields, temperature=0.0)
+            tiny = await generate(client, **fields, temperature=1e-310)
+            assert greedy.status_code == 200 and tiny.status_code == 200
+            assert tiny.json()["completions"] == greedy.json()["completions"]
+
+    run(scenario)
+
+
+def test_a_request_over_the_token_budget_is_422_naming_its_fields(store: Path) -> None:
+    async def scenario() -> None:
+        async with running_app(store) as client:
+            prompt = (LONG_PROMPT * 20)[:4096]
+            response = await generate(client, prompt=prompt, n=64, max_new_tokens=512)
+            assert response.status_code == 422
+            message = response.json()["error"]["message"]
+            assert message.startswith("n:")
+            assert "n × (prompt length + max_new_tokens) = 64 × (4096 + 512) = 294912" in message
+            assert "65536" in message and "GENSERVE_MAX_TEXT_REQUEST_TOKENS" in message
+        async with running_app(store, max_text_request_tokens=100) as client:
+            at_limit = await generate(client, prompt="The ", n=4, max_new_tokens=21)
+            assert at_limit.status_code == 200 and len(at_limit.json()["completions"]) == 4
+            over = await generate(client, prompt="The ", n=4, max_new_tokens=22)
+            assert over.status_code == 422
+            assert "4 × (4 + 22) = 104" in over.json()["error"]["message"]
+
+    run(scenario)
+
+
+def test_a_small_request_is_admitted_before_the_rest_of_a_large_one(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = StepRecorder(monkeypatch)
+
+    async def scenario() -> None:
+        async with running_app(store, max_active_sequences=2) as client:
+            app = client._transport.app  # type: ignore[attr-defined]
+            model_version = app.state.registry.resolve(TINY_TEXT_MODEL, None)
+            batcher = text_servable(model_version).batcher
+            service = app.state.text_generation
+            recorder.release.clear()
+            recorder.started.clear()
+            large = service.start(model_version, TextRequest("", list(range(8)), Sampling(max_new_tokens=30)))
+            collecting = asyncio.create_task(service.complete(large))
+            await asyncio.to_thread(recorder.started.wait, 10)  # its first two sequences' step is held
+            small = asyncio.create_task(generate(client, max_new_tokens=5, seed=1))
+            while batcher.queued_sequences < 7:
+                await asyncio.sleep(0.005)
+            recorder.release.set()
+            assert (await small).status_code == 200
+            result = await collecting
+            assert all(completion.finish_reason for completion in result.completions)
+            # The small request took the third place: the large one's remaining six came after it.
+            assert [seq.admitted for seq in large.sequences] == [0, 1, 3, 4, 5, 6, 7, 8]
+
+    run(scenario)
+
+
+def test_metrics_show_active_and_queued_text_sequences(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = StepRecorder(monkeypatch)
+    labels = f'model="{TINY_TEXT_MODEL}",version="1"'
+
+    async def scenario() -> None:
+        async with running_app(store, max_active_sequences=1) as client:
+            await wait_all_loaded(client)
+            recorder.release.clear()
+            recorder.started.clear()
+            first = asyncio.create_task(generate(client, max_new_tokens=4, seed=1))
+            await asyncio.to_thread(recorder.started.wait, 10)
+            second = asyncio.create_task(generate(client, n=2, max_new_tokens=4, seed=2))
+            page = ""
+            deadline = time.monotonic() + 10
+            while f"genserve_text_queue_depth_sequences{{{labels}}} 2.0" not in page:
+                assert time.monotonic() < deadline, "the two queued sequences never showed"
+                await asyncio.sleep(0.005)
+                page = (await client.get("/metrics")).text
+            assert f"genserve_text_active_sequences{{{labels}}} 1.0" in page
+            recorder.release.set()
+            assert (await first).status_code == 200 and (await second).status_code == 200
+            page = (await client.get("/metrics")).text
+            assert f"genserve_text_active_sequences{{{labels}}} 0.0" in page
+            assert f"genserve_text_queue_depth_sequences{{{labels}}} 0.0" in page
+
+    run(scenario)

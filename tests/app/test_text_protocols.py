@@ -392,3 +392,26 @@ async def _wait_for_text_model(client: httpx.AsyncClient) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("the text model did not load")
         await asyncio.sleep(0.05)
+
+
+def test_rows_over_the_token_budget_together_are_a_bad_request_naming_prompt(model_store: Path) -> None:
+    def body(rows: int) -> dict[str, Any]:
+        return {
+            "inputs": [
+                {"name": "prompt", "datatype": "BYTES", "shape": [rows], "data": ["The "] * rows},
+                {"name": "max_new_tokens", "datatype": "INT32", "shape": [rows], "data": [16] * rows},
+            ]
+        }
+
+    async def scenario() -> None:
+        async with running_app(model_store, max_text_request_tokens=50) as client:
+            await _wait_for_text_model(client)
+            accepted = await client.post(f"/v2/models/{TINY_TEXT_MODEL}/infer", json=body(2))
+            assert accepted.status_code == 200
+            assert len(accepted.json()["outputs"][0]["data"]) == 2
+            refused = await client.post(f"/v2/models/{TINY_TEXT_MODEL}/infer", json=body(3))
+            assert refused.status_code == 400
+            message = refused.json()["error"]
+            assert message.startswith("prompt:") and "add up to 60 tokens" in message and "50" in message
+
+    asyncio.run(scenario())

@@ -1,9 +1,11 @@
-"""Host-side sampling of text tokens (genserve.text): temperature, top-k, top-p, seeds, context ids."""
+"""Host-side sampling of text tokens (genserve.text, and the temperatures the batcher hands it): temperature,
+top-k, top-p, seeds, context ids."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from app.text.batching import Sampling
 from genserve.store import END_OF_TEXT_ID
 from genserve.text import context_ids, ids_to_text, sample_token, unknown_characters, vocabulary_index
 
@@ -41,3 +43,22 @@ def test_context_starts_with_end_of_text_and_decoding_drops_it() -> None:
     assert context_ids("ab a", index) == [END_OF_TEXT_ID, 1, 2, 3, 1]
     assert unknown_characters("abcxc\u241e", index) == ["c", "x", "\u241e"]
     assert ids_to_text([1, 3, END_OF_TEXT_ID, 2], vocabulary) == "a b"
+
+
+def test_temperatures_too_small_to_divide_by_sample_greedily() -> None:
+    # Divided by 1e-310 these logits overflow to infinity; as they are, the first token would always come out.
+    logits = np.log(np.array([0.3, 0.05, 0.4, 0.25])) + 10.0
+    for temperature in (1e-310, 5e-324, 1e-31):
+        sampling = Sampling(max_new_tokens=1, temperature=temperature)
+        generator = np.random.RandomState(0)
+        assert sampling.sampling_temperature == 0.0
+        assert [
+            sample_token(logits, generator, temperature=sampling.sampling_temperature) for _ in range(20)
+        ] == [2] * 20
+    assert Sampling(max_new_tokens=1, temperature=1e-3).sampling_temperature == 1e-3
+
+
+def test_the_sampler_itself_decodes_tiny_temperatures_greedily() -> None:
+    generator = np.random.RandomState(0)
+
+    assert [sample_token(LOGITS, generator, temperature=1e-310) for _ in range(20)] == [1] * 20

@@ -1,8 +1,14 @@
-"""The model-store contract: names, versions, completion markers and atomic publication."""
+"""The model-store contract: names, versions, completion markers, atomic publication, and reads that never wait."""
 
 from __future__ import annotations
 
+import os
+import socket
+import stat
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,3 +130,120 @@ def test_a_latent_scale_is_recorded_for_gans_and_refused_for_other_kinds() -> No
         )
     with pytest.raises(ValueError, match="latent_scale"):
         ModelMetadata.model_validate({**metadata().model_dump(), "latent_scale": 0.0})
+
+
+def error_of(call: Callable[[], object], timeout_s: float = 10.0) -> BaseException:
+    """What `call` raises, run on a daemon thread: a call stuck opening a named pipe fails the test, not hangs it."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as error:
+            outcome.append(error)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    assert outcome, f"still waiting after {timeout_s} s"
+    assert outcome[0] is not None, "returned instead of raising"
+    return outcome[0]
+
+
+def unix_socket_at(path: Path) -> socket.socket:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    return listener
+
+
+@pytest.mark.parametrize(
+    ("read", "file"),
+    [
+        (store.read_metadata, store.METADATA_FILE),
+        (store.read_evaluation, store.EVALUATION_FILE),
+        (store.read_text_evaluation, store.EVALUATION_FILE),
+    ],
+)
+def test_a_named_pipe_in_a_version_is_refused_without_waiting(
+    tmp_path: Path, read: Callable[[Path], object], file: str
+) -> None:
+    version = store.publish_version(tmp_path, metadata(), write_dummy)
+    (version / file).unlink(missing_ok=True)
+    os.mkfifo(version / file)
+    error = error_of(lambda: read(version))
+    assert isinstance(error, store.StoreFileError)
+    assert str(error) == f"{version / file} is a named pipe (FIFO), not a regular file"
+
+
+def test_labels_that_are_a_named_pipe_are_refused_without_waiting(tmp_path: Path) -> None:
+    store.publish_version(tmp_path, metadata(), write_dummy)
+    os.mkfifo(tmp_path / "demo" / store.LABELS_FILE)
+    error = error_of(lambda: store.read_labels(tmp_path, "demo"))
+    assert isinstance(error, ValueError) and "labels.json is a named pipe" in str(error)
+
+
+def test_a_socket_and_a_link_to_a_device_are_not_regular_files(tmp_path: Path) -> None:
+    with unix_socket_at(tmp_path / "socket.json"):
+        with pytest.raises(store.StoreFileError, match="socket.json is a socket, not a regular file"):
+            store.read_regular_file(tmp_path / "socket.json", 100)
+    (tmp_path / "device.json").symlink_to("/dev/zero")
+    with pytest.raises(store.StoreFileError, match="device.json is a device, not a regular file"):
+        store.read_regular_file(tmp_path / "device.json", 100)
+    (tmp_path / "folder.json").mkdir()
+    with pytest.raises(store.StoreFileError, match="folder.json is a folder"):
+        store.read_regular_file(tmp_path / "folder.json", 100)
+
+
+def test_a_regular_file_is_read_whole_up_to_its_limit(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 5000
+    (tmp_path / "file").write_bytes(data)
+    (tmp_path / "link").symlink_to(tmp_path / "file")
+    assert store.read_regular_file(tmp_path / "file", len(data)) == data
+    assert store.read_regular_file(tmp_path / "link", len(data)) == data
+    with pytest.raises(store.StoreFileError, match=f"larger than {len(data) - 1} bytes"):
+        store.read_regular_file(tmp_path / "file", len(data) - 1)
+    with pytest.raises(FileNotFoundError):
+        store.read_regular_file(tmp_path / "missing", 10)
+
+
+def test_a_named_pipe_swapped_in_after_the_type_check_is_refused_not_waited_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipe = tmp_path / "genserve.json"
+    os.mkfifo(pipe)
+    real_stat = os.stat
+
+    def regular_at_first(path: str | os.PathLike[str], *args: Any, **kwargs: Any) -> os.stat_result:
+        # What the type check saw a moment before the swap: a regular file.
+        if Path(str(path)) == pipe:
+            return os.stat_result((stat.S_IFREG | 0o644, 0, 0, 1, 0, 0, 10, 0, 0, 0))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", regular_at_first)
+    error = error_of(lambda: store.read_regular_file(pipe, 100))
+    assert isinstance(error, store.StoreFileError) and "named pipe" in str(error)
+
+
+def test_saved_model_files_must_be_regular_files_or_folders(tmp_path: Path) -> None:
+    version = store.publish_version(tmp_path, metadata(), write_dummy)
+    (version / "variables").mkdir()
+    (version / "variables" / "variables.index").write_bytes(b"index")
+    (version / "variables" / "loop").symlink_to(version)  # a link back up is walked once
+    os.mkfifo(version / store.EVALUATION_FILE)  # the store's own files are read safely, not walked
+    store.check_saved_model_files(version)
+
+    os.mkfifo(version / "variables" / "variables.data-00000-of-00001")
+    error = error_of(lambda: store.check_saved_model_files(version))
+    assert isinstance(error, store.StoreFileError)
+    assert str(error) == (
+        f"{version}/variables/variables.data-00000-of-00001 is a named pipe (FIFO), not a regular file or folder"
+    )
+
+
+def test_a_socket_in_a_version_folder_is_refused(tmp_path: Path) -> None:
+    version = store.publish_version(tmp_path, metadata(), write_dummy)
+    with unix_socket_at(version / "saved_model.sock"):
+        with pytest.raises(store.StoreFileError, match="saved_model.sock is a socket"):
+            store.check_saved_model_files(version)

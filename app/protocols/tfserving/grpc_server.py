@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -28,9 +29,11 @@ from tensorflow_serving.apis import (
     predict_pb2,
 )
 
+from app.config import Settings
 from app.metrics import Metrics
 from app.protocols.inference import Inference, check_shape, select_outputs, tensor_name
 from app.protocols.tfserving import status as tfserving
+from app.server.connections import connection_budget
 from app.server.errors import DeadlineExceeded, InvalidParameter, Overloaded, ServiceError
 from app.serving.registry import ModelRegistry, ModelVersion
 from genserve import store
@@ -291,6 +294,40 @@ class ModelServicer:
         return json_format.ParseDict(status, get_model_status_pb2.GetModelStatusResponse())
 
 
+@dataclass(frozen=True)
+class GrpcLimits:
+    """What one client may take of the gRPC server: message size, connections, and how long a connection may
+    sit in its handshake, idle, or unanswered by a dead peer."""
+
+    max_message_bytes: int
+    max_connections: int
+    handshake_timeout_s: float
+    idle_s: float
+    # Ping a connection quiet for this long, and drop it if the ping is not answered within the timeout.
+    keepalive_s: float = 60.0
+    keepalive_timeout_s: float = 20.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> GrpcLimits:
+        return cls(
+            # The same bound on what a client may send as GENSERVE_MAX_BODY_BYTES puts on HTTP bodies.
+            max_message_bytes=settings.max_body_bytes,
+            max_connections=connection_budget(settings.max_connections, listeners=2),
+            handshake_timeout_s=settings.header_timeout_s,
+            idle_s=settings.grpc_idle_s,
+        )
+
+    def channel_options(self) -> list[tuple[str, int]]:
+        return [
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_allowed_incoming_connections", self.max_connections),
+            ("grpc.server_handshake_timeout_ms", round(self.handshake_timeout_s * 1000)),
+            ("grpc.max_connection_idle_ms", round(self.idle_s * 1000)),
+            ("grpc.keepalive_time_ms", round(self.keepalive_s * 1000)),
+            ("grpc.keepalive_timeout_ms", round(self.keepalive_timeout_s * 1000)),
+        ]
+
+
 class GrpcServer:
     """The gRPC API on `host:port`, started and stopped by the app's lifespan; text generators are served when
     `text` is given."""
@@ -303,11 +340,10 @@ class GrpcServer:
         registry: ModelRegistry,
         inference: Inference,
         metrics: Metrics,
-        max_message_bytes: int,
+        limits: GrpcLimits,
     ) -> None:
         self.address = f"{host}:{port}"
-        # The same bound on what a client may send as GENSERVE_MAX_BODY_BYTES puts on HTTP bodies.
-        self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes)])
+        self._server = grpc.aio.server(options=limits.channel_options())
         calls = _Calls(metrics)
         prediction, models = PredictionServicer(inference, calls), ModelServicer(registry, calls)
         self._server.add_generic_rpc_handlers(
