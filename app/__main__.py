@@ -23,11 +23,13 @@ def main() -> None:
     raise_descriptor_limit()
     app = create_app(settings)
     listeners = 1 if settings.grpc_port is None else 2
+    budget = connection_budget(settings.max_connections, listeners)
     http = DeadlineHttpToolsProtocol.configured(
         header_timeout_s=settings.header_timeout_s,
         body_timeout_s=settings.body_timeout_s,
         write_timeout_s=settings.write_timeout_s,
-        max_connections=connection_budget(settings.max_connections, listeners),
+        max_connections=budget,
+        max_per_client=settings.max_connections_per_client or max(1, budget // 2),
         on_refused=app.state.metrics.connections_refused.inc,
     )
     # One process, one worker: the batcher lives in this process, so scale out with replicas.

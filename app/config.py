@@ -160,6 +160,13 @@ class Settings(BaseSettings):
         "Retry-After and gRPC refuses at accept. Default: the open-file limit less a reserve for loads and the "
         "store watcher, shared between the listeners, at most 8192 each.",
     )
+    max_connections_per_client: int | None = Field(
+        None,
+        ge=1,
+        description="HTTP connections one client address holds at most (503 with Retry-After beyond); default: half "
+        "of the HTTP connection budget, so one client cannot take all of it. Behind a proxy every client shares its "
+        "address: set it to the budget there.",
+    )
     grpc_idle_s: float = Field(
         300.0,
         gt=0,

@@ -4,8 +4,9 @@ Every connection takes a file descriptor and some memory, so a client that opens
 without making progress, must not starve the others or the store watcher. The process raises its descriptor
 limit to the hard limit at start-up and keeps a reserve of descriptors for loading models, logging and the
 store watcher; the rest, up to `MAX_DEFAULT_CONNECTIONS`, is shared between the HTTP and gRPC listeners
-(`connection_budget`). Past the budget a new HTTP connection is answered 503 with `Retry-After` at once and
-closed; gRPC refuses it at accept.
+(`connection_budget`). One client address may hold at most half of the HTTP budget by default, so a client
+that opens connections without end leaves the rest to everyone else. Past either limit a new HTTP connection
+is answered 503 with `Retry-After` at once and closed; gRPC refuses it at accept.
 
 uvicorn closes a keep-alive connection that stays idle after a response, but not one that connects and sends
 nothing, stops halfway through its headers, never finishes its body, or stops reading its answer. This protocol
@@ -18,6 +19,7 @@ whose client stopped reading is dropped, and its work with it).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import resource
 from collections.abc import Callable
@@ -72,12 +74,16 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
     body_timeout_s = 60.0
     write_timeout_s = 30.0
     max_connections: int | None = None
+    max_per_client: int | None = None
     on_refused: Callable[[], None] = staticmethod(lambda: None)
+    # Open connections by client address, shared by every connection of the server (set by `configured`).
+    _by_client: collections.Counter[str] = collections.Counter()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_deadline: asyncio.TimerHandle | None = None
         self._write_deadline: asyncio.TimerHandle | None = None
+        self._address = ""
 
     @classmethod
     def configured(
@@ -87,6 +93,7 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
         body_timeout_s: float,
         write_timeout_s: float,
         max_connections: int | None = None,
+        max_per_client: int | None = None,
         on_refused: Callable[[], None] | None = None,
     ) -> type[DeadlineHttpToolsProtocol]:
         """A subclass with these limits (uvicorn builds protocols from a class, not an instance)."""
@@ -95,6 +102,8 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
             "body_timeout_s": body_timeout_s,
             "write_timeout_s": write_timeout_s,
             "max_connections": max_connections,
+            "max_per_client": max_per_client,
+            "_by_client": collections.Counter(),
         }
         if on_refused is not None:
             limits["on_refused"] = staticmethod(on_refused)
@@ -102,7 +111,11 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if self.max_connections is not None and len(self.connections) > self.max_connections:
+        self._address = self.client[0] if self.client else ""
+        self._by_client[self._address] += 1
+        if (self.max_connections is not None and len(self.connections) > self.max_connections) or (
+            self.max_per_client is not None and self._by_client[self._address] > self.max_per_client
+        ):
             self._refuse()
             return
         # A client that connects and says nothing is treated like an idle keep-alive connection.
@@ -138,6 +151,9 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._clear_read_deadline()
         self._clear_write_deadline()
+        self._by_client[self._address] -= 1
+        if self._by_client[self._address] <= 0:
+            del self._by_client[self._address]
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:

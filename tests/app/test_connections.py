@@ -145,7 +145,12 @@ def _read_all(connection: socket.socket, seconds: float = 10) -> bytes:
 def test_connections_past_the_budget_get_503_with_retry_after_and_the_budget_comes_back(
     tiny_vae_store: Path, tmp_path: Path
 ) -> None:
-    env = service_env(tiny_vae_store, max_connections=MAX_CONNECTIONS, keep_alive_s=60)
+    env = service_env(
+        tiny_vae_store,
+        max_connections=MAX_CONNECTIONS,
+        max_connections_per_client=MAX_CONNECTIONS,
+        keep_alive_s=60,
+    )
     with running_service(env, tmp_path / "server.log") as (_, base_url):
         held = [connect(base_url) for _ in range(MAX_CONNECTIONS)]
         with connect(base_url) as extra:
@@ -168,6 +173,28 @@ def test_connections_past_the_budget_get_503_with_retry_after_and_the_budget_com
             assert time.monotonic() < deadline, "connections never came back"
             time.sleep(0.1)
         assert "genserve_http_connections_refused_total 1.0" in metrics.text
+
+
+def _healthz_from(base_url: str, source: str) -> bytes:
+    """The answer to GET /healthz on a connection made from the local address `source`."""
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10, source_address=(source, 0)) as connection:
+        connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return _read_all(connection)
+
+
+def test_one_client_address_cannot_take_the_whole_budget(tiny_vae_store: Path, tmp_path: Path) -> None:
+    # By default one address may hold half of the budget of eight.
+    env = service_env(tiny_vae_store, max_connections=8, keep_alive_s=60)
+    with running_service(env, tmp_path / "server.log") as (_, base_url):
+        held = [connect(base_url) for _ in range(4)]
+        refused = _healthz_from(base_url, "127.0.0.1")
+        served = _healthz_from(base_url, "127.0.0.2")  # another client, on the same loopback
+        for connection in held:
+            connection.close()
+
+    assert refused.startswith(b"HTTP/1.1 503 "), refused[:200]
+    assert served.startswith(b"HTTP/1.1 200 "), served[:200]
 
 
 class _Transport:
