@@ -13,6 +13,7 @@ import concurrent.futures
 import io
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -235,6 +236,61 @@ def contract(server: Server) -> str:
     return " | ".join(str(response.status_code) for response in (not_utf8, newline, cased, oversized))
 
 
+FLOOD_CONNECTIONS = 20_000
+_FLOOD_CHECKS = 20
+
+
+def connection_flood(server: Server) -> str:
+    """10: one client opens FLOOD_CONNECTIONS connections (fewer if its open-file limit is lower) that send POST /generate headers and one body byte of
+    ten; meanwhile another client (another loopback address) asks for /healthz. The flood is closed before the
+    memory settles."""
+    # This process needs descriptors of its own for the other client.
+    count = min(FLOOD_CONNECTIONS, _raise_open_file_limit() - 256)
+    host, port = server.base_url.removeprefix("http://").split(":")
+    head = (
+        b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{"
+    )
+    flood: list[socket.socket] = []
+    refused = failed = 0
+    try:
+        for _ in range(count):
+            try:
+                connection = socket.create_connection((host, int(port)), timeout=5)
+                connection.sendall(head)
+                flood.append(connection)
+            except OSError:
+                failed += 1
+        for connection in flood:  # what the server said to each, if anything yet
+            connection.setblocking(False)
+            try:
+                if connection.recv(16).startswith(b"HTTP/1.1 503"):
+                    refused += 1
+            except (BlockingIOError, OSError):
+                pass
+        slowest, statuses = 0.0, []
+        with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=10) as other:
+            for _ in range(_FLOOD_CHECKS):
+                started = time.perf_counter()
+                statuses.append(other.get(f"{server.base_url}/healthz").status_code)
+                slowest = max(slowest, time.perf_counter() - started)
+    finally:
+        for connection in flood:
+            connection.close()
+    answered = ",".join(sorted({str(status) for status in statuses}))
+    return (
+        f"{len(flood)} open, {refused} answered 503 at once, {failed} failed to connect; other client: "
+        f"{answered}, slowest {slowest * 1000:.0f} ms"
+    )
+
+
+def _raise_open_file_limit() -> int:
+    """This process's open-file limit, raised to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
 # --- servers ------------------------------------------------------------------------------------------------
 
 
@@ -324,6 +380,7 @@ def run(checkout: Path, source: Path) -> list[tuple[str, Outcome]]:
                 ("7 half-sent headers", idle_connection),
                 ("8 internals in errors", leaks),
                 ("9 contract", contract),
+                ("10 connection flood", connection_flood),
             ):
                 rows.append((label, measure(running, probe)))
         rows.append(("6 SIGTERM mid-upload", sigterm_upload(checkout, store, folder)))

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from genserve.store import ModelKind, ModelMetadata
+from training.provenance import dataset_location, portable_options
 from training.run_info import RunInfo
 
 # training_config key of a conditional run published unconditionally (class drawn from the latent).
@@ -74,7 +75,7 @@ def build_metadata(
             "is, only a conditional run needs unconditional=True"
         )
     conditional = config.conditional and not unconditional
-    training_config = config.to_dict()
+    training_config = portable_options(config.to_dict(), dataset_location(config.dataset, config.data_path))
     training_config["dataset_class_names"] = info.dataset_class_names
     training_config["exported_generator"] = "ema" if averaged else "raw"
     if unconditional:
@@ -89,7 +90,7 @@ def build_metadata(
         image_shape=info.image_shape,
         channels=info.image_shape[2],
         class_names=info.dataset_class_names if conditional else None,
-        dataset=config.dataset,
+        dataset=training_config["dataset"],
         training_config=training_config,
         epochs=epochs,
         seed=config.seed,

@@ -75,11 +75,22 @@ def load_corpus(
     return TextCorpus(dataset, train, held, vocabulary)
 
 
-def read_documents(dataset: str, data_path: str | None, seed: int | None) -> list[str]:
+def data_location(dataset: str, data_path: str | None) -> Path | None:
+    """The file or folder a text dataset is read from (`data_path` in place of a spec's own path, which a
+    published version keeps only as a file name); None for one the project generates."""
     if dataset.startswith("text:"):
-        return _read_text_path(Path(dataset.removeprefix("text:")))
+        return Path(data_path) if data_path else Path(dataset.removeprefix("text:"))
     if dataset == "fortunes":
-        return _read_fortunes(Path(data_path) if data_path else DEFAULT_FORTUNES_PATH)
+        return Path(data_path) if data_path else DEFAULT_FORTUNES_PATH
+    return None
+
+
+def read_documents(dataset: str, data_path: str | None, seed: int | None) -> list[str]:
+    location = data_location(dataset, data_path)
+    if dataset.startswith("text:") and location is not None:
+        return _read_text_path(location)
+    if dataset == "fortunes" and location is not None:
+        return _read_fortunes(location)
     if dataset == "grammar":
         return grammar_documents(_GRAMMAR_DOCUMENTS, seed=0 if seed is None else seed)
     raise ValueError(f"unknown dataset {dataset!r}: use text:PATH, fortunes or grammar")

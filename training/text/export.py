@@ -10,8 +10,9 @@ import keras
 import tensorflow as tf
 
 from genserve.store import ModelKind, ModelMetadata, TextInfo, publish_version
+from training.provenance import portable_dataset, portable_options
 from training.text.config import TextTrainConfig
-from training.text.data import TextCorpus
+from training.text.data import TextCorpus, data_location
 from training.text.model import CharRnnServer
 
 KIND: ModelKind = "char-rnn"
@@ -46,8 +47,11 @@ def publish_char_rnn(
             units=config.units,
             sequence_length=config.sequence_length,
         ),
-        dataset=config.dataset,
-        training_config={**config.to_json(), **({"distribution": distribution} if distribution else {})},
+        dataset=portable_dataset(config.dataset),
+        training_config={
+            **portable_options(config.to_json(), data_location(config.dataset, config.data_path)),
+            **({"distribution": distribution} if distribution else {}),
+        },
         epochs=epochs,
         seed=config.seed,
         framework_versions={
