@@ -11,8 +11,6 @@ and, when asked, inverted (for dark drawings on a light background, where the mo
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import functools
 import io
 import warnings
@@ -28,6 +26,7 @@ from starlette.types import Message
 from app.api.params import shown
 from app.server.body_limit import is_multipart, too_large
 from app.server.errors import InvalidParameter, PayloadTooLarge, UnsupportedMediaType
+from app.server.memory import release_free_memory
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 MIN_SIDE = 2
@@ -258,9 +257,3 @@ def _border_colour(image: Image.Image) -> int | tuple[int, ...]:
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     median = np.median(border, axis=0)
     return int(median) if np.ndim(median) == 0 else tuple(int(value) for value in median)
-
-
-def release_free_memory() -> None:
-    """Hand memory freed by large decodes back to the system (glibc keeps it otherwise); a no-op elsewhere."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)

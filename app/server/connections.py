@@ -27,6 +27,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from app.server.memory import release_free_memory
+
 logger = logging.getLogger(__name__)
 
 # Descriptors kept back from client connections: model loads (a SavedModel's files), the store watcher, logs,
@@ -41,6 +43,8 @@ _REFUSED = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: %d\r\n"
     b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
 )
+# Connections open at once that make a burst worth handing memory back after.
+_BURST_CONNECTIONS = 512
 _REFUSED_BODY = b'{"error":{"code":"overloaded","message":"too many open connections; retry shortly"}}'
 
 
@@ -76,8 +80,10 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
     max_connections: int | None = None
     max_per_client: int | None = None
     on_refused: Callable[[], None] = staticmethod(lambda: None)
-    # Open connections by client address, shared by every connection of the server (set by `configured`).
+    # Open connections by client address, and the most open since memory was last handed back: shared by every
+    # connection of the server (set by `configured`).
     _by_client: collections.Counter[str] = collections.Counter()
+    _burst: list[int] = [0]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -104,6 +110,7 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
             "max_connections": max_connections,
             "max_per_client": max_per_client,
             "_by_client": collections.Counter(),
+            "_burst": [0],
         }
         if on_refused is not None:
             limits["on_refused"] = staticmethod(on_refused)
@@ -113,6 +120,7 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._address = self.client[0] if self.client else ""
         self._by_client[self._address] += 1
+        self._burst[0] = max(self._burst[0], len(self.connections))
         if (self.max_connections is not None and len(self.connections) > self.max_connections) or (
             self.max_per_client is not None and self._by_client[self._address] > self.max_per_client
         ):
@@ -155,6 +163,10 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
         if self._by_client[self._address] <= 0:
             del self._by_client[self._address]
         super().connection_lost(exc)
+        if self._burst[0] >= _BURST_CONNECTIONS and len(self.connections) <= self._burst[0] // 4:
+            # Most of a burst of connections has gone: hand the memory their buffers took back to the system.
+            self._burst[0] = len(self.connections)
+            release_free_memory()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
