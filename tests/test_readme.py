@@ -201,3 +201,16 @@ def test_the_readme_summary_shows_each_bundled_models_documented_score() -> None
         assert f"FID {column(row, 'classifier-feature FID')}" in summary[name], name
     for name, (_, row) in bundled_text_rows().items():
         assert f"{column(row, 'held-out bits/char')} held-out bits/char" in summary[name], name
+
+
+def test_the_readme_comparison_with_the_peers_is_the_benchmark_pages_table() -> None:
+    readme = first_table(section("Train your own, deploy it", README), having="best of")
+    documented = {
+        row["cell"]: column(row, "genserve ÷ best peer").split(" ")[0]
+        for row in first_table(BENCHMARKS_PAGE.read_text().splitlines(), having="genserve ÷ best peer")
+    }
+
+    assert readme
+    for row in readme:
+        n, clients = (part.strip() for part in row["images per request, concurrent clients"].split(","))
+        assert documented[f"n={n}, c={clients}"] == column(row, "genserve ÷"), row
