@@ -6,7 +6,9 @@ import ast
 import re
 from pathlib import Path
 
+from app.api.reference import markdown
 from app.config import Settings
+from app.main import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -47,3 +49,9 @@ def test_every_guarantee_names_tests_that_exist() -> None:
                 missing.append(f"{current}::{test}")
 
     assert missing == []
+
+
+def test_the_api_page_is_written_from_the_services_schema() -> None:
+    schema = create_app(Settings(model_store=Path("model_store"))).openapi()
+
+    assert (DOCS / "api.md").read_text() == markdown(schema), "run: python -m app.api.reference > docs/api.md"
