@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from tests.training.text.tiny import train_tiny_text
+from tests.training.text.tiny import TINY_TEXT_MODEL, tiny_text_run_dir, train_tiny_text
 from training.config import TrainConfig
 from training.train import train
 
@@ -65,7 +65,9 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_text_version(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny char-rnn's version folder, trained once per session on the procedural grammar."""
     root = tmp_path_factory.mktemp("text-store")
-    return train_tiny_text(root / "model_store", root / "runs" / "grammar-rnn")
+    return train_tiny_text(
+        root / "model_store", tiny_text_run_dir(root / "model_store" / TINY_TEXT_MODEL / "1")
+    )
 
 
 @pytest.fixture(scope="session")

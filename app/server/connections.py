@@ -45,6 +45,8 @@ _REFUSED = (
 )
 # Connections open at once that make a burst worth handing memory back after.
 _BURST_CONNECTIONS = 512
+_IDLE_CONNECTIONS = 16
+_TRIM_INTERVAL_S = 1.0
 _REFUSED_BODY = b'{"error":{"code":"overloaded","message":"too many open connections; retry shortly"}}'
 
 
@@ -84,6 +86,7 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
     # connection of the server (set by `configured`).
     _by_client: collections.Counter[str] = collections.Counter()
     _burst: list[int] = [0]
+    _trim_pending: list[bool] = [False]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -111,6 +114,7 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
             "max_per_client": max_per_client,
             "_by_client": collections.Counter(),
             "_burst": [0],
+            "_trim_pending": [False],
         }
         if on_refused is not None:
             limits["on_refused"] = staticmethod(on_refused)
@@ -163,10 +167,17 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
         if self._by_client[self._address] <= 0:
             del self._by_client[self._address]
         super().connection_lost(exc)
-        if self._burst[0] >= _BURST_CONNECTIONS and len(self.connections) <= self._burst[0] // 4:
-            # Most of a burst of connections has gone: hand the memory their buffers took back to the system.
+        if self._burst[0] >= _BURST_CONNECTIONS and not self._trim_pending[0]:
+            # A burst of connections is going: hand the memory they took back to the system, once a second
+            # while they close, until a pass finds the server nearly idle.
+            self._trim_pending[0] = True
+            self.loop.call_later(_TRIM_INTERVAL_S, self._trim_after_burst)
+
+    def _trim_after_burst(self) -> None:
+        self._trim_pending[0] = False
+        release_free_memory()
+        if len(self.connections) <= _IDLE_CONNECTIONS:
             self._burst[0] = len(self.connections)
-            release_free_memory()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from genserve import store
 from genserve.store import ModelMetadata, TextInfo
-from tests.training.text.tiny import TINY_TEXT_MODEL, tiny_text_config
+from tests.training.text.tiny import TINY_TEXT_MODEL, tiny_text_config, tiny_text_run_dir
 from training.text.cli import build_parser, config_from_args, train_main
 from training.text.config import CHECKPOINT_EPOCH_FILE, CHECKPOINT_FILE, TextTrainConfig
 from training.text.evaluate import NGramModel, evaluate_version, unigram_bits
@@ -75,7 +75,7 @@ def test_serving_default_samples_in_the_graph(tiny_text_version: Path) -> None:
 
 
 def test_step_signature_reproduces_the_trained_network(tiny_text_version: Path, tmp_path: Path) -> None:
-    run_dir = Path(store.read_metadata(tiny_text_version).training_config["run_dir"])
+    run_dir = tiny_text_run_dir(tiny_text_version)
     model = keras.models.load_model(run_dir / CHECKPOINT_FILE)
     ids = np.array([[0, 5, 9, 3, 7, 1, 4]], dtype=np.int32)
     expected = model(ids, training=False).numpy()[0]
@@ -97,7 +97,7 @@ def test_evaluating_the_published_version_matches_the_training_score(tiny_text_v
 
 
 def test_samples_and_checkpoints_are_written_every_epoch(tiny_text_version: Path) -> None:
-    run_dir = Path(store.read_metadata(tiny_text_version).training_config["run_dir"])
+    run_dir = tiny_text_run_dir(tiny_text_version)
     assert sorted(p.name for p in (run_dir / "samples").iterdir())[-1] == "epoch_005.txt"
     assert json.loads((run_dir / CHECKPOINT_EPOCH_FILE).read_text())["epochs"] == 5
     assert "prompt 'The '" in (run_dir / "samples" / "epoch_001.txt").read_text()

@@ -10,6 +10,12 @@ from training.text.train import train_text
 TINY_TEXT_MODEL = "grammar-rnn"
 
 
+def tiny_text_run_dir(version: Path) -> Path:
+    """Where the session's tiny text version (`model_store/<name>/<version>`) keeps its run: beside its store.
+    The version's metadata names no run folder (it names no path of the machine that trained it)."""
+    return version.parents[2] / "runs" / version.parent.name
+
+
 def tiny_text_config(store: Path, run_dir: Path, **overrides: object) -> TextTrainConfig:
     values: dict[str, object] = {
         "dataset": "grammar",
