@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 import uvicorn
 
 from app.config import Settings
 from app.main import create_app
 from app.server.connections import DeadlineHttpToolsProtocol, connection_budget, raise_descriptor_limit
+from app.server.logs import configure_logging
 from app.server.shutdown import GracefulServer
 from genserve.console import quiet_tensorflow
 
@@ -17,9 +16,7 @@ def main() -> None:
     settings = Settings()
     if settings.log_level != "debug":
         quiet_tensorflow(modules=("tensorflow",))
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     raise_descriptor_limit()
     app = create_app(settings)
     listeners = 1 if settings.grpc_port is None else 2
@@ -41,6 +38,10 @@ def main() -> None:
         workers=1,
         http=http,
         timeout_keep_alive=settings.keep_alive_s,
+        # The service writes one access line per request itself (app.server.logs), and uvicorn's own lines go
+        # through the same handler, so every line has one format.
+        access_log=False,
+        log_config=None,
     )
     GracefulServer(config, app, settings.shutdown_grace_s).run()
 

@@ -24,6 +24,7 @@ from app.protocols.inference import Inference
 from app.server.body_limit import BodyLimitMiddleware
 from app.server.docs import install_docs
 from app.server.error_handlers import install_error_handlers
+from app.server.logs import RequestIdMiddleware
 from app.server.shutdown import AdmissionMiddleware
 from app.serving.loader import ModelLoader
 from app.serving.registry import ModelRegistry
@@ -67,6 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # Outermost, so it also sees the 500s produced by the error middleware.
     app.add_middleware(HTTPMetricsMiddleware, metrics=app.state.metrics)
+    # Around everything: the request's id is on every line logged while it is served.
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(api_router)
     install_docs(app)
     return app

@@ -1,0 +1,119 @@
+"""The service's logs: one line per event, as text or as JSON objects, each carrying its request's id.
+
+Every HTTP request gets an id: the client's `X-Request-ID` when it is a short, plain token, else a new one. It is
+echoed in the answer's `X-Request-ID`, put on every log line written while the request is served (a context
+variable, which the event loop's tasks and `anyio` worker threads inherit), and on the access line written when
+the answer is complete: method, path, status and duration. `GENSERVE_LOG_FORMAT=json` writes each line as one
+JSON object (time, level, logger, message, request id, and the fields a line carries, such as model, version,
+status and duration).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_ID_HEADER = "x-request-id"
+MAX_REQUEST_ID_CHARS = 128
+_MAX_PATH_CHARS = 256
+_PLAIN_ID = re.compile(r"[A-Za-z0-9._:\-]+")
+# Fields a log line may carry besides its message (`logger.info(..., extra={...})`), in the order shown.
+LINE_FIELDS = ("method", "path", "status", "duration_ms", "model", "version")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+access_logger = logging.getLogger("genserve.access")
+
+
+def accepted_request_id(given: str | None) -> str:
+    """The client's request id when it is plain and short enough to echo and log; a new one otherwise."""
+    if given and len(given) <= MAX_REQUEST_ID_CHARS and _PLAIN_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
+class _RequestIdFilter(logging.Filter):
+    """Puts the current request's id (or "-") on every record, for both formats."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get() or "-"
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None),
+        }
+        line.update({name: getattr(record, name) for name in LINE_FIELDS if hasattr(record, name)})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    """The root logger's one handler on stderr, in `log_format` ("text" or "json"), at `level`."""
+    handler = logging.StreamHandler()
+    handler.addFilter(_RequestIdFilter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+class RequestIdMiddleware:
+    """Gives each HTTP request its id, echoes it, and writes the request's access line when it is answered."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((value for name, value in scope["headers"] if name == REQUEST_ID_HEADER.encode()), None)
+        current = accepted_request_id(given.decode("latin-1") if given is not None else None)
+        token = request_id.set(current)
+        started = time.perf_counter()
+        status = 500
+
+        async def identified_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (REQUEST_ID_HEADER.encode(), current.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, identified_send)
+        finally:
+            duration_ms = round((time.perf_counter() - started) * 1000, 1)
+            access_logger.info(
+                "%s %s %d %.1f ms",
+                scope.get("method"),
+                scope.get("path"),
+                status,
+                duration_ms,
+                extra={
+                    "method": scope.get("method"),
+                    "path": scope.get("path"),
+                    "status": status,
+                    "duration_ms": duration_ms,
+                },
+            )
+            request_id.reset(token)
