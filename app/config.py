@@ -197,6 +197,11 @@ class Settings(BaseSettings):
         ),
     )
     admin_token: SecretStr | None = Field(None, description="Bearer token enabling /admin; off when unset.")
+    api_keys_file: Path | None = Field(
+        None,
+        description="A file of `name: key` lines: requests on the inference surface (HTTP and gRPC) need one of its "
+        "keys (401 otherwise); re-read when it changes. Off when unset.",
+    )
     interpolate_max_age_s: int = Field(
         3600, ge=0, description="Cache-Control max-age of /interpolate for a numbered version."
     )

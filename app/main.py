@@ -21,6 +21,7 @@ from app.image.rendering import Renderer
 from app.image.uploads import UploadLimits, UploadReader
 from app.metrics import HTTPMetricsMiddleware, Metrics
 from app.protocols.inference import Inference
+from app.server.api_keys import ApiKeyMiddleware, ApiKeys
 from app.server.body_limit import BodyLimitMiddleware
 from app.server.docs import install_docs
 from app.server.error_handlers import install_error_handlers
@@ -66,6 +67,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.settings.max_upload_images
         ),
     )
+    # A bad keys file stops start-up here, with the reason.
+    settings = app.state.settings
+    app.state.api_keys = ApiKeys.load(settings.api_keys_file) if settings.api_keys_file is not None else None
+    if app.state.api_keys is not None:
+        app.add_middleware(ApiKeyMiddleware, keys=app.state.api_keys, metrics=app.state.metrics)
     # Outermost, so it also sees the 500s produced by the error middleware.
     app.add_middleware(HTTPMetricsMiddleware, metrics=app.state.metrics)
     # Around everything: the request's id is on every line logged while it is served.
@@ -116,6 +122,7 @@ async def _start_grpc(
     metrics: Metrics,
     registry: ModelRegistry,
     inference: Inference,
+    keys: ApiKeys | None,
 ) -> GrpcServer | None:
     """TensorFlow Serving's gRPC API on GENSERVE_GRPC_PORT, or None when it is unset."""
     if settings.grpc_port is None:
@@ -131,6 +138,7 @@ async def _start_grpc(
         inference=inference,
         metrics=metrics,
         limits=GrpcLimits.of(settings),
+        keys=keys,
     )
     await server.start()
     return server
@@ -158,7 +166,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.watcher = watcher
     app.state.inference = Inference(registry, settings.max_n)
     app.state.upload_reader = UploadReader(upload_limits(settings), settings.max_concurrent_decodes)
-    grpc_server = await _start_grpc(settings, metrics, registry, app.state.inference)
+    grpc_server = await _start_grpc(settings, metrics, registry, app.state.inference, app.state.api_keys)
     # Models load in the background so /healthz answers at once and /readyz reports progress.
     loading = asyncio.create_task(_start_watching(watcher, settings), name="genserve-load-models")
     try:

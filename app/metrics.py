@@ -77,6 +77,14 @@ class Metrics:
             "HTTP requests answered, by route template and status.",
             ("route", "method", "status"),
         )
+        self.key_requests = self._counter(
+            "api_key_requests", "Requests and gRPC calls let in by an API key, by the key's name.", ("key",)
+        )
+        self.key_refusals = self._counter(
+            "api_key_refusals",
+            "Requests and gRPC calls refused for a missing or unknown API key.",
+            ("reason",),
+        )
         self.connections_refused = self._counter(
             "http_connections_refused",
             "HTTP connections answered 503 and closed at once because the connection budget was spent.",

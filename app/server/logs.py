@@ -26,7 +26,7 @@ MAX_REQUEST_ID_CHARS = 128
 _MAX_PATH_CHARS = 256
 _PLAIN_ID = re.compile(r"[A-Za-z0-9._:\-]+")
 # Fields a log line may carry besides its message (`logger.info(..., extra={...})`), in the order shown.
-LINE_FIELDS = ("method", "path", "status", "duration_ms", "model", "version")
+LINE_FIELDS = ("method", "path", "status", "duration_ms", "key", "model", "version")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -103,17 +103,19 @@ class RequestIdMiddleware:
             await self.app(scope, receive, identified_send)
         finally:
             duration_ms = round((time.perf_counter() - started) * 1000, 1)
+            method, path = scope.get("method"), str(scope.get("path", ""))[:_MAX_PATH_CHARS]
             access_logger.info(
                 "%s %s %d %.1f ms",
-                scope.get("method"),
-                scope.get("path"),
+                method,
+                path,
                 status,
                 duration_ms,
                 extra={
-                    "method": scope.get("method"),
-                    "path": scope.get("path"),
+                    "method": method,
+                    "path": path,
                     "status": status,
                     "duration_ms": duration_ms,
+                    "key": scope.get("state", {}).get("api_key"),
                 },
             )
             request_id.reset(token)

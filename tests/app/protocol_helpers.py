@@ -106,8 +106,11 @@ class Served:
 
 
 @contextmanager
-def serving(model_store: Path, **overrides: object) -> Iterator[Served]:
-    """The app over `model_store` with its gRPC API on, under uvicorn on a thread; stopped on exit."""
+def serving(
+    model_store: Path, http_headers: dict[str, str] | None = None, **overrides: object
+) -> Iterator[Served]:
+    """The app over `model_store` with its gRPC API on, under uvicorn on a thread; stopped on exit. The HTTP
+    client sends `http_headers` with every request (an API key, say)."""
     settings: Settings = make_settings(
         model_store, default_model=TINY_MODEL, port=free_port(), grpc_port=free_port(), **overrides
     )
@@ -118,10 +121,10 @@ def serving(model_store: Path, **overrides: object) -> Iterator[Served]:
     base_url = f"http://127.0.0.1:{settings.port}"
     try:
         with (
-            httpx.Client(base_url=base_url, timeout=TIMEOUT_S) as http,
+            httpx.Client(base_url=base_url, timeout=TIMEOUT_S, headers=http_headers) as http,
             grpc.insecure_channel(f"127.0.0.1:{settings.grpc_port}") as channel,
         ):
-            _wait_until_serving(base_url, thread)
+            _wait_until_serving(base_url, thread, http)
             yield Served(
                 app,
                 http,
@@ -134,12 +137,12 @@ def serving(model_store: Path, **overrides: object) -> Iterator[Served]:
         thread.join(TIMEOUT_S)
 
 
-def _wait_until_serving(base_url: str, thread: threading.Thread) -> None:
+def _wait_until_serving(base_url: str, thread: threading.Thread, http: httpx.Client) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and thread.is_alive():
         try:
             if httpx.get(f"{base_url}/readyz").status_code == 200:
-                wait_for_every_model(base_url)
+                wait_for_every_model(base_url, get=lambda url: http.get(url))
                 return
         except httpx.TransportError:
             pass

@@ -33,6 +33,7 @@ from app.config import Settings
 from app.metrics import Metrics
 from app.protocols.inference import Inference, check_shape, select_outputs, tensor_name
 from app.protocols.tfserving import status as tfserving
+from app.server.api_keys import ApiKeys, check_key, presented_key
 from app.server.connections import connection_budget
 from app.server.errors import DeadlineExceeded, InvalidParameter, Overloaded, ServiceError
 from app.serving.registry import ModelRegistry, ModelVersion
@@ -71,6 +72,7 @@ def status_code(error: ServiceError) -> grpc.StatusCode:
     if isinstance(error, DeadlineExceeded):
         return grpc.StatusCode.DEADLINE_EXCEEDED
     by_status = {
+        401: grpc.StatusCode.UNAUTHENTICATED,
         404: grpc.StatusCode.NOT_FOUND,
         413: grpc.StatusCode.INVALID_ARGUMENT,
         415: grpc.StatusCode.INVALID_ARGUMENT,
@@ -147,8 +149,9 @@ def _selector(spec: model_pb2.ModelSpec) -> int | str | None:
 class _Calls:
     """Answers one RPC: maps the service's errors to gRPC statuses and counts every call."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, keys: ApiKeys | None) -> None:
         self._metrics = metrics
+        self._keys = keys
 
     async def answer(
         self, method: str, context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[T]]
@@ -156,6 +159,9 @@ class _Calls:
         started = time.perf_counter()
         code = grpc.StatusCode.CANCELLED  # unless the call ends otherwise: the client left or gave up
         try:
+            if self._keys is not None:
+                metadata = dict(context.invocation_metadata() or ())
+                check_key(self._keys, presented_key(metadata.get("authorization"), None), self._metrics)
             with self._metrics.requests_in_flight.serving():
                 result = await work()
             code = grpc.StatusCode.OK
@@ -341,10 +347,11 @@ class GrpcServer:
         inference: Inference,
         metrics: Metrics,
         limits: GrpcLimits,
+        keys: ApiKeys | None = None,
     ) -> None:
         self.address = f"{host}:{port}"
         self._server = grpc.aio.server(options=limits.channel_options())
-        calls = _Calls(metrics)
+        calls = _Calls(metrics, keys)
         prediction, models = PredictionServicer(inference, calls), ModelServicer(registry, calls)
         self._server.add_generic_rpc_handlers(
             (
