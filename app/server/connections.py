@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import logging
 import resource
 from collections.abc import Callable
@@ -175,6 +176,9 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
 
     def _trim_after_burst(self) -> None:
         self._trim_pending[0] = False
+        # Requests cut off by their clients leave exceptions whose tracebacks hold their frames in cycles; once
+        # the traffic that would trigger the collector has gone, they would wait for it indefinitely.
+        gc.collect()
         release_free_memory()
         if len(self.connections) <= _IDLE_CONNECTIONS:
             self._burst[0] = len(self.connections)
