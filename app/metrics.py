@@ -19,9 +19,10 @@ from prometheus_client import (
     platform_collector,
     process_collector,
 )
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.image.batching import BatchReport
+from app.server.asgi import WatchedSend
 from app.server.in_flight import RequestsInFlight
 from app.text.batching import StepReport
 from genserve import store
@@ -326,19 +327,12 @@ class HTTPMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
-
-        async def recording_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
+        watched = WatchedSend(send)
         try:
             with self.metrics.requests_in_flight.serving():
-                await self.app(scope, receive, recording_send)
+                await self.app(scope, receive, watched)
         finally:
-            self._record(scope, status, time.perf_counter() - started)
+            self._record(scope, watched.status, time.perf_counter() - started)
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         try:

@@ -10,8 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
+from app.server.asgi import HttpMiddleware, WatchedSend
 from app.server.errors import ClientDisconnected, ServiceError
 
 logger = logging.getLogger(__name__)
@@ -81,29 +82,16 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_middleware(UnhandledErrorMiddleware)
 
 
-class UnhandledErrorMiddleware:
+class UnhandledErrorMiddleware(HttpMiddleware):
     """Logs an unexpected exception once and answers a generic 500 without its details."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        watched = WatchedSend(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, watched)
         except Exception:
             logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            if started:
+            if watched.started:
                 return
             response = error_response(500, "internal_error", "internal server error")
             await response(scope, receive, send)

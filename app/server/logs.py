@@ -19,7 +19,9 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
+
+from app.server.asgi import HttpMiddleware, WatchedSend
 
 REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_CHARS = 128
@@ -73,35 +75,19 @@ def configure_logging(level: str, log_format: str) -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
-class RequestIdMiddleware:
+class RequestIdMiddleware(HttpMiddleware):
     """Gives each HTTP request its id, echoes it, and writes the request's access line when it is answered."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         given = next((value for name, value in scope["headers"] if name == REQUEST_ID_HEADER.encode()), None)
         current = accepted_request_id(given.decode("latin-1") if given is not None else None)
         token = request_id.set(current)
         started = time.perf_counter()
-        status = 500
-
-        async def identified_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (REQUEST_ID_HEADER.encode(), current.encode()),
-                ]
-            await send(message)
-
+        watched = WatchedSend(send, [(REQUEST_ID_HEADER.encode(), current.encode())])
         try:
-            await self.app(scope, receive, identified_send)
+            await self.app(scope, receive, watched)
         finally:
+            status = watched.status
             duration_ms = round((time.perf_counter() - started) * 1000, 1)
             method, path = scope.get("method"), str(scope.get("path", ""))[:_MAX_PATH_CHARS]
             access_logger.info(
