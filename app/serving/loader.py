@@ -4,6 +4,7 @@ finished."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import re
 import threading
@@ -105,7 +106,8 @@ class ModelLoader:
             if not finished:  # past the deadline, or the service is stopping
                 waiter.cancel()
                 self._abandon(key, thread, result)
-        if not finished:
+        if not finished:  # past the deadline (a stopping service's cancellation has left above)
+            _running_loads.discard(thread)  # likely stuck: exit does not wait for it
             raise ModelLoadError(f"loading took longer than its deadline of {self._load_timeout_s:g} s")
         return result.result()
 
@@ -158,4 +160,20 @@ def start_daemon_thread(
 
     thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
+    _running_loads.add(thread)
+    result.add_done_callback(lambda _: _running_loads.discard(thread))
     return thread, result
+
+
+# Load threads still running, but for those given up at their deadline. At exit they get up to `EXIT_WAIT_S` (all
+# together) to finish: a daemon thread still inside TensorFlow while the interpreter shuts down can abort the
+# process (a SIGTERM in the middle of a load).
+EXIT_WAIT_S = 30.0
+_running_loads: set[threading.Thread] = set()
+
+
+@atexit.register
+def _let_loads_finish() -> None:
+    deadline = time.monotonic() + EXIT_WAIT_S
+    for thread in list(_running_loads):
+        thread.join(max(0.0, deadline - time.monotonic()))
