@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.metrics import Metrics
 from app.protocols.errors import plain_error
+from app.server.asgi import HttpMiddleware, header
 from app.server.error_handlers import error_response
 from app.server.errors import Unauthorized
 from genserve.store import read_regular_file
@@ -148,29 +149,25 @@ def check_key(keys: ApiKeys, presented: str | None, metrics: Metrics) -> str:
     return name
 
 
-def _header(scope: Scope, wanted: bytes) -> str | None:
-    return next((value.decode("latin-1") for name, value in scope["headers"] if name == wanted), None)
-
-
 def _is_open(path: str, open_paths: Iterable[str]) -> bool:
     return any(path == prefix or path.startswith(prefix + "/") for prefix in open_paths)
 
 
-class ApiKeyMiddleware:
+class ApiKeyMiddleware(HttpMiddleware):
     """Refuses HTTP requests without a known key, except on the open paths; puts the client's name on the
     request (`scope["state"]["api_key"]`) for logs and metrics."""
 
     def __init__(self, app: ASGIApp, keys: ApiKeys, metrics: Metrics) -> None:
-        self.app = app
+        super().__init__(app)
         self.keys = keys
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = str(scope.get("path", ""))
-        if scope["type"] != "http" or _is_open(path, OPEN_PATHS):
+        if _is_open(path, OPEN_PATHS):
             await self.app(scope, receive, send)
             return
-        presented = presented_key(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
+        presented = presented_key(header(scope, b"authorization"), header(scope, b"x-api-key"))
         try:
             name = check_key(self.keys, presented, self.metrics)
         except Unauthorized as error:

@@ -24,6 +24,11 @@ class WatchedSend:
         await self._send(message)
 
 
+def header(scope: Scope, name: bytes) -> str | None:
+    """The value of request header `name` (lower case), or None."""
+    return next((value.decode("latin-1") for key, value in scope["headers"] if key == name), None)
+
+
 class HttpMiddleware:
     """A pure ASGI middleware that handles HTTP requests in `handle` and passes everything else (lifespan,
     websockets) through."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from app.server.asgi import HttpMiddleware, WatchedSend
+from app.server.asgi import HttpMiddleware, WatchedSend, header
 
 REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_CHARS = 128
@@ -79,8 +79,7 @@ class RequestIdMiddleware(HttpMiddleware):
     """Gives each HTTP request its id, echoes it, and writes the request's access line when it is answered."""
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        given = next((value for name, value in scope["headers"] if name == REQUEST_ID_HEADER.encode()), None)
-        current = accepted_request_id(given.decode("latin-1") if given is not None else None)
+        current = accepted_request_id(header(scope, REQUEST_ID_HEADER.encode()))
         token = request_id.set(current)
         started = time.perf_counter()
         watched = WatchedSend(send, [(REQUEST_ID_HEADER.encode(), current.encode())])
