@@ -24,6 +24,7 @@ import gc
 import logging
 import resource
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -73,6 +74,16 @@ def connection_budget(configured: int | None, listeners: int) -> int:
     return max(_MIN_CONNECTIONS, min(MAX_DEFAULT_CONNECTIONS, available // max(1, listeners)))
 
 
+@dataclass
+class _Census:
+    """Open connections by client address, the most open since memory was last handed back, and whether a hand-back
+    is scheduled."""
+
+    by_client: collections.Counter[str] = field(default_factory=collections.Counter)
+    burst: int = 0
+    trim_pending: bool = False
+
+
 class DeadlineHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a connection budget, and deadlines for the first byte, the headers,
     the body and the client's reading of the answer."""
@@ -83,11 +94,8 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
     max_connections: int | None = None
     max_per_client: int | None = None
     on_refused: Callable[[], None] = staticmethod(lambda: None)
-    # Open connections by client address, and the most open since memory was last handed back: shared by every
-    # connection of the server (set by `configured`).
-    _by_client: collections.Counter[str] = collections.Counter()
-    _burst: list[int] = [0]
-    _trim_pending: list[bool] = [False]
+    # What every connection of the server shares (a new one for each `configured` class).
+    _census: _Census = _Census()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -113,9 +121,7 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
             "write_timeout_s": write_timeout_s,
             "max_connections": max_connections,
             "max_per_client": max_per_client,
-            "_by_client": collections.Counter(),
-            "_burst": [0],
-            "_trim_pending": [False],
+            "_census": _Census(),
         }
         if on_refused is not None:
             limits["on_refused"] = staticmethod(on_refused)
@@ -124,10 +130,10 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._address = self.client[0] if self.client else ""
-        self._by_client[self._address] += 1
-        self._burst[0] = max(self._burst[0], len(self.connections))
+        self._census.by_client[self._address] += 1
+        self._census.burst = max(self._census.burst, len(self.connections))
         if (self.max_connections is not None and len(self.connections) > self.max_connections) or (
-            self.max_per_client is not None and self._by_client[self._address] > self.max_per_client
+            self.max_per_client is not None and self._census.by_client[self._address] > self.max_per_client
         ):
             self._refuse()
             return
@@ -164,24 +170,24 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._clear_read_deadline()
         self._clear_write_deadline()
-        self._by_client[self._address] -= 1
-        if self._by_client[self._address] <= 0:
-            del self._by_client[self._address]
+        self._census.by_client[self._address] -= 1
+        if self._census.by_client[self._address] <= 0:
+            del self._census.by_client[self._address]
         super().connection_lost(exc)
-        if self._burst[0] >= _BURST_CONNECTIONS and not self._trim_pending[0]:
+        if self._census.burst >= _BURST_CONNECTIONS and not self._census.trim_pending:
             # A burst of connections is going: hand the memory they took back to the system, once a second
             # while they close, until a pass finds the server nearly idle.
-            self._trim_pending[0] = True
+            self._census.trim_pending = True
             self.loop.call_later(_TRIM_INTERVAL_S, self._trim_after_burst)
 
     def _trim_after_burst(self) -> None:
-        self._trim_pending[0] = False
+        self._census.trim_pending = False
         # Requests cut off by their clients leave exceptions whose tracebacks hold their frames in cycles; once
         # the traffic that would trigger the collector has gone, they would wait for it indefinitely.
         gc.collect()
         release_free_memory()
         if len(self.connections) <= _IDLE_CONNECTIONS:
-            self._burst[0] = len(self.connections)
+            self._census.burst = len(self.connections)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
