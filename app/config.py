@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.image.batching import (
@@ -15,7 +15,9 @@ from app.image.batching import (
     DEFAULT_MAX_QUEUE_IMAGES,
     check_allowed_batch_sizes,
 )
-from app.serving.runtime import intra_op_threads_per_call
+from app.server.quotas import parse_quota
+from app.serving.compiled_calls import CompiledCalls
+from app.serving.runtime import usable_cores
 from app.serving.store_watcher import DEFAULT_RETRY_INITIAL_S, DEFAULT_RETRY_MAX_S
 from app.serving.version_policy import VersionPolicy
 from app.text.batching import DEFAULT_MAX_ACTIVE_SEQUENCES, DEFAULT_MAX_QUEUED_SEQUENCES
@@ -24,7 +26,11 @@ from app.text.batching import DEFAULT_MAX_ACTIVE_SEQUENCES, DEFAULT_MAX_QUEUED_S
 class Settings(BaseSettings):
     """Everything the service can be told through the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="GENSERVE_", env_file=None, extra="ignore")
+    # `populate_by_name`: the tracing fields read the standard OTEL_* variables too (their aliases), and tests
+    # still give them by field name.
+    model_config = SettingsConfigDict(
+        env_prefix="GENSERVE_", env_file=None, extra="ignore", populate_by_name=True
+    )
 
     model_store: Path = Field(Path("model_store"), description="Folder holding <name>/<version>/ models.")
     default_model: str | None = Field(None, description="Model used when a request names none.")
@@ -92,8 +98,8 @@ class Settings(BaseSettings):
         None,
         ge=1,
         description=(
-            "Threads TensorFlow uses inside one operation; unset: the CPU cores divided by "
-            "max_concurrent_batches (at least 1)."
+            "Threads TensorFlow uses inside one operation; unset: every usable CPU core, so a lone model call "
+            "uses them all and calls running at once share them."
         ),
     )
     tf_inter_op_threads: int | None = Field(
@@ -108,6 +114,18 @@ class Settings(BaseSettings):
     )
     allowed_batch_sizes: Annotated[list[int], NoDecode] = Field(
         default_factory=list, description="Comma-separated batch sizes to pad to (fixed shapes for XLA/GPU)."
+    )
+    compiled_calls: CompiledCalls = Field(
+        "auto",
+        description=(
+            "auto: once a generator serves, compile it with XLA per batch bucket in the background and serve each "
+            "bucket with the compiled call where it measured faster on this machine; off: TensorFlow's own call."
+        ),
+    )
+    model_call_cache: Path | None = Field(
+        default_factory=lambda: Path.home() / ".cache" / "genserve" / "model-calls",
+        description="Where the measured choice of model calls is kept (per machine, TensorFlow and version); "
+        "unset: measured at every start.",
     )
     max_upload_bytes: int = Field(
         4 * 1024 * 1024,
@@ -202,8 +220,44 @@ class Settings(BaseSettings):
         description="A file of `name: key` lines: requests on the inference surface (HTTP and gRPC) need one of its "
         "keys (401 otherwise); re-read when it changes. Off when unset.",
     )
+    quota_default: str | None = Field(
+        None,
+        description="The quota of API keys whose line sets none for a unit, in the keys file's options: e.g. "
+        "`images_per_s=20 images_burst=40 tokens_per_s=500`; over it a request gets 429. Unlimited when unset.",
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices("GENSERVE_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="Base URL of an OTLP/HTTP collector (or the standard OTEL_EXPORTER_OTLP_ENDPOINT): traces go "
+        "to <url>/v1/traces. No tracing when neither this nor otlp_traces_endpoint is set.",
+    )
+    otlp_traces_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices("GENSERVE_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        description="Full URL traces are posted to over OTLP/HTTP (or the standard "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT); wins over otlp_endpoint.",
+    )
+    service_name: str = Field(
+        "genserve",
+        min_length=1,
+        validation_alias=AliasChoices("GENSERVE_SERVICE_NAME", "OTEL_SERVICE_NAME"),
+        description="The `service.name` of the traces (or the standard OTEL_SERVICE_NAME).",
+    )
     interpolate_max_age_s: int = Field(
         3600, ge=0, description="Cache-Control max-age of /interpolate for a numbered version."
+    )
+    image_metadata: bool = Field(
+        True,
+        description="Write each answer's provenance (model, version, seeds, …) into its image files and JSON.",
+    )
+    image_cache_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Bytes of rendered image files kept for repeated image URLs; 0: none.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated origins (or *) that browsers may call the API from (CORS); none when empty.",
     )
     gpu_memory_limit_mb: int | None = Field(None, ge=1, description="Optional cap on GPU memory per device.")
 
@@ -212,6 +266,13 @@ class Settings(BaseSettings):
     def _split_sizes(cls, value: object) -> object:
         if isinstance(value, str):
             return [int(part) for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("grpc_port", mode="before")
@@ -234,6 +295,19 @@ class Settings(BaseSettings):
         VersionPolicy.parse(value)
         return value
 
+    @field_validator("quota_default")
+    @classmethod
+    def _check_quota(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_quota(value)
+        return value
+
+    @field_validator("otlp_endpoint", "otlp_traces_endpoint", mode="before")
+    @classmethod
+    def _blank_endpoint_is_off(cls, value: object) -> object:
+        # `OTEL_EXPORTER_OTLP_ENDPOINT=` (as compose files pass an unset variable) leaves tracing off.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
     def _check_batch_sizes(self) -> Settings:
         try:
@@ -241,6 +315,13 @@ class Settings(BaseSettings):
         except ValueError as error:
             raise ValueError(f"GENSERVE_ALLOWED_BATCH_SIZES and GENSERVE_MAX_BATCH_SIZE: {error}") from None
         return self
+
+    @property
+    def traces_endpoint(self) -> str | None:
+        """Where traces are posted over OTLP/HTTP, as the OpenTelemetry variables say; None: no tracing."""
+        if self.otlp_traces_endpoint:
+            return self.otlp_traces_endpoint
+        return f"{self.otlp_endpoint.rstrip('/')}/v1/traces" if self.otlp_endpoint else None
 
     @property
     def warmup_batch_sizes(self) -> list[int]:
@@ -251,5 +332,5 @@ class Settings(BaseSettings):
 
     @property
     def intra_op_threads(self) -> int:
-        """TensorFlow's threads per operation: the setting, else the cores split between the model-call slots."""
-        return self.tf_intra_op_threads or intra_op_threads_per_call(self.max_concurrent_batches)
+        """TensorFlow's threads per operation: the setting, else every usable core (one pool the calls share)."""
+        return self.tf_intra_op_threads or usable_cores()

@@ -17,16 +17,22 @@ from app.api.routes import api_router
 from app.config import Settings
 from app.image.generation import GenerationService
 from app.image.kind import ImageKind
-from app.image.rendering import Renderer
+from app.image.rendering import Renderer, RenderOptions
+from app.image.seed_files import SeedFiles
 from app.image.uploads import UploadLimits, UploadReader
 from app.metrics import HTTPMetricsMiddleware, Metrics
+from app.playground.routes import install_playground
 from app.protocols.inference import Inference
+from app.protocols.openai.serving import Completions
 from app.server.api_keys import ApiKeyMiddleware, ApiKeys
 from app.server.body_limit import BodyLimitMiddleware
+from app.server.cors import install_cors
 from app.server.docs import install_docs
 from app.server.error_handlers import install_error_handlers
 from app.server.logs import RequestIdMiddleware
+from app.server.quotas import Quotas, parse_quota
 from app.server.shutdown import AdmissionMiddleware
+from app.server.tracing import Tracing, TracingMiddleware
 from app.serving.loader import ModelLoader
 from app.serving.registry import ModelRegistry
 from app.serving.runtime import configure_devices
@@ -72,12 +78,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_keys = ApiKeys.load(settings.api_keys_file) if settings.api_keys_file is not None else None
     if app.state.api_keys is not None:
         app.add_middleware(ApiKeyMiddleware, keys=app.state.api_keys, metrics=app.state.metrics)
+    # The keys' buckets; the lifespan hands them to the services that know each request's size.
+    app.state.quotas = Quotas(parse_quota(settings.quota_default or ""), app.state.metrics)
+    # Outside the key check: a browser's preflight carries no key, and a refusal must still be readable by the page.
+    install_cors(app, settings.cors_origins)
     # Outermost, so it also sees the 500s produced by the error middleware.
     app.add_middleware(HTTPMetricsMiddleware, metrics=app.state.metrics)
     # Around everything: the request's id is on every line logged while it is served.
     app.add_middleware(RequestIdMiddleware)
+    # Around that, with an OTLP endpoint only: the access line and every log line carry the trace id.
+    endpoint = settings.traces_endpoint
+    app.state.tracing = None if endpoint is None else Tracing(endpoint, settings.service_name)
+    if app.state.tracing is not None:
+        app.add_middleware(TracingMiddleware, tracing=app.state.tracing)
     app.include_router(api_router)
     install_docs(app)
+    install_playground(app)
     return app
 
 
@@ -123,6 +139,7 @@ async def _start_grpc(
     registry: ModelRegistry,
     inference: Inference,
     keys: ApiKeys | None,
+    tracing: Tracing | None,
 ) -> GrpcServer | None:
     """TensorFlow Serving's gRPC API on GENSERVE_GRPC_PORT, or None when it is unset."""
     if settings.grpc_port is None:
@@ -139,6 +156,7 @@ async def _start_grpc(
         metrics=metrics,
         limits=GrpcLimits.of(settings),
         keys=keys,
+        tracing=tracing,
     )
     await server.start()
     return server
@@ -151,10 +169,17 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     registry = ModelRegistry(settings.model_store, default_model=settings.default_model)
     metrics.ready.set_function(lambda: 1.0 if registry.is_ready() else 0.0)
     app.state.registry = registry
-    app.state.generation = GenerationService(settings.request_timeout_s, metrics, registry)
+    app.state.generation = GenerationService(settings.request_timeout_s, metrics, registry, app.state.quotas)
     render_pool = ThreadPoolExecutor(max_workers=settings.render_threads, thread_name_prefix="render")
-    app.state.renderer = Renderer(metrics, render_pool, settings.png_compress_level)
-    app.state.text_generation = TextGenerationService(settings.request_timeout_s, metrics, registry)
+    app.state.renderer = Renderer(
+        metrics, render_pool, RenderOptions(settings.png_compress_level, metadata=settings.image_metadata)
+    )
+    app.state.seed_files = SeedFiles(
+        app.state.generation, app.state.renderer, metrics, settings.image_cache_bytes
+    )
+    app.state.text_generation = TextGenerationService(
+        settings.request_timeout_s, metrics, registry, app.state.quotas
+    )
     # The kinds of model served, one line each; a version goes to the first kind that serves its metadata.
     kinds = ModelKinds(
         [
@@ -165,8 +190,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     watcher = _make_watcher(settings, metrics, registry, kinds)
     app.state.watcher = watcher
     app.state.inference = Inference(registry, settings.max_n)
+    app.state.completions = Completions(settings, registry, app.state.text_generation)
     app.state.upload_reader = UploadReader(upload_limits(settings), settings.max_concurrent_decodes)
-    grpc_server = await _start_grpc(settings, metrics, registry, app.state.inference, app.state.api_keys)
+    tracing: Tracing | None = app.state.tracing
+    if tracing is not None:
+        tracing.start()
+    grpc_server = await _start_grpc(
+        settings, metrics, registry, app.state.inference, app.state.api_keys, tracing
+    )
     # Models load in the background so /healthz answers at once and /readyz reports progress.
     loading = asyncio.create_task(_start_watching(watcher, settings), name="genserve-load-models")
     try:
@@ -180,3 +211,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             await loading
         await watcher.close()
         render_pool.shutdown(wait=False, cancel_futures=True)
+        if tracing is not None:
+            # Flushes the spans not exported yet; on a worker thread, as it may wait on the collector.
+            await anyio.to_thread.run_sync(tracing.shutdown)

@@ -86,6 +86,18 @@ class Metrics:
             "Requests and gRPC calls refused for a missing or unknown API key.",
             ("reason",),
         )
+        # Key names come from the operator's keys file, so these labels stay bounded.
+        self.quota_refusals = self._counter(
+            "quota_refusals",
+            "Requests and gRPC calls refused (429) for being over their API key's quota, by key and unit.",
+            ("key", "unit"),
+        )
+        self.quota_remaining = self._gauge(
+            "quota_remaining",
+            "What each API key's bucket holds now, in its unit (images or text tokens): the most one request may "
+            "ask for at once.",
+            ("key", "unit"),
+        )
         self.connections_refused = self._counter(
             "http_connections_refused",
             "HTTP connections answered 503 and closed at once because the connection budget was spent.",
@@ -144,6 +156,13 @@ class Metrics:
         )
         self.queue_depth = self._gauge("queue_depth_images", "Images waiting for a model call.", MODEL_LABELS)
         self.in_flight = self._gauge("in_flight_images", "Images in the running model call.", MODEL_LABELS)
+        self.image_cache_hits = self._counter(
+            "image_cache_hits", "Image URL requests answered from the cache of rendered files.", MODEL_LABELS
+        )
+        self.image_cache_misses = self._counter(
+            "image_cache_misses", "Image URL requests that had to draw and render their file.", MODEL_LABELS
+        )
+        self.image_cache_bytes = self._gauge("image_cache_bytes", "Bytes of rendered files cached.", ())
 
     def _build_text(self) -> None:
         self.text_tokens = self._counter(
@@ -214,6 +233,27 @@ class Metrics:
         labels = {"model": model, "version": str(version)}
         self.queue_depth.labels(**labels).set_function(queued)
         self.in_flight.labels(**labels).set_function(in_flight)
+
+    def track_quota(self, key: str, unit: str, level: Callable[[], float]) -> None:
+        self.quota_remaining.labels(key=key, unit=unit).set_function(level)
+
+    def quota_refused(self, key: str, unit: str) -> None:
+        """Count one request refused for its key's quota; never raises."""
+        try:
+            self.quota_refusals.labels(key=key, unit=unit).inc()
+        except Exception:
+            logger.exception("failed to record quota metrics")
+
+    def track_image_cache(self, size_bytes: Callable[[], int]) -> None:
+        self.image_cache_bytes.set_function(size_bytes)
+
+    def image_cache_lookup(self, model: str, version: int, *, hit: bool) -> None:
+        """Count one image URL answered from the cache (`hit`) or drawn; never raises."""
+        try:
+            counter = self.image_cache_hits if hit else self.image_cache_misses
+            counter.labels(model=model, version=str(version)).inc()
+        except Exception:
+            logger.exception("failed to record image cache metrics")
 
     def loaded(self, model: str, version: int, kind: str, device: str, seconds: float) -> None:
         self.model_loads.labels(model=model).inc()

@@ -27,10 +27,9 @@ import httpx
 import numpy as np
 
 from app.config import Settings
-from app.image.batching import DEFAULT_MAX_CONCURRENT_BATCHES
 from app.image.formats import grid_png_bytes
 from app.image.runtime import ImageRuntime
-from app.serving.runtime import configure_devices, intra_op_threads_per_call
+from app.serving.runtime import configure_devices, usable_cores
 from bench.loadgen import LoadClient, LoadResult, LoadSpec, choose_client, shown
 from bench.processes import ServerStartError, free_port, running_service, service_env, tree_cpu_s
 from genserve import store
@@ -141,7 +140,7 @@ def use_genserve_threads() -> None:
 
     The in-process limit is then what genserve's model calls can reach.
     """
-    configure_devices(intra_op_threads=intra_op_threads_per_call(DEFAULT_MAX_CONCURRENT_BATCHES))
+    configure_devices(intra_op_threads=usable_cores())
 
 
 def load_for_limit(model_path: Path, batch_sizes: tuple[int, ...]) -> ImageRuntime:

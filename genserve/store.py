@@ -9,6 +9,9 @@ Layout::
         evaluation.json                  EvaluationRecord (optional, written later)
         COMPLETE                         written last; versions without it are ignored
 
+A version folder holding a SavedModel alone (TensorFlow Serving's layout) is a bare version: complete once
+nothing in it has changed for `BARE_VERSION_SETTLE_S`, and served with metadata the service infers.
+
 A version folder holds regular files and folders only: the service refuses a SavedModel holding a named pipe,
 socket or device (TensorFlow's open() of one would wait forever) and reads the store's own files through
 `read_regular_file`, which never waits.
@@ -43,6 +46,7 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -80,6 +84,9 @@ METADATA_FILE = "genserve.json"
 EVALUATION_FILE = "evaluation.json"
 LABELS_FILE = "labels.json"
 COMPLETE_MARKER = "COMPLETE"
+SAVED_MODEL_FILE = "saved_model.pb"
+# How long a bare SavedModel's folder must stay unchanged before it is served (a copy into the store finishing).
+BARE_VERSION_SETTLE_S = 2.0
 TEMP_PREFIX = ".tmp-"
 FORMAT_VERSION = 1
 # The largest JSON file of the store (metadata with its vocabulary and training details, evaluation, labels).
@@ -99,6 +106,7 @@ _MAX_NAME_LENGTH = 64
 _VERSION_RE = re.compile(r"[1-9][0-9]{0,8}")
 
 ModelKind = Literal["dcgan", "cdcgan", "vae", "char-rnn"]
+VersionSource = Literal["trained", "imported", "inferred"]
 TEXT_KINDS: tuple[ModelKind, ...] = ("char-rnn",)
 GAN_KINDS: tuple[ModelKind, ...] = ("dcgan", "cdcgan")
 IMAGE_KINDS: tuple[ModelKind, ...] = (*GAN_KINDS, "vae")
@@ -156,6 +164,11 @@ class ModelMetadata(BaseModel):
     framework_versions: dict[str, str] = Field(default_factory=dict)
     # What the training cost (wall time, images/s, whether a time budget ended it); empty if not recorded.
     training_summary: dict[str, Any] = Field(default_factory=dict)
+    # Where the version came from: trained by genserve, imported from a model made elsewhere
+    # (`python -m training import`), or inferred by the service from a bare SavedModel; `origin` says from what
+    # (the source file's name and sha256, its inputs and output, the output range and what was inferred).
+    source: VersionSource = "trained"
+    origin: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_kind_fields(self) -> ModelMetadata:
@@ -248,7 +261,33 @@ def version_dir(store: Path, name: str, version: int) -> Path:
 
 
 def is_complete(path: Path) -> bool:
-    return (path / COMPLETE_MARKER).is_file()
+    """Whether a version folder is ready to serve: its completion marker is written, or it is a bare SavedModel
+    (TensorFlow Serving's layout) that nothing has changed for `BARE_VERSION_SETTLE_S`."""
+    return (path / COMPLETE_MARKER).is_file() or is_settled_bare_version(path)
+
+
+def is_bare_version(path: Path) -> bool:
+    """Whether a version folder holds a SavedModel alone: no metadata and no completion marker of its own."""
+    return (
+        (path / SAVED_MODEL_FILE).is_file()
+        and not (path / METADATA_FILE).exists()
+        and not (path / COMPLETE_MARKER).exists()
+    )
+
+
+def is_settled_bare_version(path: Path, now: float | None = None) -> bool:
+    """A bare version (`is_bare_version`) whose files all last changed at least `BARE_VERSION_SETTLE_S` ago.
+
+    A copy in progress keeps changing the folder; the change time (not the modification time, which a copy
+    may preserve from the source) says when it stopped.
+    """
+    if not is_bare_version(path):
+        return False
+    try:
+        changed = max(entry.lstat().st_ctime for entry in [path, *path.rglob("*")])
+    except OSError:
+        return False
+    return (time.time() if now is None else now) - changed >= BARE_VERSION_SETTLE_S
 
 
 @dataclass(frozen=True)

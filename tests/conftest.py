@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,10 @@ from app.main import create_app
 from tests.training.text.tiny import TINY_TEXT_MODEL, tiny_text_run_dir, train_tiny_text
 from training.config import TrainConfig
 from training.train import train
+
+# Services started by tests (in this process or as child processes) serve with TensorFlow's own model call: XLA
+# compilations in the background would only load the machine. The tests of compiled calls turn them on.
+os.environ["GENSERVE_COMPILED_CALLS"] = "off"
 
 TINY_LATENT_DIM = 16
 TINY_MODEL = "shapes-dcgan"

@@ -12,8 +12,10 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from genserve.console import quiet_tensorflow
+from genserve.outputs import OUTPUT_RANGES
 from training.fid import DEFAULT_NUM_SAMPLES
 from training.text.cli import MODEL as TEXT_MODEL
 from training.train_options import (
@@ -34,9 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--verbose", action="store_true", help="show TensorFlow's own start-up and runtime messages"
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,export,evaluate}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,export,import,evaluate}")
     add_train_arguments(commands.add_parser("train", help="train a model and publish it to the model store"))
     _add_export(commands.add_parser("export", help="publish a run's checkpoint to the model store"))
+    _add_import(
+        commands.add_parser(
+            "import",
+            help="publish a generator trained elsewhere (.keras, .h5 or SavedModel) to the model store",
+        )
+    )
     _add_evaluate(commands.add_parser("evaluate", help="score a published version (FID, Inception Score)"))
     return parser
 
@@ -71,9 +79,67 @@ def _add_export(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_import(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "path",
+        type=Path,
+        metavar="MODEL",
+        help="a Keras .keras file, a Keras 2 .h5 file or a SavedModel folder",
+    )
+    parser.add_argument("--name", required=True, help="model name in the store")
+    parser.add_argument("--store", type=Path, default=TRAIN_DEFAULTS.store, help="default: %(default)s")
+    parser.add_argument(
+        "--signature",
+        default="serving_default",
+        help="a SavedModel's signature to serve (default: %(default)s)",
+    )
+    parser.add_argument("--label-input", help="the name of a class input, which makes the model conditional")
+    parser.add_argument("--classes", type=int, help="how many classes the class input takes")
+    parser.add_argument("--class-names", type=_names, help="the classes' names, in label order: a,b,c")
+    parser.add_argument(
+        "--encoder",
+        type=Path,
+        help="a VAE's encoder (image to mean and log-variance): the model is its decoder",
+    )
+    parser.add_argument(
+        "--output-range",
+        choices=("auto", *OUTPUT_RANGES),
+        default="auto",
+        help="the pixel range the model outputs: tanh [-1, 1], sigmoid [0, 1] or uint8 [0, 255] (default: found "
+        "by calling it on standard-normal latents)",
+    )
+    parser.add_argument(
+        "--custom-objects",
+        type=Path,
+        metavar="FILE.py",
+        help="a Python file defining the model's custom layers",
+    )
+    _add_scoring(parser, dataset_required=False)
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _add_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("version_dir", type=Path, metavar="VERSION_DIR")
-    parser.add_argument("--dataset", required=True, help="the dataset the model was trained on")
+    _add_scoring(parser, dataset_required=True)
+    parser.add_argument(
+        "--latent-scales",
+        type=_latent_scales,
+        metavar="S1,S2,...",
+        help="GANs: score the version at each of these latent scales (one row each) instead of as published, "
+        "and store nothing; pass a --seed other than the one you judge the published version on",
+    )
+
+
+def _add_scoring(parser: argparse.ArgumentParser, *, dataset_required: bool) -> None:
+    """The options of scoring a version against a dataset (`evaluate`, and `import` when given --dataset)."""
+    parser.add_argument(
+        "--dataset",
+        required=dataset_required,
+        help="the dataset the model was trained on" + ("" if dataset_required else ", to score it against"),
+    )
     parser.add_argument("--data", dest="data_path", help="where the dataset's files are, if not downloaded")
     parser.add_argument(
         "--samples",
@@ -83,13 +149,6 @@ def _add_evaluate(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cache-dir", type=Path, help="where the scoring classifier is cached")
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
-    parser.add_argument(
-        "--latent-scales",
-        type=_latent_scales,
-        metavar="S1,S2,...",
-        help="GANs: score the version at each of these latent scales (one row each) instead of as published, "
-        "and store nothing; pass a --seed other than the one you judge the published version on",
-    )
 
 
 def _run_train(args: argparse.Namespace) -> None:
@@ -117,6 +176,40 @@ def _run_export(args: argparse.Namespace) -> None:
     print(version_dir)
 
 
+def _run_import(args: argparse.Namespace) -> None:
+    _load_tensorflow(args)
+    from training.importer import ImportOptions, import_generator
+
+    options = ImportOptions(
+        name=args.name,
+        store=args.store,
+        signature=args.signature,
+        label_input=args.label_input,
+        classes=args.classes,
+        class_names=args.class_names,
+        encoder=args.encoder,
+        output_range=args.output_range,
+        custom_objects=args.custom_objects,
+        dataset=args.dataset or ImportOptions.dataset,
+    )
+    version_dir = import_generator(args.path, options)
+    if args.dataset:
+        from training.evaluate_cli import evaluate_command
+
+        evaluate_command(version_dir, **_scoring_options(args))
+    print(version_dir)
+
+
+def _scoring_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "dataset": args.dataset,
+        "data_path": args.data_path,
+        "num_samples": args.samples,
+        "cache_dir": args.cache_dir,
+        "seed": args.seed,
+    }
+
+
 def _run_evaluate(args: argparse.Namespace) -> None:
     _load_tensorflow(args)
     from genserve.store import read_metadata
@@ -128,13 +221,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         return
     from training.evaluate_cli import evaluate_command, sweep_command
 
-    options = {
-        "dataset": args.dataset,
-        "data_path": args.data_path,
-        "num_samples": args.samples,
-        "cache_dir": args.cache_dir,
-        "seed": args.seed,
-    }
+    options = _scoring_options(args)
     if args.latent_scales:
         sweep_command(args.version_dir, args.latent_scales, **options)
     else:
@@ -163,7 +250,7 @@ def _load_tensorflow(args: argparse.Namespace) -> None:
         quiet_tensorflow()
 
 
-_COMMANDS = {"train": _run_train, "export": _run_export, "evaluate": _run_evaluate}
+_COMMANDS = {"train": _run_train, "export": _run_export, "import": _run_import, "evaluate": _run_evaluate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

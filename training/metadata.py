@@ -18,7 +18,7 @@ from training.run_info import RunInfo
 CLASS_FROM_LATENT = "class_from_latent"
 
 
-def _framework_versions() -> dict[str, str]:
+def framework_versions() -> dict[str, str]:
     return {
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
@@ -94,7 +94,7 @@ def build_metadata(
         training_config=training_config,
         epochs=epochs,
         seed=config.seed,
-        framework_versions=_framework_versions(),
+        framework_versions=framework_versions(),
         training_summary=summary or {},
     )
 

@@ -42,19 +42,21 @@ class GeneratorServer(tf.Module):
     encoder becomes `encode` (uint8 images to the posterior's mean and log-variance); with a `prior`, the
     latents served and encoded are the flow's base points. With `classes_from_latent` (the number of classes
     of a conditional generator served unconditionally) the only signature takes latents and picks each
-    image's class from them. Every signature multiplies the generator's latents by the `latent_scale`
+    image's class from them; `blend_classes` False leaves out the embedding signatures of a conditional generator
+    that is not genserve's own (`training.importer`). Every signature multiplies the generator's latents by the `latent_scale`
     variable (after a class is drawn from them), so the served latents stay N(0, I).
     """
 
     def __init__(
         self,
-        generator: keras.Model,
+        generator: keras.Model | tf.Module,
         latent_dim: int,
         conditional: bool = False,
-        encoder: keras.Model | None = None,
+        encoder: keras.Model | tf.Module | None = None,
         prior: LatentFlow | None = None,
         classes_from_latent: int = 0,
         latent_scale: float = 1.0,
+        blend_classes: bool = True,
     ) -> None:
         super().__init__(name="generator_server")
         self.generator = generator
@@ -70,18 +72,19 @@ class GeneratorServer(tf.Module):
         extra: dict[str, tf.types.experimental.PolymorphicFunction] = {}
         if encoder is not None:
             self.encoder = encoder
-            image_spec = tf.TensorSpec([None, *encoder.inputs[0].shape[1:]], tf.uint8, name=IMAGES_INPUT)
+            image_spec = tf.TensorSpec([None, *_encoded_image_shape(encoder)], tf.uint8, name=IMAGES_INPUT)
             extra[ENCODE_SIGNATURE] = tf.function(self._encode, input_signature=[image_spec])
         if conditional:
             self.serve = tf.function(self._generate_class, input_signature=inputs)
-            self.from_embedding_generator = embedding_generator(generator)
-            embedding_spec = tf.TensorSpec(
-                [None, LABEL_EMBEDDING_DIM], tf.float32, name=LABEL_EMBEDDING_INPUT
-            )
-            extra[FROM_EMBEDDING_SIGNATURE] = tf.function(
-                self._generate_from_embedding, input_signature=[latent_spec, embedding_spec]
-            )
-            extra[LABEL_EMBEDDINGS_SIGNATURE] = tf.function(self._label_embeddings, input_signature=[])
+            if blend_classes:
+                self.from_embedding_generator = embedding_generator(generator)
+                embedding_spec = tf.TensorSpec(
+                    [None, LABEL_EMBEDDING_DIM], tf.float32, name=LABEL_EMBEDDING_INPUT
+                )
+                extra[FROM_EMBEDDING_SIGNATURE] = tf.function(
+                    self._generate_from_embedding, input_signature=[latent_spec, embedding_spec]
+                )
+                extra[LABEL_EMBEDDINGS_SIGNATURE] = tf.function(self._label_embeddings, input_signature=[])
         elif classes_from_latent:
             self.serve = tf.function(self._generate_drawn_class, input_signature=[latent_spec])
         else:
@@ -122,6 +125,12 @@ class GeneratorServer(tf.Module):
         """Every signature to save, by name."""
         functions = {SIGNATURE_NAME: self.serve, **self.extra_signatures}
         return {name: function.get_concrete_function() for name, function in functions.items()}
+
+
+def _encoded_image_shape(encoder: keras.Model | tf.Module) -> tuple[int, ...]:
+    """(H, W, C) of the images an encoder takes: a Keras model's input, or an adapter's `image_shape`."""
+    shape = getattr(encoder, "image_shape", None)
+    return tuple(shape) if shape is not None else tuple(encoder.inputs[0].shape[1:])
 
 
 def _to_pixels(images: tf.Tensor) -> dict[str, tf.Tensor]:

@@ -10,9 +10,11 @@ from fastapi import Depends, Request
 from app.config import Settings
 from app.image.generation import GenerationService
 from app.image.rendering import Renderer
+from app.image.seed_files import SeedFiles
 from app.image.uploads import UploadReader
 from app.metrics import Metrics
 from app.protocols.inference import Inference
+from app.protocols.openai.serving import Completions
 from app.serving.registry import ModelRegistry
 from app.serving.store_watcher import StoreWatcher
 
@@ -31,7 +33,9 @@ SettingsDep = Annotated[Settings, Depends(_state("settings"))]
 RegistryDep = Annotated[ModelRegistry, Depends(_state("registry"))]
 GenerationDep = Annotated[GenerationService, Depends(_state("generation"))]
 RendererDep = Annotated[Renderer, Depends(_state("renderer"))]
+SeedFilesDep = Annotated[SeedFiles, Depends(_state("seed_files"))]
 InferenceDep = Annotated[Inference, Depends(_state("inference"))]
+CompletionsDep = Annotated[Completions, Depends(_state("completions"))]
 UploadReaderDep = Annotated[UploadReader, Depends(_state("upload_reader"))]
 MetricsDep = Annotated[Metrics, Depends(_state("metrics"))]
 WatcherDep = Annotated[StoreWatcher, Depends(_state("watcher"))]

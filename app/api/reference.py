@@ -13,8 +13,9 @@ _HEADER = """# HTTP API
 Every route of genserve's own API, with its parameters and answers, as the running service documents them at
 `/docs` (interactive) and `/openapi.json`. This page is written from that schema by
 `python -m app.api.reference`. The inference protocols (Open Inference Protocol v2, TensorFlow Serving REST and
-gRPC) follow their own specifications: see [Inference protocols](protocols.md). Errors answer
-`{"error": {"code", "message"}}`, the message naming the field and the limit.
+gRPC) and OpenAI's completions API (`/openai/v1`) follow their own specifications: see
+[Inference protocols](protocols.md). Errors answer `{"error": {"code", "message"}}`, the message naming the
+field and the limit.
 """
 
 

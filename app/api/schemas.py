@@ -28,6 +28,13 @@ class AnimationFormat(str, enum.Enum):
     json = "json"
 
 
+class ImageFileFormat(str, enum.Enum):
+    """Formats of one image at its own URL: PNG, or lossless WebP."""
+
+    png = "png"
+    webp = "webp"
+
+
 class InterpolationMethodName(str, enum.Enum):
     slerp = "slerp"
     lerp = "lerp"
@@ -95,6 +102,33 @@ class GenerateBody(BaseModel):
     stream: StrictBool | None = None
 
 
+class Provenance(BaseModel):
+    """Where images came from: what every image file served carries in its metadata, and JSON answers as a field."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    version: int
+    source: Literal["seeds", "latents", "uploads"] = Field(
+        description="What the images were drawn from: seeds, latents sent by the client, or uploaded images (VAEs)."
+    )
+    seeds: list[int] | None = Field(None, description="Each image's seed; an interpolation's keyframe seeds.")
+    truncation: float | None = Field(None, description="Truncation psi applied to the latents (1: none).")
+    labels: list[str] | None = Field(
+        None,
+        description="Conditional models: each image's class; an interpolation's class, or the two it blends.",
+    )
+    latent_scale: float = Field(description="The spread the generator samples its latents at.")
+    frames: int | None = Field(None, description="Interpolations: the number of frames.")
+    method: str | None = Field(None, description="Interpolations: slerp or lerp.")
+    loop: bool | None = Field(None, description="Interpolations: whether the path returns to its start.")
+    service_version: str = Field(description="The version of genserve that served the images.")
+    digital_source_type: str = Field(
+        description="IPTC's digital source type: trainedAlgorithmicMedia, or compositeWithTrainedAlgorithmicMedia "
+        "for reconstructions shown beside their uploads."
+    )
+
+
 class GeneratedImage(BaseModel):
     seed: int | None
     png_base64: str
@@ -108,6 +142,7 @@ class GenerateJSONResponse(BaseModel):
     height: int
     channels: int
     images: list[GeneratedImage]
+    provenance: Provenance | None = None
 
 
 class TextCompletion(BaseModel):
@@ -136,6 +171,7 @@ class InterpolateJSONResponse(BaseModel):
     seeds: list[int] | None = Field(None, description="Keyframe seeds; null when the keyframes were uploads.")
     method: str
     frames: list[InterpolationFrame]
+    provenance: Provenance | None = None
 
 
 class EncodedImage(BaseModel):
@@ -166,6 +202,7 @@ class ReconstructJSONResponse(BaseModel):
     height: int
     channels: int
     images: list[ReconstructedImage]
+    provenance: Provenance | None = None
 
 
 class VersionInfo(BaseModel):
@@ -183,6 +220,16 @@ class VersionInfo(BaseModel):
     classes: list[str] | None = None
     dataset: str | None = None
     created: str | None = None
+    source: str | None = Field(
+        None,
+        description="Where the version came from: `trained` by genserve, `imported` with `python -m training "
+        "import`, or `inferred`: a bare SavedModel whose latent size, image shape and output range the service "
+        "read from its signature and one probe call.",
+    )
+    origin: dict[str, Any] | None = Field(
+        None,
+        description="Imported and inferred versions: what the model was read from and what was inferred.",
+    )
     device: str | None = None
     evaluation: dict[str, Any] | None = None
     capabilities: list[str] | None = Field(
@@ -192,6 +239,12 @@ class VersionInfo(BaseModel):
     )
     vocabulary_size: int | None = None
     batching: dict[str, int] | None = None
+    model_calls: dict[str, Any] | None = Field(
+        None,
+        description="Image generators: the model call serving each batch bucket, chosen by measurement on this "
+        "machine (`compiled` with XLA, or `plain`), with the times measured; `state` is `waiting`, `measuring` "
+        "or `chosen` (absent with GENSERVE_COMPILED_CALLS=off).",
+    )
 
 
 class ModelInfo(BaseModel):

@@ -19,13 +19,14 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 import numpy as np
 
+from app.server import tracing
 from app.server.errors import DeadlineExceeded, ModelCallFailed, Overloaded, ServiceError, ShuttingDown
 from app.serving.consumers import notify, wind_down
 
@@ -154,6 +155,7 @@ class _Request:
         default_factory=dict
     )  # by first row: batches may finish out of order
     received: int = 0
+    trace: tracing.Queued | None = None  # where its request's span is, when tracing is on
 
     @property
     def remaining(self) -> int:
@@ -210,9 +212,10 @@ class Batcher:
         observer: BatchObserver | None = None,
         executor: ThreadPoolExecutor | None = None,
         alone: Callable[[], bool] | None = None,
+        trace_attributes: Mapping[str, tracing.AttributeValue] | None = None,
     ) -> None:
         """`alone` tells whether the service is serving no request but the caller's; without it, no call runs
-        inline (see `BatchingConfig.inline_lone_calls`)."""
+        inline (see `BatchingConfig.inline_lone_calls`). `trace_attributes` go on its spans (model, version)."""
         self.name = name
         self.config = config
         self.stats = BatcherStats()
@@ -221,6 +224,8 @@ class Batcher:
         self._executor = executor
         self._owns_executor = executor is None
         self._alone = alone
+        self._trace_attributes = dict(trace_attributes or {})
+        self._traced = False  # whether any request came with a trace: until then batches skip tracing
         self._queue: deque[_Request] = deque()
         self._queued_images = 0
         self._in_flight: dict[int, list[_Slice]] = {}  # by batch number
@@ -281,7 +286,10 @@ class Batcher:
         if deadline is not None and time.monotonic() >= deadline:
             self._reject("deadline")
             raise DeadlineExceeded("the request deadline passed before it was queued")
-        request = _Request(inputs, size, deadline, asyncio.get_running_loop().create_future())
+        request = _Request(
+            inputs, size, deadline, asyncio.get_running_loop().create_future(), trace=tracing.queued()
+        )
+        self._traced = self._traced or request.trace is not None
         # A caller that gave up (deadline, disconnect) never reads its error; that is not worth a warning.
         request.future.add_done_callback(_mark_retrieved)
         self._queue.append(request)
@@ -421,6 +429,9 @@ class Batcher:
         call = functools.partial(
             _call_model, self._run_batch, [piece.inputs() for piece in slices], batch_size
         )
+        batch_trace = self._trace_batch(slices, images, batch_size) if self._traced else None
+        if batch_trace is not None:
+            call = functools.partial(batch_trace.call, call)
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         if self._runs_inline(images):
@@ -435,6 +446,8 @@ class Batcher:
             except RuntimeError as error:  # the executor was shut down: this batch fails, the batcher goes on
                 slots.release()
                 self._in_flight.pop(number, None)
+                if batch_trace is not None:
+                    batch_trace.end(error)
                 self._fail_batch(slices, images, error)
                 return
         self._running.add(running)
@@ -443,9 +456,18 @@ class Batcher:
             self._running.discard(done)
             slots.release()
             self._in_flight.pop(number, None)
+            if batch_trace is not None:
+                batch_trace.end(None if done.cancelled() else done.exception())
             self._finish(slices, done, images, batch_size - images, started)
 
         running.add_done_callback(finished)
+
+    def _trace_batch(self, slices: list[_Slice], images: int, batch_size: int) -> tracing.BatchTrace | None:
+        """The spans of a batch whose requests are traced: its own, and each request's wait in the queue."""
+        requests = [(piece.request.trace, piece.request.size) for piece in slices]
+        return tracing.start_batch(
+            requests, self._trace_attributes, images=images, batch_size=batch_size, requests=len(slices)
+        )
 
     def _runs_inline(self, images: int) -> bool:
         """Whether a batch of `images` just put in flight is the only work, and small and quick enough (by the

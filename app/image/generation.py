@@ -20,8 +20,10 @@ from app.api import defaults, params
 from app.image.latents import InterpolationMethod, interpolation_path, lerp, truncate
 from app.image.servable import image_servable
 from app.metrics import Metrics
+from app.server import tracing
 from app.server.disconnect import cancel_on_disconnect
-from app.server.errors import InvalidParameter, ShuttingDown
+from app.server.errors import InvalidParameter, Overloaded, ShuttingDown
+from app.server.quotas import IMAGES, Quotas
 from app.server.shutdown import admitted
 from app.serving.registry import ModelRegistry, ModelVersion
 from genserve import store
@@ -44,12 +46,15 @@ class ImageRequest:
 
 @dataclass(frozen=True)
 class GeneratedImages:
-    """uint8 images ``[N, H, W, C]``, the (truncated) latents they came from, and their seeds if any."""
+    """uint8 images ``[N, H, W, C]``, the (truncated) latents they came from, their seeds if any, the truncation
+    applied and, for conditional models, each image's class."""
 
     model_version: ModelVersion
     images: np.ndarray
     latents: np.ndarray
     seeds: list[int] | None
+    truncation: float = defaults.TRUNCATION
+    labels: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -91,25 +96,43 @@ class InterpolationPlan:
             "label_blend": list(self.blend) if self.blend else None,
         }
 
+    def classes(self) -> tuple[int, ...] | None:
+        """The class every frame shows, or the two classes a blend goes between; None for unconditional models."""
+        if self.blend:
+            return self.blend
+        return None if self.labels is None else (int(self.labels[0]),)
+
 
 @dataclass(frozen=True)
 class Frames:
-    """The frames of an interpolation and each one's position on the keyframe path (0 … K-1)."""
+    """The frames of an interpolation and each one's position on the keyframe path (0 … K-1); `classes` is the
+    class every frame shows, or the two a blend goes between (conditional models)."""
 
     model_version: ModelVersion
     images: np.ndarray
     positions: np.ndarray
     seeds: list[int] | None
     method: str
+    truncation: float = defaults.TRUNCATION
+    loop: bool = False
+    classes: tuple[int, ...] | None = None
 
 
 class GenerationService:
     """The one path from requests to uint8 images; every route generates through it."""
 
-    def __init__(self, request_timeout_s: float, metrics: Metrics, registry: ModelRegistry) -> None:
+    def __init__(
+        self,
+        request_timeout_s: float,
+        metrics: Metrics,
+        registry: ModelRegistry,
+        quotas: Quotas | None = None,
+    ) -> None:
+        """`quotas` charges each request's images to its client's key (none: no quotas)."""
         self.request_timeout_s = request_timeout_s
         self._metrics = metrics
         self._registry = registry
+        self._quotas = quotas if quotas is not None else Quotas({})
         self._local = threading.local()
 
     async def images(
@@ -124,7 +147,7 @@ class GenerationService:
         labels = params.labels_for(metadata, request.label, len(latents))
         latents = truncate(latents, request.truncation)
         images = await self._draw(model_version, latents, labels, request=http_request)
-        return GeneratedImages(model_version, images, latents, request.seeds)
+        return GeneratedImages(model_version, images, latents, request.seeds, request.truncation, labels)
 
     def plan_interpolation(
         self, model_version: ModelVersion, request: InterpolationRequest
@@ -159,7 +182,16 @@ class GenerationService:
             label_embeddings=embeddings,
             request=http_request,
         )
-        return Frames(model_version, images, positions, request.keyframe_seeds, request.method)
+        return Frames(
+            model_version,
+            images,
+            positions,
+            request.keyframe_seeds,
+            request.method,
+            request.truncation,
+            request.loop,
+            plan.classes(),
+        )
 
     async def images_for_latents(
         self,
@@ -179,7 +211,7 @@ class GenerationService:
         latents = params.check_latent_length(latents, metadata.latent_dim)
         _check_row_labels(metadata, labels, len(latents))
         images = await self._draw(model_version, latents, labels, request=http_request, timeout_s=timeout_s)
-        return GeneratedImages(model_version, images, latents, None)
+        return GeneratedImages(model_version, images, latents, None, labels=labels)
 
     async def encode(
         self, model_version: ModelVersion, images: np.ndarray, *, http_request: Request | None = None
@@ -236,8 +268,16 @@ class GenerationService:
         batcher = image_servable(model_version).batcher
         seconds = self.request_timeout_s if timeout_s is None else min(timeout_s, self.request_timeout_s)
         deadline = time.monotonic() + seconds
+        images = len(next(iter(inputs.values())))
+        tracing.annotate(model=model_version.name, version=model_version.version, n=images)
+        charge = self._quotas.charge(IMAGES, images)
         work = batcher.submit(inputs, deadline=deadline)
-        return await cancel_on_disconnect(request, work)
+        try:
+            return await cancel_on_disconnect(request, work)
+        except (Overloaded, ShuttingDown):
+            if charge is not None:  # refused before it reached the model: the images were not made
+                charge.refund()
+            raise
 
 
 def _check_row_labels(metadata: ModelMetadata, labels: np.ndarray | None, count: int) -> None:

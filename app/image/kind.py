@@ -7,6 +7,7 @@ inference protocols (latents and labels to uint8 images).
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from fastapi.responses import Response
@@ -21,7 +22,9 @@ from app.image.rendering import GeneratedView, Renderer
 from app.image.runtime import ImageRuntime
 from app.image.servable import ImageServable
 from app.metrics import Metrics
+from app.server import tracing
 from app.server.errors import InvalidParameter
+from app.serving.compiled_calls import ChoiceCache
 from app.serving.registry import ModelVersion
 from app.serving.runtime import DeviceInfo
 from app.serving.servable import CallContext, Tensors
@@ -44,6 +47,8 @@ class ImageKind:
         self.metrics = metrics
         self.generation = generation
         self.renderer = renderer
+        # The versions' model-call tunings run one at a time, so each times its calls alone.
+        self._tuning = threading.Lock()
 
     def serves(self, metadata: ModelMetadata) -> bool:
         return metadata.kind in store.IMAGE_KINDS
@@ -52,6 +57,16 @@ class ImageKind:
         runtime = ImageRuntime(path, device)
         runtime.warm_up(self.settings.warmup_batch_sizes)
         return ImageServable(runtime, self)
+
+    def tune_calls(self, runtime: ImageRuntime, name: str, version: int) -> None:
+        """Start choosing the version's model call by measurement, unless `compiled_calls` is off."""
+        settings = self.settings
+        if settings.compiled_calls == "off":
+            return
+        cache = None
+        if settings.model_call_cache is not None:
+            cache = ChoiceCache(settings.model_call_cache, runtime.path, settings.intra_op_threads)
+        runtime.tune_calls(settings.max_batch_size, cache, self._tuning, f"{name}:{version}")
 
     def batcher(self, name: str, version: int, runtime: ImageRuntime) -> Batcher:
         settings, metrics = self.settings, self.metrics
@@ -72,6 +87,7 @@ class ImageKind:
             name=f"{name}:{version}",
             observer=metrics.batch_observer(name, version),
             alone=metrics.requests_in_flight.alone,
+            trace_attributes=tracing.named(model=name, version=version),
         )
         metrics.track_batcher(name, version, lambda: batcher.queued_images, lambda: batcher.in_flight_images)
         return batcher

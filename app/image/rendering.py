@@ -2,8 +2,9 @@
 
 A view says what was produced (generated images, reconstructions, interpolation frames, encodings) and how
 its body looks in each format; the renderer turns it into bytes or JSON on a worker thread, times that
-(`genserve_render_seconds`), and adds the headers every response carries. A new response format is a branch
-in a view's `body`; a new kind of result is a new view.
+(`genserve_render_seconds`), and adds the headers every response carries. Image files and JSON answers carry
+the result's provenance (`provenance.py`) unless `GENSERVE_IMAGE_METADATA` is off. A new response format is a
+branch in a view's `body`; a new kind of result is a new view.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from app.api.schemas import (
     EncodeResponse,
     GenerateJSONResponse,
     InterpolateJSONResponse,
+    Provenance,
     ReconstructedImage,
     ReconstructJSONResponse,
 )
-from app.image import formats
+from app.image import formats, provenance
 from app.image.generation import Frames, GeneratedImages
 from app.metrics import Metrics
+from app.server import tracing
 from app.serving.registry import ModelVersion
 
 MEDIA_TYPES = {
@@ -48,6 +51,14 @@ _FRAME_STRIP_COLUMNS = 16
 Body = bytes | dict[str, Any]
 
 
+@dataclass(frozen=True)
+class RenderOptions:
+    """How bodies are written: PNG's zlib level (0-9), and whether files and JSON carry their provenance."""
+
+    png_level: int
+    metadata: bool = True
+
+
 class View(Protocol):
     """Something to send back: its model version, its own headers, and its body in a given format."""
 
@@ -61,14 +72,21 @@ class View(Protocol):
 
     def headers(self) -> dict[str, str]: ...
 
-    def body(self, format: str, level: int) -> Body:
-        """The body in `format`; PNG files compressed at zlib `level`."""
+    def body(self, format: str, options: RenderOptions) -> Body:
+        """The body in `format`, written as `options` say."""
         ...
 
 
 def model_headers(model_version: ModelVersion) -> dict[str, str]:
     """The headers naming the model version that answered."""
     return {"X-Model": model_version.name, "X-Model-Version": str(model_version.version)}
+
+
+def seeds_header(seeds: list[int] | None) -> dict[str, str]:
+    """`X-Seeds`: the one seed, or the first and last of a range; nothing without seeds."""
+    if not seeds:
+        return {}
+    return {"X-Seeds": f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])}
 
 
 class Renderer:
@@ -79,25 +97,43 @@ class Renderer:
     queue rather than fight over the interpreter lock.
     """
 
-    def __init__(self, metrics: Metrics, executor: Executor, png_level: int) -> None:
+    def __init__(self, metrics: Metrics, executor: Executor, options: RenderOptions) -> None:
         self._metrics = metrics
         self._executor = executor
-        self._png_level = png_level
+        self.options = options
+
+    def rendering_key(self) -> dict[str, Any]:
+        """What bodies depend on besides the result: for ETags, which must change when the bytes would."""
+        return {
+            "png_level": self.options.png_level,
+            "metadata": self.options.metadata,
+            "service_version": provenance.SERVICE_VERSION if self.options.metadata else None,
+        }
 
     async def render(self, view: View, format: str, headers: dict[str, str] | None = None) -> Response:
-        if view.pixels <= INLINE_RENDER_PIXELS and format not in _ANIMATIONS:
-            body = self._timed_body(view, format)
-        else:
+        body = await self.body(view, format)
+        return self.respond(view.model_version, format, body, {**view.headers(), **(headers or {})})
+
+    async def body(self, view: View, format: str) -> Body:
+        """The view's body in `format`, on the event loop when it is small, else on the render pool."""
+        with tracing.span("render", format=format):
+            if view.pixels <= INLINE_RENDER_PIXELS and format not in _ANIMATIONS:
+                return self._timed_body(view, format)
             loop = asyncio.get_running_loop()
-            body = await loop.run_in_executor(self._executor, self._timed_body, view, format)
-        all_headers = {**model_headers(view.model_version), **view.headers(), **(headers or {})}
+            return await loop.run_in_executor(self._executor, self._timed_body, view, format)
+
+    def respond(
+        self, model_version: ModelVersion, format: str, body: Body, headers: dict[str, str]
+    ) -> Response:
+        """The response for a rendered `body`, with the model's headers and `headers`."""
+        all_headers = {**model_headers(model_version), **headers}
         if isinstance(body, dict):
             return JSONResponse(body, headers=all_headers)
         return Response(body, media_type=MEDIA_TYPES[format], headers=all_headers)
 
     def _timed_body(self, view: View, format: str) -> Body:
         begin = time.perf_counter()
-        body = view.body(format, self._png_level)
+        body = view.body(format, self.options)
         model_version = view.model_version
         self._metrics.observe_render(
             model_version.name, model_version.version, format, time.perf_counter() - begin
@@ -135,22 +171,22 @@ class GeneratedView(_OfGeneratedImages):
         return int(self.result.images.size)
 
     def headers(self) -> dict[str, str]:
-        seeds = self.result.seeds
-        if not seeds:
-            return {}
-        return {"X-Seeds": f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])}
+        return seeds_header(self.result.seeds)
 
-    def body(self, format: str, level: int) -> Body:
+    def body(self, format: str, options: RenderOptions) -> Body:
+        record = provenance.of_images(self.result) if options.metadata else None
         if format == JSON:
-            return self._json(level)
-        return _image_file(format, self.result.images, self._file_names(), level, self.cols)
+            return self._json(options.png_level, record)
+        return _image_file(
+            format, self.result.images, self._file_names(), options.png_level, self.cols, record
+        )
 
     def _file_names(self) -> list[str]:
         if self.result.seeds is not None:
             return [f"seed{seed:010d}.png" for seed in self.result.seeds]
         return [f"latent{index:04d}.png" for index in range(len(self.result.images))]
 
-    def _json(self, level: int) -> dict[str, Any]:
+    def _json(self, level: int, record: Provenance | None) -> dict[str, Any]:
         result = self.result
         encoded = formats.png_base64_list(result.images, level)
         seeds: list[int | None] = list(result.seeds) if result.seeds is not None else [None] * len(encoded)
@@ -163,9 +199,30 @@ class GeneratedView(_OfGeneratedImages):
             for index, (seed, png) in enumerate(zip(seeds, encoded, strict=True))
         ]
         response = GenerateJSONResponse.model_validate(
-            {**_image_header(self.model_version, result.images), "images": images}
+            {**_image_header(self.model_version, result.images), "images": images, "provenance": record}
         )
         return response.model_dump(mode="json", exclude_none=True)
+
+
+@dataclass(frozen=True)
+class ImageFileView(_OfGeneratedImages):
+    """One image as a file of its own, PNG or lossless WebP, with no grid around it (image URLs)."""
+
+    result: GeneratedImages
+
+    @property
+    def pixels(self) -> int:
+        return int(self.result.images[0].size)
+
+    def headers(self) -> dict[str, str]:
+        return seeds_header(self.result.seeds)
+
+    def body(self, format: str, options: RenderOptions) -> Body:
+        record = provenance.of_images(self.result) if options.metadata else None
+        image = self.result.images[0]
+        if format == "webp":
+            return formats.webp_bytes(image, record)
+        return formats.png_bytes(image, options.png_level, record)
 
 
 @dataclass(frozen=True)
@@ -181,16 +238,22 @@ class ReconstructionView(_OfGeneratedImages, _ModelHeadersOnly):
     def pixels(self) -> int:
         return int(self.result.images.size + (self.inputs.size if self.compare else 0))
 
-    def body(self, format: str, level: int) -> Body:
-        images = self.result.images
+    def body(self, format: str, options: RenderOptions) -> Body:
+        images, level = self.result.images, options.png_level
+        composite = format == "png" and self.compare
+        record = (
+            provenance.of_images(self.result, source="uploads", composite=composite)
+            if options.metadata
+            else None
+        )
         if format == JSON:
-            return self._json(level)
-        if format == "png" and self.compare:
-            return formats.grid_png_bytes(np.concatenate([self.inputs, images]), len(images), level)
+            return self._json(level, record)
+        if composite:
+            return formats.grid_png_bytes(np.concatenate([self.inputs, images]), len(images), level, record)
         names = [f"reconstruction{index:04d}.png" for index in range(len(images))]
-        return _image_file(format, images, names, level, None)
+        return _image_file(format, images, names, level, None, record)
 
-    def _json(self, level: int) -> dict[str, Any]:
+    def _json(self, level: int, record: Provenance | None) -> dict[str, Any]:
         images = self.result.images
         encoded = formats.png_base64_list(images, level)
         response = ReconstructJSONResponse(
@@ -200,7 +263,7 @@ class ReconstructionView(_OfGeneratedImages, _ModelHeadersOnly):
                 for name, png, latent in zip(self.filenames, encoded, self.result.latents, strict=True)
             ],
         )
-        return response.model_dump(mode="json")
+        return _with_provenance(response.model_dump(mode="json"), record)
 
 
 @dataclass(frozen=True)
@@ -219,15 +282,17 @@ class FramesView(_ModelHeadersOnly):
     def pixels(self) -> int:
         return int(self.frames.images.size)
 
-    def body(self, format: str, level: int) -> Body:
-        images = self.frames.images
+    def body(self, format: str, options: RenderOptions) -> Body:
+        images, level = self.frames.images, options.png_level
+        record = provenance.of_frames(self.frames) if options.metadata else None
         if format == JSON:
-            return self._json(level)
+            return self._json(level, record)
         if format == "png":
-            return formats.grid_png_bytes(images, self.cols or min(len(images), _FRAME_STRIP_COLUMNS), level)
-        return formats.animation_bytes(images, self.fps, format.upper())
+            columns = self.cols or min(len(images), _FRAME_STRIP_COLUMNS)
+            return formats.grid_png_bytes(images, columns, level, record)
+        return formats.animation_bytes(images, self.fps, format.upper(), record)
 
-    def _json(self, level: int) -> dict[str, Any]:
+    def _json(self, level: int, record: Provenance | None) -> dict[str, Any]:
         frames = self.frames
         response = InterpolateJSONResponse(
             model=self.model_version.name,
@@ -241,7 +306,7 @@ class FramesView(_ModelHeadersOnly):
                 )
             ],
         )
-        return response.model_dump(mode="json")
+        return _with_provenance(response.model_dump(mode="json"), record)
 
 
 @dataclass(frozen=True)
@@ -257,7 +322,7 @@ class EncodingView(_ModelHeadersOnly):
     def pixels(self) -> int:
         return 0
 
-    def body(self, format: str, level: int) -> Body:
+    def body(self, format: str, options: RenderOptions) -> Body:
         response = EncodeResponse(
             model=self.model_version.name,
             version=self.model_version.version,
@@ -281,10 +346,27 @@ def _image_header(model_version: ModelVersion, images: np.ndarray) -> dict[str, 
     }
 
 
-def _image_file(format: str, images: np.ndarray, names: list[str], level: int, cols: int | None) -> bytes:
-    """Images as one file: the raw array (npy), one PNG each in a zip, or else a PNG grid `cols` wide."""
+def _with_provenance(body: dict[str, Any], record: Provenance | None) -> dict[str, Any]:
+    """The JSON body with the record's fields (as files hold them), or no `provenance` key when metadata is off;
+    the body's other null fields keep their meaning."""
+    body.pop("provenance", None)
+    if record is not None:
+        body["provenance"] = provenance.provenance_fields(record)
+    return body
+
+
+def _image_file(
+    format: str,
+    images: np.ndarray,
+    names: list[str],
+    level: int,
+    cols: int | None,
+    record: Provenance | None,
+) -> bytes:
+    """Images as one file: the raw array (npy, which keeps no metadata), one PNG each in a zip, or else a PNG
+    grid `cols` wide."""
     if format == "npy":
         return formats.npy_bytes(images)
     if format == "zip":
-        return formats.zip_bytes(images, names, level)
-    return formats.grid_png_bytes(images, cols, level)
+        return formats.zip_bytes(images, names, level, record)
+    return formats.grid_png_bytes(images, cols, level, record)

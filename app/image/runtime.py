@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from app.image.inferred import inferred_generator
+from app.serving.compiled_calls import BucketedCall, ChoiceCache
 from app.serving.runtime import (
     DeviceInfo,
     ModelLoadError,
@@ -17,8 +20,10 @@ from app.serving.runtime import (
     read_metadata,
     read_optional_record,
 )
-from app.serving.signature_calls import signature_call
+from app.serving.signature_calls import SignatureCall, signature_call
 from genserve import store
+from genserve.conventions import cycled_labels
+from genserve.outputs import probe_latents
 from genserve.signatures import TensorSpec, describe, dtype_name, image_signature
 from genserve.store import ModelMetadata
 
@@ -36,17 +41,26 @@ class ImageRuntime:
     def __init__(self, path: Path, device: DeviceInfo) -> None:
         self.path = Path(path)
         self.device = device
-        self.metadata = read_metadata(self.path)
+        bare = store.is_bare_version(self.path)
+        if not bare:
+            self.metadata = read_metadata(self.path)
         self.evaluation = read_optional_record(self.path, store.read_evaluation)
         # The loaded object owns the variables its signatures read, so it lives as long as the runtime.
         self._saved_model = load_saved_model(self.path, device)
-        self._signature = _serving_signature(self._saved_model, self.path)
-        self._input_names = _check_signature(self._signature, self.metadata)
-        from_embedding, self.label_embeddings = _embedding_signatures(self._saved_model, self.metadata)
-        encoder = _encode_signature(self._saved_model, self.metadata, self.path)
+        signature = _serving_signature(self._saved_model, self.path)
         # Only the calls are kept: the signatures behind them are what they call.
         on_cpu = device.kind == "CPU"
-        self._generate_call = signature_call(self._signature, on_cpu=on_cpu)
+        self._generate_call: SignatureCall = signature_call(signature, on_cpu=on_cpu)
+        # The generator's call chosen by measurement (`tune_calls`), once it is.
+        self.calls: BucketedCall | None = None
+        self._tunable = None if bare else signature
+        if bare:  # TensorFlow Serving's layout alone: what it is comes from its signature and a probe call
+            self.metadata, self._generate_call = inferred_generator(signature, self._generate_call, self.path)
+            self._input_names = [store.LATENT_INPUT]
+        else:
+            self._input_names = _check_signature(signature, self.metadata)
+        from_embedding, self.label_embeddings = _embedding_signatures(self._saved_model, self.metadata)
+        encoder = _encode_signature(self._saved_model, self.metadata, self.path)
         self._from_embedding_call = (
             None if from_embedding is None else signature_call(from_embedding, on_cpu=on_cpu)
         )
@@ -71,8 +85,8 @@ class ImageRuntime:
             raise ValueError(f"{self.path} has no {store.ENCODE_SIGNATURE!r} signature")
         with tf.device(self.device.name):
             outputs = self._encode_call({store.IMAGES_INPUT: np.asarray(images, dtype=np.uint8)})
-        mean = np.asarray(outputs[store.LATENT_MEAN_OUTPUT].numpy(), dtype=np.float32)
-        log_var = np.asarray(outputs[store.LATENT_LOG_VAR_OUTPUT].numpy(), dtype=np.float32)
+        mean = np.asarray(outputs[store.LATENT_MEAN_OUTPUT], dtype=np.float32)
+        log_var = np.asarray(outputs[store.LATENT_LOG_VAR_OUTPUT], dtype=np.float32)
         return np.stack([mean, log_var], axis=1)
 
     def generate(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -88,7 +102,43 @@ class ImageRuntime:
             raise ValueError(f"model inputs missing: {sorted(missing)}")
         with tf.device(self.device.name):
             outputs = call({name: inputs[name] for name in input_names})
-        return np.asarray(outputs[store.IMAGES_OUTPUT].numpy())
+        return np.asarray(outputs[store.IMAGES_OUTPUT])
+
+    def bucketed_calls(self, max_batch_size: int) -> BucketedCall | None:
+        """The generator's calls per batch bucket, serving the plain call until tuned; None for a bare version."""
+        if self._tunable is None:
+            return None
+        if self.calls is None:
+            self.calls = BucketedCall(self._tunable, self._generate_call, max_batch_size=max_batch_size)
+            self._generate_call = self.calls
+        return self.calls
+
+    def tune_calls(
+        self, max_batch_size: int, cache: ChoiceCache | None, lock: threading.Lock, name: str
+    ) -> None:
+        """Choose the generator's call per batch bucket by measurement, on a daemon thread (`compiled_calls`);
+        the plain call serves meanwhile. Tunings that share `lock` run one at a time, so they time alone."""
+        calls = self.bucketed_calls(max_batch_size)
+        if calls is None or calls.state != "plain":
+            return
+        calls.state = "waiting"
+
+        def run() -> None:
+            with lock:
+                calls.run_tuning(self.probe_inputs, cache, name)
+
+        threading.Thread(target=run, name=f"tune-{name}", daemon=True).start()
+
+    def stop_tuning(self) -> None:
+        if self.calls is not None:
+            self.calls.stop()
+
+    def probe_inputs(self, size: int) -> dict[str, np.ndarray]:
+        """Standard-normal latents (and classes 0, 1, ...) for `size` images, the same at every call."""
+        inputs = {store.LATENT_INPUT: probe_latents(self.metadata.latent_dim, size)}
+        if store.LABEL_INPUT in self._input_names:
+            inputs[store.LABEL_INPUT] = cycled_labels(size, max(1, len(self.metadata.class_names or [])))
+        return inputs
 
     def warm_up(self, batch_sizes: list[int]) -> float:
         """Call the model once per batch size so the first requests don't pay for tracing; returns seconds."""

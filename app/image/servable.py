@@ -32,8 +32,18 @@ class ImageServable(BatchedServable[ImageRuntime, Batcher]):
         self.signature: Signature = image_signature(self.metadata)
         self.capabilities = _capabilities(runtime)
 
+    async def start(self, name: str, version: int) -> None:
+        await super().start(name, version)
+        self.kind.tune_calls(self.runtime, name, version)
+
+    async def stop(self, *, drain: bool, timeout_s: float = 30.0) -> None:
+        self.runtime.stop_tuning()
+        await super().stop(drain=drain, timeout_s=timeout_s)
+
     def _describe(self, info: VersionInfo) -> None:
         metadata = self.metadata
+        if self.runtime.calls is not None:
+            info.model_calls = self.runtime.calls.describe()
         info.latent_dim = metadata.latent_dim
         info.latent_scale = metadata.latent_scale
         info.image_shape = list(metadata.image_shape)

@@ -38,6 +38,7 @@ class FieldError(ServiceError):
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
+        self.field = field
 
 
 class InvalidParameter(FieldError, status_code=422, code="invalid_parameter"):
@@ -107,3 +108,18 @@ class Unauthorized(ServiceError, status_code=401, code="unauthorized"):
 
 class Forbidden(ServiceError, status_code=403, code="forbidden"):
     """The credentials do not allow this request."""
+
+
+class QuotaExceeded(ServiceError, status_code=429, code="quota_exceeded"):
+    """The client's API key has spent its quota for now; the client should retry after `retry_after_s` seconds."""
+
+    def __init__(self, message: str, *, retry_after_s: int | None) -> None:
+        super().__init__(message, headers=None if retry_after_s is None else retry_after(retry_after_s))
+        self.retry_after_s = retry_after_s
+
+
+class LargerThanQuota(QuotaExceeded, code="larger_than_quota"):
+    """The request asks for more than its key's quota ever allows at once: no wait lets it pass."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_after_s=None)

@@ -5,7 +5,8 @@ echoed in the answer's `X-Request-ID`, put on every log line written while the r
 variable, which the event loop's tasks and `anyio` worker threads inherit), and on the access line written when
 the answer is complete: method, path, status and duration. `GENSERVE_LOG_FORMAT=json` writes each line as one
 JSON object (time, level, logger, message, request id, and the fields a line carries, such as model, version,
-status and duration).
+status and duration); with tracing on, a line written while a span is current carries its `trace_id` and
+`span_id`, so a log pipeline can join it to the trace.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
+from app.server import tracing
 from app.server.asgi import HttpMiddleware, WatchedSend, header
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -28,7 +30,7 @@ MAX_REQUEST_ID_CHARS = 128
 _MAX_PATH_CHARS = 256
 _PLAIN_ID = re.compile(r"[A-Za-z0-9._:\-]+")
 # Fields a log line may carry besides its message (`logger.info(..., extra={...})`), in the order shown.
-LINE_FIELDS = ("method", "path", "status", "duration_ms", "key", "model", "version")
+LINE_FIELDS = ("method", "path", "status", "duration_ms", "key", "model", "version", "trace_id", "span_id")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -43,10 +45,14 @@ def accepted_request_id(given: str | None) -> str:
 
 
 class _RequestIdFilter(logging.Filter):
-    """Puts the current request's id (or "-") on every record, for both formats."""
+    """Puts the current request's id (or "-") on every record, for both formats, and the current span's ids when
+    tracing is on."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get() or "-"
+        ids = tracing.current_ids()
+        if ids is not None:
+            record.trace_id, record.span_id = ids
         return True
 
 

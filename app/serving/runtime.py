@@ -79,15 +79,6 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def intra_op_threads_per_call(concurrent_calls: int, cores: int | None = None) -> int:
-    """TensorFlow's threads inside one operation when `concurrent_calls` model calls may run at once.
-
-    The cores are split between the calls, so that calls running side by side each keep their own cores instead
-    of waking and waiting on threads that the other call is using.
-    """
-    return max(1, (cores or usable_cores()) // max(1, concurrent_calls))
-
-
 _CPU_BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 _CPUINFO = Path("/proc/cpuinfo")
 

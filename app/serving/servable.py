@@ -196,6 +196,8 @@ class BatchedServable(Generic[RuntimeT, BatcherT]):
         info.kind = metadata.kind
         info.dataset = metadata.dataset
         info.created = metadata.created
+        info.source = metadata.source
+        info.origin = metadata.origin or None
         info.device = self.device.name
         info.evaluation = self.evaluation.model_dump(mode="json") if self.evaluation else None
         info.capabilities = list(self.capabilities)

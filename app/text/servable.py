@@ -19,13 +19,16 @@ from genserve.signatures import TEXT_SIGNATURE, Signature
 if TYPE_CHECKING:
     from app.text.kind import TextKind
 
+# The capability of every text generator: what routes that only write text ask for.
+GENERATE_TEXT = "generate_text"
+
 
 class TextServable(BatchedServable[TextRuntime, TextBatcher]):
     """One text generator version: its runtime, and its continuous batcher once started."""
 
     usage = "generates text: use POST /generate with a prompt"
     signature: Signature = TEXT_SIGNATURE
-    capabilities = ["generate_text", "stream"]
+    capabilities = [GENERATE_TEXT, "stream"]
 
     def __init__(self, runtime: TextRuntime, kind: TextKind) -> None:
         super().__init__(runtime, kind)

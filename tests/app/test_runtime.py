@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app import main
+from app import config, main
 from app.main import create_app
 from app.serving import runtime
 from app.serving.runtime import DeviceInfo, cpu_has_bfloat16
@@ -84,17 +84,7 @@ def test_bfloat16_stays_off_with_a_warning_on_a_cpu_without_it(tiny_store: Path,
 
 
 @pytest.mark.parametrize(
-    ("concurrent_calls", "cores", "threads"),
-    [(2, 2, 1), (2, 16, 8), (1, 4, 4), (3, 2, 1), (4, 1, 1), (2, 3, 1)],
-)
-def test_the_cores_are_split_between_concurrent_model_calls(
-    concurrent_calls: int, cores: int, threads: int
-) -> None:
-    assert runtime.intra_op_threads_per_call(concurrent_calls, cores) == threads
-
-
-@pytest.mark.parametrize(
-    ("overrides", "threads"), [({}, 4), ({"max_concurrent_batches": 1}, 8), ({"tf_intra_op_threads": 3}, 3)]
+    ("overrides", "threads"), [({}, 8), ({"max_concurrent_batches": 1}, 8), ({"tf_intra_op_threads": 3}, 3)]
 )
 def test_the_service_sets_tensorflows_threads_from_its_settings(
     tiny_store: Path, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, int], threads: int
@@ -105,7 +95,7 @@ def test_the_service_sets_tensorflows_threads_from_its_settings(
         asked.append(intra)
         return runtime.configure_devices()  # this process's TensorFlow keeps its settings for the other tests
 
-    monkeypatch.setattr(runtime, "usable_cores", lambda: 8)
+    monkeypatch.setattr(config, "usable_cores", lambda: 8)
     monkeypatch.setattr(main, "configure_devices", recording)
     with TestClient(create_app(make_settings(tiny_store, **overrides))) as client:
         wait_until_ready(client)
@@ -115,7 +105,7 @@ def test_the_service_sets_tensorflows_threads_from_its_settings(
 
 def test_a_thread_count_takes_effect_in_a_fresh_process() -> None:
     probe = (
-        "import app.serving.runtime as r, tensorflow as tf; r.configure_devices(intra_op_threads=r.intra_op_threads_per_call(2, 2));"
+        "import app.serving.runtime as r, tensorflow as tf; r.configure_devices(intra_op_threads=1);"
         "print(tf.config.threading.get_intra_op_parallelism_threads())"
     )
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)

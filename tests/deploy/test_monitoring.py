@@ -97,6 +97,7 @@ def test_dashboard_has_the_serving_panels() -> None:
         "batch size": "genserve_batch_size_images_sum",
         "queue depth": "genserve_queue_depth_images",
         "rejections": "genserve_rejections_total",
+        "quota": "genserve_quota_refusals_total",
     }
     for words, metric in required.items():
         assert any(words in title.lower() and metric in names for title, names in read.items()), words

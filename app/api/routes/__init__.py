@@ -2,7 +2,8 @@
 
 from fastapi import APIRouter
 
-from app.api.routes import admin, generate, health, interpolate, metrics, models, vae
+from app.api.routes import admin, generate, health, images, interpolate, metrics, models, vae
+from app.protocols.openai import routes as openai
 from app.protocols.tfserving import routes as tfserving
 from app.protocols.v2 import routes as v2
 
@@ -11,8 +12,10 @@ api_router.include_router(generate.router)
 api_router.include_router(interpolate.router)
 api_router.include_router(vae.router)
 api_router.include_router(models.router)
+api_router.include_router(images.router)
 api_router.include_router(health.router)
 api_router.include_router(metrics.router)
 api_router.include_router(admin.router)
 api_router.include_router(v2.router)
 api_router.include_router(tfserving.router)
+api_router.include_router(openai.router)

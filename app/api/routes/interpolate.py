@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
 from app.api import defaults, params
+from app.api.caching import REVALIDATE, etag_matches, not_modified, strong_etag
 from app.api.deps import GenerationDep, RegistryDep, RendererDep, SettingsDep
 from app.api.openapi import (
     ANIMATIONS,
@@ -25,7 +24,7 @@ from app.api.openapi import (
 )
 from app.api.schemas import AnimationFormat, InterpolateJSONResponse, InterpolationMethodName
 from app.image.generation import InterpolationRequest
-from app.image.rendering import FramesView, model_headers
+from app.image.rendering import FramesView
 from app.server.errors import InvalidParameter
 from app.serving.registry import INTERPOLATE
 from genserve.conventions import MAX_SEED
@@ -94,13 +93,14 @@ async def interpolate(
         params.parse_model_name(model), requested_version, capability=INTERPOLATE
     )
     plan = generation.plan_interpolation(model_version, interpolation)
-    etag = _etag({**plan.cache_key(), "format": format.value, "fps": fps, "cols": cols})
+    rendering = renderer.rendering_key()
+    etag = strong_etag({**plan.cache_key(), **rendering, "format": format.value, "fps": fps, "cols": cols})
     headers = {
         "ETag": etag,
         "Cache-Control": _cache_control(requested_version, settings.interpolate_max_age_s),
     }
-    if if_none_match and _matches(if_none_match, etag):
-        return Response(status_code=304, headers={**model_headers(model_version), **headers})
+    if etag_matches(if_none_match, etag):
+        return not_modified(model_version, headers)
     frames = await generation.interpolate(plan, http_request=request)
     return await renderer.render(FramesView(frames, fps, cols), format.value, headers)
 
@@ -115,20 +115,8 @@ def _keyframe_seeds(start: int | None, end: int | None, seeds: str | None, max_c
     return [params.check_range("start", start, 0, MAX_SEED), params.check_range("end", end, 0, MAX_SEED)]
 
 
-def _etag(cache_key: dict[str, Any]) -> str:
-    """Strong validator: the bytes depend only on the resolved version and these fields."""
-    key = json.dumps(cache_key, sort_keys=True)
-    return '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
-
-
 def _cache_control(requested_version: int | str | None, max_age_s: int) -> str:
-    # A numbered version never changes; 'latest' or a label may point elsewhere after a reload, so
-    # caches must revalidate (a cheap 304 when nothing changed).
+    # A numbered version never changes; 'latest' or a label may point elsewhere after a reload.
     if isinstance(requested_version, int):
         return f"public, max-age={max_age_s}"
-    return "no-cache"
-
-
-def _matches(header: str, etag: str) -> bool:
-    candidates = {part.strip().removeprefix("W/") for part in header.split(",")}
-    return "*" in candidates or etag in candidates
+    return REVALIDATE

@@ -2,9 +2,10 @@
 (GetModelStatus), served by `grpc.aio` on the app's event loop.
 
 Predictions go through the same batchers as every HTTP route (text: DT_STRING `string_val` in and out). A call's
-gRPC deadline shortens its request deadline; errors map to gRPC status codes (404 → NOT_FOUND, a bad field → INVALID_ARGUMENT, a full queue →
-RESOURCE_EXHAUSTED, not ready or shutting down → UNAVAILABLE, a passed deadline → DEADLINE_EXCEEDED), with
-the Retry-After seconds in the `retry-after` trailing metadata. Importing this module imports TensorFlow
+gRPC deadline shortens its request deadline; errors map to gRPC status codes (404 → NOT_FOUND, a bad field → INVALID_ARGUMENT, a full queue
+or a key over its quota → RESOURCE_EXHAUSTED, not ready or shutting down → UNAVAILABLE, a passed deadline →
+DEADLINE_EXCEEDED), with the Retry-After seconds in the `retry-after` trailing metadata. With tracing on, each call
+is a server span, a child of the `traceparent` in its metadata. Importing this module imports TensorFlow
 (the messages are TensorFlow's protos), so the lifespan imports it only when GENSERVE_GRPC_PORT is set.
 """
 
@@ -36,6 +37,8 @@ from app.protocols.tfserving import status as tfserving
 from app.server.api_keys import ApiKeys, check_key, presented_key
 from app.server.connections import connection_budget
 from app.server.errors import DeadlineExceeded, InvalidParameter, Overloaded, ServiceError
+from app.server.quotas import current_client
+from app.server.tracing import Tracing, grpc_call
 from app.serving.registry import ModelRegistry, ModelVersion
 from genserve import store
 from genserve.signatures import STRING, string_array
@@ -63,6 +66,14 @@ _DTYPES: dict[int, tuple[np.dtype, str]] = {
 _OUTPUT_DTYPES = {np.dtype(np.uint8): types_pb2.DT_UINT8, STRING: types_pb2.DT_STRING}
 # Time kept back from a call's deadline, so that DEADLINE_EXCEEDED comes from us before the transport gives up.
 _ANSWER_MARGIN_S = 0.05
+PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
+MODEL_SERVICE = "tensorflow.serving.ModelService"
+# The service of each method, for the names of their spans.
+_SERVICES = {
+    "Predict": PREDICTION_SERVICE,
+    "GetModelMetadata": PREDICTION_SERVICE,
+    "GetModelStatus": MODEL_SERVICE,
+}
 
 
 def status_code(error: ServiceError) -> grpc.StatusCode:
@@ -77,6 +88,7 @@ def status_code(error: ServiceError) -> grpc.StatusCode:
         413: grpc.StatusCode.INVALID_ARGUMENT,
         415: grpc.StatusCode.INVALID_ARGUMENT,
         422: grpc.StatusCode.INVALID_ARGUMENT,
+        429: grpc.StatusCode.RESOURCE_EXHAUSTED,
         499: grpc.StatusCode.CANCELLED,
         503: grpc.StatusCode.UNAVAILABLE,
     }
@@ -147,36 +159,53 @@ def _selector(spec: model_pb2.ModelSpec) -> int | str | None:
 
 
 class _Calls:
-    """Answers one RPC: maps the service's errors to gRPC statuses and counts every call."""
+    """Answers one RPC: checks its key, maps the service's errors to gRPC statuses, counts and traces every call."""
 
-    def __init__(self, metrics: Metrics, keys: ApiKeys | None) -> None:
+    def __init__(self, metrics: Metrics, keys: ApiKeys | None, tracing: Tracing | None = None) -> None:
         self._metrics = metrics
         self._keys = keys
+        self._tracing = tracing
 
     async def answer(
         self, method: str, context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[T]]
     ) -> T:
         started = time.perf_counter()
         code = grpc.StatusCode.CANCELLED  # unless the call ends otherwise: the client left or gave up
-        try:
-            if self._keys is not None:
-                metadata = dict(context.invocation_metadata() or ())
-                check_key(self._keys, presented_key(metadata.get("authorization"), None), self._metrics)
-            with self._metrics.requests_in_flight.serving():
-                result = await work()
-            code = grpc.StatusCode.OK
-            return result
-        except ServiceError as error:
-            code, message = status_code(error), error.message
-            retry = error.headers.get("Retry-After")
-            trailing = (("retry-after", retry),) if retry else ()
-        except Exception:
-            logger.exception("unhandled error in gRPC %s", method)
-            code, message, trailing = grpc.StatusCode.INTERNAL, "internal server error", ()
-        finally:
-            self._metrics.observe_grpc(method, code.name, time.perf_counter() - started)
+        metadata = (
+            dict(context.invocation_metadata() or ())
+            if self._keys is not None or self._tracing is not None
+            else {}
+        )
+        with grpc_call(self._tracing, f"{_SERVICES[method]}/{method}", metadata) as span:
+            try:
+                result = await self._run(metadata, work)
+                code = grpc.StatusCode.OK
+                return result
+            except ServiceError as error:
+                code, message = status_code(error), error.message
+                retry = error.headers.get("Retry-After")
+                trailing = (("retry-after", retry),) if retry else ()
+            except Exception:
+                logger.exception("unhandled error in gRPC %s", method)
+                code, message, trailing = grpc.StatusCode.INTERNAL, "internal server error", ()
+            finally:
+                self._metrics.observe_grpc(method, code.name, time.perf_counter() - started)
+                if span is not None:
+                    span.set_attribute("rpc.grpc.status_code", code.value[0])
         await context.abort(code, message, trailing_metadata=trailing)
         raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+    async def _run(self, metadata: dict[str, str], work: Callable[[], Awaitable[T]]) -> T:
+        """`work` as the client its key names (for quotas), counted among the requests in flight."""
+        client = None
+        if self._keys is not None:
+            client = check_key(self._keys, presented_key(metadata.get("authorization"), None), self._metrics)
+        token = current_client.set(client)
+        try:
+            with self._metrics.requests_in_flight.serving():
+                return await work()
+        finally:
+            current_client.reset(token)
 
 
 class _Malformed:
@@ -348,15 +377,16 @@ class GrpcServer:
         metrics: Metrics,
         limits: GrpcLimits,
         keys: ApiKeys | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.address = f"{host}:{port}"
         self._server = grpc.aio.server(options=limits.channel_options())
-        calls = _Calls(metrics, keys)
+        calls = _Calls(metrics, keys, tracing)
         prediction, models = PredictionServicer(inference, calls), ModelServicer(registry, calls)
         self._server.add_generic_rpc_handlers(
             (
                 _service(
-                    "tensorflow.serving.PredictionService",
+                    PREDICTION_SERVICE,
                     {
                         "Predict": (
                             prediction.Predict,
@@ -371,7 +401,7 @@ class GrpcServer:
                     },
                 ),
                 _service(
-                    "tensorflow.serving.ModelService",
+                    MODEL_SERVICE,
                     {
                         "GetModelStatus": (
                             models.GetModelStatus,
