@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from genserve.console import LOG_LEVEL_VARIABLE
 from tests.training.text.tiny import TINY_TEXT_MODEL, tiny_text_run_dir, train_tiny_text
 from training.config import TrainConfig
 from training.train import train
@@ -19,6 +20,7 @@ from training.train import train
 # Services started by tests (in this process or as child processes) serve with TensorFlow's own model call: XLA
 # compilations in the background would only load the machine. The tests of compiled calls turn them on.
 os.environ["GENSERVE_COMPILED_CALLS"] = "off"
+_SESSION_LOG_LEVEL = os.environ.get(LOG_LEVEL_VARIABLE)
 
 TINY_LATENT_DIM = 16
 TINY_MODEL = "shapes-dcgan"
@@ -89,6 +91,19 @@ def tiny_vae_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("vae-store")
     train_tiny(root / "model_store", root / "runs", name=TINY_VAE, model="vae", epochs=15, limit=256)
     return root / "model_store"
+
+
+@pytest.fixture(autouse=True)
+def _tensorflow_log_level_kept() -> Iterator[None]:
+    """Commands run in this process (`training.cli.main`) quiet TensorFlow by setting TF_CPP_MIN_LOG_LEVEL; a
+    service a later test starts must not inherit it, or it would take the level as the user's choice and skip its
+    own quiet start-up. (Module fixtures run such commands before a test starts, so the value to keep is the one
+    the session started with.)"""
+    yield
+    if _SESSION_LOG_LEVEL is None:
+        os.environ.pop(LOG_LEVEL_VARIABLE, None)
+    else:
+        os.environ[LOG_LEVEL_VARIABLE] = _SESSION_LOG_LEVEL
 
 
 def wait_until_ready(client: TestClient, timeout_s: float = 60.0) -> None:
