@@ -19,6 +19,7 @@ and the thread count, so a restart compiles only the buckets that won and measur
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import json
 import logging
@@ -245,10 +246,20 @@ def _level_difference(actual: dict[str, np.ndarray], expected: dict[str, np.ndar
 
 
 class ChoiceCache:
-    """Tuning decisions on disk, keyed by machine, TensorFlow, the version's files and the thread count."""
+    """Tuning decisions on disk, keyed by machine, TensorFlow, the version's files and the thread count.
+
+    The key (the version's files listed and stat'ed, the machine described) is worked out at the first read or
+    write, on the tuning thread, not where the cache is made: that is the event loop, as a version starts.
+    """
 
     def __init__(self, folder: Path, version_path: Path, threads: int) -> None:
-        self.file = Path(folder) / f"{_cache_key(Path(version_path), threads)}.json"
+        self._folder = Path(folder)
+        self._version_path = Path(version_path)
+        self._threads = threads
+
+    @functools.cached_property
+    def file(self) -> Path:
+        return self._folder / f"{_cache_key(self._version_path, self._threads)}.json"
 
     def read(self) -> dict[int, BucketChoice] | None:
         try:
@@ -270,6 +281,7 @@ class ChoiceCache:
             logger.debug("model-call choices not cached in %s: %s", self.file.parent, error)
 
 
+@functools.cache
 def machine_description() -> dict[str, str]:
     """This machine as the cache keys it: the CPU model and flags (Linux), the architecture and TensorFlow."""
     import tensorflow as tf
