@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -38,6 +39,9 @@ BASE_PACKAGES = "python3,python3-venv,python-is-python3,ca-certificates"
 USER_ID = 10001
 BUILD_TIMEOUT_S = 1800
 READY_TIMEOUT_S = 240
+# The build holds the installed virtual environment (about 2.5 GB) up to three times at once: in the build
+# container, as the layer being committed, and in the image store.
+BUILD_FREE_BYTES = 10 * 1024**3
 AVAILABLE = 30  # TensorFlow Serving's ModelVersionStatus.State
 
 
@@ -99,6 +103,24 @@ def _base_image(podman: str) -> str:
     return BASE_IMAGE
 
 
+def _check_free_disk(podman: str) -> None:
+    """Fail before building, naming the folder and the sizes, where the build would run out of disk."""
+    graph_root = _run([podman, "info", "--format", "{{.Store.GraphRoot}}"], timeout_s=60).strip()
+    for folder in (Path(graph_root), Path(os.environ.get("TMPDIR", "/var/tmp"))):
+        existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
+        free = shutil.disk_usage(existing).free
+        assert free >= BUILD_FREE_BYTES, (
+            f"building the image needs {BUILD_FREE_BYTES / 1024**3:.0f} GB free under {existing}, "
+            f"and {free / 1024**3:.1f} GB is free: `podman system prune --all` frees old images"
+        )
+
+
+def _remove_image(podman: str) -> None:
+    """The built image and the layers it leaves behind; the cached base image stays."""
+    subprocess.run([podman, "rmi", "--force", IMAGE], check=False, capture_output=True)
+    subprocess.run([podman, "image", "prune", "--force"], check=False, capture_output=True)
+
+
 def _build(podman: str) -> None:
     command = [podman, "build", "--isolation", "chroot", "--network", "host", "--format", "docker"]
     # A machine whose traffic goes through a proxy with its own certificate authority passes it to pip.
@@ -121,11 +143,14 @@ def image() -> Iterator[Image]:
             pytest.fail("building and running the image needs root (podman, chroot), and CI must run it")
         pytest.skip("building and running the image needs root")
     podman = require_tool("podman")
-    _build(podman)
-    inspected = _inspect(podman)
-    config = inspected["Config"]
-    container = _run([podman, "create", IMAGE], timeout_s=60).strip()
+    _remove_image(podman)  # what an interrupted run left
+    _check_free_disk(podman)
     with ExitStack() as cleanup:
+        cleanup.callback(_remove_image, podman)
+        _build(podman)
+        inspected = _inspect(podman)
+        config = inspected["Config"]
+        container = _run([podman, "create", IMAGE], timeout_s=60).strip()
         cleanup.callback(
             subprocess.run, [podman, "rm", "--force", container], check=False, capture_output=True
         )
