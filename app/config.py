@@ -20,7 +20,11 @@ from app.serving.compiled_calls import CompiledCalls
 from app.serving.runtime import usable_cores
 from app.serving.store_watcher import DEFAULT_RETRY_INITIAL_S, DEFAULT_RETRY_MAX_S
 from app.serving.version_policy import VersionPolicy
-from app.text.batching import DEFAULT_MAX_ACTIVE_SEQUENCES, DEFAULT_MAX_QUEUED_SEQUENCES
+from app.text.batching import (
+    DEFAULT_MAX_ACTIVE_SEQUENCES,
+    DEFAULT_MAX_QUEUED_SEQUENCES,
+    DEFAULT_PREFILL_CHUNK_TOKENS,
+)
 
 
 class Settings(BaseSettings):
@@ -62,6 +66,12 @@ class Settings(BaseSettings):
     )
     max_queued_sequences: int = Field(
         DEFAULT_MAX_QUEUED_SEQUENCES, ge=1, description="Text sequences waiting for a place; 503 beyond."
+    )
+    prefill_chunk_tokens: int = Field(
+        DEFAULT_PREFILL_CHUNK_TOKENS,
+        ge=1,
+        le=65536,
+        description="Prompt characters one sequence reads per model call while others are decoding.",
     )
     max_text_request_tokens: int = Field(
         65_536,

@@ -14,6 +14,11 @@ stops only at its budget or the end-of-text token. The three modes drive the sam
 
 Seeds make every mode produce the same tokens, so tokens/s compare like for like. Without `--model-dir` a
 tiny char-rnn is trained first on the procedural grammar (seconds).
+
+Then the time to the first token by prompt length (``--prompt-lengths 1,4096``) at concurrency 1: in every
+round (``--prompt-rounds``) each length gets one request with a fresh random prompt, read by the version's
+`prefill` and, for comparison, step by step as versions without it are; medians, and the ratio of the
+longest prompt's TTFT to the shortest's (goal: at most 5x with prefill).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from app.serving.runtime import DeviceInfo
-from app.text.batching import Sampling, TextBatcher, TextBatchingConfig
+from app.text.batching import Sampling, StepModel, TextBatcher, TextBatchingConfig
 from app.text.runtime import TextRuntime
 from genserve.store import END_OF_TEXT_ID
 from genserve.text import sample_token
@@ -164,6 +169,85 @@ async def _measure(
     )
 
 
+class _StepByStep:
+    """The runtime with its prefill hidden: prompts are read one character per step."""
+
+    can_prefill = False
+
+    def __init__(self, runtime: TextRuntime) -> None:
+        self._runtime = runtime
+
+    @property
+    def vocabulary(self) -> list[str]:
+        return self._runtime.vocabulary
+
+    def initial_state(self, batch_size: int) -> np.ndarray:
+        return self._runtime.initial_state(batch_size)
+
+    def step(self, token_ids: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._runtime.step(token_ids, state)
+
+    def prefill(
+        self, token_ids: np.ndarray, lengths: np.ndarray, state: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError("prompts are read step by step")
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    reading: str
+    prompt_chars: int
+    ttft_p50_s: float
+
+
+async def _first_tokens(model: StepModel, prompts: list[list[int]]) -> list[float]:
+    """Each prompt's time to its first token, one request at a time."""
+    batcher = TextBatcher(model, TextBatchingConfig(max_active_sequences=64, max_queued_sequences=64))
+    await batcher.start()
+    seconds = []
+    for prompt in prompts:
+        started = time.monotonic()
+        job = batcher.submit([[END_OF_TEXT_ID, *prompt]], [0], Sampling(max_new_tokens=1))
+        async for _ in job.events():
+            pass
+        seconds.append((job.first_token_at or time.monotonic()) - started)
+    await batcher.stop(drain=False)
+    return seconds
+
+
+def _prompt_rows(runtime: TextRuntime, lengths: list[int], rounds: int, seed: int) -> list[PromptRow]:
+    """Median TTFT per prompt length and way of reading, the lengths interleaved in every round."""
+    random = np.random.RandomState(seed)
+    readers: list[tuple[str, StepModel]] = [("step by step", _StepByStep(runtime))]
+    if runtime.can_prefill:
+        readers.insert(0, ("prefill", runtime))
+    rows = []
+    for name, model in readers:
+        order = [length for _ in range(rounds) for length in lengths]
+        prompts = [[int(i) for i in random.randint(1, len(runtime.vocabulary), length)] for length in order]
+        asyncio.run(_first_tokens(model, prompts[: len(lengths)]))  # warm-up: every width once
+        seconds = asyncio.run(_first_tokens(model, prompts))
+        for length in lengths:
+            median = statistics.median(s for s, n in zip(seconds, order, strict=True) if n == length)
+            rows.append(PromptRow(name, length, median))
+            print(f"{name}, {length} chars: TTFT {median * 1000:.1f} ms", file=sys.stderr)
+    return rows
+
+
+def _prompt_table(rows: list[PromptRow]) -> str:
+    shortest = {
+        row.reading: row.ttft_p50_s for row in rows if row.prompt_chars == min(r.prompt_chars for r in rows)
+    }
+    lines = [
+        "| reading | prompt chars | TTFT p50 (ms) | ÷ shortest prompt's |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in rows:
+        ratio = row.ttft_p50_s / shortest[row.reading]
+        lines.append(f"| {row.reading} | {row.prompt_chars} | {row.ttft_p50_s * 1000:.1f} | {ratio:.1f}x |")
+    return "\n".join(lines)
+
+
 def _percentile(ordered: list[float], q: float) -> float:
     """The nearest-rank percentile of sorted values."""
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
@@ -235,6 +319,10 @@ def main(argv: Sequence[str] = ()) -> int:
         "--modes", default=",".join(MODES), help="comma-separated subset of " + ", ".join(MODES)
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--prompt-lengths", default="1,4096", help="prompt lengths whose TTFT to compare ('' skips it)"
+    )
+    parser.add_argument("--prompt-rounds", type=int, default=9, help="requests per prompt length and reading")
     args = parser.parse_args(list(argv))
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = args.model_dir or _tiny_model(Path(scratch))
@@ -249,10 +337,19 @@ def main(argv: Sequence[str] = ()) -> int:
             for mode in args.modes.split(","):
                 rows.append(asyncio.run(_measure(runtime, mode, concurrency, budgets, args.static_batch)))
                 print(f"{mode} at {concurrency}: {rows[-1].tokens_per_s:.0f} tokens/s", file=sys.stderr)
+        lengths = [int(n) for n in args.prompt_lengths.split(",") if n.strip()]
+        prompt_rows = _prompt_rows(runtime, lengths, args.prompt_rounds, args.seed) if lengths else []
     print(f"model: {model_dir}\n")
     print(_table(rows))
     for line in _goals(rows):
         print(f"\n{line}")
+    if prompt_rows:
+        print(f"\n{_prompt_table(prompt_rows)}")
+        longest = max(row.prompt_chars for row in prompt_rows)
+        read = {(row.reading, row.prompt_chars): row.ttft_p50_s for row in prompt_rows}
+        if ("prefill", longest) in read and len(lengths) > 1:
+            ratio = read["prefill", longest] / read["prefill", min(lengths)]
+            print(f"\nprefill TTFT at {longest} chars / at {min(lengths)}: {ratio:.1f}x (goal <= 5x)")
     return 0
 
 

@@ -74,6 +74,10 @@ STATE_INPUT = "state"
 STATE_OUTPUT = "state"
 LOGITS_OUTPUT = "logits"
 BATCH_SIZE_INPUT = "batch_size"
+# Reads whole prompts in one call: token_ids [B, T] (rows padded past their lengths [B]) and a start state [B, S]
+# -> the logits after each row's last token and the state there.
+PREFILL_SIGNATURE = "prefill"
+LENGTHS_INPUT = "lengths"
 PROMPT_INPUT = "prompt"
 MAX_NEW_TOKENS_INPUT = "max_new_tokens"
 TEMPERATURE_INPUT = "temperature"

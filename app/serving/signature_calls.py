@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 
 SignatureCall = Callable[[dict[str, np.ndarray]], dict[str, Any]]
 
-# Rows of the probe batch: more than one, so batch-dependent kernels are exercised as they are when serving.
+# Rows of the probe batch: more than one, so batch-dependent kernels are exercised as they are when serving; also
+# the length of any other dimension the signature leaves open (a prompt's characters).
 _PROBE_ROWS = 2
 _SINGLE_THREADED = "SINGLE_THREADED_EXECUTOR"
 
@@ -120,9 +121,9 @@ def _probe_inputs(signature: Any) -> dict[str, np.ndarray] | None:
     probe: dict[str, np.ndarray] = {}
     for spec in _input_specs(signature):
         dims = spec.shape.as_list() if spec.shape.rank is not None else None
-        if not dims or any(dim is None for dim in dims[1:]):
+        if not dims:
             return None
-        shape = (_PROBE_ROWS, *dims[1:])
+        shape = (_PROBE_ROWS, *(_PROBE_ROWS if dim is None else dim for dim in dims[1:]))
         dtype = spec.dtype
         if dtype.is_floating:
             probe[spec.name] = rng.standard_normal(shape).astype(dtype.as_numpy_dtype)

@@ -1,9 +1,16 @@
 """Continuous batching for text generators: every active sequence advances one token per model call.
 
 One consumer task per text model version runs a loop of steps. Before each step, waiting sequences join
-(up to `max_active_sequences`); the step feeds each active sequence its next input token (a prompt
-character while the prompt is being read, else the token it sampled last) in ONE call of the model's
-`step` signature on a worker thread, then samples the next token of every sequence past its prompt.
+(up to `max_active_sequences`); the step feeds each active sequence its next input token (the token it
+sampled last) in ONE call of the model's `step` signature on a worker thread, then samples the next token
+of every sequence.
+
+Prompts are read by the model's `prefill` signature where it has one: in the same turn as the decode step,
+one call reads the prompts of every sequence still reading, each up to `prefill_chunk_tokens` characters
+while other sequences are decoding (so a long prompt delays their next token by one bounded call, not by
+thousands of steps) and whole when nothing else is running. A sequence whose prompt is read samples its
+first token from the prefill's logits at once. A model without `prefill` reads prompts one character per
+step, beside the decoding sequences.
 A sequence leaves as soon as it is finished (its token budget, a stop sequence or end-of-text), its
 request's deadline passes or its client goes away, so a short request never waits for a long one and a
 new one starts at the next step instead of after the current batch.
@@ -36,6 +43,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_ACTIVE_SEQUENCES = 64
 DEFAULT_MAX_QUEUED_SEQUENCES = 256
+# Prompt characters one sequence reads per turn while others are decoding.
+DEFAULT_PREFILL_CHUNK_TOKENS = 512
+# Prompt characters all sequences read together in one turn when none is decoding (bounds the call's memory).
+PREFILL_TOKENS_PER_CALL = 8192
 # A client told to come back later than this would rather try another replica.
 MAX_RETRY_AFTER_S = 60
 # Why a sequence ended.
@@ -54,17 +65,33 @@ class StepModel(Protocol):
 
     def step(self, token_ids: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
+    @property
+    def can_prefill(self) -> bool:
+        """Whether `prefill` reads whole prompts (else the scheduler feeds them one character per step)."""
+        ...
+
+    def prefill(
+        self, token_ids: np.ndarray, lengths: np.ndarray, state: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of ``token_ids [B, T]`` up to ``lengths [B]`` from ``state [B, S]``: (logits [B, V] after each
+        row's last token, the state there)."""
+        ...
+
 
 @dataclass(frozen=True)
 class TextBatchingConfig:
-    """How many sequences decode together, and how many may wait for a place."""
+    """How many sequences decode together, how many may wait for a place, and how much prompt one sequence
+    reads per turn while others decode."""
 
     max_active_sequences: int = DEFAULT_MAX_ACTIVE_SEQUENCES
     max_queued_sequences: int = DEFAULT_MAX_QUEUED_SEQUENCES
+    prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK_TOKENS
 
     def __post_init__(self) -> None:
-        if self.max_active_sequences < 1 or self.max_queued_sequences < 1:
-            raise ValueError("max_active_sequences and max_queued_sequences must be >= 1")
+        if self.max_active_sequences < 1 or self.max_queued_sequences < 1 or self.prefill_chunk_tokens < 1:
+            raise ValueError(
+                "max_active_sequences, max_queued_sequences and prefill_chunk_tokens must be >= 1"
+            )
 
 
 @dataclass(frozen=True)
@@ -98,7 +125,7 @@ class StepReport:
 
     sequences: int
     requests: int
-    prompt_tokens: int  # sequences still reading their prompt in this call
+    prompt_tokens: int  # prompt characters read in this turn
     generated_tokens: int
     step_s: float
 
@@ -151,6 +178,11 @@ class TextSequence:
         self.emitted = 0
         self.finish_reason: str | None = None
         self.admitted: int | None = None  # its place in the batcher's order of admission
+
+    @property
+    def reading(self) -> bool:
+        """Still reading its prompt (end-of-text and the prompt's characters)."""
+        return self.fed < len(self.context)
 
     @property
     def tokens_left(self) -> int:
@@ -365,14 +397,14 @@ class TextBatcher:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
-            sampled = await loop.run_in_executor(self._executor, self._advance, batch)
+            sampled, read, work = await loop.run_in_executor(self._executor, self._advance, batch)
         except Exception:
             logger.exception("text step for %r failed (%d sequences)", self.name, len(batch))
             for seq in batch:
                 seq.job.fail(ModelCallFailed(f"the model call for {self.name!r} failed"))
             return
         step_s = time.monotonic() - started
-        rate = len(batch) / max(step_s, 1e-6)
+        rate = work / max(step_s, 1e-6)
         self._tokens_per_s = 0.8 * (self._tokens_per_s or rate) + 0.2 * rate
         generated = 0
         for seq, token in zip(batch, sampled, strict=True):
@@ -382,40 +414,83 @@ class TextBatcher:
         self.stats.steps += 1
         self.stats.tokens += generated
         requests = len({id(seq.job) for seq in batch})
-        report = StepReport(len(batch), requests, len(batch) - generated, generated, step_s)
+        report = StepReport(len(batch), requests, read, generated, step_s)
         self._notify(lambda: self._observer.on_step(report))
 
-    def _advance(self, batch: list[TextSequence]) -> list[int | None]:
-        """On the worker thread: one model call for the whole batch, then each sequence's next token."""
-        fresh = [i for i, seq in enumerate(batch) if seq.state is None]
+    def _advance(self, batch: list[TextSequence]) -> tuple[list[int | None], int, int]:
+        """On the worker thread: the turn's model calls (a prefill for the sequences reading their prompts,
+        where the model has one, and one step for the rest), then each sequence's next token (None for one
+        still reading); also the prompt characters read, and the tokens of work done (characters prefilled
+        and sequences stepped), the measure of the batcher's speed."""
+        self._start_states(batch)
+        reading = [seq for seq in batch if seq.reading] if self._model.can_prefill else []
+        stepping = [seq for seq in batch if not (self._model.can_prefill and seq.reading)]
+        sampled: dict[int, int | None] = {}
+        prefilled = 0
+        if reading:
+            chunk = self.config.prefill_chunk_tokens
+            if not stepping:  # nobody waits on this call: read as much as one call may
+                chunk = max(chunk, PREFILL_TOKENS_PER_CALL // len(reading))
+            prefilled = self._prefill(reading, chunk, sampled)
+        read = prefilled + sum(seq.reading for seq in stepping)
+        if stepping:
+            self._step_once(stepping, sampled)
+        return [sampled[id(seq)] for seq in batch], read, prefilled + len(stepping)
+
+    def _start_states(self, batch: list[TextSequence]) -> None:
+        fresh = [seq for seq in batch if seq.state is None]
         if fresh:
             zeros = self._model.initial_state(len(fresh))
-            for row, i in enumerate(fresh):
-                batch[i].state = zeros[row]
-        token_ids = np.array([seq.next_input for seq in batch], dtype=np.int32)
-        states = np.stack([seq.state for seq in batch if seq.state is not None])
+            for row, seq in enumerate(fresh):
+                seq.state = zeros[row]
+
+    def _prefill(self, reading: list[TextSequence], chunk: int, sampled: dict[int, int | None]) -> int:
+        """One prefill call: each sequence's next `chunk` prompt characters; those that finish their prompt
+        sample their first token. Returns the characters read."""
+        pieces = [seq.context[seq.fed : seq.fed + chunk] for seq in reading]
+        lengths = np.array([len(piece) for piece in pieces], dtype=np.int32)
+        token_ids = np.zeros((len(pieces), int(lengths.max())), dtype=np.int32)
+        for row, piece in enumerate(pieces):
+            token_ids[row, : len(piece)] = piece
+        states = np.stack([seq.state for seq in reading if seq.state is not None])
+        logits, new_states = self._model.prefill(token_ids, lengths, states)
+        self._check_rows(len(reading), logits, new_states)
+        for seq, length, row, state in zip(reading, lengths, logits, new_states, strict=True):
+            seq.state = state
+            seq.fed += int(length)
+            sampled[id(seq)] = None if seq.reading else self._sample(seq, row)
+        return int(lengths.sum())
+
+    def _step_once(self, stepping: list[TextSequence], sampled: dict[int, int | None]) -> None:
+        """One step call: every sequence's next input; those past their prompt sample a token."""
+        token_ids = np.array([seq.next_input for seq in stepping], dtype=np.int32)
+        states = np.stack([seq.state for seq in stepping if seq.state is not None])
         logits, new_states = self._model.step(token_ids, states)
-        if logits.shape[0] != len(batch) or new_states.shape[0] != len(batch):
-            raise ValueError(f"step returned {logits.shape[0]} rows for a batch of {len(batch)}")
-        sampled: list[int | None] = []
-        for seq, row, state in zip(batch, logits, new_states, strict=True):
+        self._check_rows(len(stepping), logits, new_states)
+        for seq, row, state in zip(stepping, logits, new_states, strict=True):
             seq.state = state
             seq.fed += 1
-            if seq.fed < len(seq.context):
+            if seq.reading:
                 seq.next_input = seq.context[seq.fed]
-                sampled.append(None)
-                continue
-            sampling = seq.job.sampling
-            sampled.append(
-                sample_token(
-                    row,
-                    seq.generator,
-                    temperature=sampling.sampling_temperature,
-                    top_k=sampling.top_k,
-                    top_p=sampling.top_p,
-                )
-            )
-        return sampled
+                sampled[id(seq)] = None
+            else:
+                sampled[id(seq)] = self._sample(seq, row)
+
+    @staticmethod
+    def _check_rows(rows: int, logits: np.ndarray, states: np.ndarray) -> None:
+        if logits.shape[0] != rows or states.shape[0] != rows:
+            raise ValueError(f"the model returned {logits.shape[0]} rows for a batch of {rows}")
+
+    @staticmethod
+    def _sample(seq: TextSequence, logits: np.ndarray) -> int:
+        sampling = seq.job.sampling
+        return sample_token(
+            logits,
+            seq.generator,
+            temperature=sampling.sampling_temperature,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+        )
 
     def _accept(self, seq: TextSequence, token: int) -> None:
         """Record a sampled token: send the text it adds, and finish the sequence when it should end."""

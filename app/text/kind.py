@@ -53,6 +53,7 @@ class TextKind:
         config = TextBatchingConfig(
             max_active_sequences=self.settings.max_active_sequences,
             max_queued_sequences=self.settings.max_queued_sequences,
+            prefill_chunk_tokens=self.settings.prefill_chunk_tokens,
         )
         return TextBatcher(
             runtime, config, name=f"{name}:{version}", observer=self.metrics.text_observer(name, version)

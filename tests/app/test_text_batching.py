@@ -31,8 +31,16 @@ class FakeStepModel:
     step call."""
 
     def __init__(
-        self, *, delay_s: float = 0.0, end_after: int = 10_000, fail: bool = False, base_logit: float = 0.0
+        self,
+        *,
+        delay_s: float = 0.0,
+        end_after: int = 10_000,
+        fail: bool = False,
+        base_logit: float = 0.0,
+        can_prefill: bool = False,
     ) -> None:
+        self.can_prefill = can_prefill
+        self.prefills: list[tuple[int, int]] = []  # rows and width of every prefill call
         self.batch_sizes: list[int] = []
         self.base_logit = base_logit
         self.delay_s = delay_s
@@ -61,6 +69,17 @@ class FakeStepModel:
         ended = state[:, 0] + 1 >= self.end_after
         logits[ended, 0] = 50.0
         return logits, state + 1
+
+    def prefill(
+        self, token_ids: np.ndarray, lengths: np.ndarray, state: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """What `step` gives after each row's last token, in one call (the state counts every token read)."""
+        assert self.can_prefill
+        self.prefills.append(token_ids.shape)
+        last = token_ids[np.arange(len(lengths)), lengths - 1]
+        logits, _ = FakeStepModel.step(self, last, state + lengths[:, None] - 1)
+        self.batch_sizes.pop()  # a prefill, not a step
+        return logits, state + lengths[:, None]
 
 
 class Recorder:
@@ -373,3 +392,49 @@ def test_the_observer_hears_active_and_queued_sequences() -> None:
         assert (1, 0) in recorder.occupancy  # the third sequence ran alone at the end
 
     _run(scenario, max_active_sequences=2)
+
+
+def test_a_prompt_read_by_prefill_gives_the_text_of_one_read_step_by_step() -> None:
+    prompt = [0, *[1, 2, 3, 4] * 30]
+    sampling = Sampling(max_new_tokens=30, temperature=1.0)
+    texts, steps = {}, {}
+    for can_prefill in (False, True):
+        model = FakeStepModel(can_prefill=can_prefill, end_after=140)
+
+        async def scenario(batcher: TextBatcher, model: FakeStepModel, recorder: Recorder) -> None:
+            texts[model.can_prefill] = await _texts(batcher.submit([prompt], [7], sampling))
+            steps[model.can_prefill] = len(model.batch_sizes)
+            assert recorder.steps[0].prompt_tokens == (len(prompt) if model.can_prefill else 1)
+
+        _run(scenario, model)
+        assert model.prefills == ([(1, len(prompt))] if can_prefill else [])
+    assert texts[True] == texts[False]
+    assert texts[True][1] == [FINISH_END_OF_TEXT]  # the state counted every prompt token
+    # Step by step, the prompt took a step per token; the prefill read it in one call and sampled at once.
+    assert steps[False] - steps[True] == len(prompt)
+
+
+def test_a_long_prompt_is_read_in_chunks_while_another_sequence_decodes() -> None:
+    async def scenario(batcher: TextBatcher, model: FakeStepModel, recorder: Recorder) -> None:
+        running = batcher.submit([[0]], [1], Sampling(max_new_tokens=100, temperature=0.0))
+        running_task = asyncio.create_task(_texts(running))
+        assert await _settled(lambda: len(running.sequences[0].generated) > 0)
+        before = len(running.sequences[0].generated)
+        long_texts, _ = await _texts(batcher.submit([[0, *[1] * 99]], [2], GREEDY))
+        assert long_texts == ["bcdeab"]
+        # The 100-token prompt went in chunks of 16, while the running sequence took a step every turn (its own
+        # one-token prompt was the first prefill).
+        widths = [width for _, width in model.prefills[1:]]
+        assert widths[:6] == [16] * 6 and widths[6] == 4
+        assert len(running.sequences[0].generated) - before >= 7
+        await running_task
+
+    _run(scenario, FakeStepModel(can_prefill=True, delay_s=0.002), prefill_chunk_tokens=16)
+
+
+def test_with_nothing_else_running_a_prompt_is_read_whole() -> None:
+    async def scenario(batcher: TextBatcher, model: FakeStepModel, recorder: Recorder) -> None:
+        await _texts(batcher.submit([[0, *[1] * 99]], [2], GREEDY))
+        assert model.prefills == [(1, 100)]
+
+    _run(scenario, FakeStepModel(can_prefill=True), prefill_chunk_tokens=16)

@@ -6,14 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 from starlette.requests import Request
 
@@ -24,6 +22,7 @@ from app.text.batching import Sampling
 from app.text.generation import TextRequest
 from app.text.servable import text_servable
 from tests.app.helpers import running_app
+from tests.app.text_calls import StepRecorder
 from tests.conftest import TINY_MODEL
 from tests.training.text.tiny import TINY_TEXT_MODEL, train_tiny_text
 
@@ -40,29 +39,6 @@ def text_store(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     shutil.copytree(tiny_store, store)
     train_tiny_text(store, root / "runs")
     return store
-
-
-class StepRecorder:
-    """Wraps the text runtime's step: records each call's batch size, optionally slows or holds it."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, delay_s: float = 0.0) -> None:
-        self.batch_sizes: list[int] = []
-        self.delay_s = delay_s
-        self.release = threading.Event()
-        self.release.set()
-        self.started = threading.Event()
-        original = text_runtime.TextRuntime.step
-        recorder = self
-
-        def step(self: text_runtime.TextRuntime, token_ids: np.ndarray, state: np.ndarray) -> Any:
-            recorder.started.set()
-            recorder.release.wait(10)
-            recorder.batch_sizes.append(len(token_ids))
-            if recorder.delay_s:
-                time.sleep(recorder.delay_s)
-            return original(self, token_ids, state)
-
-        monkeypatch.setattr(text_runtime.TextRuntime, "step", step)
 
 
 def generate(client: httpx.AsyncClient, **fields: Any) -> Any:
@@ -140,19 +116,52 @@ def test_a_short_request_finishes_while_a_long_one_runs_and_they_share_steps(
         async with running_app(store) as client:
             recorder.batch_sizes.clear()
             long_request = asyncio.create_task(
-                generate(client, prompt=LONG_PROMPT, max_new_tokens=20, seed=1)
+                generate(client, prompt=LONG_PROMPT, max_new_tokens=200, temperature=0.0, seed=1)
             )
             while not recorder.batch_sizes:
                 await asyncio.sleep(0.005)
             short = await generate(client, prompt="", n=2, max_new_tokens=3, seed=2)
             assert short.status_code == 200 and not long_request.done()
-            assert (await long_request).status_code == 200
+            long_response = await long_request
+            assert long_response.status_code == 200
             # The long request stepped alone, then with the short one's two sequences, then alone again.
             sizes = recorder.batch_sizes
             assert sizes[0] == 1 and max(sizes) == 3 and sizes[-1] == 1
-            assert len(sizes) >= len(LONG_PROMPT) + 1
+            # Its prompt was read in one prefill call: a step for each sampled token after the first.
+            assert len(sizes) == long_response.json()["completions"][0]["tokens"] - 1
+
+
+def _completions_and_steps(
+    store: Path, monkeypatch: pytest.MonkeyPatch, *, prefill: bool
+) -> tuple[list[str], int]:
+    """A seeded request for two sequences after a long prompt, read by prefill or step by step: its texts and
+    the step calls it took."""
+    recorder = StepRecorder(monkeypatch)
+    reads_whole = text_runtime.TextRuntime.can_prefill.fget  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        text_runtime.TextRuntime, "can_prefill", property(lambda runtime: prefill and reads_whole(runtime))
+    )
+    texts: list[str] = []
+
+    async def scenario() -> None:
+        async with running_app(store) as client:
+            recorder.batch_sizes.clear()
+            response = await generate(client, prompt=LONG_PROMPT, n=2, max_new_tokens=30, seed=5)
+            assert response.status_code == 200
+            texts.extend(c["text"] for c in response.json()["completions"])
 
     run(scenario)
+    return texts, len(recorder.batch_sizes)
+
+
+def test_a_prompt_read_in_one_call_gives_the_text_of_one_read_step_by_step(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole, whole_steps = _completions_and_steps(store, monkeypatch, prefill=True)
+    stepped, stepped_steps = _completions_and_steps(store, monkeypatch, prefill=False)
+
+    assert whole == stepped and whole[0] != whole[1]
+    assert whole_steps < 30 <= len(LONG_PROMPT) < stepped_steps
 
 
 def test_stream_sends_one_event_per_token_then_the_finish_reason(store: Path) -> None:
@@ -250,7 +259,7 @@ def test_a_full_queue_answers_503_with_retry_after(store: Path, monkeypatch: pyt
 
 
 def test_a_request_past_its_deadline_gets_504(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    StepRecorder(monkeypatch, delay_s=0.01)
+    StepRecorder(monkeypatch, delay_s=0.2)
 
     async def scenario() -> None:
         async with running_app(store, request_timeout_s=0.3) as client:
@@ -263,7 +272,7 @@ def test_a_request_past_its_deadline_gets_504(store: Path, monkeypatch: pytest.M
 def test_a_client_that_disconnects_has_its_sequences_dropped(
     store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    StepRecorder(monkeypatch, delay_s=0.005)
+    StepRecorder(monkeypatch, delay_s=0.05)
 
     async def scenario() -> None:
         async with running_app(store) as client:

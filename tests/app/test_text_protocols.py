@@ -21,7 +21,6 @@ import tritonclient.http as triton
 from tensorflow_serving.apis import get_model_metadata_pb2
 from tritonclient.utils import InferenceServerException
 
-from app.text import runtime as text_runtime
 from app.text.servable import text_servable
 from tests.app.helpers import running_app
 from tests.app.protocol_helpers import (
@@ -32,6 +31,7 @@ from tests.app.protocol_helpers import (
     rpc_error,
     serving,
 )
+from tests.app.text_calls import StepRecorder
 from tests.training.text.tiny import TINY_TEXT_MODEL, train_tiny_text
 
 MAX_N = 4
@@ -308,26 +308,10 @@ def test_bad_inputs_are_the_protocols_bad_request_naming_the_field(
     assert str(refused.value).startswith(f"{field}:")
 
 
-class SlowSteps:
-    """Records the batch size of each text model call, each call taking `delay_s` longer."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, delay_s: float) -> None:
-        self.batch_sizes: list[int] = []
-        original = text_runtime.TextRuntime.step
-        recorder = self
-
-        def step(self: text_runtime.TextRuntime, token_ids: np.ndarray, state: np.ndarray) -> Any:
-            recorder.batch_sizes.append(len(token_ids))
-            time.sleep(delay_s)
-            return original(self, token_ids, state)
-
-        monkeypatch.setattr(text_runtime.TextRuntime, "step", step)
-
-
 def test_protocol_rows_share_decode_steps_with_generate(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    steps = SlowSteps(monkeypatch, delay_s=0.002)
+    steps = StepRecorder(monkeypatch, delay_s=0.002)
     inputs = {"prompt": strings([LONG_PROMPT, LONG_PROMPT]), "max_new_tokens": np.array([8, 8], np.int32)}
 
     with ThreadPoolExecutor(2) as pool:
@@ -341,7 +325,7 @@ def test_protocol_rows_share_decode_steps_with_generate(
 def test_a_passed_grpc_deadline_is_deadline_exceeded_and_drops_the_rows(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    SlowSteps(monkeypatch, delay_s=0.01)
+    StepRecorder(monkeypatch, delay_s=0.3)
     inputs = {"prompt": strings([LONG_PROMPT, LONG_PROMPT])}
     request = predict_request(TINY_TEXT_MODEL, prompt=tf.make_tensor_proto(inputs["prompt"]))
 

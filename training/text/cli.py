@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.text.config import CELLS, TextTrainConfig
+from training.text.config import CELLS, LR_SCHEDULES, TextTrainConfig
 from training.train_options import add_distribute_option, add_time_budget_option
 
 logger = logging.getLogger("training.text")
@@ -53,6 +53,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--run-dir", type=Path, help="run folder (default: runs/NAME)")
     parser.add_argument("--cell", choices=CELLS, default=d.cell)
+    parser.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default=d.lr_schedule,
+        help="constant, or cosine: down to a tenth of --lr by the time budget or the last epoch "
+        "(default: %(default)s)",
+    )
     for flag, kind, help_text in (
         ("layers", int, "stacked recurrent layers"),
         ("units", int, "units per recurrent layer"),

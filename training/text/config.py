@@ -12,7 +12,10 @@ from training.config import TrainConfig
 from training.options import check_distribute
 from training.run_folder import DEFAULT_RUNS_ROOT
 
-CELLS = ("gru", "lstm")
+CELLS = ("gru", "lstm", "mingru")
+# constant: `lr` throughout; cosine: `lr` falling along a half cosine to a tenth of it by the run's end (its
+# time budget when it has one, else its last epoch).
+LR_SCHEDULES = ("constant", "cosine")
 CHECKPOINT_FILE = "checkpoints/latest.keras"
 CHECKPOINT_EPOCH_FILE = "checkpoints/latest.json"
 
@@ -35,12 +38,13 @@ class TextTrainConfig:
     batch_size: int = 64
     epochs: int = 10
     lr: float = 2e-3
+    lr_schedule: str = "constant"
     clip_norm: float = 1.0
     seed: int | None = 0
     held_out: float = 0.1  # share of documents (or, for one document, of characters) kept for evaluation
     limit_chars: int | None = None  # cut the training text to this many characters, for quick runs
     resume: bool = False
-    time_budget: float | None = None  # minutes: stop before an epoch that would overrun them, then publish
+    time_budget: float | None = None  # minutes: stop at the batch that reaches them (mid-epoch), then publish
     sample_length: int = 200  # characters sampled into samples/ after every epoch
     export: bool = True
     # How training spreads over devices or machines: the image models' modes and default
@@ -67,6 +71,10 @@ class TextTrainConfig:
             raise ValueError("lr and clip_norm must be positive")
         if self.limit_chars is not None and self.limit_chars < 4 * self.sequence_length:
             raise ValueError(f"limit_chars must be at least 4 x sequence_length ({4 * self.sequence_length})")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
+            )
         check_distribute(self.distribute)
 
     @property

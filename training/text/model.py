@@ -1,9 +1,11 @@
-"""The network: embedding -> stacked GRU or LSTM -> logits over the vocabulary, and its serving module.
+"""The network: embedding -> stacked GRU, LSTM or minimal GRU -> logits over the vocabulary, and its serving
+module.
 
 Training sees fixed windows from a zero state (see `training.text.train`); serving drives the same weights
 one token at a time through `step`, whose recurrent state is one flat float32 row per sequence: every
 layer's ``h`` (and an LSTM's ``c``) side by side, so the service can batch sequences without knowing the
-cell.
+cell. `prefill` reads whole prompts in one call: a parallel scan for the minimal GRU (`training.text.mingru`),
+a loop inside the graph for the others.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import tensorflow as tf
 from genserve import store
 from genserve.signatures import TEXT_SIGNATURE
 from training.signatures import tf_spec
+from training.text.mingru import StackedMinGru
 
 
 def build_char_rnn(
@@ -27,8 +30,16 @@ def build_char_rnn(
     embedding_dim: int = 64,
     dropout: float = 0.0,
 ) -> keras.Model:
-    """ids int32 ``[B, T]`` -> next-token logits ``[B, T, vocabulary_size]``."""
+    """ids int32 ``[B, T]`` -> next-token logits ``[B, T, vocabulary_size]``.
+
+    A ``mingru`` network is `units` wide throughout (its embedding too: `embedding_dim` is not used).
+    """
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
+    if cell == "mingru":
+        x = keras.layers.Embedding(vocabulary_size, units, name="embedding")(ids)
+        x, _ = StackedMinGru(layers, units, units, dropout=dropout, name="rnn")(x)
+        logits = keras.layers.Dense(vocabulary_size, name="logits")(x)
+        return keras.Model(ids, logits, name="char_mingru")
     x = keras.layers.Embedding(vocabulary_size, embedding_dim, name="embedding")(ids)
     recurrent = keras.layers.GRU if cell == "gru" else keras.layers.LSTM
     for layer in range(layers):
@@ -49,7 +60,8 @@ class CharRnnServer(tf.Module):
         self.model = model
         self._cell_kind, self._units = cell, units
         self._embedding = model.get_layer("embedding")
-        self._rnn_layers = [model.get_layer(f"rnn_{layer}") for layer in range(layers)]
+        self._stack: StackedMinGru | None = model.get_layer("rnn") if cell == "mingru" else None
+        self._rnn_layers = [] if cell == "mingru" else [model.get_layer(f"rnn_{i}") for i in range(layers)]
         self._logits = model.get_layer("logits")
         self.state_size = layers * units * (2 if cell == "lstm" else 1)
         self.vocabulary = tf.constant(vocabulary)
@@ -61,6 +73,14 @@ class CharRnnServer(tf.Module):
         self.step = tf.function(
             self._step,
             input_signature=[tf.TensorSpec([None], tf.int32, name=store.TOKEN_IDS_INPUT), state_spec],
+        )
+        self.prefill = tf.function(
+            self._prefill,
+            input_signature=[
+                tf.TensorSpec([None, None], tf.int32, name=store.TOKEN_IDS_INPUT),
+                tf.TensorSpec([None], tf.int32, name=store.LENGTHS_INPUT),
+                state_spec,
+            ],
         )
         self.initial_state = tf.function(
             self._initial_state, input_signature=[tf.TensorSpec([], tf.int32, name=store.BATCH_SIZE_INPUT)]
@@ -75,6 +95,7 @@ class CharRnnServer(tf.Module):
         return {
             store.SIGNATURE_NAME: self.sample.get_concrete_function(),
             store.STEP_SIGNATURE: self.step.get_concrete_function(),
+            store.PREFILL_SIGNATURE: self.prefill.get_concrete_function(),
             store.INITIAL_STATE_SIGNATURE: self.initial_state.get_concrete_function(),
         }
 
@@ -85,8 +106,53 @@ class CharRnnServer(tf.Module):
         logits, new_state = self._advance(token_ids, state)
         return {store.LOGITS_OUTPUT: logits, store.STATE_OUTPUT: new_state}
 
+    def _prefill(self, token_ids: tf.Tensor, lengths: tf.Tensor, state: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Every row's tokens up to its length, from its state: the logits after its last token and the state
+        there (a row of length 0 keeps its state and gets zero logits)."""
+        if self._stack is not None:
+            logits, new_state = self._scan(token_ids, lengths, state)
+        else:
+            logits, new_state = self._loop(token_ids, lengths, state)
+        return {store.LOGITS_OUTPUT: logits, store.STATE_OUTPUT: new_state}
+
+    def _scan(
+        self, token_ids: tf.Tensor, lengths: tf.Tensor, state: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """The minimal GRU's prefill: one parallel pass, then each row's last real position picked out."""
+        assert self._stack is not None
+        features, states = self._stack(self._embedding(token_ids), state, all_states=True, training=False)
+        last = tf.maximum(lengths - 1, 0)
+        empty = (lengths <= 0)[:, None]
+        picked = tf.gather(features, last, batch_dims=1)
+        new_state = tf.where(empty, state, tf.gather(states, last, batch_dims=1))
+        logits = tf.where(empty, 0.0, tf.cast(self._logits(picked), tf.float32))
+        return logits, new_state
+
+    def _loop(
+        self, token_ids: tf.Tensor, lengths: tf.Tensor, state: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """A gated cell's prefill: the step inside one graph loop, each row frozen after its last token."""
+        steps = tf.shape(token_ids)[1]
+        logits = tf.zeros([tf.shape(token_ids)[0], self._vocabulary_size], tf.float32)
+
+        def feed(t: tf.Tensor, logits: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            new_logits, new_state = self._advance(token_ids[:, t], state)
+            reading = (t < lengths)[:, None]
+            return t + 1, tf.where(reading, new_logits, logits), tf.where(reading, new_state, state)
+
+        _, logits, state = tf.while_loop(
+            lambda t, *_: t < steps,
+            feed,
+            [tf.constant(0), logits, state],
+            shape_invariants=[tf.TensorShape([]), logits.shape, tf.TensorShape([None, self.state_size])],
+        )
+        return logits, state
+
     def _advance(self, token_ids: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         x = self._embedding(token_ids)
+        if self._stack is not None:
+            features, new_state = self._stack.step(x, state)
+            return tf.cast(self._logits(features), tf.float32), new_state
         pieces, offset, units = [], 0, self._units
         for layer in self._rnn_layers:
             if self._cell_kind == "lstm":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -30,9 +31,9 @@ import tensorflow as tf
 from genserve import store
 from genserve.store import TextEvaluationRecord
 from training import distribute
-from training.run import TimeBudget, fit_epochs, seed_everything
+from training.run import fit_epochs, seed_everything
 from training.run_folder import HISTORY_FILE, RUN_INFO_FILE, SAMPLES_DIR
-from training.text.callbacks import TextCheckpoint, TextSamples
+from training.text.callbacks import CosineLearningRate, TextCheckpoint, TextSamples, TimeLimit
 from training.text.config import CHECKPOINT_EPOCH_FILE, CHECKPOINT_FILE, TextTrainConfig
 from training.text.data import TextCorpus, load_corpus, windows
 from training.text.evaluate import NGramModel, evaluation_record, model_bits, unigram_bits, write_record
@@ -210,7 +211,9 @@ def _fit(
     train = _dataset(corpus.train_ids, config, shuffle=True, seed=config.seed)
     checkpoint = TextCheckpoint(model, run_dir, config, corpus, initial_epoch)
     budget = _time_budget(config)
+    steps_per_epoch = math.ceil(len(windows(corpus.train_ids, config.sequence_length)) / config.batch_size)
     callbacks = [
+        *_schedule(config, steps_per_epoch * (config.epochs - initial_epoch)),
         TextSamples(model, config, corpus, run_dir / SAMPLES_DIR),
         checkpoint,
         _history_csv(run_dir, initial_epoch),
@@ -264,7 +267,8 @@ def _fit_replicas(
     run_dir, history = placement.run_dir(config.run_folder), keras.callbacks.History()
     checkpoint = TextCheckpoint(model, run_dir, config, corpus, initial_epoch)
     budget = _time_budget(config)
-    callbacks: list[keras.callbacks.Callback] = [checkpoint, history, *budget]
+    steps = math.ceil(examples / config.batch_size) * (config.epochs - initial_epoch)
+    callbacks: list[keras.callbacks.Callback] = [*_schedule(config, steps), checkpoint, history, *budget]
     if placement.is_chief:
         held_out = _held_out(config, corpus)
         # Validation writes val_loss into the epoch's logs, so it runs before the others record them.
@@ -290,11 +294,20 @@ def _history_csv(run_dir: Path, initial_epoch: int) -> keras.callbacks.CSVLogger
     )
 
 
-def _time_budget(config: TextTrainConfig) -> list[TimeBudget]:
-    return [TimeBudget(config.time_budget)] if config.time_budget is not None else []
+def _schedule(config: TextTrainConfig, total_steps: int) -> list[CosineLearningRate]:
+    """The learning-rate schedule's callback, if the run has one: over its time budget, else its steps."""
+    if config.lr_schedule == "constant":
+        return []
+    if config.time_budget is not None:
+        return [CosineLearningRate(config.lr, seconds=config.time_budget * 60)]
+    return [CosineLearningRate(config.lr, total_steps=total_steps)]
 
 
-def _write_history(history: dict[str, list[Any]], run_dir: Path, budget: list[TimeBudget]) -> dict[str, Any]:
+def _time_budget(config: TextTrainConfig) -> list[TimeLimit]:
+    return [TimeLimit(config.time_budget)] if config.time_budget is not None else []
+
+
+def _write_history(history: dict[str, list[Any]], run_dir: Path, budget: list[TimeLimit]) -> dict[str, Any]:
     """history.json of this session's epochs, and the last losses for the version's summary."""
     losses = {key: [round(float(v), 4) for v in values] for key, values in history.items()}
     (run_dir / HISTORY_FILE).write_text(json.dumps(losses, indent=2))

@@ -36,9 +36,12 @@ def test_metadata_describes_a_text_generator(tiny_text_version: Path) -> None:
 
 def test_export_has_step_initial_state_and_serving_default(tiny_text_version: Path) -> None:
     saved = tf.saved_model.load(str(tiny_text_version))
-    assert {store.SIGNATURE_NAME, store.STEP_SIGNATURE, store.INITIAL_STATE_SIGNATURE} <= set(
-        saved.signatures
-    )
+    assert {
+        store.SIGNATURE_NAME,
+        store.STEP_SIGNATURE,
+        store.INITIAL_STATE_SIGNATURE,
+        store.PREFILL_SIGNATURE,
+    } <= set(saved.signatures)
     vocabulary = store.read_metadata(tiny_text_version).text.vocabulary  # type: ignore[union-attr]
     state = saved.signatures[store.INITIAL_STATE_SIGNATURE](batch_size=tf.constant(3))[store.STATE_OUTPUT]
     assert state.shape == (3, 64) and float(tf.reduce_sum(tf.abs(state))) == 0.0
