@@ -446,19 +446,23 @@ class TextBatcher:
 
     def _prefill(self, reading: list[TextSequence], chunk: int, sampled: dict[int, int | None]) -> int:
         """One prefill call: each sequence's next `chunk` prompt characters; those that finish their prompt
-        sample their first token. Returns the characters read."""
-        pieces = [seq.context[seq.fed : seq.fed + chunk] for seq in reading]
+        sample their first token. Sequences that have read the same characters so far and read the same next
+        ones (a request's `n` sequences of one prompt) share one row. Returns the characters read."""
+        rows: dict[tuple[int, ...], int] = {}
+        row_of = [rows.setdefault(tuple(seq.context[: seq.fed + chunk]), len(rows)) for seq in reading]
+        firsts = [reading[row_of.index(row)] for row in range(len(rows))]
+        pieces = [seq.context[seq.fed : seq.fed + chunk] for seq in firsts]
         lengths = np.array([len(piece) for piece in pieces], dtype=np.int32)
         token_ids = np.zeros((len(pieces), int(lengths.max())), dtype=np.int32)
         for row, piece in enumerate(pieces):
             token_ids[row, : len(piece)] = piece
-        states = np.stack([seq.state for seq in reading if seq.state is not None])
+        states = np.stack([seq.state for seq in firsts if seq.state is not None])
         logits, new_states = self._model.prefill(token_ids, lengths, states)
-        self._check_rows(len(reading), logits, new_states)
-        for seq, length, row, state in zip(reading, lengths, logits, new_states, strict=True):
-            seq.state = state
-            seq.fed += int(length)
-            sampled[id(seq)] = None if seq.reading else self._sample(seq, row)
+        self._check_rows(len(firsts), logits, new_states)
+        for seq, row in zip(reading, row_of, strict=True):
+            seq.state = new_states[row]
+            seq.fed += int(lengths[row])
+            sampled[id(seq)] = None if seq.reading else self._sample(seq, logits[row])
         return int(lengths.sum())
 
     def _step_once(self, stepping: list[TextSequence], sampled: dict[int, int | None]) -> None:

@@ -438,3 +438,16 @@ def test_with_nothing_else_running_a_prompt_is_read_whole() -> None:
         assert model.prefills == [(1, 100)]
 
     _run(scenario, FakeStepModel(can_prefill=True), prefill_chunk_tokens=16)
+
+
+def test_the_sequences_of_one_prompt_share_its_prefill_and_still_differ_by_seed() -> None:
+    async def scenario(batcher: TextBatcher, model: FakeStepModel, recorder: Recorder) -> None:
+        sampling = Sampling(max_new_tokens=20, temperature=1.5)
+        texts, _ = await _texts(batcher.submit([[0, 1, 2, 3]] * 4, [0, 1, 2, 3], sampling))
+        assert model.prefills == [(1, 4)]  # one row for the four sequences
+        assert len(set(texts)) > 1
+        # Each text is what its seed gives alone.
+        alone, _ = await _texts(batcher.submit([[0, 1, 2, 3]], [2], sampling))
+        assert alone[0] == texts[2]
+
+    _run(scenario, FakeStepModel(can_prefill=True))
