@@ -133,13 +133,19 @@ class StaticBatcher:
 
 
 async def _measure(
-    runtime: TextRuntime, mode: str, concurrency: int, budgets: list[int], static_batch: int
+    runtime: TextRuntime,
+    mode: str,
+    concurrency: int,
+    budgets: list[int],
+    static_batch: int,
+    prefill: bool = True,
 ) -> Row:
     work = deque(enumerate(budgets))
     outcomes: list[Outcome] = []
     static = StaticBatcher(runtime, static_batch) if mode == "static" else None
     active = 64 if mode == "continuous" else 1
-    batcher = TextBatcher(runtime, TextBatchingConfig(max_active_sequences=active, max_queued_sequences=4096))
+    model: StepModel = runtime if prefill else _StepByStep(runtime)
+    batcher = TextBatcher(model, TextBatchingConfig(max_active_sequences=active, max_queued_sequences=4096))
     await batcher.start()
     static_task = asyncio.create_task(static.run()) if static else None
 
@@ -323,6 +329,11 @@ def main(argv: Sequence[str] = ()) -> int:
         "--prompt-lengths", default="1,4096", help="prompt lengths whose TTFT to compare ('' skips it)"
     )
     parser.add_argument("--prompt-rounds", type=int, default=9, help="requests per prompt length and reading")
+    parser.add_argument(
+        "--no-prefill",
+        action="store_true",
+        help="decode with prompts read step by step, as versions without a prefill signature are",
+    )
     args = parser.parse_args(list(argv))
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = args.model_dir or _tiny_model(Path(scratch))
@@ -335,7 +346,11 @@ def main(argv: Sequence[str] = ()) -> int:
                 int(b) for b in np.random.RandomState(args.seed).randint(MIN_TOKENS, MAX_TOKENS + 1, count)
             ]
             for mode in args.modes.split(","):
-                rows.append(asyncio.run(_measure(runtime, mode, concurrency, budgets, args.static_batch)))
+                rows.append(
+                    asyncio.run(
+                        _measure(runtime, mode, concurrency, budgets, args.static_batch, not args.no_prefill)
+                    )
+                )
                 print(f"{mode} at {concurrency}: {rows[-1].tokens_per_s:.0f} tokens/s", file=sys.stderr)
         lengths = [int(n) for n in args.prompt_lengths.split(",") if n.strip()]
         prompt_rows = _prompt_rows(runtime, lengths, args.prompt_rounds, args.seed) if lengths else []
