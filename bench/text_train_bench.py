@@ -50,6 +50,12 @@ VARIANTS: dict[str, TextVariant] = {
             "GRU 2x256, cosine, batch 128 at learning rate 3e-3",
             {"lr_schedule": "cosine", "batch_size": 128, "lr": 3e-3},
         ),
+        TextVariant("gru_lr5e3", "GRU 2x256, constant learning rate 5e-3", {"lr": 5e-3}),
+        TextVariant(
+            "gru_cosine_lr1e2",
+            "GRU 2x256, cosine learning rate from 1e-2",
+            {"lr_schedule": "cosine", "lr": 1e-2},
+        ),
         TextVariant(
             "lstm_cosine", "LSTM 2x256, cosine learning rate", {"cell": "lstm", "lr_schedule": "cosine"}
         ),
@@ -57,6 +63,11 @@ VARIANTS: dict[str, TextVariant] = {
             "mingru_cosine",
             "minimal GRU 3x256 with feed-forward blocks, windows of 256, cosine learning rate",
             {"cell": "mingru", "layers": 3, "sequence_length": 256, "lr_schedule": "cosine"},
+        ),
+        TextVariant(
+            "mingru_cosine_lr5e3",
+            "minimal GRU 3x256 with feed-forward blocks, windows of 256, cosine learning rate from 5e-3",
+            {"cell": "mingru", "layers": 3, "sequence_length": 256, "lr_schedule": "cosine", "lr": 5e-3},
         ),
     )
 }
@@ -117,14 +128,9 @@ def _result(variant: str, values: dict[str, Any]) -> Result:
 
 
 def run(
-    variants: Sequence[TextVariant],
-    seeds: Sequence[int],
-    minutes: float,
-    data: str | None,
-    parallel: int,
-    root: Path,
+    jobs: Sequence[tuple[TextVariant, int]], minutes: float, data: str | None, parallel: int, root: Path
 ) -> list[Result]:
-    jobs = [(variant, seed) for seed in seeds for variant in variants]
+    """Train and score every (variant, seed), `parallel` at a time, in the order given."""
     results: list[Result] = []
     for start in range(0, len(jobs), parallel):
         group = jobs[start : start + parallel]
@@ -191,7 +197,8 @@ def main(argv: Sequence[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="genserve-text-train-") as scratch:
         root = args.keep or Path(scratch)
         root.mkdir(parents=True, exist_ok=True)
-        results = run(variants, args.seeds, args.minutes, args.data, args.parallel, root)
+        jobs = [(variant, seed) for seed in args.seeds for variant in variants]
+        results = run(jobs, args.minutes, args.data, args.parallel, root)
     how = f"{args.minutes:g} minutes each" + (
         ", two at a time on one core each" if args.parallel == 2 else ", alone on every core"
     )
