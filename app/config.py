@@ -24,6 +24,7 @@ from app.text.batching import (
     DEFAULT_MAX_ACTIVE_SEQUENCES,
     DEFAULT_MAX_QUEUED_SEQUENCES,
     DEFAULT_PREFILL_CHUNK_TOKENS,
+    DEFAULT_PROMPT_CACHE_BYTES,
 )
 
 
@@ -72,6 +73,12 @@ class Settings(BaseSettings):
         ge=1,
         le=65536,
         description="Prompt characters one sequence reads per model call while others are decoding.",
+    )
+    prompt_cache_bytes: int = Field(
+        DEFAULT_PROMPT_CACHE_BYTES,
+        ge=0,
+        description="Bytes per text model version of states after whole prompts, kept so a prompt that comes "
+        "again is not read again; 0 keeps none.",
     )
     max_text_request_tokens: int = Field(
         65_536,

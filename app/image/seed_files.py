@@ -2,14 +2,13 @@
 
 `GET /models/{name}/versions/{version}/images/{seed}.png` names exactly one image (a numbered version never
 changes), so browsers and CDNs may keep it for good. `SeedFiles` checks what such a URL names against the model,
-then answers from `FileCache` (rendered bytes, least recently used dropped first past
+then answers from `file_cache` (rendered bytes, least recently used dropped first past
 `GENSERVE_IMAGE_CACHE_BYTES`) or draws the image through the `GenerationService`, and so the version's batcher,
 like any `POST /generate`.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ from app.image.generation import GenerationService, ImageRequest
 from app.image.rendering import ImageFileView, Renderer
 from app.metrics import Metrics
 from app.serving.registry import ModelVersion
+from app.serving.sized_cache import SizedCache
 
 FileKey = tuple[str, int, int, float, int | None, str]
 
@@ -75,33 +75,9 @@ class SeedFile:
         return query
 
 
-class FileCache:
-    """Rendered files by key, within `max_bytes`: the least recently used go first; 0 keeps nothing."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.size_bytes = 0
-        self._files: OrderedDict[FileKey, bytes] = OrderedDict()
-
-    @property
-    def enabled(self) -> bool:
-        return self.max_bytes > 0
-
-    def get(self, key: FileKey) -> bytes | None:
-        data = self._files.get(key)
-        if data is not None:
-            self._files.move_to_end(key)
-        return data
-
-    def put(self, key: FileKey, data: bytes) -> None:
-        if len(data) > self.max_bytes:
-            return
-        previous = self._files.pop(key, None)
-        self.size_bytes += len(data) - (len(previous) if previous is not None else 0)
-        self._files[key] = data
-        while self.size_bytes > self.max_bytes:
-            _, dropped = self._files.popitem(last=False)
-            self.size_bytes -= len(dropped)
+def file_cache(max_bytes: int) -> SizedCache[FileKey, bytes]:
+    """Rendered files by key, within `max_bytes`."""
+    return SizedCache(max_bytes, len)
 
 
 class SeedFiles:
@@ -116,7 +92,7 @@ class SeedFiles:
         self._generation = generation
         self._renderer = renderer
         self._metrics = metrics
-        self._cache = FileCache(max_cache_bytes)
+        self._cache = file_cache(max_cache_bytes)
         metrics.track_image_cache(lambda: self._cache.size_bytes)
 
     def plan(

@@ -10,7 +10,9 @@ one call reads the prompts of every sequence still reading, each up to `prefill_
 while other sequences are decoding (so a long prompt delays their next token by one bounded call, not by
 thousands of steps) and whole when nothing else is running. A sequence whose prompt is read samples its
 first token from the prefill's logits at once. A model without `prefill` reads prompts one character per
-step, beside the decoding sequences.
+step, beside the decoding sequences. The state and logits after a whole prompt are kept (within
+`prompt_cache_bytes`, least recently used first out), so a prompt read before is not read again: its next
+sequence samples at once, from its own seed.
 A sequence leaves as soon as it is finished (its token budget, a stop sequence or end-of-text), its
 request's deadline passes or its client goes away, so a short request never waits for a long one and a
 new one starts at the next step instead of after the current batch.
@@ -23,6 +25,7 @@ one request's many sequences take turns with everyone else's instead of going ah
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import time
@@ -36,6 +39,7 @@ import numpy as np
 
 from app.server.errors import DeadlineExceeded, ModelCallFailed, Overloaded, ServiceError, ShuttingDown
 from app.serving.consumers import notify, wind_down
+from app.serving.sized_cache import SizedCache
 from genserve.store import END_OF_TEXT_ID
 from genserve.text import GREEDY_BELOW_TEMPERATURE, sample_token
 
@@ -47,6 +51,8 @@ DEFAULT_MAX_QUEUED_SEQUENCES = 256
 DEFAULT_PREFILL_CHUNK_TOKENS = 512
 # Prompt characters all sequences read together in one turn when none is decoding (bounds the call's memory).
 PREFILL_TOKENS_PER_CALL = 8192
+# States and logits after whole prompts kept for prompts that come again: a few KB each.
+DEFAULT_PROMPT_CACHE_BYTES = 32 * 1024 * 1024
 # A client told to come back later than this would rather try another replica.
 MAX_RETRY_AFTER_S = 60
 # Why a sequence ended.
@@ -80,18 +86,21 @@ class StepModel(Protocol):
 
 @dataclass(frozen=True)
 class TextBatchingConfig:
-    """How many sequences decode together, how many may wait for a place, and how much prompt one sequence
-    reads per turn while others decode."""
+    """How many sequences decode together, how many may wait for a place, how much prompt one sequence
+    reads per turn while others decode, and the bytes kept of prompts read (0 keeps none)."""
 
     max_active_sequences: int = DEFAULT_MAX_ACTIVE_SEQUENCES
     max_queued_sequences: int = DEFAULT_MAX_QUEUED_SEQUENCES
     prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK_TOKENS
+    prompt_cache_bytes: int = DEFAULT_PROMPT_CACHE_BYTES
 
     def __post_init__(self) -> None:
         if self.max_active_sequences < 1 or self.max_queued_sequences < 1 or self.prefill_chunk_tokens < 1:
             raise ValueError(
                 "max_active_sequences, max_queued_sequences and prefill_chunk_tokens must be >= 1"
             )
+        if self.prompt_cache_bytes < 0:
+            raise ValueError("prompt_cache_bytes must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -161,6 +170,14 @@ class TextBatcherStats:
     steps: int = 0
     tokens: int = 0
     sequences: int = 0
+
+
+_PROMPT_KEY_BYTES = 16
+
+
+def _prompt_key(context: list[int]) -> bytes:
+    """A digest of a whole context (its ids and so its length): the prompt cache's key."""
+    return hashlib.blake2b(np.asarray(context, np.int32).tobytes(), digest_size=_PROMPT_KEY_BYTES).digest()
 
 
 class TextSequence:
@@ -279,6 +296,10 @@ class TextBatcher:
         self._consumer: asyncio.Task[None] | None = None
         self._closing = False
         self._tokens_per_s = 0.0  # measured over recent steps: prompt characters and sampled tokens
+        # Touched on the worker thread only.
+        self._prompts: SizedCache[bytes, tuple[np.ndarray, np.ndarray]] = SizedCache(
+            config.prompt_cache_bytes, lambda pair: pair[0].nbytes + pair[1].nbytes + _PROMPT_KEY_BYTES
+        )
 
     @property
     def queued_sequences(self) -> int:
@@ -422,10 +443,13 @@ class TextBatcher:
         where the model has one, and one step for the rest), then each sequence's next token (None for one
         still reading); also the prompt characters read, and the tokens of work done (characters prefilled
         and sequences stepped), the measure of the batcher's speed."""
+        every = batch
+        sampled: dict[int, int | None] = {}
+        if self._prompts.enabled:
+            batch = [seq for seq in batch if not (seq.fed == 0 and self._recall(seq, sampled))]
         self._start_states(batch)
         reading = [seq for seq in batch if seq.reading] if self._model.can_prefill else []
         stepping = [seq for seq in batch if not (self._model.can_prefill and seq.reading)]
-        sampled: dict[int, int | None] = {}
         prefilled = 0
         if reading:
             chunk = self.config.prefill_chunk_tokens
@@ -435,7 +459,7 @@ class TextBatcher:
         read = prefilled + sum(seq.reading for seq in stepping)
         if stepping:
             self._step_once(stepping, sampled)
-        return [sampled[id(seq)] for seq in batch], read, prefilled + len(stepping)
+        return [sampled[id(seq)] for seq in every], read, prefilled + len(stepping)
 
     def _start_states(self, batch: list[TextSequence]) -> None:
         fresh = [seq for seq in batch if seq.state is None]
@@ -462,7 +486,7 @@ class TextBatcher:
         for seq, row in zip(reading, row_of, strict=True):
             seq.state = new_states[row]
             seq.fed += int(lengths[row])
-            sampled[id(seq)] = None if seq.reading else self._sample(seq, logits[row])
+            sampled[id(seq)] = None if seq.reading else self._read(seq, logits[row])
         return int(lengths.sum())
 
     def _step_once(self, stepping: list[TextSequence], sampled: dict[int, int | None]) -> None:
@@ -477,8 +501,27 @@ class TextBatcher:
             if seq.reading:
                 seq.next_input = seq.context[seq.fed]
                 sampled[id(seq)] = None
+            elif seq.fed == len(seq.context) and not seq.generated:
+                sampled[id(seq)] = self._read(seq, row)
             else:
                 sampled[id(seq)] = self._sample(seq, row)
+
+    def _recall(self, seq: TextSequence, sampled: dict[int, int | None]) -> bool:
+        """A fresh sequence whose whole prompt was read before takes its state and samples at once."""
+        kept = self._prompts.get(_prompt_key(seq.context))
+        if kept is None:
+            return False
+        seq.state, logits = kept
+        seq.fed = len(seq.context)
+        sampled[id(seq)] = self._sample(seq, logits)
+        return True
+
+    def _read(self, seq: TextSequence, logits: np.ndarray) -> int:
+        """A sequence has just read its whole prompt: keep the state and logits for the prompt's next reader,
+        and sample its first token."""
+        if self._prompts.enabled and seq.state is not None:
+            self._prompts.put(_prompt_key(seq.context), (seq.state, logits))
+        return self._sample(seq, logits)
 
     @staticmethod
     def _check_rows(rows: int, logits: np.ndarray, states: np.ndarray) -> None:

@@ -54,6 +54,7 @@ class TextKind:
             max_active_sequences=self.settings.max_active_sequences,
             max_queued_sequences=self.settings.max_queued_sequences,
             prefill_chunk_tokens=self.settings.prefill_chunk_tokens,
+            prompt_cache_bytes=self.settings.prompt_cache_bytes,
         )
         return TextBatcher(
             runtime, config, name=f"{name}:{version}", observer=self.metrics.text_observer(name, version)

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.image.seed_files import FileCache
+from app.image.seed_files import file_cache
 from app.main import create_app
 from tests.app.helpers import decode_png
 from tests.app.protocol_helpers import combined_store
@@ -169,7 +169,7 @@ def wait_until_loaded(client: TestClient, name: str) -> None:
 
 
 def test_the_file_cache_drops_the_least_recently_used_past_its_budget() -> None:
-    cache = FileCache(max_bytes=10)
+    cache = file_cache(max_bytes=10)
     keys = [(TINY_MODEL, 1, seed, 1.0, None, "png") for seed in range(4)]
     cache.put(keys[0], b"0000")
     cache.put(keys[1], b"1111")

@@ -451,3 +451,36 @@ def test_the_sequences_of_one_prompt_share_its_prefill_and_still_differ_by_seed(
         assert alone[0] == texts[2]
 
     _run(scenario, FakeStepModel(can_prefill=True))
+
+
+@pytest.mark.parametrize("can_prefill", [True, False])
+def test_a_prompt_read_before_is_not_read_again(can_prefill: bool) -> None:
+    prompt = [0, *[1, 2, 3] * 20]
+    sampling = Sampling(max_new_tokens=10, temperature=1.5)
+    fresh: dict[int, list[str]] = {}
+
+    async def without_cache(batcher: TextBatcher, model: FakeStepModel, recorder: Recorder) -> None:
+        for seed in (3, 4):
+            fresh[seed], _ = await _texts(batcher.submit([prompt], [seed], sampling))
+
+    _run(without_cache, FakeStepModel(can_prefill=can_prefill), prompt_cache_bytes=0)
+
+    async def scenario(batcher: TextBatcher, model: FakeStepModel, recorder: Recorder) -> None:
+        first, _ = await _texts(batcher.submit([prompt], [3], sampling))
+        calls = len(model.batch_sizes) + len(model.prefills)
+        again, _ = await _texts(batcher.submit([prompt], [4], sampling))
+        # The second request read nothing: one step per sampled token after its first, no prefill.
+        assert len(model.batch_sizes) + len(model.prefills) - calls == len(again[0]) - 1
+        assert (first, again) == (fresh[3], fresh[4])
+        assert recorder.steps[-1].prompt_tokens == 0
+
+    _run(scenario, FakeStepModel(can_prefill=can_prefill))
+
+
+def test_a_prompt_cache_of_no_bytes_reads_every_prompt() -> None:
+    async def scenario(batcher: TextBatcher, model: FakeStepModel, recorder: Recorder) -> None:
+        for seed in (1, 2):
+            await _texts(batcher.submit([[0, 1, 2]], [seed], GREEDY))
+        assert model.prefills == [(1, 3), (1, 3)]
+
+    _run(scenario, FakeStepModel(can_prefill=True), prompt_cache_bytes=0)
