@@ -16,9 +16,11 @@ and weight averaging.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from training.dcgan import DCGAN
@@ -137,18 +139,30 @@ def embedding_generator(generator: keras.Model) -> keras.Model:
     return keras.Model([z, embedded], x, name=f"{generator.name}_from_embedding")
 
 
-def class_from_latent(z: tf.Tensor, num_classes: int) -> tuple[tf.Tensor, tf.Tensor]:
+def class_from_latent(
+    z: tf.Tensor, num_classes: int, weights: Sequence[float] | None = None
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Split standard-normal latents into a class and standard-normal latents, for unconditional sampling.
 
-    The first coordinate's normal CDF value ``u`` picks class ``floor(u * num_classes)`` (every class equally
-    likely), and its position inside that class's slice of (0, 1) goes back through the inverse CDF, so the
+    The first coordinate's normal CDF value ``u`` picks the class whose slice of (0, 1) holds it: slices of
+    equal width (every class equally likely), or as wide as `weights` (each class as often as its weight, e.g.
+    its share of the training images). Its position inside the slice goes back through the inverse CDF, so the
     returned latents are again N(0, I) and independent of the class. Returns ``(latents, label int32 [N])``.
     """
     z = tf.convert_to_tensor(z, tf.float32)
     first = tf.cast(z[:, :1], tf.float64)  # float64 keeps the redrawn coordinate's tails
-    scaled = 0.5 * (1.0 + tf.math.erf(first / _SQRT_2)) * float(num_classes)
-    label = tf.minimum(tf.floor(scaled), float(num_classes - 1))
-    within = tf.clip_by_value(scaled - label, _CDF_EPSILON, 1.0 - _CDF_EPSILON)
+    u = 0.5 * (1.0 + tf.math.erf(first / _SQRT_2))
+    if weights is None:
+        scaled = u * float(num_classes)
+        label = tf.minimum(tf.floor(scaled), float(num_classes - 1))
+        within = scaled - label
+    else:
+        shares = np.asarray(weights, np.float64) / float(np.sum(weights))
+        edges = tf.constant(np.concatenate([[0.0], np.cumsum(shares)[:-1]]), tf.float64)
+        index = tf.searchsorted(edges[1:], u[:, 0], side="right")
+        label = tf.cast(index, tf.float64)[:, None]
+        within = (u - tf.gather(edges, index)[:, None]) / tf.gather(tf.constant(shares), index)[:, None]
+    within = tf.clip_by_value(within, _CDF_EPSILON, 1.0 - _CDF_EPSILON)
     redrawn = tf.cast(_SQRT_2 * tf.math.erfinv(2.0 * within - 1.0), tf.float32)
     return tf.concat([redrawn, z[:, 1:]], axis=1), tf.cast(label[:, 0], tf.int32)
 

@@ -88,6 +88,9 @@ class TrainConfig:
     # Weight of the mode-seeking term (Mao et al. 2019) in the generator's loss, 0 turns it off.
     mode_seeking: float = 0.0
     conditioning: str | None = None  # conditional models: one of CONDITIONINGS; None: DEFAULT_CONDITIONING
+    # cdcgan on images without labels: this many k-means clusters of the images (`training.clusters`) are its
+    # classes, never the dataset's labels; the run is published unconditionally. 0: the dataset's labels.
+    pseudo_classes: int = 0
     # Progress and limits.
     eval_every: int = 0  # every K epochs a small-N FID and class score go into history.json; 0 turns it off
     eval_samples: int = 2000
@@ -241,6 +244,12 @@ class TrainConfig:
         if self.conditioning is not None and self.conditioning not in CONDITIONINGS:
             raise ValueError(
                 f"unknown conditioning {self.conditioning!r}: choose one of {', '.join(CONDITIONINGS)}"
+            )
+        if self.pseudo_classes and (not self.conditional or self.pseudo_classes < 2):
+            raise ValueError(
+                f"pseudo_classes takes a conditional model ({', '.join(CONDITIONAL_MODELS)}) and at least 2 "
+                f"clusters, got model {self.model!r} and {self.pseudo_classes}: use --model cdcgan, or 0 for the "
+                "dataset's labels"
             )
         if self.conditioning is not None and not self.conditional:
             raise ValueError(

@@ -34,7 +34,7 @@ from genserve.store import (
 from training.cdcgan import (
     build_conditional_generator,
 )
-from training.metadata import CLASS_FROM_LATENT, build_metadata, training_summary
+from training.metadata import CLASS_FROM_LATENT, CLASS_WEIGHTS, build_metadata, training_summary
 from training.models import EMA_GENERATOR_SLOT, ENCODER_SLOT, GENERATOR_SLOT
 from training.networks import build_generator
 from training.prior import LatentFlow, restore_prior, weights_only_copy
@@ -70,6 +70,7 @@ def export_generator(
         prior=weights_only_copy(prior) if prior is not None else None,
         classes_from_latent=classes_from_latent,
         latent_scale=metadata.latent_scale,
+        class_weights=metadata.training_config.get(CLASS_WEIGHTS) if classes_from_latent else None,
     )
 
     def write_model(folder: Path) -> None:
@@ -190,7 +191,8 @@ def export_checkpoint(
         averaged=averaged,
         name=name,
         summary=summary,
-        unconditional=unconditional,
+        # Pseudo-classes name clusters, not anything a caller could ask for: such a run is always published so.
+        unconditional=unconditional or info.config.pseudo_classes > 0,
         latent_scale=latent_scale,
     )
     return export_generator(generator, metadata, store, encoder=encoder, prior=prior)

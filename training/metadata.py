@@ -16,6 +16,9 @@ from training.run_info import RunInfo
 
 # training_config key of a conditional run published unconditionally (class drawn from the latent).
 CLASS_FROM_LATENT = "class_from_latent"
+# training_config key of the classes' shares of the training images where they are not equal (pseudo-classes):
+# an unconditionally published model draws each class that often.
+CLASS_WEIGHTS = "class_weights"
 
 
 def framework_versions() -> dict[str, str]:
@@ -80,6 +83,10 @@ def build_metadata(
     training_config["exported_generator"] = "ema" if averaged else "raw"
     if unconditional:
         training_config[CLASS_FROM_LATENT] = True
+    # Whether the generator learned from the dataset's labels (a conditional run on its own classes).
+    training_config["labels_used"] = config.conditional and not config.pseudo_classes
+    if info.class_weights is not None:
+        training_config[CLASS_WEIGHTS] = [round(float(w), 6) for w in info.class_weights]
     if info.distribution is not None:
         training_config["distribution"] = info.distribution
     return ModelMetadata(

@@ -21,6 +21,8 @@ class RunInfo:
     # How the run was spread (`training.distribute.Placement.describe`): strategy, replicas, workers, and the
     # global and per-replica batch sizes.
     distribution: dict[str, Any] | None = None
+    # The classes' shares of the training images, for pseudo-classes (`training.clusters`); None: equal.
+    class_weights: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -28,6 +30,7 @@ class RunInfo:
             "image_shape": list(self.image_shape),
             "dataset_class_names": self.dataset_class_names,
             "distribution": self.distribution,
+            "class_weights": self.class_weights,
         }
 
     @classmethod
@@ -39,6 +42,7 @@ class RunInfo:
                 (height, width, channels),
                 payload.get("dataset_class_names"),
                 payload.get("distribution"),
+                payload.get("class_weights"),
             )
         except (KeyError, TypeError) as error:
             raise ValueError(f"{RUN_INFO_FILE} is not a genserve run description ({error!r})") from error

@@ -3,6 +3,8 @@ one) to uint8 pixels, with the signatures the store contract names."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import keras
 import tensorflow as tf
 
@@ -42,7 +44,8 @@ class GeneratorServer(tf.Module):
     encoder becomes `encode` (uint8 images to the posterior's mean and log-variance); with a `prior`, the
     latents served and encoded are the flow's base points. With `classes_from_latent` (the number of classes
     of a conditional generator served unconditionally) the only signature takes latents and picks each
-    image's class from them; `blend_classes` False leaves out the embedding signatures of a conditional generator
+    image's class from them, each class as often as its `class_weights` says (equally often without them);
+    `blend_classes` False leaves out the embedding signatures of a conditional generator
     that is not genserve's own (`training.importer`). Every signature multiplies the generator's latents by the `latent_scale`
     variable (after a class is drawn from them), so the served latents stay N(0, I).
     """
@@ -57,12 +60,14 @@ class GeneratorServer(tf.Module):
         classes_from_latent: int = 0,
         latent_scale: float = 1.0,
         blend_classes: bool = True,
+        class_weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__(name="generator_server")
         self.generator = generator
         self.latent_scale = tf.Variable(latent_scale, trainable=False, dtype=tf.float32)
         self.prior = prior
         self.classes_from_latent = classes_from_latent
+        self._class_weights = None if class_weights is None else [float(w) for w in class_weights]
         # The store's image signature; the output's shape is the generator's own.
         inputs = [
             tf_spec(spec) for spec in image_signature_of(latent_dim, (), conditional=conditional).inputs
@@ -102,7 +107,7 @@ class GeneratorServer(tf.Module):
         return _to_pixels(self.generator([self._scaled(z), label], training=False))
 
     def _generate_drawn_class(self, z: tf.Tensor) -> dict[str, tf.Tensor]:
-        latents, label = class_from_latent(z, self.classes_from_latent)
+        latents, label = class_from_latent(z, self.classes_from_latent, self._class_weights)
         return _to_pixels(self.generator([self._scaled(latents), label], training=False))
 
     def _generate_from_embedding(self, z: tf.Tensor, label_embedding: tf.Tensor) -> dict[str, tf.Tensor]:

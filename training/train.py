@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from training.builders import build_model
 from training.callbacks import Checkpointer, HistoryWriter, SampleGrid, read_best
+from training.clusters import pseudo_classes
 from training.config import TrainConfig
 from training.datasets import ImageDataset, load_dataset, make_tf_dataset
 from training.distribute import (
@@ -75,9 +76,16 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     """
     placement = make_placement(config.distribute)
     seed_everything(config.seed)
-    dataset = _load(config)
-    _check_latent_scale_search(config, dataset)
-    info = RunInfo(config, dataset.image_shape, dataset.class_names, placement.describe(config.batch_size))
+    scored = _load(config)  # with the dataset's own labels, for the classifier that scores samples
+    _check_latent_scale_search(config, scored)
+    dataset, class_weights = _training_classes(config, scored)
+    info = RunInfo(
+        config,
+        dataset.image_shape,
+        dataset.class_names,
+        placement.describe(config.batch_size),
+        class_weights=class_weights,
+    )
     log_distribution(info.distribution or {})
     num_classes = _num_classes(config, dataset)
     run_dir = placement.run_dir(config.run_path)
@@ -98,7 +106,7 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
         data_seed = chief_value(placement, _data_seed(config.seed))
         data = _batches(dataset, config, data_seed, placement)
         # The sample check writes into the epoch's logs, so it runs before the history records them.
-        quality = _sample_quality(config, dataset)  # checked on every worker, measured on the chief
+        quality = _sample_quality(config, scored)  # checked on every worker, measured on the chief
         built_in: list[keras.callbacks.Callback] = [*(quality if placement.is_chief else []), history]
         if placement.is_chief:
             built_in.append(SampleGrid(run_dir, config.latent_dim, config.sample_grid, num_classes))
@@ -196,6 +204,16 @@ def _sample_quality(config: TrainConfig, dataset: ImageDataset) -> list[SampleQu
             seed=config.seed or 0,
         )
     ]
+
+
+def _training_classes(config: TrainConfig, dataset: ImageDataset) -> tuple[ImageDataset, list[float] | None]:
+    """The images with the classes the model trains on: the dataset's labels, or pseudo-classes found in the
+    images alone (the labels dropped), with each class's share of the images."""
+    if not config.pseudo_classes:
+        return dataset, None
+    found = pseudo_classes(dataset.images, config.pseudo_classes, config.seed or 0)
+    relabelled = ImageDataset(dataset.name, dataset.images, found.labels, found.names)
+    return relabelled, [float(weight) for weight in found.weights]
 
 
 def _num_classes(config: TrainConfig, dataset: ImageDataset) -> int | None:
@@ -321,7 +339,12 @@ def _export(
     averaged = info.config.export_ema and gan.ema_generator is not None
     generator = gan.ema_generator if averaged and gan.ema_generator is not None else gan.generator
     metadata = build_metadata(
-        info, epochs=epochs_completed, averaged=averaged, summary=summary, latent_scale=latent_scale
+        info,
+        epochs=epochs_completed,
+        averaged=averaged,
+        summary=summary,
+        latent_scale=latent_scale,
+        unconditional=info.config.pseudo_classes > 0,
     )
     encoder = gan.encoder if isinstance(gan, VAE) else None
     if placement.distributed:

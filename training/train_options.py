@@ -93,6 +93,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         choices=CONDITIONINGS,
         help=f"how a cdcgan's discriminator sees the class (default: {DEFAULT_CONDITIONING})",
     )
+    gan.add_argument(
+        "--pseudo-classes",
+        type=int,
+        default=d.pseudo_classes,
+        metavar="K",
+        help="a cdcgan on images without labels: K k-means clusters of the images are its classes (the dataset's "
+        "labels are never read), and it is published unconditionally (default: 0, the dataset's labels)",
+    )
     progress = parser.add_argument_group("progress and limits")
     progress.add_argument(
         "--eval-every",
