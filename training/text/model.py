@@ -131,28 +131,44 @@ class CharRnnServer(tf.Module):
     def _loop(
         self, token_ids: tf.Tensor, lengths: tf.Tensor, state: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        """A gated cell's prefill: the step inside one graph loop, each row frozen after its last token."""
+        """A gated cell's prefill: the cells inside one graph loop over the embedded prompt, each row frozen
+        after its last token; the logits once, from the last top-layer output."""
         steps = tf.shape(token_ids)[1]
-        logits = tf.zeros([tf.shape(token_ids)[0], self._vocabulary_size], tf.float32)
+        embedded = self._embedding(token_ids)
+        top = tf.zeros([tf.shape(token_ids)[0], self._units], tf.float32)
 
-        def feed(t: tf.Tensor, logits: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-            new_logits, new_state = self._advance(token_ids[:, t], state)
+        def feed(t: tf.Tensor, top: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            new_top, new_state = self._cells(embedded[:, t], state)
             reading = (t < lengths)[:, None]
-            return t + 1, tf.where(reading, new_logits, logits), tf.where(reading, new_state, state)
+            return (
+                t + 1,
+                tf.where(reading, tf.cast(new_top, tf.float32), top),
+                tf.where(reading, new_state, state),
+            )
 
-        _, logits, state = tf.while_loop(
+        _, top, state = tf.while_loop(
             lambda t, *_: t < steps,
             feed,
-            [tf.constant(0), logits, state],
-            shape_invariants=[tf.TensorShape([]), logits.shape, tf.TensorShape([None, self.state_size])],
+            [tf.constant(0), top, state],
+            shape_invariants=[
+                tf.TensorShape([]),
+                tf.TensorShape([None, self._units]),
+                tf.TensorShape([None, self.state_size]),
+            ],
         )
-        return logits, state
+        logits = tf.cast(self._logits(top), tf.float32)
+        return tf.where((lengths <= 0)[:, None], 0.0, logits), state
 
     def _advance(self, token_ids: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         x = self._embedding(token_ids)
         if self._stack is not None:
             features, new_state = self._stack.step(x, state)
             return tf.cast(self._logits(features), tf.float32), new_state
+        top, new_state = self._cells(x, state)
+        return tf.cast(self._logits(top), tf.float32), new_state
+
+    def _cells(self, x: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """A gated network's layers over one embedded character: the top layer's output and the next state."""
         pieces, offset, units = [], 0, self._units
         for layer in self._rnn_layers:
             if self._cell_kind == "lstm":
@@ -164,7 +180,7 @@ class CharRnnServer(tf.Module):
                 x, (h,) = layer.cell(x, [state[:, offset : offset + units]], training=False)
                 pieces.append(h)
                 offset += units
-        return tf.cast(self._logits(x), tf.float32), tf.concat(pieces, axis=1)
+        return x, tf.concat(pieces, axis=1)
 
     def _advance_one(self, token: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """One sequence, one token: shapes fixed at [1, ...] so loops keep them."""
