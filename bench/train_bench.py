@@ -96,6 +96,22 @@ VARIANTS: dict[str, Variant] = {
             unconditional=True,
         ),
         Variant(
+            "pseudo_classes",
+            "cdcgan with a projection discriminator on 10 pseudo-classes (k-means clusters of the images; the "
+            "labels are never read), published unconditionally",
+            {"model": "cdcgan", "conditioning": "projection", "pseudo_classes": 10},
+        ),
+        Variant(
+            "pseudo_classes_mode_seeking",
+            "the pseudo_classes variant with the mode-seeking term (weight 1)",
+            {"model": "cdcgan", "conditioning": "projection", "pseudo_classes": 10, "mode_seeking": 1.0},
+        ),
+        Variant(
+            "pseudo_classes_20_mode_seeking",
+            "the pseudo_classes_mode_seeking variant with 20 clusters",
+            {"model": "cdcgan", "conditioning": "projection", "pseudo_classes": 20, "mode_seeking": 1.0},
+        ),
+        Variant(
             "labels_mode_seeking",
             "the labels variant with the mode-seeking term (weight 1) in the generator's loss",
             {"model": "cdcgan", "conditioning": "projection", "mode_seeking": 1.0},
