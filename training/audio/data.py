@@ -7,7 +7,7 @@ held-out clips come from voice variants that no training clip uses, so evaluatio
 never did. ``audio:PATH`` reads ``PATH/<class>/*.wav``, one class per subfolder.
 
 Every clip is mono float32 in [-1, 1] at `SAMPLE_RATE`, its silence trimmed (frames quieter than 2% of the
-clip's peak at either end) and centred in `CLIP_SECONDS` (padded with silence, or its middle kept when longer).
+clip's peak at either end) and centred in `CLIP_SAMPLES` (padded with silence, or its middle kept when longer).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 SAMPLE_RATE = 16_000
-CLIP_SECONDS = 1.0
+# 16,384 samples (1.024 s): 128 spectrogram frames of 128 samples each (`training.audio.spectrogram`).
+CLIP_SAMPLES = 16_384
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # Spoken-digit clips drawn when no count is given: about 300 per digit.
 DEFAULT_CLIPS = 3_000
@@ -229,14 +230,14 @@ def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
     return (np.fft.irfft(kept, n=length) * (length / len(samples))).astype(np.float32)
 
 
-def fit_clip(samples: np.ndarray, rate: int, seconds: float = CLIP_SECONDS) -> np.ndarray:
-    """Silence trimmed at both ends, then centred in `seconds` (padded, or its middle kept), in [-1, 1]."""
-    size = round(rate * seconds)
+def fit_clip(samples: np.ndarray, rate: int, size: int = CLIP_SAMPLES) -> np.ndarray:
+    """Silence trimmed at both ends, then centred in `size` samples (padded, or its middle kept), in [-1, 1]."""
     frame = max(1, round(rate * _FRAME_SECONDS))
     peak = float(np.abs(samples).max()) if len(samples) else 0.0
     if peak > 0:
-        frames = np.abs(samples[: len(samples) // frame * frame]).reshape(-1, frame).max(axis=1)
-        loud = np.flatnonzero(frames >= _QUIET_SHARE * peak)
+        padded = np.zeros(-(-len(samples) // frame) * frame, np.float32)
+        padded[: len(samples)] = np.abs(samples)
+        loud = np.flatnonzero(padded.reshape(-1, frame).max(axis=1) >= _QUIET_SHARE * peak)
         if len(loud):
             samples = samples[loud[0] * frame : (loud[-1] + 1) * frame]
     clip = np.zeros(size, np.float32)
