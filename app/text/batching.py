@@ -448,8 +448,7 @@ class TextBatcher:
         if self._prompts.enabled:
             batch = [seq for seq in batch if not (seq.fed == 0 and self._recall(seq, sampled))]
         self._start_states(batch)
-        reading = [seq for seq in batch if seq.reading] if self._model.can_prefill else []
-        stepping = [seq for seq in batch if not (self._model.can_prefill and seq.reading)]
+        reading, stepping = self._split(batch)
         prefilled = 0
         if reading:
             chunk = self.config.prefill_chunk_tokens
@@ -460,6 +459,17 @@ class TextBatcher:
         if stepping:
             self._step_once(stepping, sampled)
         return [sampled[id(seq)] for seq in every], read, prefilled + len(stepping)
+
+    def _split(self, batch: list[TextSequence]) -> tuple[list[TextSequence], list[TextSequence]]:
+        """The sequences the turn's prefill reads, and those its step advances. A prompt with one character
+        left rides along in the step when others are stepping: a call of its own would cost more than it saves."""
+        if not self._model.can_prefill:
+            return [], batch
+        decoding = [seq for seq in batch if not seq.reading]
+        if not decoding:
+            return batch, []
+        long = [seq for seq in batch if len(seq.context) - seq.fed > 1]
+        return long, [seq for seq in batch if len(seq.context) - seq.fed <= 1]
 
     def _start_states(self, batch: list[TextSequence]) -> None:
         fresh = [seq for seq in batch if seq.state is None]
