@@ -443,12 +443,15 @@ class TextBatcher:
         where the model has one, and one step for the rest), then each sequence's next token (None for one
         still reading); also the prompt characters read, and the tokens of work done (characters prefilled
         and sequences stepped), the measure of the batcher's speed."""
-        every = batch
         sampled: dict[int, int | None] = {}
-        if self._prompts.enabled:
-            batch = [seq for seq in batch if not (seq.fed == 0 and self._recall(seq, sampled))]
-        self._start_states(batch)
-        reading, stepping = self._split(batch)
+        # Fresh sequences whose whole prompt was read before sample at once; the others go to the model.
+        calling = [
+            seq
+            for seq in batch
+            if not (self._prompts.enabled and seq.fed == 0 and self._recall(seq, sampled))
+        ]
+        self._start_states(calling)
+        reading, stepping = self._split(calling)
         prefilled = 0
         if reading:
             chunk = self.config.prefill_chunk_tokens
@@ -458,15 +461,14 @@ class TextBatcher:
         read = prefilled + sum(seq.reading for seq in stepping)
         if stepping:
             self._step_once(stepping, sampled)
-        return [sampled[id(seq)] for seq in every], read, prefilled + len(stepping)
+        return [sampled[id(seq)] for seq in batch], read, prefilled + len(stepping)
 
     def _split(self, batch: list[TextSequence]) -> tuple[list[TextSequence], list[TextSequence]]:
         """The sequences the turn's prefill reads, and those its step advances. A prompt with one character
         left rides along in the step when others are stepping: a call of its own would cost more than it saves."""
         if not self._model.can_prefill:
             return [], batch
-        decoding = [seq for seq in batch if not seq.reading]
-        if not decoding:
+        if all(seq.reading for seq in batch):
             return batch, []
         long = [seq for seq in batch if len(seq.context) - seq.fed > 1]
         return long, [seq for seq in batch if len(seq.context) - seq.fed <= 1]
@@ -511,7 +513,7 @@ class TextBatcher:
             if seq.reading:
                 seq.next_input = seq.context[seq.fed]
                 sampled[id(seq)] = None
-            elif seq.fed == len(seq.context) and not seq.generated:
+            elif seq.fed == len(seq.context):  # its prompt's last character was just read
                 sampled[id(seq)] = self._read(seq, row)
             else:
                 sampled[id(seq)] = self._sample(seq, row)
