@@ -70,6 +70,20 @@ def image_signature_of(latent_dim: int, image_shape: tuple[int, ...], *, conditi
     return Signature(inputs, outputs)
 
 
+def audio_signature(metadata: ModelMetadata) -> Signature:
+    """A sound generator's: latents `z` (and class indices `label`) in, float32 `audio` waveforms out."""
+    if metadata.audio is None:
+        raise ValueError(f"{metadata.name!r} is not a sound generator")
+    return audio_signature_of(metadata.latent_dim, metadata.audio.samples, conditional=metadata.conditional)
+
+
+def audio_signature_of(latent_dim: int, samples: int, *, conditional: bool) -> Signature:
+    """`audio_signature` from the sizes alone, as an exporter knows them before any metadata exists."""
+    inputs = image_signature_of(latent_dim, (), conditional=conditional).inputs
+    outputs = [TensorSpec(store.AUDIO_OUTPUT, np.dtype(np.float32), (-1, samples))]
+    return Signature(inputs, outputs)
+
+
 def dtype_name(dtype: np.dtype) -> str:
     """A tensor's dtype as TensorFlow names it: float32, int32, uint8, string."""
     return "string" if dtype == STRING else dtype.name
@@ -84,7 +98,9 @@ def describe(spec: TensorSpec, sizes: dict[int, str] | None = None) -> str:
 
 def signature_of(metadata: ModelMetadata) -> Signature:
     """The `serving_default` signature of a generator, as the store contract defines it."""
-    return TEXT_SIGNATURE if metadata.is_text else image_signature(metadata)
+    if metadata.is_text:
+        return TEXT_SIGNATURE
+    return audio_signature(metadata) if metadata.is_audio else image_signature(metadata)
 
 
 def string_array(values: list[bytes]) -> np.ndarray:

@@ -35,6 +35,11 @@ takes ``batch_size`` int32 ``[]`` and returns the zero ``state``. Token ids inde
 ``TextInfo.vocabulary``; id ``END_OF_TEXT_ID`` is the end-of-text marker, which separates documents in
 training and is fed first, before the prompt, so generation starts as a document does. Their
 ``evaluation.json`` is a ``TextEvaluationRecord`` (held-out bits per character).
+
+Sound generators (``kind="specgan"``, with ``ModelMetadata.audio``) draw a spectrogram and turn it into sound
+inside the graph: ``serving_default`` takes ``z`` float32 ``[None, latent_dim]`` (plus ``label`` int32 ``[None]``
+when conditional) and returns ``audio`` float32 ``[None, samples]``, mono waveforms in [-1, 1] at
+``AudioInfo.sample_rate``.
 """
 
 from __future__ import annotations
@@ -83,6 +88,7 @@ MAX_NEW_TOKENS_INPUT = "max_new_tokens"
 TEMPERATURE_INPUT = "temperature"
 SEED_INPUT = "seed"
 TEXT_OUTPUT = "text"
+AUDIO_OUTPUT = "audio"
 END_OF_TEXT_ID = 0
 METADATA_FILE = "genserve.json"
 EVALUATION_FILE = "evaluation.json"
@@ -109,11 +115,16 @@ _MAX_NAME_LENGTH = 64
 # Version numbers are canonical positive decimals (no sign, no leading zero); nine digits is plenty.
 _VERSION_RE = re.compile(r"[1-9][0-9]{0,8}")
 
-ModelKind = Literal["dcgan", "cdcgan", "vae", "char-rnn"]
+ModelKind = Literal["dcgan", "cdcgan", "vae", "char-rnn", "specgan"]
 VersionSource = Literal["trained", "imported", "inferred"]
 TEXT_KINDS: tuple[ModelKind, ...] = ("char-rnn",)
 GAN_KINDS: tuple[ModelKind, ...] = ("dcgan", "cdcgan")
 IMAGE_KINDS: tuple[ModelKind, ...] = (*GAN_KINDS, "vae")
+AUDIO_KINDS: tuple[ModelKind, ...] = ("specgan",)
+# Kinds whose latents a caller may scale (generators trained adversarially).
+_SCALABLE_KINDS: tuple[ModelKind, ...] = (*GAN_KINDS, *AUDIO_KINDS)
+# Kinds that take a class label when the version has class names.
+_CONDITIONAL_KINDS: tuple[ModelKind, ...] = ("cdcgan", *AUDIO_KINDS)
 
 
 def check_latent_scale(scale: float, kind: str) -> None:
@@ -126,9 +137,9 @@ def check_latent_scale(scale: float, kind: str) -> None:
 
 def check_scalable(kind: str) -> None:
     """Refuse a latent scale for a model `kind` whose latents must stay as trained."""
-    if kind not in GAN_KINDS:
+    if kind not in _SCALABLE_KINDS:
         raise ValueError(
-            f"latent_scale only applies to GANs ({', '.join(GAN_KINDS)}), not to {kind!r}: a VAE's encoder "
+            f"latent_scale only applies to GANs ({', '.join(_SCALABLE_KINDS)}), not to {kind!r}: a VAE's encoder "
             "shares its latents"
         )
 
@@ -145,6 +156,19 @@ class TextInfo(BaseModel):
     sequence_length: int = Field(gt=0)
 
 
+class AudioInfo(BaseModel):
+    """What a sound generator answers: mono clips of `samples` samples at `sample_rate` Hz, drawn as spectrograms
+    of `spectrogram_shape` (frames, frequency bins) and turned into sound in the graph."""
+
+    sample_rate: int = Field(gt=0)
+    samples: int = Field(gt=0)
+    spectrogram_shape: tuple[int, int]
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.sample_rate
+
+
 class ModelMetadata(BaseModel):
     """What a published version is: enough to serve it without inspecting the graph."""
 
@@ -159,6 +183,7 @@ class ModelMetadata(BaseModel):
     image_shape: tuple[int, int, int] = (0, 0, 0)
     channels: int = Field(0, ge=0)
     text: TextInfo | None = None
+    audio: AudioInfo | None = None
     class_names: list[str] | None = None
     dataset: str
     training_config: dict[str, Any] = Field(default_factory=dict)
@@ -179,6 +204,9 @@ class ModelMetadata(BaseModel):
         if self.is_text:
             if self.text is None:
                 raise ValueError(f"a {self.kind} model needs `text` (vocabulary and state size)")
+        elif self.is_audio:
+            if self.audio is None or self.latent_dim < 1:
+                raise ValueError(f"a {self.kind} model needs `audio` (sample rate and length) and a latent_dim")
         elif self.latent_dim < 1 or self.channels < 1 or min(self.image_shape) < 1:
             raise ValueError(f"a {self.kind} model needs a positive latent_dim, image_shape and channels")
         check_latent_scale(self.latent_scale, self.kind)
@@ -190,8 +218,18 @@ class ModelMetadata(BaseModel):
         return self.kind in TEXT_KINDS
 
     @property
+    def is_audio(self) -> bool:
+        """Whether this version generates sound (`audio` waveforms from latents) rather than images or text."""
+        return self.kind in AUDIO_KINDS
+
+    @property
+    def is_image(self) -> bool:
+        """Whether this version generates images (`images` from latents)."""
+        return self.kind in IMAGE_KINDS
+
+    @property
     def conditional(self) -> bool:
-        return self.class_names is not None and self.kind == "cdcgan"
+        return self.class_names is not None and self.kind in _CONDITIONAL_KINDS
 
     @property
     def has_encoder(self) -> bool:

@@ -116,7 +116,7 @@ def test_a_latent_scale_is_recorded_for_gans_and_refused_for_other_kinds() -> No
     assert metadata().latent_scale == 1.0  # versions published before the field read as unscaled
 
     with pytest.raises(
-        ValueError, match="latent_scale only applies to GANs \\(dcgan, cdcgan\\), not to 'vae'"
+        ValueError, match="latent_scale only applies to GANs \\(dcgan, cdcgan, specgan\\), not to 'vae'"
     ):
         ModelMetadata(
             name="v",
