@@ -59,12 +59,6 @@ class Predictions:
         return float(np.mean(self.probabilities.argmax(axis=1) == labels))
 
 
-def default_cache_dir() -> Path:
-    """Where trained classifiers are kept: $XDG_CACHE_HOME/genserve, else ~/.cache/genserve."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "genserve"
-
-
 def load_or_train_classifier(
     train: ImageDataset, cache_dir: Path, *, seed: int = 0
 ) -> tuple[keras.Model, Path]:

@@ -1,4 +1,4 @@
-"""The DCGAN of the TensorFlow tutorial, generalised to 1 or 3 channels and 28, 32 or 64 pixels.
+"""The DCGAN of the TensorFlow tutorial, generalised to 1 or 3 channels and 28, 32, 64 or 128 pixels.
 
 The generator projects the latent vector onto a small ``base x base x 256`` map, refines it with a
 stride-1 transposed convolution and then doubles the resolution with stride-2 transposed convolutions

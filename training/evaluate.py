@@ -36,12 +36,11 @@ from genserve.store import (
 from training.classifier import (
     LABEL_ACCURACY,
     Predictions,
-    default_cache_dir,
     load_or_train_classifier,
     predict,
     sample_scores,
 )
-from training.datasets import ImageDataset, load_dataset
+from training.datasets import ImageDataset, default_cache_dir, load_dataset
 from training.fid import DEFAULT_NUM_SAMPLES, feature_frechet_distance
 from training.sampling import generate_images, reconstruct_images
 from training.serving_graph import LATENT_SCALE_VARIABLE

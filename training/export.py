@@ -19,6 +19,7 @@ encoding an image and generating from its latent still reconstructs it exactly.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -31,9 +32,11 @@ from genserve.store import (
     ModelMetadata,
     publish_version,
 )
+from training.audio.serving import SoundServer
 from training.cdcgan import (
     build_conditional_generator,
 )
+from training.datasets.sounds import SoundFormat
 from training.metadata import CLASS_FROM_LATENT, CLASS_WEIGHTS, build_metadata, training_summary
 from training.models import EMA_GENERATOR_SLOT, ENCODER_SLOT, GENERATOR_SLOT
 from training.networks import build_generator
@@ -52,17 +55,23 @@ def export_generator(
     store: Path,
     encoder: keras.Model | None = None,
     prior: LatentFlow | None = None,
+    sound: SoundFormat | None = None,
 ) -> Path:
     """Publish `generator` as the next version of `metadata.name` in `store`; return the version folder.
 
     VAEs (``metadata.kind == "vae"``) must pass their `encoder`, and their `prior` when the training config
-    names a flow prior; other kinds pass neither.
+    names a flow prior; sound generators (``"specgan"``) pass their `sound` format; other kinds pass none.
     """
     classes_from_latent = _classes_from_latent(metadata)
     _check_generator_matches(generator, metadata, classes_from_latent)
     _check_encoder_matches(encoder, metadata)
     _check_prior_matches(prior, metadata)
-    server = GeneratorServer(
+    if metadata.is_audio != (sound is not None):
+        raise ValueError(
+            f"a {metadata.kind!r} model is exported {'with' if metadata.is_audio else 'without'} sound="
+        )
+    server_type = functools.partial(SoundServer, sound=sound) if sound is not None else GeneratorServer
+    server = server_type(
         float32_copy(generator),
         metadata.latent_dim,
         metadata.conditional,
@@ -98,11 +107,12 @@ def _check_generator_matches(
     generator: keras.Model, metadata: ModelMetadata, classes_from_latent: int = 0
 ) -> None:
     latent_dim = generator.inputs[0].shape[-1]
+    expected_shape = _generated_shape(metadata)
     image_shape = tuple(generator.outputs[0].shape[1:])
-    if latent_dim != metadata.latent_dim or image_shape != tuple(metadata.image_shape):
+    if latent_dim != metadata.latent_dim or image_shape != expected_shape:
         raise ValueError(
             f"generator maps [None, {latent_dim}] to {image_shape} but the metadata says latent_dim "
-            f"{metadata.latent_dim} and image_shape {tuple(metadata.image_shape)}: export the matching generator"
+            f"{metadata.latent_dim} and image_shape {expected_shape}: export the matching generator"
         )
     takes_labels = len(generator.inputs) == 2
     if takes_labels != (metadata.conditional or classes_from_latent > 0):
@@ -111,6 +121,13 @@ def _check_generator_matches(
             f"{'conditional' if metadata.conditional else 'unconditional'} {metadata.kind!r} model: "
             "export the matching generator, with class_names for conditional ones"
         )
+
+
+def _generated_shape(metadata: ModelMetadata) -> tuple[int, ...]:
+    """The shape of the generator's own output: the image, or a sound generator's one-channel spectrogram."""
+    if metadata.audio is not None:
+        return (*metadata.audio.spectrogram_shape, 1)
+    return tuple(metadata.image_shape)
 
 
 def _check_encoder_matches(encoder: keras.Model | None, metadata: ModelMetadata) -> None:
@@ -195,7 +212,7 @@ def export_checkpoint(
         unconditional=unconditional or info.config.pseudo_classes > 0,
         latent_scale=latent_scale,
     )
-    return export_generator(generator, metadata, store, encoder=encoder, prior=prior)
+    return export_generator(generator, metadata, store, encoder=encoder, prior=prior, sound=info.sound)
 
 
 def _saved_prior(run_dir: Path, info: RunInfo, epoch: int) -> tuple[LatentFlow | None, dict[str, Any] | None]:

@@ -10,7 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from genserve.store import ModelKind, ModelMetadata
+from genserve.store import AudioInfo, ModelKind, ModelMetadata
+from training.datasets.sounds import SoundFormat
 from training.provenance import dataset_location, portable_options
 from training.run_info import RunInfo
 
@@ -89,13 +90,15 @@ def build_metadata(
         training_config[CLASS_WEIGHTS] = [round(float(w), 6) for w in info.class_weights]
     if info.distribution is not None:
         training_config["distribution"] = info.distribution
+    sound = info.sound
     return ModelMetadata(
         name=name or config.name,
-        kind=_kind(config.model) if not unconditional else "dcgan",
+        kind=_kind(config.model, unconditional=unconditional, sound=sound is not None),
         latent_dim=config.latent_dim,
         latent_scale=latent_scale,
-        image_shape=info.image_shape,
-        channels=info.image_shape[2],
+        image_shape=info.image_shape if sound is None else (0, 0, 0),
+        channels=info.image_shape[2] if sound is None else 0,
+        audio=_audio_info(sound, info.image_shape) if sound is not None else None,
         class_names=info.dataset_class_names if conditional else None,
         dataset=training_config["dataset"],
         training_config=training_config,
@@ -106,7 +109,20 @@ def build_metadata(
     )
 
 
-def _kind(model: str) -> ModelKind:
+def _audio_info(sound: SoundFormat, image_shape: tuple[int, int, int]) -> AudioInfo:
+    return AudioInfo(
+        sample_rate=sound.sample_rate,
+        samples=sound.samples,
+        spectrogram_shape=(image_shape[0], image_shape[1]),
+    )
+
+
+def _kind(model: str, *, unconditional: bool, sound: bool) -> ModelKind:
+    """A sound run's kind is "specgan" whatever its model; an image GAN published unconditionally is a "dcgan"."""
+    if sound:
+        return "specgan"
+    if unconditional:
+        return "dcgan"
     if model == "vae":
         return "vae"
     return "cdcgan" if model == "cdcgan" else "dcgan"

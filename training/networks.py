@@ -8,12 +8,23 @@ import keras
 from genserve.conventions import check_channels
 from training.options import SUPPORTED_IMAGE_SIZES, check_d_width
 
-_PROJECTION_FILTERS = 256
-
-_REFINE_FILTERS = 128
-
-# Sizes the tutorial's layout reaches with two upsampling stages (from a 7x7 or 8x8 base); 64 adds a third.
-_TWO_STAGE_SIZES = (28, 32)
+# The generator's layout by image size: the filters of its dense projection, of the stride-1 refining block on
+# that base, and of each stride-2 stage before the output stage (which has one filter per channel). 28 and 32 are
+# the tutorial's layout (from a 7x7 or 8x8 base); 64 adds a stage; 128 (spectrograms) adds another, each stage
+# at half the filters, so that a 128x128 sample costs about what a 64x64 one does.
+_GENERATOR_LAYOUTS: dict[int, tuple[int, int, list[int]]] = {
+    28: (256, 128, [64]),
+    32: (256, 128, [64]),
+    64: (256, 128, [128, 64]),
+    128: (128, 64, [48, 32, 16]),
+}
+# The discriminator's filters per stride-2 convolution, by image size: down to a 7x7 or 8x8 map for 128.
+_DISCRIMINATOR_FILTERS: dict[int, list[int]] = {
+    28: [64, 128],
+    32: [64, 128],
+    64: [64, 128, 256],
+    128: [16, 32, 64, 128],
+}
 
 # The tutorial uses LeakyReLU with Keras' default slope.
 _LEAKY_SLOPE = 0.3
@@ -21,11 +32,6 @@ _LEAKY_SLOPE = 0.3
 _DROPOUT_RATE = 0.3
 
 _KERNEL_SIZE = 5
-
-
-def _upsampling_filters(image_size: int) -> list[int]:
-    """Filters of the stride-2 stages before the output stage (which has one filter per channel)."""
-    return [64] if image_size in _TWO_STAGE_SIZES else [128, 64]
 
 
 def check_latent_dim(latent_dim: int) -> int:
@@ -68,15 +74,15 @@ def generator_layers(
 ) -> list[keras.layers.Layer]:
     """The generator's layers from its flat input vector to the image, for any model that feeds them."""
     size, _, channels = check_image_shape(image_shape)
-    stages = _upsampling_filters(size)
+    projection, refine, stages = _GENERATOR_LAYOUTS[size]
     base = size // 2 ** (len(stages) + 1)
     hidden = {"dtype": dtype_policy}
     layers: list[keras.layers.Layer] = [
-        keras.layers.Dense(base * base * _PROJECTION_FILTERS, use_bias=False, name="project", **hidden),
+        keras.layers.Dense(base * base * projection, use_bias=False, name="project", **hidden),
         keras.layers.BatchNormalization(name="project_bn", **hidden),
         keras.layers.LeakyReLU(_LEAKY_SLOPE, name="project_act", **hidden),
-        keras.layers.Reshape((base, base, _PROJECTION_FILTERS), name="reshape", **hidden),
-        *_transpose_block(_REFINE_FILTERS, strides=1, name="refine", dtype_policy=dtype_policy),
+        keras.layers.Reshape((base, base, projection), name="reshape", **hidden),
+        *_transpose_block(refine, strides=1, name="refine", dtype_policy=dtype_policy),
     ]
     for index, filters in enumerate(stages, start=1):
         layers += _transpose_block(filters, strides=2, name=f"up{index}", dtype_policy=dtype_policy)
@@ -150,8 +156,7 @@ def discriminator_feature_layers(
 ) -> list[keras.layers.Layer]:
     """The discriminator's layers from an image-sized map to its flat feature vector (before the logit)."""
     check_d_width(width)
-    base = [64, 128] if image_size in _TWO_STAGE_SIZES else [64, 128, 256]
-    filters = [max(1, round(count * width)) for count in base]
+    filters = [max(1, round(count * width)) for count in _DISCRIMINATOR_FILTERS[image_size]]
     hidden = {"dtype": dtype_policy}
     weighted = _spectrally_normalized if spectral_norm else _unchanged
     layers: list[keras.layers.Layer] = []

@@ -20,7 +20,7 @@ CONDITIONINGS = ("concat", "projection")
 # It beat "concat" under both seeds at equal wall time, in FID and in label accuracy (docs/benchmarks.md).
 DEFAULT_CONDITIONING = "projection"
 DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
-SUPPORTED_IMAGE_SIZES = (28, 32, 64)
+SUPPORTED_IMAGE_SIZES = (28, 32, 64, 128)
 # How training spreads over devices (`training.distribute`): "auto" is "mirrored" when more than one GPU is
 # visible, else "none"; "multi-worker" reads the cluster from TF_CONFIG.
 DISTRIBUTE_MODES = ("auto", "none", "mirrored", "multi-worker")

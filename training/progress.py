@@ -17,7 +17,7 @@ import numpy as np
 
 from genserve.conventions import cycled_labels, to_uint8, to_unit_range
 from training import classifier
-from training.datasets import ImageDataset
+from training.datasets import ImageDataset, default_cache_dir
 from training.dcgan import DCGAN
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class SampleQuality(keras.callbacks.Callback):
         self.every = every
         self.num_samples = num_samples
         self.seed = seed
-        self.cache_dir = cache_dir or classifier.default_cache_dir()
+        self.cache_dir = cache_dir or default_cache_dir()
         self.latents = np.random.RandomState(seed).randn(num_samples, latent_dim).astype(np.float32)
         self._classifier: keras.Model | None = None
         self._reference: classifier.Predictions | None = None

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import TrainConfig
+from training.datasets.sounds import SoundFormat
 from training.run_folder import RUN_INFO_FILE
 
 
@@ -23,6 +24,8 @@ class RunInfo:
     distribution: dict[str, Any] | None = None
     # The classes' shares of the training images, for pseudo-classes (`training.clusters`); None: equal.
     class_weights: list[float] | None = None
+    # What turns the images back into sound, for a run on sound (`training.datasets.sounds`); None for images.
+    sound: SoundFormat | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -31,6 +34,7 @@ class RunInfo:
             "dataset_class_names": self.dataset_class_names,
             "distribution": self.distribution,
             "class_weights": self.class_weights,
+            "sound": self.sound.to_dict() if self.sound is not None else None,
         }
 
     @classmethod
@@ -43,6 +47,7 @@ class RunInfo:
                 payload.get("dataset_class_names"),
                 payload.get("distribution"),
                 payload.get("class_weights"),
+                SoundFormat.from_dict(payload["sound"]) if payload.get("sound") else None,
             )
         except (KeyError, TypeError) as error:
             raise ValueError(f"{RUN_INFO_FILE} is not a genserve run description ({error!r})") from error

@@ -96,22 +96,28 @@ class GeneratorServer(tf.Module):
             self.serve = tf.function(self._generate, input_signature=[latent_spec])
         self.extra_signatures = extra
 
+    def _outputs(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The signatures' outputs for the generator's [-1, 1] images: uint8 pixels."""
+        return _to_pixels(images)
+
     def _scaled(self, z: tf.Tensor) -> tf.Tensor:
         return z * self.latent_scale
 
     def _generate(self, z: tf.Tensor) -> dict[str, tf.Tensor]:
         latents = self.prior.forward(z) if self.prior is not None else self._scaled(z)
-        return _to_pixels(self.generator(latents, training=False))
+        return self._outputs(self.generator(latents, training=False))
 
     def _generate_class(self, z: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
-        return _to_pixels(self.generator([self._scaled(z), label], training=False))
+        return self._outputs(self.generator([self._scaled(z), label], training=False))
 
     def _generate_drawn_class(self, z: tf.Tensor) -> dict[str, tf.Tensor]:
         latents, label = class_from_latent(z, self.classes_from_latent, self._class_weights)
-        return _to_pixels(self.generator([self._scaled(latents), label], training=False))
+        return self._outputs(self.generator([self._scaled(latents), label], training=False))
 
     def _generate_from_embedding(self, z: tf.Tensor, label_embedding: tf.Tensor) -> dict[str, tf.Tensor]:
-        return _to_pixels(self.from_embedding_generator([self._scaled(z), label_embedding], training=False))
+        return self._outputs(
+            self.from_embedding_generator([self._scaled(z), label_embedding], training=False)
+        )
 
     def _encode(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         scaled = pixels_to_unit(tf.cast(images, tf.float32))

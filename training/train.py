@@ -29,6 +29,7 @@ from training.callbacks import Checkpointer, HistoryWriter, SampleGrid, read_bes
 from training.clusters import pseudo_classes
 from training.config import TrainConfig
 from training.datasets import ImageDataset, load_dataset, make_tf_dataset
+from training.datasets.sounds import SpectrogramDataset
 from training.distribute import (
     Placement,
     chief_value,
@@ -85,6 +86,7 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
         dataset.class_names,
         placement.describe(config.batch_size),
         class_weights=class_weights,
+        sound=scored.sound_format if isinstance(scored, SpectrogramDataset) else None,
     )
     log_distribution(info.distribution or {})
     num_classes = _num_classes(config, dataset)
@@ -350,4 +352,4 @@ def _export(
     if placement.distributed:
         generator = detached_copy(generator)
         encoder = detached_copy(encoder) if encoder is not None else None
-    return export_generator(generator, metadata, store, encoder=encoder, prior=prior)
+    return export_generator(generator, metadata, store, encoder=encoder, prior=prior, sound=info.sound)

@@ -53,7 +53,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.seed,
         help="'none' for an unseeded, non-deterministic run (default: %(default)s)",
     )
-    parser.add_argument("--image-size", type=int, help="resize images to 28, 32 or 64 pixels")
+    parser.add_argument("--image-size", type=int, help="resize images to 28, 32, 64 or 128 pixels")
     parser.add_argument(
         "--channels", type=int, choices=SUPPORTED_CHANNELS, help="convert images to 1 or 3 channels"
     )

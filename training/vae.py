@@ -1,4 +1,4 @@
-"""A convolutional variational autoencoder for 28, 32 or 64 pixel images with 1 or 3 channels.
+"""A convolutional variational autoencoder for 28, 32, 64 or 128 pixel images with 1 or 3 channels.
 
 The encoder halves the resolution with stride-2 convolutions and predicts the mean and log-variance of a
 diagonal Gaussian over the latent space; the decoder mirrors it with stride-2 transposed convolutions. The

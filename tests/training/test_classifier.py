@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from training.classifier import default_cache_dir
+from training.datasets import default_cache_dir
 
 
 def test_default_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

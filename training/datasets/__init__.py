@@ -13,7 +13,13 @@ as the test split; the train split is the rest. Interleaving keeps every class i
 the examples are sorted by class. With fewer than ten examples both splits use all of them.
 """
 
-from training.datasets.core import DatasetNotFoundError, ImageDataset, Split, make_tf_dataset
+from training.datasets.core import (
+    DatasetNotFoundError,
+    ImageDataset,
+    Split,
+    default_cache_dir,
+    make_tf_dataset,
+)
 from training.datasets.loading import DATASET_NAMES, load_dataset
 from training.datasets.shapes import shapes_images
 
@@ -22,6 +28,7 @@ __all__ = [
     "DatasetNotFoundError",
     "ImageDataset",
     "Split",
+    "default_cache_dir",
     "load_dataset",
     "make_tf_dataset",
     "shapes_images",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -40,6 +42,13 @@ class ImageDataset:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+
+def default_cache_dir() -> Path:
+    """Where genserve keeps what it makes once and reuses (trained classifiers, rendered clips):
+    $XDG_CACHE_HOME/genserve, else ~/.cache/genserve."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "genserve"
 
 
 def make_tf_dataset(

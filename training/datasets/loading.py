@@ -5,14 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from genserve.conventions import check_channels
+from training.audio.spectrogram import BINS, FRAMES
 from training.datasets.core import DatasetNotFoundError, ImageDataset, Split
 from training.datasets.folder import load_folder
 from training.datasets.mnist import CLASS_NAMES, read_mnist_like
 from training.datasets.npz import read_generic_npz
 from training.datasets.pixels import convert_channels, finish_dataset
 from training.datasets.shapes import SHAPE_NAMES, SHAPES_NATIVE_SIZE, load_shapes
+from training.datasets.sounds import AUDIO_PREFIX, SPOKEN_DIGITS, is_sound_spec, load_sound_dataset
 
-DATASET_NAMES: tuple[str, ...] = ("mnist", "fashion_mnist", "shapes", "folder:PATH", "npz:PATH")
+DATASET_NAMES: tuple[str, ...] = (
+    "mnist",
+    "fashion_mnist",
+    "shapes",
+    "folder:PATH",
+    "npz:PATH",
+    "spoken-digits",
+    "audio:PATH",
+)
 
 
 def load_dataset(
@@ -25,10 +35,18 @@ def load_dataset(
     split: Split = "train",
     seed: int = 0,
 ) -> ImageDataset:
-    """Load the dataset named by `spec` (see `DATASET_NAMES`), resized and converted as asked."""
+    """Load the dataset named by `spec` (see `DATASET_NAMES`), resized and converted as asked.
+
+    Sound (``spoken-digits``, ``audio:PATH``) loads as its spectrogram images (`training.datasets.sounds`), whose
+    size is fixed: `image_size` and `channels` may only restate it.
+    """
     _check_options(image_size, channels, limit, split)
     kind, spec_path = _parse_spec(spec)
     path = _resolve_path(kind, spec_path, data_path)
+    if is_sound_spec(spec):
+        _check_sound_options(spec, image_size, channels)
+        folder = _require_path(path, spec) if kind == AUDIO_PREFIX else None
+        return load_sound_dataset(spec, path=folder, limit=limit, split=split)
     if kind == "shapes":
         size = image_size or SHAPES_NATIVE_SIZE
         images, labels = load_shapes(split, size, seed, limit)
@@ -53,18 +71,25 @@ def _check_options(image_size: int | None, channels: int | None, limit: int | No
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
 
 
+def _check_sound_options(spec: str, image_size: int | None, channels: int | None) -> None:
+    if image_size not in (None, FRAMES) or channels not in (None, 1):
+        raise ValueError(
+            f"{spec!r} trains on {FRAMES}x{BINS} one-channel spectrograms: drop --image-size and --channels"
+        )
+
+
 def _parse_spec(spec: str) -> tuple[str, str | None]:
     kind, colon, rest = spec.partition(":")
-    if kind in ("mnist", "fashion_mnist", "shapes") and not colon:
+    if kind in ("mnist", "fashion_mnist", "shapes", SPOKEN_DIGITS) and not colon:
         return kind, None
-    if kind in ("folder", "npz"):
+    if kind in ("folder", "npz", AUDIO_PREFIX):
         return kind, rest or None
     raise ValueError(f"unknown dataset {spec!r}: choose one of {', '.join(DATASET_NAMES)}")
 
 
 def _resolve_path(kind: str, spec_path: str | None, data_path: str | Path | None) -> Path | None:
-    if kind == "shapes" and data_path is not None:
-        raise ValueError("the 'shapes' dataset is generated, not read from disk: drop the data path")
+    if kind in ("shapes", SPOKEN_DIGITS) and data_path is not None:
+        raise ValueError(f"the {kind!r} dataset is generated, not read from disk: drop the data path")
     if spec_path is not None and data_path is not None:
         raise ValueError(f"two paths given for {kind!r}: put it in the spec ({kind}:PATH) or pass data_path")
     chosen = spec_path if spec_path is not None else data_path

@@ -1,0 +1,302 @@
+"""POST /generate and GET /interpolate on sound generators: WAV (clips in a row with silence between), zip, npy
+and JSON, each WAV carrying its provenance; image-only fields refused; /models describing them."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import wave
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.audio.formats import gap_samples
+from app.main import create_app
+from genserve.conventions import latents_from_seeds
+from tests.app.audio_models import (
+    CLASSES,
+    HUM,
+    SAMPLE_RATE,
+    SAMPLES,
+    TONE,
+    ToneModels,
+    publish_tones,
+)
+from tests.app.helpers import decode_npy
+from tests.conftest import make_settings, wait_until_ready
+from tests.training.savedmodels import LATENT_DIM
+
+MAX_CLIPS = 4
+GAP = gap_samples(SAMPLE_RATE)
+# Half a step of 16-bit PCM (and float32 arithmetic): what rounding a sample into a WAV may change it by.
+PCM_ROUNDING = 0.5 / 32767 + 1e-6
+
+
+@pytest.fixture(scope="module")
+def audio_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return publish_tones(tmp_path_factory.mktemp("audio") / "model_store")
+
+
+@pytest.fixture(scope="module")
+def tones(audio_store: Path) -> ToneModels:
+    return ToneModels(audio_store)
+
+
+@pytest.fixture(scope="module")
+def audio_client(audio_store: Path) -> Iterator[TestClient]:
+    settings = make_settings(audio_store, default_model=TONE, max_clips=MAX_CLIPS)
+    with TestClient(create_app(settings)) as client:
+        wait_until_ready(client)
+        yield client
+
+
+def read_wav(data: bytes) -> tuple[np.ndarray, wave.Wave_read]:
+    """The samples of a 16-bit mono WAV as floats in [-1, 1], and its reader (rate, width, channels)."""
+    reader = wave.open(io.BytesIO(data))
+    frames = reader.readframes(reader.getnframes())
+    return np.frombuffer(frames, dtype="<i2").astype(np.float64) / 32767, reader
+
+
+def info_chunk(data: bytes) -> dict[str, str]:
+    """The subchunks of a WAV's LIST/INFO chunk, by id."""
+    position, found = 12, {}
+    while position + 8 <= len(data):
+        chunk_id, size = (
+            data[position : position + 4],
+            int.from_bytes(data[position + 4 : position + 8], "little"),
+        )
+        body = data[position + 8 : position + 8 + size]
+        if chunk_id == b"LIST" and body[:4] == b"INFO":
+            inner = 4
+            while inner + 8 <= len(body):
+                key, length = body[inner : inner + 4], int.from_bytes(body[inner + 4 : inner + 8], "little")
+                found[key.decode()] = body[inner + 8 : inner + 8 + length].rstrip(b"\0").decode()
+                inner += 8 + length + length % 2
+        position += 8 + size + size % 2
+    return found
+
+
+def assert_pcm_of(samples: np.ndarray, clips: np.ndarray) -> None:
+    """`samples` (from a WAV) are `clips` within the rounding of 16-bit PCM."""
+    np.testing.assert_allclose(samples, clips, rtol=0, atol=PCM_ROUNDING)
+
+
+def test_generate_wav_is_the_clips_in_a_row_with_silence_between(
+    audio_client: TestClient, tones: ToneModels
+) -> None:
+    response = audio_client.post("/generate", params={"model": TONE, "n": 3, "seed": 10})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "audio/wav"
+    assert response.headers["x-model"] == TONE
+    assert response.headers["x-model-version"] == "1"
+    assert response.headers["x-seeds"] == "10-12"
+    samples, reader = read_wav(response.content)
+    assert (reader.getframerate(), reader.getnchannels(), reader.getsampwidth()) == (SAMPLE_RATE, 1, 2)
+    assert len(samples) == 3 * SAMPLES + 2 * GAP
+    clips = tones.from_seeds(TONE, [10, 11, 12], [0, 1, 2])
+    for index, clip in enumerate(clips):
+        start = index * (SAMPLES + GAP)
+        assert_pcm_of(samples[start : start + SAMPLES], clip)
+        if index < 2:
+            assert not samples[start + SAMPLES : start + SAMPLES + GAP].any()
+
+
+def test_generate_wav_defaults_to_one_clip(audio_client: TestClient, tones: ToneModels) -> None:
+    response = audio_client.post("/generate", params={"model": HUM, "seed": 5})
+    assert response.status_code == 200
+    samples, _ = read_wav(response.content)
+    assert_pcm_of(samples, tones.from_seeds(HUM, [5])[0])
+
+
+def test_generate_same_seed_same_bytes_and_other_seeds_differ(audio_client: TestClient) -> None:
+    first = audio_client.post("/generate", params={"model": TONE, "seed": 3}).content
+    again = audio_client.post("/generate", json={"model": TONE, "seed": 3}).content
+    other = audio_client.post("/generate", params={"model": TONE, "seed": 4}).content
+    assert first == again
+    assert first != other
+
+
+def test_generate_wav_carries_the_provenance_in_its_info_chunk(
+    audio_client: TestClient, tones: ToneModels
+) -> None:
+    response = audio_client.post("/generate", params={"model": TONE, "n": 2, "seed": 7, "label": "high"})
+    assert response.status_code == 200
+    info = info_chunk(response.content)
+    record = json.loads(info["ICMT"])
+    assert record["model"] == TONE
+    assert record["version"] == 1
+    assert record["seeds"] == [7, 8]
+    assert record["labels"] == ["high", "high"]
+    assert record["source"] == "seeds"
+    assert record["digital_source_type"].endswith("trainedAlgorithmicMedia")
+    assert info["ISFT"].startswith("genserve ")
+    assert info["INAM"] == f"{TONE} version 1"
+    samples, _ = read_wav(response.content)
+    assert_pcm_of(samples[:SAMPLES], tones.from_seeds(TONE, [7], [2])[0])
+
+
+def test_generate_zip_holds_one_wav_per_clip_named_by_seed_and_label(
+    audio_client: TestClient, tones: ToneModels
+) -> None:
+    response = audio_client.post("/generate", params={"model": TONE, "n": 2, "seed": 20, "format": "zip"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        names = archive.namelist()
+        assert names == ["seed0000000020-low.wav", "seed0000000021-mid.wav", "manifest.json"]
+        manifest = json.loads(archive.read("manifest.json"))
+        assert manifest["files"] == names[:2]
+        assert manifest["seeds"] == [20, 21]
+        clips = tones.from_seeds(TONE, [20, 21], [0, 1])
+        for index, name in enumerate(names[:2]):
+            data = archive.read(name)
+            samples, reader = read_wav(data)
+            assert reader.getframerate() == SAMPLE_RATE
+            assert_pcm_of(samples, clips[index])
+            record = json.loads(info_chunk(data)["ICMT"])
+            assert record["seeds"] == [20 + index]
+            assert record["labels"] == [CLASSES[index]]
+
+
+def test_generate_npy_is_the_float_clips(audio_client: TestClient, tones: ToneModels) -> None:
+    response = audio_client.post("/generate", params={"model": TONE, "n": 2, "seed": 1, "format": "npy"})
+    assert response.status_code == 200
+    clips = decode_npy(response.content)
+    assert clips.dtype == np.float32
+    assert clips.shape == (2, SAMPLES)
+    np.testing.assert_array_equal(clips, tones.from_seeds(TONE, [1, 2], [0, 1]))
+
+
+def test_generate_json_has_each_clip_as_base64_wav(audio_client: TestClient, tones: ToneModels) -> None:
+    response = audio_client.post(
+        "/generate", json={"model": TONE, "n": 2, "seed": 30, "format": "json", "include_latents": True}
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["model"], body["version"], body["sample_rate"], body["samples"]) == (
+        TONE,
+        1,
+        SAMPLE_RATE,
+        SAMPLES,
+    )
+    assert body["provenance"]["seeds"] == [30, 31]
+    clips = tones.from_seeds(TONE, [30, 31], [0, 1])
+    latents = latents_from_seeds([30, 31], LATENT_DIM)
+    for index, clip in enumerate(body["clips"]):
+        assert (clip["seed"], clip["label"], clip["sample_rate"]) == (30 + index, CLASSES[index], SAMPLE_RATE)
+        np.testing.assert_allclose(clip["latent"], latents[index], atol=1e-6)
+        samples, _ = read_wav(base64.b64decode(clip["wav_base64"]))
+        assert_pcm_of(samples, clips[index])
+
+
+def test_generate_from_latents_names_clips_by_position(audio_client: TestClient, tones: ToneModels) -> None:
+    latents = [[0.5] * LATENT_DIM, [-0.5] * LATENT_DIM]
+    response = audio_client.post("/generate", json={"model": HUM, "latents": latents, "format": "zip"})
+    assert response.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        assert archive.namelist() == ["latent0000.wav", "latent0001.wav", "manifest.json"]
+        samples, _ = read_wav(archive.read("latent0001.wav"))
+    assert_pcm_of(samples, tones.clips(HUM, np.array(latents))[1])
+    assert "x-seeds" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        ({"n": MAX_CLIPS + 1}, "n", f"between 1 and {MAX_CLIPS}"),
+        ({"format": "png"}, "format", "png"),
+        ({"cols": 2}, "cols", "image generators"),
+        ({"prompt": "hello"}, "prompt", "text generators"),
+        ({"format": "text"}, "format", "text generators"),
+        ({"label": "loudest"}, "label", "loudest"),
+    ],
+)
+def test_generate_refuses_what_a_sound_generator_cannot_do(
+    audio_client: TestClient, fields: dict[str, object], field: str, words: str
+) -> None:
+    response = audio_client.post("/generate", json={"model": TONE, **fields})
+    assert response.status_code == 422
+    message = response.json()["error"]["message"]
+    assert field in message
+    assert words in message
+
+
+def test_image_only_routes_refuse_a_sound_generator(audio_client: TestClient) -> None:
+    response = audio_client.get(f"/models/{TONE}/versions/1/images/3.png")
+    assert response.status_code == 422
+    assert "generates sound" in response.json()["error"]["message"]
+
+
+def test_interpolate_renders_the_walk_as_one_wav(audio_client: TestClient, tones: ToneModels) -> None:
+    query = {"model": TONE, "start": 1, "end": 2, "steps": 3, "label": "mid", "method": "lerp"}
+    response = audio_client.get("/interpolate", params=query)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "audio/wav"
+    samples, _ = read_wav(response.content)
+    assert len(samples) == 3 * SAMPLES + 2 * GAP
+    ends = latents_from_seeds([1, 2], LATENT_DIM)
+    walk = np.stack([ends[0], (ends[0] + ends[1]) / 2, ends[1]])
+    clips = tones.clips(TONE, walk, [1, 1, 1])
+    for index, clip in enumerate(clips):
+        start = index * (SAMPLES + GAP)
+        assert_pcm_of(samples[start : start + SAMPLES], clip)
+    record = json.loads(info_chunk(response.content)["ICMT"])
+    assert (record["frames"], record["method"], record["labels"]) == (3, "lerp", ["mid"])
+    again = audio_client.get(
+        "/interpolate", params=query, headers={"If-None-Match": response.headers["etag"]}
+    )
+    assert again.status_code == 304
+
+
+def test_interpolate_zip_and_npy(audio_client: TestClient, tones: ToneModels) -> None:
+    query = {"model": HUM, "start": 1, "end": 2, "steps": 2}
+    archive = audio_client.get("/interpolate", params={**query, "format": "zip"})
+    assert archive.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as files:
+        assert files.namelist() == ["frame0000.wav", "frame0001.wav", "manifest.json"]
+    array = audio_client.get("/interpolate", params={**query, "format": "npy"})
+    assert array.status_code == 200
+    np.testing.assert_allclose(decode_npy(array.content), tones.from_seeds(HUM, [1, 2]), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [({"format": "gif"}, "format"), ({"cols": 2}, "cols"), ({"steps": MAX_CLIPS + 1}, "steps")],
+)
+def test_interpolate_refuses_image_formats_and_too_many_clips(
+    audio_client: TestClient, query: dict[str, object], field: str
+) -> None:
+    response = audio_client.get("/interpolate", params={"model": HUM, "start": 1, "end": 2, **query})
+    assert response.status_code == 422
+    assert field in response.json()["error"]["message"]
+
+
+def test_models_describes_a_sound_generator(audio_client: TestClient) -> None:
+    response = audio_client.get("/models")
+    assert response.status_code == 200
+    models = {model["name"]: model for model in response.json()["models"]}
+    version = models[TONE]["versions"][0]
+    assert version["kind"] == "specgan"
+    assert (version["sample_rate"], version["samples"]) == (SAMPLE_RATE, SAMPLES)
+    assert version["seconds"] == pytest.approx(SAMPLES / SAMPLE_RATE)
+    assert version["classes"] == CLASSES
+    assert version["formats"] == ["wav", "zip", "npy", "json"]
+    assert version["capabilities"] == ["generate_audio", "interpolate", "labels"]
+    assert "encode" not in models[HUM]["versions"][0]["capabilities"]
+    assert "labels" not in models[HUM]["versions"][0]["capabilities"]
+
+
+def test_metrics_count_clips(audio_client: TestClient) -> None:
+    audio_client.post("/generate", params={"model": HUM, "n": 2, "seed": 99})
+    page = audio_client.get("/metrics").text
+    lines = [line for line in page.splitlines() if line.startswith("genserve_clips_generated_total{")]
+    assert any(f'model="{HUM}"' in line and float(line.split()[-1]) >= 2 for line in lines)
+    assert not any(
+        line.startswith("genserve_images_generated_total{") and f'model="{HUM}"' in line
+        for line in page.splitlines()
+    )
