@@ -56,6 +56,12 @@ class Settings(BaseSettings):
 
     max_n: int = Field(64, ge=1, le=4096, description="Most images one /generate call may ask for.")
     max_steps: int = Field(64, ge=2, le=1024, description="Most frames one /interpolate call may ask for.")
+    max_clips: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="Sound generators: most clips one /generate or /interpolate call (or protocol request) may ask for.",
+    )
     max_new_tokens: int = Field(
         512, ge=1, le=65536, description="Most tokens one text sequence may generate (max_new_tokens)."
     )

@@ -14,6 +14,7 @@ import anyio
 from fastapi import FastAPI
 
 from app.api.routes import api_router
+from app.audio.kind import AudioKind
 from app.config import Settings
 from app.image.generation import GenerationService
 from app.image.kind import ImageKind
@@ -48,7 +49,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _DESCRIPTION = (
-    "Images and latent interpolations from GANs and VAEs trained with genserve, batched across requests."
+    "Images and latent interpolations from GANs and VAEs, text from char-rnns and sound from SpecGANs trained "
+    "with genserve, batched across requests."
 )
 
 
@@ -185,6 +187,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         [
             ImageKind(settings, metrics, app.state.generation, app.state.renderer),
             TextKind(settings, metrics, app.state.text_generation),
+            AudioKind(settings, metrics, app.state.generation, app.state.renderer),
         ]
     )
     watcher = _make_watcher(settings, metrics, registry, kinds)

@@ -124,6 +124,9 @@ class Metrics:
         self.images_generated = self._counter(
             "images_generated", "Images produced by the model.", MODEL_LABELS
         )
+        self.clips_generated = self._counter(
+            "clips_generated", "Sound clips produced by sound generators.", MODEL_LABELS
+        )
         self.images_encoded = self._counter(
             "images_encoded", "Uploaded images encoded to latents (VAEs).", MODEL_LABELS
         )
@@ -221,8 +224,9 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    def batch_observer(self, model: str, version: int) -> BatchMetrics:
-        return BatchMetrics(self, model, str(version))
+    def batch_observer(self, model: str, version: int, generated: Counter | None = None) -> BatchMetrics:
+        """The observer of a version's batcher, counting what it generates in `generated` (images by default)."""
+        return BatchMetrics(self, model, str(version), generated or self.images_generated)
 
     def text_observer(self, model: str, version: int) -> TextStepMetrics:
         return TextStepMetrics(self, model, str(version))
@@ -322,10 +326,14 @@ class _VersionSeries:
 class BatchMetrics(_VersionSeries):
     """The batcher's observer for one model version; never lets a metrics error reach a request."""
 
+    def __init__(self, metrics: Metrics, model: str, version: str, generated: Counter) -> None:
+        super().__init__(metrics, model, version)
+        self._generated = generated
+
     def on_batch(self, report: BatchReport) -> None:
         metrics = self._metrics
         encoded = store.IMAGES_INPUT in report.inputs
-        self._of(metrics.images_encoded if encoded else metrics.images_generated).inc(report.images)
+        self._of(metrics.images_encoded if encoded else self._generated).inc(report.images)
         self._of(metrics.model_call).observe(report.model_call_s)
         self._of(metrics.batch_images).observe(report.images)
         self._of(metrics.batch_requests).observe(report.requests)

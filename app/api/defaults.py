@@ -4,6 +4,8 @@ from __future__ import annotations
 
 # Images of a `POST /generate` that names neither `n` nor latents.
 IMAGES = 16
+# Clips of a sound generator's `POST /generate` that names neither `n` nor latents.
+CLIPS = 1
 # Sequences of a text `POST /generate` (and of each row of the inference protocols).
 SEQUENCES = 1
 # New characters per sequence, unless GENSERVE_MAX_NEW_TOKENS is lower.

@@ -10,7 +10,7 @@ from fastapi import Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from app.api.schemas import AnimationFormat, ErrorResponse
+from app.api.schemas import AnimationFormat, ErrorResponse, InterpolateFormat
 
 QueryModel = TypeVar("QueryModel", bound=BaseModel)
 
@@ -23,6 +23,13 @@ VersionQuery = Annotated[str | None, Query(description="Version number, label or
 StepsQuery = Annotated[int, Query(description="Number of frames (2..GENSERVE_MAX_STEPS).")]
 LoopQuery = Annotated[bool, Query(description="Return to the first keyframe, for looping animations.")]
 AnimationFormatQuery = Annotated[AnimationFormat, Query(description="png (frame strip), gif, webp or json.")]
+InterpolateFormatQuery = Annotated[
+    InterpolateFormat | None,
+    Query(
+        description="Image models: png (frame strip, default), gif, webp or json; sound models: wav (the clips "
+        "in order, default), zip or npy."
+    ),
+]
 FpsQuery = Annotated[int, Query(ge=1, le=MAX_FPS, description="Frames per second of gif/webp.")]
 FrameColumnsQuery = Annotated[
     int | None, Query(ge=1, le=MAX_FRAME_COLUMNS, description="Columns of the png frame grid.")
@@ -32,6 +39,7 @@ FrameColumnsQuery = Annotated[
 # Media types of routes that answer with files: image formats, animations, and text generators' formats.
 IMAGE_FILES = ("image/png", "application/x-npy", "application/zip")
 ANIMATIONS = ("image/png", "image/gif", "image/webp")
+AUDIO_FILES = ("audio/wav", "application/x-npy", "application/zip")
 TEXT_FILES = ("text/plain", "text/event-stream")
 
 

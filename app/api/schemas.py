@@ -12,13 +12,15 @@ ImageFormat = Literal["png", "json", "npy", "zip"]
 
 
 class GenerateFormat(str, enum.Enum):
-    """Formats of POST /generate: the image formats, and `text` (plain text) for text generators."""
+    """Formats of POST /generate: the image formats, `text` (plain text) for text generators and `wav` for sound
+    generators (which also answer json, npy and zip)."""
 
     png = "png"
     json = "json"
     npy = "npy"
     zip = "zip"
     text = "text"
+    wav = "wav"
 
 
 class AnimationFormat(str, enum.Enum):
@@ -26,6 +28,19 @@ class AnimationFormat(str, enum.Enum):
     gif = "gif"
     webp = "webp"
     json = "json"
+
+
+class InterpolateFormat(str, enum.Enum):
+    """Formats of GET /interpolate: an image generator's frame strip, animations or JSON; a sound generator's
+    clips as one WAV, a zip of WAVs, npy or JSON."""
+
+    png = "png"
+    gif = "gif"
+    webp = "webp"
+    json = "json"
+    wav = "wav"
+    zip = "zip"
+    npy = "npy"
 
 
 class ImageFileFormat(str, enum.Enum):
@@ -51,7 +66,11 @@ class GenerateQuery(BaseModel):
 
     model: str | None = Field(None, description="Model name; the default model when absent.")
     version: str | None = Field(None, description="Version number, label or 'latest'.")
-    n: int | None = Field(None, description="Number of images (1..GENSERVE_MAX_N, default 16).")
+    n: int | None = Field(
+        None,
+        description="Number of images (1..GENSERVE_MAX_N, default 16); sound models: clips "
+        "(1..GENSERVE_MAX_CLIPS, default 1).",
+    )
     seed: int | None = Field(None, description="Seed of the first image; image i uses seed+i.")
     truncation: float | None = Field(None, description="Truncation psi in (0, 1]; 1 = none.")
     label: str | None = Field(
@@ -61,7 +80,9 @@ class GenerateQuery(BaseModel):
     )
     cols: int | None = Field(None, description="Grid columns for format=png.")
     format: GenerateFormat | None = Field(
-        None, description="png (grid, default), json, npy or zip; text models: json (default) or text."
+        None,
+        description="png (grid, default), json, npy or zip; text models: json (default) or text; sound models: "
+        "wav (default), zip, npy or json.",
     )
     include_latents: bool | None = Field(None, description="With format=json, add each latent.")
     prompt: str | None = Field(None, description="Text models: the text to continue.")
@@ -103,7 +124,8 @@ class GenerateBody(BaseModel):
 
 
 class Provenance(BaseModel):
-    """Where images came from: what every image file served carries in its metadata, and JSON answers as a field."""
+    """Where images or clips came from: what every image or sound file served carries in its metadata, and JSON
+    answers as a field."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -142,6 +164,23 @@ class GenerateJSONResponse(BaseModel):
     height: int
     channels: int
     images: list[GeneratedImage]
+    provenance: Provenance | None = None
+
+
+class GeneratedClip(BaseModel):
+    seed: int | None
+    label: str | None = Field(None, description="Conditional models: the clip's class.")
+    wav_base64: str = Field(description="The clip as a 16-bit mono WAV carrying its provenance record.")
+    sample_rate: int
+    latent: list[float] | None = None
+
+
+class GenerateAudioJSONResponse(BaseModel):
+    model: str
+    version: int
+    sample_rate: int
+    samples: int = Field(description="Samples per clip.")
+    clips: list[GeneratedClip]
     provenance: Provenance | None = None
 
 
@@ -235,9 +274,13 @@ class VersionInfo(BaseModel):
     capabilities: list[str] | None = Field(
         None,
         description="What the version can do: generate, interpolate, labels, label_blend, encode; text "
-        "generators: generate_text, stream.",
+        "generators: generate_text, stream; sound generators: generate_audio, interpolate, labels.",
     )
     vocabulary_size: int | None = None
+    sample_rate: int | None = Field(None, description="Sound generators: samples per second of their clips.")
+    samples: int | None = Field(None, description="Sound generators: samples per clip.")
+    seconds: float | None = Field(None, description="Sound generators: the length of one clip.")
+    formats: list[str] | None = Field(None, description="The formats POST /generate answers for it.")
     batching: dict[str, int] | None = None
     model_calls: dict[str, Any] | None = Field(
         None,

@@ -1,5 +1,6 @@
 """uint8 image batches as file bytes: PNG, PNG grids, WebP, GIF/WebP animations, .zip and .npy (blocking:
-off-loop). Given a provenance record, each file carries it where its format keeps metadata (see `provenance`)."""
+off-loop), and the archive and array files sound generators' answers share (`app/audio/formats.py` writes their
+WAVs). Given a provenance record, each file carries it where its format keeps metadata (see `provenance`)."""
 
 from __future__ import annotations
 
@@ -76,12 +77,20 @@ def zip_bytes(
 ) -> bytes:
     """One PNG per image in an uncompressed archive (PNG is compressed already); with `provenance`, a
     `manifest.json` holding the record and the file names, in the order of its seeds."""
+    return archive_bytes(
+        [(name, png_bytes(image, level)) for name, image in zip(names, images, strict=True)], provenance
+    )
+
+
+def archive_bytes(files: list[tuple[str, bytes]], provenance: Provenance | None = None) -> bytes:
+    """Named files (compressed already: PNG, or WAV that deflate barely shrinks) in a stored archive; with
+    `provenance`, a `manifest.json` holding the record and the file names, in order."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, image in zip(names, images, strict=True):
-            archive.writestr(name, png_bytes(image, level))
+        for name, data in files:
+            archive.writestr(name, data)
         if provenance is not None:
-            manifest = {**provenance_fields(provenance), "files": names}
+            manifest = {**provenance_fields(provenance), "files": [name for name, _ in files]}
             archive.writestr(ZIP_MANIFEST, json.dumps(manifest, indent=2))
     return buffer.getvalue()
 

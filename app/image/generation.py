@@ -1,8 +1,11 @@
-"""The generation pipeline: a parsed request to images, through a model version's batcher, within a deadline.
+"""The generation pipeline: a parsed request to a generator's outputs, through a model version's batcher, within a
+deadline.
 
-Routes parse fields into an `ImageRequest` or `InterpolationRequest`, resolve the model version, make one call
+Routes parse fields into a `LatentRequest` or `InterpolationRequest`, resolve the model version, make one call
 here and render what comes back; everything between (seeds to latents, class labels, truncation, paths
-through latent space, the batcher, the deadline, client disconnects) happens in this module.
+through latent space, the batcher, the deadline, client disconnects) happens in this module. Image generators
+(uint8 images) and sound generators (`app/audio`: float32 waveforms) share it: both draw from latents through a
+`LatentServable`'s batcher, and only what they answer differs.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import numpy as np
@@ -18,12 +21,12 @@ from starlette.requests import Request
 
 from app.api import defaults, params
 from app.image.latents import InterpolationMethod, interpolation_path, lerp, truncate
-from app.image.servable import image_servable
+from app.image.servable import latent_servable
 from app.metrics import Metrics
 from app.server import tracing
 from app.server.disconnect import cancel_on_disconnect
 from app.server.errors import InvalidParameter, Overloaded, ShuttingDown
-from app.server.quotas import IMAGES, Quotas
+from app.server.quotas import Quotas
 from app.server.shutdown import admitted
 from app.serving.registry import ModelRegistry, ModelVersion
 from genserve import store
@@ -35,8 +38,8 @@ _INLINE_SEEDS = 16
 
 
 @dataclass(frozen=True)
-class ImageRequest:
-    """What to draw: one image per seed or per explicit latent, a truncation psi and a class."""
+class LatentRequest:
+    """What to draw: one output (image or clip) per seed or per explicit latent, a truncation psi and a class."""
 
     seeds: list[int] | None = None
     latents: np.ndarray | None = None
@@ -45,16 +48,29 @@ class ImageRequest:
 
 
 @dataclass(frozen=True)
-class GeneratedImages:
-    """uint8 images ``[N, H, W, C]``, the (truncated) latents they came from, their seeds if any, the truncation
-    applied and, for conditional models, each image's class."""
+class Generated:
+    """A generator's outputs ``[N, ...]`` (uint8 images ``[N, H, W, C]``, float32 clips ``[N, samples]``), the
+    (truncated) latents they came from, their seeds if any, the truncation applied and, for conditional models,
+    each one's class."""
 
     model_version: ModelVersion
-    images: np.ndarray
+    outputs: np.ndarray
     latents: np.ndarray
     seeds: list[int] | None
     truncation: float = defaults.TRUNCATION
     labels: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class GeneratedImages(Generated):
+    """An image generator's outputs: uint8 images ``[N, H, W, C]``."""
+
+    @property
+    def images(self) -> np.ndarray:
+        return self.outputs
+
+
+GeneratedT = TypeVar("GeneratedT", bound=Generated)
 
 
 @dataclass(frozen=True)
@@ -105,11 +121,12 @@ class InterpolationPlan:
 
 @dataclass(frozen=True)
 class Frames:
-    """The frames of an interpolation and each one's position on the keyframe path (0 … K-1); `classes` is the
-    class every frame shows, or the two a blend goes between (conditional models)."""
+    """The frames of an interpolation (images, or a sound generator's clips) and each one's position on the
+    keyframe path (0 … K-1); `classes` is the class every frame shows, or the two a blend goes between
+    (conditional models)."""
 
     model_version: ModelVersion
-    images: np.ndarray
+    outputs: np.ndarray
     positions: np.ndarray
     seeds: list[int] | None
     method: str
@@ -117,9 +134,14 @@ class Frames:
     loop: bool = False
     classes: tuple[int, ...] | None = None
 
+    @property
+    def images(self) -> np.ndarray:
+        """The frames of an image generator."""
+        return self.outputs
+
 
 class GenerationService:
-    """The one path from requests to uint8 images; every route generates through it."""
+    """The one path from requests to generators' outputs; every route that draws from latents goes through it."""
 
     def __init__(
         self,
@@ -128,7 +150,7 @@ class GenerationService:
         registry: ModelRegistry,
         quotas: Quotas | None = None,
     ) -> None:
-        """`quotas` charges each request's images to its client's key (none: no quotas)."""
+        """`quotas` charges each request's images or clips to its client's key (none: no quotas)."""
         self.request_timeout_s = request_timeout_s
         self._metrics = metrics
         self._registry = registry
@@ -136,9 +158,24 @@ class GenerationService:
         self._local = threading.local()
 
     async def images(
-        self, model_version: ModelVersion, request: ImageRequest, *, http_request: Request | None = None
+        self, model_version: ModelVersion, request: LatentRequest, *, http_request: Request | None = None
     ) -> GeneratedImages:
         """The images of `request`; dropped if `http_request`'s client leaves before they are ready."""
+        return await self._generate(model_version, request, http_request, GeneratedImages)
+
+    async def generate(
+        self, model_version: ModelVersion, request: LatentRequest, *, http_request: Request | None = None
+    ) -> Generated:
+        """The outputs of `request`, whatever the generator makes (`images` for an image generator's)."""
+        return await self._generate(model_version, request, http_request, Generated)
+
+    async def _generate(
+        self,
+        model_version: ModelVersion,
+        request: LatentRequest,
+        http_request: Request | None,
+        result: type[GeneratedT],
+    ) -> GeneratedT:
         metadata = model_version.metadata
         if request.latents is not None:
             latents = params.check_latent_length(request.latents, metadata.latent_dim)
@@ -146,8 +183,8 @@ class GenerationService:
             latents = await self._latents_for_seeds(request.seeds or [], metadata.latent_dim)
         labels = params.labels_for(metadata, request.label, len(latents))
         latents = truncate(latents, request.truncation)
-        images = await self._draw(model_version, latents, labels, request=http_request)
-        return GeneratedImages(model_version, images, latents, request.seeds, request.truncation, labels)
+        outputs = await self._draw(model_version, latents, labels, request=http_request)
+        return result(model_version, outputs, latents, request.seeds, request.truncation, labels)
 
     def plan_interpolation(
         self, model_version: ModelVersion, request: InterpolationRequest
@@ -175,7 +212,7 @@ class GenerationService:
         if plan.blend:
             path_length = len(keyframes) - 1 + int(request.loop)
             embeddings = _blended_embeddings(model_version, plan.blend, positions / path_length)
-        images = await self._draw(
+        outputs = await self._draw(
             model_version,
             truncate(latents, request.truncation),
             plan.labels,
@@ -184,7 +221,7 @@ class GenerationService:
         )
         return Frames(
             model_version,
-            images,
+            outputs,
             positions,
             request.keyframe_seeds,
             request.method,
@@ -193,7 +230,7 @@ class GenerationService:
             plan.classes(),
         )
 
-    async def images_for_latents(
+    async def for_latents(
         self,
         model_version: ModelVersion,
         latents: np.ndarray,
@@ -201,8 +238,8 @@ class GenerationService:
         *,
         timeout_s: float | None = None,
         http_request: Request | None = None,
-    ) -> GeneratedImages:
-        """Images for float32 `latents` ``[N, D]`` and, for conditional models, int32 class `labels` ``[N]``.
+    ) -> Generated:
+        """Outputs for float32 `latents` ``[N, D]`` and, for conditional models, int32 class `labels` ``[N]``.
 
         The tensors go to the model as given (no truncation, one class per row), as inference protocols send
         them; `timeout_s` shortens the request deadline when the caller has less time left.
@@ -210,8 +247,8 @@ class GenerationService:
         metadata = model_version.metadata
         latents = params.check_latent_length(latents, metadata.latent_dim)
         _check_row_labels(metadata, labels, len(latents))
-        images = await self._draw(model_version, latents, labels, request=http_request, timeout_s=timeout_s)
-        return GeneratedImages(model_version, images, latents, None, labels=labels)
+        outputs = await self._draw(model_version, latents, labels, request=http_request, timeout_s=timeout_s)
+        return Generated(model_version, outputs, latents, None, labels=labels)
 
     async def encode(
         self, model_version: ModelVersion, images: np.ndarray, *, http_request: Request | None = None
@@ -247,7 +284,7 @@ class GenerationService:
         request: Request | None = None,
         timeout_s: float | None = None,
     ) -> np.ndarray:
-        """Images for `latents`; conditional models take class `labels` or points in their label embedding."""
+        """Outputs for `latents`; conditional models take class `labels` or points in their label embedding."""
         inputs = {store.LATENT_INPUT: latents}
         if labels is not None:
             inputs[store.LABEL_INPUT] = labels
@@ -265,17 +302,17 @@ class GenerationService:
         if self._registry.closing and not admitted(request):
             self._metrics.rejected(model_version.name, model_version.version, "shutdown")
             raise ShuttingDown()
-        batcher = image_servable(model_version).batcher
+        servable = latent_servable(model_version)
         seconds = self.request_timeout_s if timeout_s is None else min(timeout_s, self.request_timeout_s)
         deadline = time.monotonic() + seconds
-        images = len(next(iter(inputs.values())))
-        tracing.annotate(model=model_version.name, version=model_version.version, n=images)
-        charge = self._quotas.charge(IMAGES, images)
-        work = batcher.submit(inputs, deadline=deadline)
+        rows = len(next(iter(inputs.values())))
+        tracing.annotate(model=model_version.name, version=model_version.version, n=rows)
+        charge = self._quotas.charge(servable.quota_unit, rows)
+        work = servable.batcher.submit(inputs, deadline=deadline)
         try:
             return await cancel_on_disconnect(request, work)
         except (Overloaded, ShuttingDown):
-            if charge is not None:  # refused before it reached the model: the images were not made
+            if charge is not None:  # refused before it reached the model: nothing was made
                 charge.refund()
             raise
 
@@ -313,8 +350,7 @@ def _label_blend(model_version: ModelVersion, request: InterpolationRequest) -> 
     metadata = model_version.metadata
     start = params.label_index(metadata, "start_label", start_label)
     end = params.label_index(metadata, "end_label", end_label)
-    runtime = image_servable(model_version).runtime
-    if runtime.label_embeddings is None:
+    if latent_servable(model_version).label_embeddings is None:
         raise InvalidParameter(
             "start_label",
             f"model {model_version.name!r} version {model_version.version} cannot blend classes (it was "
@@ -327,7 +363,7 @@ def _blended_embeddings(
     model_version: ModelVersion, blend: tuple[int, int], fractions: np.ndarray
 ) -> np.ndarray:
     """Each frame's label embedding, moving in a straight line from the start class's to the end class's."""
-    table = image_servable(model_version).runtime.label_embeddings
+    table = latent_servable(model_version).label_embeddings
     if table is None:  # checked by _label_blend; the version cannot change between the two calls
         raise InvalidParameter("start_label", "this model cannot blend classes")
     return lerp(table[blend[0]], table[blend[1]], fractions).astype(np.float32)

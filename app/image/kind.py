@@ -1,13 +1,15 @@
 """Image generators as a kind of model: loading them, their batchers, and what they answer.
 
-`ImageKind` loads every version that is not a text generator (GANs, conditional GANs, VAEs) and answers, for
-its servables, `POST /generate` (a PNG grid, JSON, npy or zip of images from seeds or latents) and the
-inference protocols (latents and labels to uint8 images).
+`ImageKind` loads image generators (GANs, conditional GANs, VAEs) and answers, for its servables,
+`POST /generate` (a PNG grid, JSON, npy or zip of images from seeds or latents), `GET /interpolate` (a frame
+strip, an animation or JSON) and the inference protocols (latents and labels to uint8 images). Its batcher and
+request checks (`latent_batcher`, `latent_request`) serve sound generators too (`app/audio/kind.py`).
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi.responses import Response
@@ -16,9 +18,9 @@ from starlette.requests import Request
 from app.api import defaults, params
 from app.api.schemas import GenerateBody, GenerateFormat
 from app.config import Settings
-from app.image.batching import Batcher, BatchingConfig
-from app.image.generation import GenerationService, ImageRequest
-from app.image.rendering import GeneratedView, Renderer
+from app.image.batching import Batcher, BatchingConfig, BatchObserver, RunBatch
+from app.image.generation import Frames, GenerationService, LatentRequest
+from app.image.rendering import FramesView, GeneratedView, Renderer, View
 from app.image.runtime import ImageRuntime
 from app.image.servable import ImageServable
 from app.metrics import Metrics
@@ -31,6 +33,9 @@ from app.serving.servable import CallContext, Tensors
 from app.text.params import TEXT_FIELDS
 from genserve import store
 from genserve.store import ModelMetadata
+
+# Interpolation formats only a sound generator answers.
+_SOUND_FORMATS = ("wav", "zip", "npy")
 
 
 class ImageKind:
@@ -69,73 +74,118 @@ class ImageKind:
         runtime.tune_calls(settings.max_batch_size, cache, self._tuning, f"{name}:{version}")
 
     def batcher(self, name: str, version: int, runtime: ImageRuntime) -> Batcher:
-        settings, metrics = self.settings, self.metrics
         on_cpu = runtime.device.kind == "CPU"
-        config = BatchingConfig(
-            max_batch_size=settings.max_batch_size,
-            max_delay_ms=settings.max_delay_ms,
-            max_queue_images=settings.max_queue_images,
-            allowed_batch_sizes=tuple(settings.allowed_batch_sizes),
-            max_concurrent_batches=settings.max_concurrent_batches,
-            adaptive_delay=settings.adaptive_delay,
-            share_between_slots=on_cpu,
-            inline_lone_calls=on_cpu,
+        observer = self.metrics.batch_observer(name, version)
+        return latent_batcher(
+            self.settings, self.metrics, name, version, runtime.run, observer, on_cpu=on_cpu
         )
-        batcher = Batcher(
-            runtime.run,
-            config,
-            name=f"{name}:{version}",
-            observer=metrics.batch_observer(name, version),
-            alone=metrics.requests_in_flight.alone,
-            trace_attributes=tracing.named(model=name, version=version),
-        )
-        metrics.track_batcher(name, version, lambda: batcher.queued_images, lambda: batcher.in_flight_images)
-        return batcher
 
     async def generate(
         self, model_version: ModelVersion, fields: GenerateBody, http_request: Request
     ) -> Response:
         """`POST /generate` for an image generator: a PNG grid, JSON, npy or zip of its images."""
-        request = image_request(fields, self.settings.max_n)
-        _refuse_text_fields(fields, model_version)
+        request = latent_request(fields, self.settings.max_n, defaults.IMAGES)
+        _refuse_other_fields(fields, model_version)
         result = await self.generation.images(model_version, request, http_request=http_request)
         view = GeneratedView(result, cols=fields.cols, include_latents=bool(fields.include_latents))
         return await self.renderer.render(view, (fields.format or GenerateFormat.png).value)
 
     async def infer(self, model_version: ModelVersion, inputs: Tensors, call: CallContext) -> Tensors:
         """Latents (and class indices) to uint8 images, through the version's batcher."""
-        result = await self.generation.images_for_latents(
+        result = await self.generation.for_latents(
             model_version,
             inputs[store.LATENT_INPUT],
             inputs.get(store.LABEL_INPUT),
             timeout_s=call.timeout_s,
             http_request=call.http_request,
         )
-        return {store.IMAGES_OUTPUT: result.images}
+        return {store.IMAGES_OUTPUT: result.outputs}
+
+    def frames_rendering(
+        self, format: str | None, *, steps: int, fps: int, cols: int | None
+    ) -> AnimationRendering:
+        """An interpolation's frames as a PNG strip (the default), a GIF or WebP animation, or JSON."""
+        if format in _SOUND_FORMATS:
+            raise InvalidParameter("format", f"{format} is for sound generators; use png, gif, webp or json")
+        return AnimationRendering(format or GenerateFormat.png.value, fps, cols)
 
 
-def image_request(fields: GenerateBody, max_n: int) -> ImageRequest:
-    """The images asked for: the checks that need no model."""
+@dataclass(frozen=True)
+class AnimationRendering:
+    """An image generator's interpolation in one format: frames as `FramesView` renders them."""
+
+    format: str
+    fps: int
+    cols: int | None
+
+    def view(self, frames: Frames) -> View:
+        return FramesView(frames, self.fps, self.cols)
+
+
+def latent_batcher(
+    settings: Settings,
+    metrics: Metrics,
+    name: str,
+    version: int,
+    run: RunBatch,
+    observer: BatchObserver,
+    *,
+    on_cpu: bool,
+) -> Batcher:
+    """A version's adaptive batcher as the settings configure it, reporting its batches to `observer` and its
+    queue to `metrics` (image and sound generators alike: its rows are images or clips)."""
+    config = BatchingConfig(
+        max_batch_size=settings.max_batch_size,
+        max_delay_ms=settings.max_delay_ms,
+        max_queue_images=settings.max_queue_images,
+        allowed_batch_sizes=tuple(settings.allowed_batch_sizes),
+        max_concurrent_batches=settings.max_concurrent_batches,
+        adaptive_delay=settings.adaptive_delay,
+        share_between_slots=on_cpu,
+        inline_lone_calls=on_cpu,
+    )
+    batcher = Batcher(
+        run,
+        config,
+        name=f"{name}:{version}",
+        observer=observer,
+        alone=metrics.requests_in_flight.alone,
+        trace_attributes=tracing.named(model=name, version=version),
+    )
+    metrics.track_batcher(name, version, lambda: batcher.queued_images, lambda: batcher.in_flight_images)
+    return batcher
+
+
+def latent_request(fields: GenerateBody, max_n: int, default_n: int) -> LatentRequest:
+    """What to draw from a generator of images or clips: the checks that need no model (`n` up to `max_n`,
+    `default_n` without it or latents)."""
     psi = params.check_truncation(fields.truncation)
     if fields.cols is not None:
         params.check_range("cols", fields.cols, 1, max_n)
     if fields.latents is None:
-        count = params.check_range("n", defaults.IMAGES if fields.n is None else fields.n, 1, max_n)
-        return ImageRequest(seeds=params.seed_range(fields.seed, count), truncation=psi, label=fields.label)
+        count = params.check_range("n", default_n if fields.n is None else fields.n, 1, max_n)
+        return LatentRequest(seeds=params.seed_range(fields.seed, count), truncation=psi, label=fields.label)
     if fields.seed is not None:
         raise InvalidParameter("seed", "give either seed or latents, not both")
     latents = params.parse_latents(fields.latents, max_n)
     if fields.n is not None and fields.n != len(latents):
         raise InvalidParameter("n", f"is {fields.n} but {len(latents)} latents were given")
-    return ImageRequest(latents=latents, truncation=psi, label=fields.label)
+    return LatentRequest(latents=latents, truncation=psi, label=fields.label)
 
 
-def _refuse_text_fields(fields: GenerateBody, model_version: ModelVersion) -> None:
-    """422 for text-only fields (or format=text) sent to an image generator."""
+def _refuse_other_fields(fields: GenerateBody, model_version: ModelVersion) -> None:
+    """422 for text-only fields (or format=text) and sound formats sent to an image generator."""
+    refuse_text_fields(fields, model_version, "generates images")
+    if fields.format is GenerateFormat.wav:
+        raise InvalidParameter(
+            "format", f"wav is for sound generators; {model_version.name!r} generates images"
+        )
+
+
+def refuse_text_fields(fields: GenerateBody, model_version: ModelVersion, makes: str) -> None:
+    """422 for text-only fields (or format=text) sent to a generator that `makes` something else."""
     for name in TEXT_FIELDS:
         if getattr(fields, name) is not None:
-            raise InvalidParameter(name, f"is for text generators; {model_version.name!r} generates images")
+            raise InvalidParameter(name, f"is for text generators; {model_version.name!r} {makes}")
     if fields.format is GenerateFormat.text:
-        raise InvalidParameter(
-            "format", f"text is for text generators; {model_version.name!r} generates images"
-        )
+        raise InvalidParameter("format", f"text is for text generators; {model_version.name!r} {makes}")

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from xml.sax.saxutils import escape, quoteattr
 
 from app.api.schemas import Provenance
-from app.image.generation import Frames, GeneratedImages
+from app.image.generation import Frames, Generated
 from app.serving.registry import ModelVersion
 
 IPTC_DIGITAL_SOURCE_TYPES = "http://cv.iptc.org/newscodes/digitalsourcetype/"
@@ -42,16 +42,14 @@ def _service_version() -> str:
 SERVICE_VERSION = _service_version()
 
 
-def of_images(
-    result: GeneratedImages, *, source: Source | None = None, composite: bool = False
-) -> Provenance:
-    """The record of generated images (one entry per image in `seeds` and `labels`)."""
+def of_generated(result: Generated, *, source: Source | None = None, composite: bool = False) -> Provenance:
+    """The record of generated images or clips (one entry per output in `seeds` and `labels`)."""
     return _record(
         result.model_version,
         source=source or ("seeds" if result.seeds is not None else "latents"),
         seeds=result.seeds,
         truncation=result.truncation,
-        labels=_class_names(result.model_version, result.labels),
+        labels=class_names(result.model_version, result.labels),
         digital_source_type=COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA
         if composite
         else TRAINED_ALGORITHMIC_MEDIA,
@@ -65,8 +63,8 @@ def of_frames(frames: Frames) -> Provenance:
         source="seeds" if frames.seeds is not None else "uploads",
         seeds=frames.seeds,
         truncation=frames.truncation,
-        labels=_class_names(frames.model_version, frames.classes),
-        frames=len(frames.images),
+        labels=class_names(frames.model_version, frames.classes),
+        frames=len(frames.outputs),
         method=frames.method,
         loop=frames.loop,
     )
@@ -125,7 +123,7 @@ def _record(model_version: ModelVersion, **values: object) -> Provenance:
     )
 
 
-def _class_names(model_version: ModelVersion, labels: Iterable[Any] | None) -> list[str] | None:
+def class_names(model_version: ModelVersion, labels: Iterable[Any] | None) -> list[str] | None:
     """Class indices (an array or a tuple) as the model's class names."""
     if labels is None:
         return None

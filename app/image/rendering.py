@@ -39,6 +39,7 @@ MEDIA_TYPES = {
     "webp": "image/webp",
     "npy": "application/x-npy",
     "zip": "application/zip",
+    "wav": "audio/wav",
 }
 JSON = "json"
 _ANIMATIONS = ("gif", "webp")
@@ -174,7 +175,7 @@ class GeneratedView(_OfGeneratedImages):
         return seeds_header(self.result.seeds)
 
     def body(self, format: str, options: RenderOptions) -> Body:
-        record = provenance.of_images(self.result) if options.metadata else None
+        record = provenance.of_generated(self.result) if options.metadata else None
         if format == JSON:
             return self._json(options.png_level, record)
         return _image_file(
@@ -218,7 +219,7 @@ class ImageFileView(_OfGeneratedImages):
         return seeds_header(self.result.seeds)
 
     def body(self, format: str, options: RenderOptions) -> Body:
-        record = provenance.of_images(self.result) if options.metadata else None
+        record = provenance.of_generated(self.result) if options.metadata else None
         image = self.result.images[0]
         if format == "webp":
             return formats.webp_bytes(image, record)
@@ -242,7 +243,7 @@ class ReconstructionView(_OfGeneratedImages, _ModelHeadersOnly):
         images, level = self.result.images, options.png_level
         composite = format == "png" and self.compare
         record = (
-            provenance.of_images(self.result, source="uploads", composite=composite)
+            provenance.of_generated(self.result, source="uploads", composite=composite)
             if options.metadata
             else None
         )

@@ -16,15 +16,17 @@ from app.serving.compiled_calls import BucketedCall, ChoiceCache
 from app.serving.runtime import (
     DeviceInfo,
     ModelLoadError,
+    check_signature_inputs,
     load_saved_model,
     read_metadata,
     read_optional_record,
+    serving_signature,
 )
 from app.serving.signature_calls import SignatureCall, signature_call
 from genserve import store
 from genserve.conventions import cycled_labels
 from genserve.outputs import probe_latents
-from genserve.signatures import TensorSpec, describe, dtype_name, image_signature
+from genserve.signatures import image_signature
 from genserve.store import ModelMetadata
 
 logger = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ class ImageRuntime:
         self.evaluation = read_optional_record(self.path, store.read_evaluation)
         # The loaded object owns the variables its signatures read, so it lives as long as the runtime.
         self._saved_model = load_saved_model(self.path, device)
-        signature = _serving_signature(self._saved_model, self.path)
+        signature = serving_signature(self._saved_model, self.path)
         # Only the calls are kept: the signatures behind them are what they call.
         on_cpu = device.kind == "CPU"
         self._generate_call: SignatureCall = signature_call(signature, on_cpu=on_cpu)
@@ -144,10 +146,7 @@ class ImageRuntime:
         """Call the model once per batch size so the first requests don't pay for tracing; returns seconds."""
         started = time.perf_counter()
         for size in batch_sizes:
-            inputs = {store.LATENT_INPUT: np.zeros((size, self.metadata.latent_dim), dtype=np.float32)}
-            if store.LABEL_INPUT in self._input_names:
-                inputs[store.LABEL_INPUT] = np.zeros((size,), dtype=np.int32)
-            images = self.generate(inputs)
+            images = self.generate(warm_up_inputs(size, self.metadata.latent_dim, self._input_names))
             if images.shape != (size, *self.metadata.image_shape):
                 raise ModelLoadError(
                     f"model returned shape {images.shape}, metadata promises {(size, *self.metadata.image_shape)}"
@@ -162,28 +161,20 @@ class ImageRuntime:
         return time.perf_counter() - started
 
 
-def _serving_signature(saved_model: Any, path: Path) -> Any:
-    signature = saved_model.signatures.get(store.SIGNATURE_NAME)
-    if signature is None:
-        raise ModelLoadError(f"SavedModel in {path} has no {store.SIGNATURE_NAME!r} signature")
-    return signature
+def warm_up_inputs(size: int, latent_dim: int, input_names: list[str]) -> dict[str, np.ndarray]:
+    """Zero latents (and class 0) for `size` outputs of a generator drawing from latents: a warm-up batch."""
+    inputs = {store.LATENT_INPUT: np.zeros((size, latent_dim), dtype=np.float32)}
+    if store.LABEL_INPUT in input_names:
+        inputs[store.LABEL_INPUT] = np.zeros((size,), dtype=np.int32)
+    return inputs
 
 
 def _check_signature(signature: Any, metadata: ModelMetadata) -> list[str]:
     """Check the signature against the metadata; return the input names to feed."""
     import tensorflow as tf
 
-    inputs: dict[str, Any] = signature.structured_input_signature[1]
+    input_names = check_signature_inputs(signature, image_signature(metadata).inputs)
     outputs: dict[str, Any] = signature.structured_outputs
-    for spec in image_signature(metadata).inputs:
-        given = inputs.get(spec.name)
-        if (
-            given is None
-            or given.dtype.name != dtype_name(spec.dtype)
-            or given.shape.rank != len(spec.shape)
-            or spec.shape[-1] not in (-1, given.shape.as_list()[-1])
-        ):
-            raise ModelLoadError(f"signature input {spec.name!r} must be {_without_name(spec)}, got {given}")
     images = outputs.get(store.IMAGES_OUTPUT)
     if images is None or images.dtype != tf.uint8:
         raise ModelLoadError(f"signature output {store.IMAGES_OUTPUT!r} must be uint8, got {images}")
@@ -193,11 +184,7 @@ def _check_signature(signature: Any, metadata: ModelMetadata) -> list[str]:
         dim is not None and dim != want for dim, want in zip(actual, expected, strict=True)
     ):
         raise ModelLoadError(f"signature output shape {images.shape} does not match metadata {expected}")
-    return sorted(inputs)
-
-
-def _without_name(spec: TensorSpec) -> str:
-    return describe(spec).removeprefix(f"{spec.name} ")
+    return input_names
 
 
 def _embedding_signatures(saved_model: Any, metadata: ModelMetadata) -> tuple[Any, np.ndarray | None]:

@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 
 from app.api import defaults, params
-from app.image.generation import GenerationService, ImageRequest
+from app.image.generation import GenerationService, LatentRequest
 from app.image.rendering import ImageFileView, Renderer
 from app.metrics import Metrics
 from app.serving.registry import ModelVersion
@@ -114,7 +114,7 @@ class SeedFiles:
             )
             if cached is not None:
                 return cached
-        request = ImageRequest(seeds=[file.seed], truncation=file.truncation, label=file.class_name)
+        request = LatentRequest(seeds=[file.seed], truncation=file.truncation, label=file.class_name)
         result = await self._generation.images(model_version, request, http_request=http_request)
         body = await self._renderer.body(ImageFileView(result), file.format)
         if not isinstance(body, bytes):

@@ -1,8 +1,9 @@
 """Quotas per API key: a token bucket per client and unit, charged with each request's size; off unless set.
 
-Two units are counted: `images` (every image a model makes or reads: generated images, interpolation frames,
-uploads a VAE encodes; an image URL answered from the cache costs nothing) and `tokens` (the text a request may
-write: n × `max_new_tokens`, or the sum of n × `max_tokens` over an OpenAI request's prompts). A limit is a rate
+Three units are counted: `images` (every image a model makes or reads: generated images, interpolation frames,
+uploads a VAE encodes; an image URL answered from the cache costs nothing), `clips` (every clip a sound generator
+makes) and `tokens` (the text a request may write: n × `max_new_tokens`, or the sum of n × `max_tokens` over an
+OpenAI request's prompts). A limit is a rate
 and a burst: the bucket holds up to `burst` and refills at `per_s`; a request of size s takes s from it, or is
 refused with 429 and `Retry-After` = ⌈(s − level) / per_s⌉ seconds, the time until the bucket holds s. A request
 larger than the burst could never pass: it is refused with 429 too (code `larger_than_quota`), a message that says
@@ -34,8 +35,9 @@ if TYPE_CHECKING:
     from app.metrics import Metrics
 
 IMAGES = "images"
+CLIPS = "clips"
 TOKENS = "tokens"
-UNITS = (IMAGES, TOKENS)
+UNITS = (IMAGES, CLIPS, TOKENS)
 UNLIMITED = "unlimited"
 _OPTIONS = tuple(f"{unit}_{part}" for unit in UNITS for part in ("per_s", "burst"))
 # A wait computed as 1.0000000001 s is one second, not two.

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from genserve import store
+from genserve.signatures import TensorSpec, describe, dtype_name
 from genserve.store import ModelMetadata
 
 logger = logging.getLogger(__name__)
@@ -142,3 +143,31 @@ def load_saved_model(path: Path, device: DeviceInfo) -> Any:
         raise ModelLoadError(str(error)) from error
     except Exception as error:  # TF raises many types for a damaged SavedModel
         raise ModelLoadError(f"SavedModel in {path} cannot be loaded: {error}") from error
+
+
+def serving_signature(saved_model: Any, path: Path) -> Any:
+    """The SavedModel's `serving_default` signature; a load error when it has none."""
+    signature = saved_model.signatures.get(store.SIGNATURE_NAME)
+    if signature is None:
+        raise ModelLoadError(f"SavedModel in {path} has no {store.SIGNATURE_NAME!r} signature")
+    return signature
+
+
+def check_signature_inputs(signature: Any, expected: list[TensorSpec]) -> list[str]:
+    """Check that the signature takes the `expected` inputs (dtype, rank, last dimension); return the names of
+    the inputs it takes, sorted, to feed."""
+    inputs: dict[str, Any] = signature.structured_input_signature[1]
+    for spec in expected:
+        given = inputs.get(spec.name)
+        if (
+            given is None
+            or given.dtype.name != dtype_name(spec.dtype)
+            or given.shape.rank != len(spec.shape)
+            or spec.shape[-1] not in (-1, given.shape.as_list()[-1])
+        ):
+            raise ModelLoadError(f"signature input {spec.name!r} must be {_without_name(spec)}, got {given}")
+    return sorted(inputs)
+
+
+def _without_name(spec: TensorSpec) -> str:
+    return describe(spec).removeprefix(f"{spec.name} ")

@@ -1,5 +1,5 @@
 """POST /generate: images from seeds or explicit latents, as a PNG grid, JSON, .npy or .zip; text from a
-text generator: the version's servable decides what the fields mean."""
+text generator; sound from a sound generator: the version's servable decides what the fields mean."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from app.api import params
 from app.api.deps import RegistryDep
 from app.api.openapi import (
+    AUDIO_FILES,
     IMAGE_FILES,
     TEXT_FILES,
     error_responses,
@@ -18,7 +19,13 @@ from app.api.openapi import (
     parse_query,
     query_parameters,
 )
-from app.api.schemas import GenerateBody, GenerateJSONResponse, GenerateQuery, GenerateTextResponse
+from app.api.schemas import (
+    GenerateAudioJSONResponse,
+    GenerateBody,
+    GenerateJSONResponse,
+    GenerateQuery,
+    GenerateTextResponse,
+)
 
 router = APIRouter(tags=["generation"])
 
@@ -31,7 +38,10 @@ async def _generate_query(request: Request) -> GenerateQuery:
 @router.post(
     "/generate",
     responses={
-        **file_responses(GenerateJSONResponse | GenerateTextResponse, IMAGE_FILES + TEXT_FILES),
+        **file_responses(
+            GenerateJSONResponse | GenerateTextResponse | GenerateAudioJSONResponse,
+            IMAGE_FILES + TEXT_FILES + AUDIO_FILES,
+        ),
         **error_responses(404, 422, 500, 503, 504),
     },
     openapi_extra={"parameters": query_parameters(GenerateQuery)},
@@ -42,8 +52,8 @@ async def generate(
     query: Annotated[GenerateQuery, Depends(_generate_query)],
     body: Annotated[GenerateBody | None, Body(description="The same fields, plus `latents`.")] = None,
 ) -> Response:
-    """Generate images (or text); each image's latent, and each text sequence's sampling, comes from its own
-    seed, so a seed always gives the same result.
+    """Generate images (or text, or sound); each image's or clip's latent, and each text sequence's sampling,
+    comes from its own seed, so a seed always gives the same result.
 
     Fields may come in the query or in a JSON body; the body wins where both are given.
     """

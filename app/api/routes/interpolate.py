@@ -1,4 +1,5 @@
-"""GET /interpolate: a deterministic walk through latent space between keyframe seeds."""
+"""GET /interpolate: a deterministic walk through latent space between keyframe seeds; the version's kind says
+how its frames (images, or a sound generator's clips) are answered."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from app.api.caching import REVALIDATE, etag_matches, not_modified, strong_etag
 from app.api.deps import GenerationDep, RegistryDep, RendererDep, SettingsDep
 from app.api.openapi import (
     ANIMATIONS,
-    AnimationFormatQuery,
+    AUDIO_FILES,
     FpsQuery,
     FrameColumnsQuery,
+    InterpolateFormatQuery,
     LoopQuery,
     ModelQuery,
     StepsQuery,
@@ -22,9 +24,9 @@ from app.api.openapi import (
     error_responses,
     file_responses,
 )
-from app.api.schemas import AnimationFormat, InterpolateJSONResponse, InterpolationMethodName
+from app.api.schemas import InterpolateJSONResponse, InterpolationMethodName
 from app.image.generation import InterpolationRequest
-from app.image.rendering import FramesView
+from app.image.servable import latent_servable
 from app.server.errors import InvalidParameter
 from app.serving.registry import INTERPOLATE
 from genserve.conventions import MAX_SEED
@@ -35,7 +37,7 @@ router = APIRouter(tags=["generation"])
 @router.get(
     "/interpolate",
     responses={
-        **file_responses(InterpolateJSONResponse, ANIMATIONS),
+        **file_responses(InterpolateJSONResponse, ANIMATIONS + AUDIO_FILES),
         304: {"description": "Not modified (If-None-Match matched the ETag)."},
         **error_responses(404, 422, 500, 503, 504),
     },
@@ -70,7 +72,7 @@ async def interpolate(
         ),
     ] = None,
     end_label: Annotated[str | None, Query(description="Class of the last frame, with start_label.")] = None,
-    format: AnimationFormatQuery = AnimationFormat.png,
+    format: InterpolateFormatQuery = None,
     fps: FpsQuery = defaults.FPS,
     cols: FrameColumnsQuery = None,
     if_none_match: Annotated[str | None, Header()] = None,
@@ -92,9 +94,14 @@ async def interpolate(
     model_version = registry.resolve(
         params.parse_model_name(model), requested_version, capability=INTERPOLATE
     )
+    frames_rendering = latent_servable(model_version).kind.frames_rendering(
+        None if format is None else format.value, steps=steps, fps=fps, cols=cols
+    )
     plan = generation.plan_interpolation(model_version, interpolation)
     rendering = renderer.rendering_key()
-    etag = strong_etag({**plan.cache_key(), **rendering, "format": format.value, "fps": fps, "cols": cols})
+    etag = strong_etag(
+        {**plan.cache_key(), **rendering, "format": frames_rendering.format, "fps": fps, "cols": cols}
+    )
     headers = {
         "ETag": etag,
         "Cache-Control": _cache_control(requested_version, settings.interpolate_max_age_s),
@@ -102,7 +109,7 @@ async def interpolate(
     if etag_matches(if_none_match, etag):
         return not_modified(model_version, headers)
     frames = await generation.interpolate(plan, http_request=request)
-    return await renderer.render(FramesView(frames, fps, cols), format.value, headers)
+    return await renderer.render(frames_rendering.view(frames), frames_rendering.format, headers)
 
 
 def _keyframe_seeds(start: int | None, end: int | None, seeds: str | None, max_count: int) -> list[int]:

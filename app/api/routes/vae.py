@@ -35,7 +35,7 @@ from app.api.schemas import (
     InterpolationMethodName,
     ReconstructJSONResponse,
 )
-from app.image.generation import GenerationService, ImageRequest, InterpolationRequest
+from app.image.generation import GenerationService, InterpolationRequest, LatentRequest
 from app.image.rendering import JSON, EncodingView, FramesView, ReconstructionView
 from app.image.uploads import UploadedImage, UploadReader
 from app.serving.registry import ModelVersion
@@ -150,7 +150,7 @@ async def reconstruct(
     model_version = target.model_version
     uploads = await target.uploads(request, {"image": (1, settings.max_upload_images)})
     pixels, means, _ = await _encode_uploads(generation, model_version, uploads, request)
-    result = await generation.images(model_version, ImageRequest(latents=means), http_request=request)
+    result = await generation.images(model_version, LatentRequest(latents=means), http_request=request)
     view = ReconstructionView([upload.filename for upload in uploads], pixels, result, compare)
     return await renderer.render(view, format)
 

@@ -2,7 +2,7 @@
 
 `/v1/models/{name}[/versions/{version}|/labels/{label}]` with `/metadata` or `:predict`, answering the JSON
 that TensorFlow Serving answers, so its clients and tooling work unchanged. Prediction goes through the same
-batchers as `/generate`, for image and text generators alike.
+batchers as `/generate`, for image, text and sound generators alike.
 """
 
 from __future__ import annotations
@@ -83,8 +83,9 @@ async def label_metadata(model_version: LabelledVersion) -> dict[str, Any]:
 
 @router.post("/{name}:predict")
 async def model_predict(model_version: NewestVersion, request: Request, inference: InferenceDep) -> Response:
-    """Images from `instances` (rows) or `inputs` (columns) of latents `z` and, for conditional models, `label`;
-    text from `prompt` strings and optional `max_new_tokens`, `temperature`, `seed`."""
+    """Images (or sound generators' float `audio`) from `instances` (rows) or `inputs` (columns) of latents `z`
+    and, for conditional models, `label`; text from `prompt` strings and optional `max_new_tokens`,
+    `temperature`, `seed`."""
     return await _predict(request, model_version, inference)
 
 

@@ -1,7 +1,7 @@
 """Open Inference Protocol v2 (KServe, Triton) over REST: health, model metadata and readiness, and `infer`.
 
 The wire format is parsed and written by `app.protocols.v2.codec`; inference goes through the same batchers as
-`/generate`, for image and text generators alike.
+`/generate`, for image, text and sound generators alike.
 """
 
 from __future__ import annotations
@@ -86,8 +86,9 @@ async def version_ready(model_version: ChosenVersion, registry: RegistryDep) -> 
 
 @router.post("/models/{name}/infer")
 async def model_infer(model_version: NewestVersion, request: Request, inference: InferenceDep) -> Response:
-    """Images from latents `z` (FP32 [-1, latent_dim]) and, for conditional models, class indices `label`; text
-    from `prompt` (BYTES [-1]) and optional `max_new_tokens`, `temperature`, `seed`."""
+    """Images (UINT8) or sound generators' `audio` (FP32 [-1, samples]) from latents `z` (FP32 [-1, latent_dim])
+    and, for conditional models, class indices `label`; text from `prompt` (BYTES [-1]) and optional
+    `max_new_tokens`, `temperature`, `seed`."""
     return await _infer(request, model_version, inference)
 
 

@@ -1,0 +1,1 @@
+"""Sound generators (SpecGAN): clips drawn from latents, served as WAV."""
