@@ -10,6 +10,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow_serving.apis import get_model_metadata_pb2
 
 from genserve.conventions import latents_from_seeds
 from tests.app.audio_models import CLASSES, HUM, SAMPLES, TONE, ToneModels, publish_tones
@@ -90,6 +91,21 @@ def test_tfserving_grpc_predict(served: Served, tones: ToneModels) -> None:
     clips = tf.make_ndarray(response.outputs["audio"])
     assert clips.dtype == np.float32
     np.testing.assert_array_equal(clips, tones.clips(TONE, latents, [1]))
+
+
+def test_metadata_describes_float_audio_on_rest_and_grpc(served: Served) -> None:
+    rest = served.http.get(f"/v1/models/{TONE}/metadata")
+    assert rest.status_code == 200
+    outputs = rest.json()["metadata"]["signature_def"]["signature_def"]["serving_default"]["outputs"]
+    assert outputs["audio"]["dtype"] == "DT_FLOAT"
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = TONE
+    response = served.prediction.GetModelMetadata(request, timeout=30)
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    assert response.metadata["signature_def"].Unpack(signatures)
+    audio = signatures.signature_def["serving_default"].outputs["audio"]
+    assert audio.dtype == tf.float32.as_datatype_enum
+    assert [dim.size for dim in audio.tensor_shape.dim] == [-1, SAMPLES]
 
 
 def test_protocols_refuse_more_clips_than_the_limit(served: Served) -> None:

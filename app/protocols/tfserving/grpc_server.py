@@ -1,7 +1,8 @@
 """TensorFlow Serving's gRPC API: `PredictionService` (Predict, GetModelMetadata) and `ModelService`
 (GetModelStatus), served by `grpc.aio` on the app's event loop.
 
-Predictions go through the same batchers as every HTTP route (text: DT_STRING `string_val` in and out). A call's
+Predictions go through the same batchers as every HTTP route (text: DT_STRING `string_val` in and out; sound
+generators' `audio`: DT_FLOAT). A call's
 gRPC deadline shortens its request deadline; errors map to gRPC status codes (404 → NOT_FOUND, a bad field → INVALID_ARGUMENT, a full queue
 or a key over its quota → RESOURCE_EXHAUSTED, not ready or shutting down → UNAVAILABLE, a passed deadline →
 DEADLINE_EXCEEDED), with the Retry-After seconds in the `retry-after` trailing metadata. With tracing on, each call
@@ -63,7 +64,12 @@ _DTYPES: dict[int, tuple[np.dtype, str]] = {
     types_pb2.DT_UINT32: (np.dtype(np.uint32), "uint32_val"),
     types_pb2.DT_UINT64: (np.dtype(np.uint64), "uint64_val"),
 }
-_OUTPUT_DTYPES = {np.dtype(np.uint8): types_pb2.DT_UINT8, STRING: types_pb2.DT_STRING}
+# What signatures answer: images (uint8), sound generators' clips (float32) and text.
+_OUTPUT_DTYPES = {
+    np.dtype(np.uint8): types_pb2.DT_UINT8,
+    np.dtype(np.float32): types_pb2.DT_FLOAT,
+    STRING: types_pb2.DT_STRING,
+}
 # Time kept back from a call's deadline, so that DEADLINE_EXCEEDED comes from us before the transport gives up.
 _ANSWER_MARGIN_S = 0.05
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
@@ -143,7 +149,8 @@ def array_to_tensor(array: np.ndarray) -> tensor_pb2.TensorProto:
     if array.dtype == STRING:
         tensor.string_val.extend(array.reshape(-1).tolist())
     else:
-        tensor.tensor_content = np.ascontiguousarray(array).tobytes()
+        # tensor_content holds the values little-endian, as TensorFlow writes them.
+        tensor.tensor_content = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
     return tensor
 
 
