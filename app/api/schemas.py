@@ -280,7 +280,9 @@ class VersionInfo(BaseModel):
     sample_rate: int | None = Field(None, description="Sound generators: samples per second of their clips.")
     samples: int | None = Field(None, description="Sound generators: samples per clip.")
     seconds: float | None = Field(None, description="Sound generators: the length of one clip.")
-    formats: list[str] | None = Field(None, description="The formats POST /generate answers for it.")
+    formats: list[str] | None = Field(
+        None, description="The formats POST /generate answers for it, the default first."
+    )
     batching: dict[str, int] | None = None
     model_calls: dict[str, Any] | None = Field(
         None,

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from app.image.rendering import View
 
 LatentRuntimeT = TypeVar("LatentRuntimeT", bound=LoadedRuntime)
+# What `POST /generate` answers for an image generator, the default first.
+IMAGE_FORMATS = ["png", "json", "npy", "zip"]
 
 
 class FramesRendering(Protocol):
@@ -96,6 +98,7 @@ class ImageServable(LatentServable[ImageRuntime]):
         info.latent_scale = metadata.latent_scale
         info.image_shape = list(metadata.image_shape)
         info.classes = metadata.class_names
+        info.formats = list(IMAGE_FORMATS)
 
 
 def _capabilities(runtime: ImageRuntime) -> list[str]:

@@ -15,9 +15,9 @@ from fastapi.staticfiles import StaticFiles
 
 PAGE_URL = "/playground"
 ASSETS_URL = f"{PAGE_URL}/static"
-# The page loads its own files and calls its own origin; images arrive as blob: and data: URLs.
+# The page loads its own files and calls its own origin; images arrive as blob: and data: URLs, sound as blob:.
 _CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' data: blob:; "
+    "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 # The capability of every text generator: what routes that only write text ask for.
 GENERATE_TEXT = "generate_text"
+# What `POST /generate` answers for a text generator, the default first (`stream` adds server-sent events).
+TEXT_FORMATS = ["json", "text"]
 
 
 class TextServable(BatchedServable[TextRuntime, TextBatcher]):
@@ -36,6 +38,7 @@ class TextServable(BatchedServable[TextRuntime, TextBatcher]):
 
     def _describe(self, info: VersionInfo) -> None:
         info.vocabulary_size = self.runtime.vocabulary_size
+        info.formats = list(TEXT_FORMATS)
 
 
 def text_servable(model_version: ModelVersion) -> TextServable:

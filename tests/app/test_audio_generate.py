@@ -300,3 +300,20 @@ def test_metrics_count_clips(audio_client: TestClient) -> None:
         line.startswith("genserve_images_generated_total{") and f'model="{HUM}"' in line
         for line in page.splitlines()
     )
+
+
+def test_clips_are_charged_to_a_keys_clips_quota(audio_store: Path, tmp_path: Path) -> None:
+    key = "c" * 24
+    keys = tmp_path / "keys.txt"
+    keys.write_text(f"team-c: {key} clips_per_s=0.001 clips_burst=3 images_per_s=0.001 images_burst=1\n")
+    settings = make_settings(audio_store, default_model=TONE, api_keys_file=keys)
+    with TestClient(create_app(settings)) as client:
+        wait_until_ready(client)
+        headers = {"X-API-Key": key}
+        within = client.post("/generate", params={"model": HUM, "n": 3, "seed": 1}, headers=headers)
+        over = client.post("/generate", params={"model": HUM, "seed": 9}, headers=headers)
+        metrics = client.get("/metrics").text
+    assert within.status_code == 200  # three clips, though the key's image burst is one
+    assert over.status_code == 429
+    assert "clips per second" in over.json()["error"]["message"]
+    assert 'genserve_quota_refusals_total{key="team-c",unit="clips"} 1.0' in metrics
