@@ -13,6 +13,7 @@ from typing import Any
 
 from genserve.conventions import check_channels
 from genserve.store import validate_model_name
+from training.audio.data import is_sound_spec
 from training.options import (
     CONDITIONAL_MODELS,
     CONDITIONINGS,
@@ -241,6 +242,11 @@ class TrainConfig:
         check_mode_seeking(self.mode_seeking)
         check_d_width(self.d_width)
         self._validate_progress_options()
+        if self.model == "vae" and is_sound_spec(self.dataset):
+            raise ValueError(
+                f"dataset {self.dataset!r} is sound, which trains a GAN on spectrograms: use --model cdcgan "
+                "(or dcgan without classes)"
+            )
         if self.conditioning is not None and self.conditioning not in CONDITIONINGS:
             raise ValueError(
                 f"unknown conditioning {self.conditioning!r}: choose one of {', '.join(CONDITIONINGS)}"

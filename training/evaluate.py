@@ -41,12 +41,15 @@ from training.classifier import (
     sample_scores,
 )
 from training.datasets import ImageDataset, default_cache_dir, load_dataset
+from training.datasets.sounds import SpectrogramDataset, spectrogram_images
 from training.fid import DEFAULT_NUM_SAMPLES, feature_frechet_distance
 from training.sampling import generate_images, reconstruct_images
 from training.serving_graph import LATENT_SCALE_VARIABLE
 
 logger = logging.getLogger(__name__)
 
+# Where a conditional version's evaluation records each class's share of samples classified as asked.
+LABEL_ACCURACY_BY_CLASS = "label_accuracy_by_class"
 # Images per SavedModel or classifier call: bounds memory, does not change the numbers.
 DEFAULT_BATCH_SIZE = 250
 # What a run trained with `--latent-scale auto` tries before it publishes (the bundled GANs chose 0.85-1.3:
@@ -84,7 +87,12 @@ def pick_latent_scale(
 def datasets_for(
     metadata: ModelMetadata, dataset: str, data_path: str | None, seed: int
 ) -> tuple[ImageDataset, ImageDataset]:
-    """The train and held-out splits of `dataset` at the model's image size and channels."""
+    """The train and held-out splits of `dataset` at the model's image size and channels (a sound generator's
+    dataset as its spectrogram images)."""
+    if metadata.is_audio:
+        return load_dataset(dataset, split="train", data_path=data_path), load_dataset(
+            dataset, split="test", data_path=data_path
+        )
     height, width, channels = metadata.image_shape
     if height != width:
         raise ValueError(f"evaluation needs square images, the model makes {height}x{width}")
@@ -210,9 +218,26 @@ def _checked_metadata(
     """The version's metadata, once the inputs and the version are known to fit together."""
     _check_inputs(train, held_out, num_samples, batch_size)
     metadata = read_metadata(version_dir)
-    _check_shape(tuple(metadata.image_shape), train)
+    _check_shape(_pictured_shape(metadata), train)
     _check_classes(metadata, train)
+    if metadata.is_audio and not isinstance(train, SpectrogramDataset):
+        raise ValueError(f"{metadata.name!r} makes sound: evaluate it on sound (spoken-digits or audio:PATH)")
     return metadata
+
+
+def _pictured_shape(metadata: ModelMetadata) -> tuple[int, ...]:
+    """The shape of what the classifier sees of a version's samples: its images, or its clips' spectrograms."""
+    if metadata.audio is not None:
+        return (*metadata.audio.spectrogram_shape, 1)
+    return tuple(metadata.image_shape)
+
+
+def _pictures(generated: np.ndarray, metadata: ModelMetadata, train: ImageDataset) -> np.ndarray:
+    """Generated samples as the classifier's float [-1, 1] inputs: images rescaled, or clips as spectrograms
+    made as the training clips' were (so a sound is judged by what it sounds like, Griffin-Lim included)."""
+    if metadata.is_audio and isinstance(train, SpectrogramDataset):
+        return spectrogram_images(generated, train.normaliser)
+    return to_unit_range(generated)
 
 
 def _score(
@@ -227,14 +252,16 @@ def _score(
 ) -> EvaluationRecord:
     """The record of a loaded version whose `metadata` says how it samples, against `reference`."""
     num_samples, classifier = reference.num_samples, reference.classifier
-    generated_images = generate_images(loaded, metadata, num_samples, seed=seed, batch_size=batch_size)
-    _check_shape(tuple(generated_images.shape[1:]), train)  # the metadata could disagree with the graph
-    generated = predict(classifier, to_unit_range(generated_images), batch_size)
+    samples = generate_images(loaded, metadata, num_samples, seed=seed, batch_size=batch_size)
+    pictures = _pictures(samples, metadata, train)
+    _check_shape(tuple(pictures.shape[1:]), train)  # the metadata could disagree with the graph
+    generated = predict(classifier, pictures, batch_size)
     requested = cycled_labels(num_samples, len(metadata.class_names or [])) if metadata.conditional else None
     scores = sample_scores(generated, reference.reference, requested)
     details: dict[str, Any] = {}
-    if LABEL_ACCURACY in scores:
+    if LABEL_ACCURACY in scores and requested is not None:
         details[LABEL_ACCURACY] = scores[LABEL_ACCURACY]
+        details[LABEL_ACCURACY_BY_CLASS] = _accuracy_by_class(generated, requested)
     if metadata.has_encoder:
         details.update(
             _reconstruction_details(
@@ -264,6 +291,17 @@ def _score(
             **details,
         },
     )
+
+
+def _accuracy_by_class(predictions: Predictions, requested: np.ndarray) -> list[float]:
+    """For each class, the share of the samples asked for it that the classifier puts in it."""
+    predicted = predictions.probabilities.argmax(axis=1)
+    return [
+        round(float(np.mean(predicted[requested == label] == label)), 4)
+        if np.any(requested == label)
+        else 0.0
+        for label in range(predictions.probabilities.shape[1])
+    ]
 
 
 def _class_fractions(probabilities: np.ndarray) -> list[float]:

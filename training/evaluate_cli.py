@@ -10,7 +10,7 @@ from pathlib import Path
 
 from genserve.store import EvaluationRecord, read_metadata, write_evaluation
 from training.classifier import LABEL_ACCURACY
-from training.evaluate import datasets_for, evaluate_version, sweep_latent_scales
+from training.evaluate import LABEL_ACCURACY_BY_CLASS, datasets_for, evaluate_version, sweep_latent_scales
 
 
 def evaluate_command(
@@ -92,7 +92,10 @@ def _format_record(record: EvaluationRecord) -> str:
         f"classifier accuracy on held-out {record.dataset}: {_number(record.classifier_accuracy)}",
     ]
     if LABEL_ACCURACY in record.details:
-        rows.append(f"generated images of the requested class: {_number(record.details[LABEL_ACCURACY])}")
+        rows.append(f"generated samples of the requested class: {_number(record.details[LABEL_ACCURACY])}")
+    by_class = record.details.get(LABEL_ACCURACY_BY_CLASS)
+    if by_class:
+        rows.append("  by class: " + ", ".join(_number(value) for value in by_class))
     if "reconstruction_fid" in record.details:
         details = record.details
         rows.append(

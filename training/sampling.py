@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from genserve.conventions import cycled_labels
 from genserve.store import (
+    AUDIO_OUTPUT,
     ENCODE_SIGNATURE,
     IMAGES_INPUT,
     IMAGES_OUTPUT,
@@ -29,7 +30,8 @@ def generate_images(
 ) -> np.ndarray:
     """`num_samples` uint8 images from a loaded SavedModel, from latents drawn with `seed`.
 
-    Conditional models get class labels cycling through every class, so each class is equally represented.
+    Conditional models get class labels cycling through every class, so each class is equally represented;
+    a sound generator's answer is its clips, float32 ``[N, samples]``.
     """
     signature = loaded.signatures[SIGNATURE_NAME]
     latents = np.random.RandomState(seed).randn(num_samples, metadata.latent_dim).astype(np.float32)
@@ -38,13 +40,16 @@ def generate_images(
     if needs_labels and num_classes == 0:
         raise ValueError(f"{metadata.name} takes class labels but its metadata lists no class_names")
     labels = cycled_labels(num_samples, max(num_classes, 1))
-    logger.info("generating %d images from %s", num_samples, metadata.name)
+    output = AUDIO_OUTPUT if metadata.is_audio else IMAGES_OUTPUT
+    logger.info(
+        "generating %d %s from %s", num_samples, "clips" if metadata.is_audio else "images", metadata.name
+    )
 
     def generate(rows: slice) -> np.ndarray:
         inputs = {LATENT_INPUT: tf.constant(latents[rows])}
         if needs_labels:
             inputs[LABEL_INPUT] = tf.constant(labels[rows])
-        return np.asarray(signature(**inputs)[IMAGES_OUTPUT].numpy())
+        return np.asarray(signature(**inputs)[output].numpy())
 
     return _in_batches(num_samples, batch_size, generate)
 

@@ -26,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+# The dataset specs of sound: espeak-ng's spoken digits, and a folder of WAV files (``audio:PATH``).
+SPOKEN_DIGITS = "spoken-digits"
+AUDIO_PREFIX = "audio"
 SAMPLE_RATE = 16_000
 # 16,384 samples (1.024 s): 128 spectrogram frames of 128 samples each (`training.audio.spectrogram`).
 CLIP_SAMPLES = 16_384
@@ -42,6 +45,11 @@ PEAK_RANGE = (0.2, 0.9)
 _QUIET_SHARE = 0.02  # of the clip's peak: below it, a 10 ms frame counts as silence
 _FRAME_SECONDS = 0.01
 _CACHE_VERSION = 1
+
+
+def is_sound_spec(spec: str) -> bool:
+    """Whether a dataset spec names sound (``spoken-digits`` or ``audio:PATH``) rather than images."""
+    return spec == SPOKEN_DIGITS or spec.partition(":")[0] == AUDIO_PREFIX
 
 
 @dataclass(frozen=True, eq=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from genserve.conventions import check_channels
+from training.audio.data import AUDIO_PREFIX, SPOKEN_DIGITS, is_sound_spec
 from training.audio.spectrogram import BINS, FRAMES
 from training.datasets.core import DatasetNotFoundError, ImageDataset, Split
 from training.datasets.folder import load_folder
@@ -12,7 +13,7 @@ from training.datasets.mnist import CLASS_NAMES, read_mnist_like
 from training.datasets.npz import read_generic_npz
 from training.datasets.pixels import convert_channels, finish_dataset
 from training.datasets.shapes import SHAPE_NAMES, SHAPES_NATIVE_SIZE, load_shapes
-from training.datasets.sounds import AUDIO_PREFIX, SPOKEN_DIGITS, is_sound_spec, load_sound_dataset
+from training.datasets.sounds import load_sound_dataset
 
 DATASET_NAMES: tuple[str, ...] = (
     "mnist",

@@ -21,14 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from training.audio.data import DEFAULT_CLIPS, AudioDataset, load_audio_folder, load_spoken_digits
+from training.audio.data import (
+    AUDIO_PREFIX,
+    DEFAULT_CLIPS,
+    SPOKEN_DIGITS,
+    AudioDataset,
+    load_audio_folder,
+    load_spoken_digits,
+)
 from training.audio.spectrogram import BINS, FRAMES, Normaliser
 from training.datasets.core import ImageDataset, Split, default_cache_dir, held_out_mask
 
 logger = logging.getLogger(__name__)
 
-SPOKEN_DIGITS = "spoken-digits"
-AUDIO_PREFIX = "audio"
 # The rendering seed of ``spoken-digits``: the dataset is one fixed set of clips, whatever the run's seed.
 SPOKEN_DIGITS_SEED = 0
 _IMAGE_BATCH = 256
@@ -73,11 +78,6 @@ class SoundFormat:
             int(payload["samples"]),
             Normaliser(np.asarray(normaliser["mean"], np.float32), np.asarray(normaliser["std"], np.float32)),
         )
-
-
-def is_sound_spec(spec: str) -> bool:
-    """Whether a dataset spec names sound (``spoken-digits`` or ``audio:PATH``) rather than images."""
-    return spec == SPOKEN_DIGITS or spec.partition(":")[0] == AUDIO_PREFIX
 
 
 def load_sound_dataset(
