@@ -158,5 +158,5 @@ def test_a_sound_generator_is_scored_on_the_spectrograms_of_its_clips(
         )
 
 
-def _as_images(dataset: SpectrogramDataset) -> ImageDataset:
+def _as_images(dataset: ImageDataset) -> ImageDataset:
     return ImageDataset(dataset.name, dataset.images, dataset.labels, dataset.class_names)
