@@ -317,3 +317,15 @@ def test_clips_are_charged_to_a_keys_clips_quota(audio_store: Path, tmp_path: Pa
     assert over.status_code == 429
     assert "clips per second" in over.json()["error"]["message"]
     assert 'genserve_quota_refusals_total{key="team-c",unit="clips"} 1.0' in metrics
+
+
+def test_more_clips_than_the_queue_holds_is_503_with_retry_after(audio_store: Path) -> None:
+    settings = make_settings(audio_store, default_model=TONE, max_queue_images=1)
+    with TestClient(create_app(settings)) as client:
+        wait_until_ready(client)
+        response = client.post("/generate", params={"model": HUM, "n": 2, "seed": 1})
+        rejections = client.get("/metrics").text
+    assert response.status_code == 503
+    assert int(response.headers["retry-after"]) >= 1
+    assert response.json()["error"]["code"] == "overloaded"
+    assert f'genserve_rejections_total{{model="{HUM}",reason="overload",version="1"}} 1.0' in rejections
