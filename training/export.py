@@ -79,6 +79,8 @@ def export_generator(
         prior=weights_only_copy(prior) if prior is not None else None,
         classes_from_latent=classes_from_latent,
         latent_scale=metadata.latent_scale,
+        # The store contract gives sound generators serving_default alone.
+        blend_classes=not metadata.is_audio,
         class_weights=metadata.training_config.get(CLASS_WEIGHTS) if classes_from_latent else None,
     )
 

@@ -10,9 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from fastapi.testclient import TestClient
 
+from app.main import create_app
 from genserve.signatures import audio_signature, signature_of
 from genserve.store import AUDIO_OUTPUT, LABEL_INPUT, LATENT_INPUT, SIGNATURE_NAME, read_metadata
+from tests.app.test_audio_generate import assert_pcm_of, read_wav
+from tests.conftest import make_settings, wait_until_ready
 from training.audio.data import CLIP_SAMPLES, SAMPLE_RATE
 from training.audio.spectrogram import BINS, FRAMES
 from training.config import TrainConfig
@@ -156,6 +160,22 @@ def test_a_sound_generator_is_scored_on_the_spectrograms_of_its_clips(
         evaluate_version(
             version, train=_as_images(train_split), held_out=_as_images(test_split), num_samples=2
         )
+
+
+def test_the_service_answers_a_trained_sound_generators_clips_as_its_graph_makes_them(
+    sound_run: tuple[Path, Path],
+) -> None:
+    version, _ = sound_run
+    with TestClient(create_app(make_settings(version.parent.parent))) as client:
+        wait_until_ready(client)
+        response = client.post("/generate", params={"model": "tones", "n": 2, "seed": 4, "label": 1})
+
+    assert response.status_code == 200, response.text
+    samples, reader = read_wav(response.content)
+    assert reader.getframerate() == SAMPLE_RATE
+    clips = _sound(version, [4, 5], [1, 1])
+    assert_pcm_of(samples[:CLIP_SAMPLES], clips[0])
+    assert_pcm_of(samples[-CLIP_SAMPLES:], clips[1])
 
 
 def _as_images(dataset: ImageDataset) -> ImageDataset:
