@@ -39,7 +39,7 @@ FrameColumnsQuery = Annotated[
 # Media types of routes that answer with files: image formats, animations, and text generators' formats.
 IMAGE_FILES = ("image/png", "application/x-npy", "application/zip")
 ANIMATIONS = ("image/png", "image/gif", "image/webp")
-AUDIO_FILES = ("audio/wav", "application/x-npy", "application/zip")
+AUDIO_FILES = ("audio/wav", "audio/flac", "application/x-npy", "application/zip")
 TEXT_FILES = ("text/plain", "text/event-stream")
 
 

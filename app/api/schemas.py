@@ -12,8 +12,8 @@ ImageFormat = Literal["png", "json", "npy", "zip"]
 
 
 class GenerateFormat(str, enum.Enum):
-    """Formats of POST /generate: the image formats, `text` (plain text) for text generators and `wav` for sound
-    generators (which also answer json, npy and zip)."""
+    """Formats of POST /generate: the image formats, `text` (plain text) for text generators, and `wav` and `flac`
+    for sound generators (which also answer json, npy and zip)."""
 
     png = "png"
     json = "json"
@@ -21,6 +21,7 @@ class GenerateFormat(str, enum.Enum):
     zip = "zip"
     text = "text"
     wav = "wav"
+    flac = "flac"
 
 
 class AnimationFormat(str, enum.Enum):
@@ -32,13 +33,14 @@ class AnimationFormat(str, enum.Enum):
 
 class InterpolateFormat(str, enum.Enum):
     """Formats of GET /interpolate: an image generator's frame strip, animations or JSON; a sound generator's
-    clips as one WAV, a zip of WAVs, npy or JSON."""
+    clips as one WAV or FLAC, a zip of WAVs or npy."""
 
     png = "png"
     gif = "gif"
     webp = "webp"
     json = "json"
     wav = "wav"
+    flac = "flac"
     zip = "zip"
     npy = "npy"
 
@@ -82,7 +84,7 @@ class GenerateQuery(BaseModel):
     format: GenerateFormat | None = Field(
         None,
         description="png (grid, default), json, npy or zip; text models: json (default) or text; sound models: "
-        "wav (default), zip, npy or json.",
+        "wav (default), flac, zip, npy or json.",
     )
     include_latents: bool | None = Field(None, description="With format=json, add each latent.")
     prompt: str | None = Field(None, description="Text models: the text to continue.")

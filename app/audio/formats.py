@@ -1,16 +1,18 @@
-"""Clips as file bytes: 16-bit PCM mono WAV, one clip or several in a row with silence between (blocking:
-off-loop). Given a provenance record, a WAV carries it in a `LIST`/`INFO` chunk: `ICMT` holds the record as
-JSON (as a PNG's `genserve` chunk does), `ISFT` the service and its version, `INAM` the model and version.
-
-FLAC is not offered: no FLAC encoder ships with the service's dependencies.
+"""Clips as file bytes: 16-bit PCM mono WAV or FLAC, one clip or several in a row with silence between
+(blocking: off-loop). Given a provenance record, a WAV carries it in a `LIST`/`INFO` chunk: `ICMT` holds the
+record as JSON (as a PNG's `genserve` chunk does), `ISFT` the service and its version, `INAM` the model and
+version; a FLAC file carries the same three in its Vorbis comments (`COMMENT`, `SOFTWARE`, `TITLE`), written by
+libsndfile (`soundfile`). Both hold the same 16-bit samples.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import struct
 
 import numpy as np
+import soundfile
 
 from app.api.schemas import Provenance
 from app.image.provenance import json_text
@@ -57,16 +59,37 @@ def wav_bytes(samples: np.ndarray, sample_rate: int, provenance: Provenance | No
     return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
 
 
+def flac_bytes(samples: np.ndarray, sample_rate: int, provenance: Provenance | None = None) -> bytes:
+    """Mono float `samples` as a 16-bit FLAC file (the WAV's samples, losslessly compressed), with `provenance`
+    in its Vorbis comments."""
+    buffer = io.BytesIO()
+    with soundfile.SoundFile(buffer, "w", sample_rate, 1, format="FLAC", subtype="PCM_16") as file:
+        if provenance is not None:
+            for key, value in _provenance_entries(provenance).items():
+                setattr(file, _FLAC_FIELDS[key], value)
+        file.write(pcm16(samples))
+    return buffer.getvalue()
+
+
 def wav_base64(samples: np.ndarray, sample_rate: int, provenance: Provenance | None = None) -> str:
     return base64.b64encode(wav_bytes(samples, sample_rate, provenance)).decode("ascii")
 
 
-def _info_chunk(record: Provenance) -> bytes:
-    entries = {
+def _provenance_entries(record: Provenance) -> dict[bytes, str]:
+    """The provenance a sound file carries, by its RIFF INFO id: the model, the service, the record as JSON."""
+    return {
         b"INAM": f"{record.model} version {record.version}",
         b"ISFT": f"genserve {record.service_version}",
         b"ICMT": json_text(record),
     }
+
+
+# Where a FLAC file keeps each of `_provenance_entries` (libsndfile's names for Vorbis comments).
+_FLAC_FIELDS = {b"INAM": "title", b"ISFT": "software", b"ICMT": "comment"}
+
+
+def _info_chunk(record: Provenance) -> bytes:
+    entries = _provenance_entries(record)
     body = b"INFO" + b"".join(_chunk(key, value.encode("ascii") + b"\0") for key, value in entries.items())
     return _chunk(b"LIST", body)
 

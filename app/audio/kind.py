@@ -37,7 +37,7 @@ _MAKES = "generates sound"
 # What only image generators take in POST /generate.
 _IMAGE_FIELDS = ("cols",)
 # Interpolation formats of a sound generator, the default first.
-_FRAME_FORMATS = ("wav", "zip", "npy")
+_FRAME_FORMATS = ("wav", "flac", "zip", "npy")
 
 
 class AudioKind:

@@ -1,5 +1,5 @@
 """Views of a sound generator's clips, rendered by the one `Renderer`: a `POST /generate` answer (`ClipsView`) and
-an interpolation's clips (`ClipFramesView`), as one WAV of the clips in a row, a zip of one WAV per clip, the raw
+an interpolation's clips (`ClipFramesView`), as one WAV or FLAC of the clips in a row, a zip of one WAV per clip, the raw
 float32 array (npy) or, for `POST /generate`, JSON. Every WAV carries a provenance record (`provenance.py`):
 the answer's for a WAV of all the clips, each clip's own (its seed and class) for a WAV of one."""
 
@@ -134,7 +134,7 @@ def _clip_file(
     clip_records: list[Provenance | None],
 ) -> bytes:
     """Clips as one file: the raw float32 array (npy, which keeps no metadata), one WAV each in a zip (with the
-    manifest images' zips have), or else one WAV of them all in a row."""
+    manifest images' zips have), or else one FLAC or WAV of them all in a row."""
     if format == "npy":
         return file_formats.npy_bytes(clips.astype(np.float32, copy=False))
     if format == "zip":
@@ -143,7 +143,8 @@ def _clip_file(
             for name, clip, clip_record in zip(names, clips, clip_records, strict=True)
         ]
         return file_formats.archive_bytes(files, record)
-    return formats.wav_bytes(formats.in_a_row(clips, sample_rate), sample_rate, record)
+    encode = formats.flac_bytes if format == "flac" else formats.wav_bytes
+    return encode(formats.in_a_row(clips, sample_rate), sample_rate, record)
 
 
 def _clip_records(

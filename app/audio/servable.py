@@ -20,13 +20,13 @@ if TYPE_CHECKING:
 # `generate`, which it does not have).
 GENERATE_AUDIO = "generate_audio"
 # What `POST /generate` answers for a sound generator, the default first.
-AUDIO_FORMATS = ["wav", "zip", "npy", "json"]
+AUDIO_FORMATS = ["wav", "flac", "zip", "npy", "json"]
 
 
 class AudioServable(LatentServable[AudioRuntime]):
     """One sound generator version: its runtime, and its batcher once started."""
 
-    usage = "generates sound: use POST /generate (format=wav, zip, npy or json) or GET /interpolate"
+    usage = "generates sound: use POST /generate (format=wav, flac, zip, npy or json) or GET /interpolate"
     quota_unit = CLIPS
     kind: AudioKind
 

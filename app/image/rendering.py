@@ -40,6 +40,7 @@ MEDIA_TYPES = {
     "npy": "application/x-npy",
     "zip": "application/zip",
     "wav": "audio/wav",
+    "flac": "audio/flac",
 }
 JSON = "json"
 _ANIMATIONS = ("gif", "webp")

@@ -1,5 +1,5 @@
-"""POST /generate and GET /interpolate on sound generators: WAV (clips in a row with silence between), zip, npy
-and JSON, each WAV carrying its provenance; image-only fields refused; /models describing them."""
+"""POST /generate and GET /interpolate on sound generators: WAV and FLAC (clips in a row with silence between),
+zip, npy and JSON, each WAV and FLAC carrying its provenance; image-only fields refused; /models describing them."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 from fastapi.testclient import TestClient
 
 from app.audio.formats import gap_samples
@@ -140,6 +141,24 @@ def test_generate_wav_carries_the_provenance_in_its_info_chunk(
     assert_pcm_of(samples[:SAMPLES], tones.from_seeds(TONE, [7], [2])[0])
 
 
+def test_generate_flac_holds_the_wavs_samples_and_the_provenance(audio_client: TestClient) -> None:
+    params: dict[str, str | int] = {"model": TONE, "n": 2, "seed": 7, "label": "high"}
+    wav = audio_client.post("/generate", params=params)
+    flac = audio_client.post("/generate", params={**params, "format": "flac"})
+
+    assert flac.status_code == 200 and flac.headers["content-type"] == "audio/flac"
+    assert flac.content[:4] == b"fLaC" and len(flac.content) < len(wav.content)
+    with soundfile.SoundFile(io.BytesIO(flac.content)) as file:
+        assert (file.samplerate, file.channels, file.subtype) == (SAMPLE_RATE, 1, "PCM_16")
+        samples = file.read(dtype="int16")
+        comments = file.copy_metadata()
+    wav_samples, _ = read_wav(wav.content)
+    np.testing.assert_array_equal(samples, np.rint(wav_samples * 32767).astype(np.int16))
+    record = json.loads(comments["comment"])
+    assert record == json.loads(info_chunk(wav.content)["ICMT"])
+    assert comments["title"] == f"{TONE} version 1" and comments["software"].startswith("genserve ")
+
+
 def test_generate_zip_holds_one_wav_per_clip_named_by_seed_and_label(
     audio_client: TestClient, tones: ToneModels
 ) -> None:
@@ -253,8 +272,13 @@ def test_interpolate_renders_the_walk_as_one_wav(audio_client: TestClient, tones
     assert again.status_code == 304
 
 
-def test_interpolate_zip_and_npy(audio_client: TestClient, tones: ToneModels) -> None:
+def test_interpolate_zip_npy_and_flac(audio_client: TestClient, tones: ToneModels) -> None:
     query = {"model": HUM, "start": 1, "end": 2, "steps": 2}
+    flac = audio_client.get("/interpolate", params={**query, "format": "flac"})
+    assert flac.status_code == 200 and flac.headers["content-type"] == "audio/flac"
+    with soundfile.SoundFile(io.BytesIO(flac.content)) as file:
+        assert file.frames == 2 * SAMPLES + GAP
+        assert json.loads(file.copy_metadata()["comment"])["frames"] == 2
     archive = audio_client.get("/interpolate", params={**query, "format": "zip"})
     assert archive.status_code == 200
     with zipfile.ZipFile(io.BytesIO(archive.content)) as files:
@@ -285,7 +309,7 @@ def test_models_describes_a_sound_generator(audio_client: TestClient) -> None:
     assert (version["sample_rate"], version["samples"]) == (SAMPLE_RATE, SAMPLES)
     assert version["seconds"] == pytest.approx(SAMPLES / SAMPLE_RATE)
     assert version["classes"] == CLASSES
-    assert version["formats"] == ["wav", "zip", "npy", "json"]
+    assert version["formats"] == ["wav", "flac", "zip", "npy", "json"]
     assert version["capabilities"] == ["generate_audio", "interpolate", "labels"]
     assert "encode" not in models[HUM]["versions"][0]["capabilities"]
     assert "labels" not in models[HUM]["versions"][0]["capabilities"]

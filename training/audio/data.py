@@ -4,7 +4,7 @@
 speaker (one of espeak-ng's English voices with one of its voice variants), a pitch, a speed and a loudness
 (its peak) from the seed, so the same seed renders the same clips. Speakers are split before any clip is drawn: the
 held-out clips come from voice variants that no training clip uses, so evaluation hears voices the model
-never did. ``audio:PATH`` reads ``PATH/<class>/*.wav``, one class per subfolder.
+never did. ``audio:PATH`` reads ``PATH/<class>/*.wav`` (or ``.flac``, ``.ogg``), one class per subfolder.
 
 Every clip is mono float32 in [-1, 1] at `SAMPLE_RATE`, its silence trimmed (frames quieter than 2% of the
 clip's peak at either end) and centred in `CLIP_SAMPLES` (padded with silence, or its middle kept when longer).
@@ -18,17 +18,19 @@ import random
 import shutil
 import subprocess
 import tempfile
-import wave
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile
 
 # The dataset specs of sound: espeak-ng's spoken digits, and a folder of WAV files (``audio:PATH``).
 SPOKEN_DIGITS = "spoken-digits"
 AUDIO_PREFIX = "audio"
+# The files `audio:PATH` reads.
+SOUND_SUFFIXES = (".wav", ".flac", ".ogg")
 SAMPLE_RATE = 16_000
 # 16,384 samples (1.024 s): 128 spectrogram frames of 128 samples each (`training.audio.spectrogram`).
 CLIP_SAMPLES = 16_384
@@ -154,7 +156,7 @@ def render_spoken_digits(
             path = Path(folder) / f"{index}.wav"
             options = ["-v", speaker.option, "-p", str(pitch), "-s", str(speed), "-a", str(RENDER_AMPLITUDE)]
             subprocess.run([command, *options, "-w", str(path), word], check=True, capture_output=True)
-            samples, rate = read_wav(path)
+            samples, rate = read_audio(path)
             clip = fit_clip(resample(samples, rate, SAMPLE_RATE), SAMPLE_RATE)
             peak = float(np.abs(clip).max())
             return clip * np.float32(level / peak) if peak > 0 else clip
@@ -185,17 +187,20 @@ def load_spoken_digits(
 
 
 def load_audio_folder(path: Path, name: str | None = None) -> AudioDataset:
-    """``PATH/<class>/*.wav``: every WAV file, its class its subfolder's name (classes sorted by name)."""
+    """``PATH/<class>/*.wav``: every WAV, FLAC or Ogg file, its class its subfolder's name (classes sorted by
+    name)."""
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"audio folder {str(root)!r} does not exist")
     classes = sorted(child.name for child in root.iterdir() if child.is_dir())
-    files = [(label, wav) for label, cls in enumerate(classes) for wav in sorted((root / cls).glob("*.wav"))]
+    files = [(label, sound) for label, cls in enumerate(classes) for sound in _sound_files(root / cls)]
     if len(classes) < 1 or not files:
-        raise ValueError(f"{str(root)!r} holds no class subfolders of .wav files: use PATH/<class>/*.wav")
+        raise ValueError(
+            f"{str(root)!r} holds no class subfolders of sound files: use PATH/<class>/*.wav (or .flac, .ogg)"
+        )
     clips, labels, speakers = [], [], []
     for label, wav in files:
-        samples, rate = read_wav(wav)
+        samples, rate = read_audio(wav)
         clips.append(fit_clip(resample(samples, rate, SAMPLE_RATE), SAMPLE_RATE))
         labels.append(label)
         speakers.append(wav.name)
@@ -209,20 +214,20 @@ def load_audio_folder(path: Path, name: str | None = None) -> AudioDataset:
     )
 
 
-def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """A PCM WAV file's samples as float32 in [-1, 1] (channels averaged) and its sample rate."""
-    with wave.open(str(path), "rb") as reader:
-        width, channels, rate = reader.getsampwidth(), reader.getnchannels(), reader.getframerate()
-        data = reader.readframes(reader.getnframes())
-    if width == 1:
-        samples = (np.frombuffer(data, np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif width == 2:
-        samples = np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
-    elif width == 4:
-        samples = np.frombuffer(data, "<i4").astype(np.float32) / 2147483648.0
-    else:
-        raise ValueError(f"{path}: {8 * width}-bit samples are not supported; use 8, 16 or 32-bit PCM")
-    return samples.reshape(-1, channels).mean(axis=1), rate
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
+    """A sound file's samples (WAV, FLAC or Ogg, read by libsndfile) as float32 in [-1, 1], channels averaged,
+    and its sample rate; a ValueError naming the file when it is not sound libsndfile reads."""
+    try:
+        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError) as error:
+        raise ValueError(f"{path}: not a sound file genserve reads (WAV, FLAC or Ogg): {error}") from error
+    return samples.mean(axis=1), int(rate)
+
+
+def _sound_files(folder: Path) -> list[Path]:
+    return sorted(
+        path for path in folder.iterdir() if path.suffix.lower() in SOUND_SUFFIXES and path.is_file()
+    )
 
 
 def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 
 from tests.deploy.support import require_tool
 from training.audio import data
@@ -119,11 +120,15 @@ def test_a_wav_folder_gives_one_class_per_subfolder(tmp_path: Path) -> None:
     _write_wav(tmp_path / "low" / "a.wav", 0.5 * np.sin(2 * np.pi * 200 * seconds), 8000)
     _write_wav(tmp_path / "low" / "b.wav", 0.5 * np.sin(2 * np.pi * 250 * seconds), 8000, width=1)
     _write_wav(tmp_path / "high" / "c.wav", 0.5 * np.sin(2 * np.pi * 2000 * seconds), 8000, channels=2)
+    soundfile.write(tmp_path / "high" / "d.flac", 0.5 * np.sin(2 * np.pi * 1500 * seconds), 8000)
+    (tmp_path / "high" / "notes.txt").write_text("not a sound")
 
     folder = load_audio_folder(tmp_path)
 
-    assert folder.class_names == ["high", "low"] and folder.labels.tolist() == [0, 1, 1]
-    assert folder.clips.shape == (3, CLIP_SAMPLES) and folder.sample_rate == SAMPLE_RATE
+    assert folder.class_names == ["high", "low"] and folder.labels.tolist() == [0, 0, 1, 1]
+    assert folder.clips.shape == (4, CLIP_SAMPLES) and folder.sample_rate == SAMPLE_RATE
+    flac = np.abs(np.fft.rfft(folder.clips[1]))
+    assert abs(int(flac.argmax()) * SAMPLE_RATE / CLIP_SAMPLES - 1500) <= 2
     high = np.abs(np.fft.rfft(folder.clips[0]))
     assert abs(int(high.argmax()) * SAMPLE_RATE / CLIP_SAMPLES - 2000) <= 2
     with pytest.raises(FileNotFoundError, match="does not exist"):
@@ -131,3 +136,7 @@ def test_a_wav_folder_gives_one_class_per_subfolder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no class subfolders"):
         load_audio_folder(tmp_path / "empty")
+    (tmp_path / "bad" / "one").mkdir(parents=True)
+    (tmp_path / "bad" / "one" / "broken.wav").write_bytes(b"RIFF0000WAVEnonsense")
+    with pytest.raises(ValueError, match="broken.wav: not a sound file genserve reads"):
+        load_audio_folder(tmp_path / "bad")
