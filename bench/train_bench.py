@@ -112,6 +112,18 @@ VARIANTS: dict[str, Variant] = {
             {"model": "cdcgan", "conditioning": "projection", "pseudo_classes": 20, "mode_seeking": 1.0},
         ),
         Variant(
+            "self_conditioned_mode_seeking",
+            "the pseudo_classes_mode_seeking variant re-clustered every 4 epochs in the discriminator's features "
+            "(a self-conditioned GAN)",
+            {
+                "model": "cdcgan",
+                "conditioning": "projection",
+                "pseudo_classes": 10,
+                "mode_seeking": 1.0,
+                "recluster_every": 4,
+            },
+        ),
+        Variant(
             "labels_mode_seeking",
             "the labels variant with the mode-seeking term (weight 1) in the generator's loss",
             {"model": "cdcgan", "conditioning": "projection", "mode_seeking": 1.0},

@@ -2,11 +2,18 @@
 
 A conditional GAN trained on unlabelled images with these clusters as its classes gets what a labelled run gets
 from its labels: a hint of which mode to draw, so the generator covers every cluster instead of collapsing onto
-a few. The clusters are found once, before training, from the images alone (never from a dataset's labels):
+a few. The clusters are first found before training, from the images alone (never from a dataset's labels):
 the pixels are centred and projected on their leading principal components (fitted on a sample; not whitened,
-which would weigh the faint components, mostly noise, as much as the strong ones), and k-means (k-means++ seeding, Lloyd iterations, the best of a few restarts) groups them. Fixed clusters keep the
-classes still while the networks learn them; the same images and seed give the same clusters, so a resumed run
-trains on the classes it started with.
+which would weigh the faint components, mostly noise, as much as the strong ones), and k-means (k-means++
+seeding, Lloyd iterations, the best of a few restarts) groups them. The same images and seed give the same
+clusters.
+
+Pixels are a poor measure of what makes two images alike; a discriminator learns a better one as it trains. With
+`refine_clusters` a run can find its clusters again in the discriminator's features every few epochs (the
+self-conditioned GAN of Liu et al., "Diverse Image Generation via Self-Conditioned GANs", CVPR 2020): Lloyd's
+iterations start from the centres the current clusters have in the new features, so cluster i stays cluster i
+(the class the generator has learned to draw for it) while its members move to where the features say they
+belong.
 """
 
 from __future__ import annotations
@@ -75,6 +82,42 @@ def pseudo_classes(images: np.ndarray, clusters: int, seed: int) -> PseudoClasse
     return PseudoClasses(labels.astype(np.int32), counts / counts.sum())
 
 
+def refine_clusters(features: np.ndarray, labels: np.ndarray, clusters: int, seed: int) -> PseudoClasses:
+    """The clusters `labels` ([N] in [0, clusters)) become in `features` ([N, D]): Lloyd's iterations on the
+    features' leading principal components, from the centres the current clusters have there, every cluster
+    kept non-empty."""
+    if features.shape[0] != labels.shape[0]:
+        raise ValueError(f"{features.shape[0]} feature rows for {labels.shape[0]} labels")
+    rng = np.random.default_rng(seed)
+    rows = features.reshape(len(features), -1).astype(np.float32)
+    sample = rows[rng.permutation(len(rows))[:FIT_SAMPLE]]
+    points = _projection(sample, min(COMPONENTS, sample.shape[1], len(sample) - 1))(rows)
+    centres = np.stack(
+        [
+            points[labels == cluster].mean(axis=0)
+            if np.any(labels == cluster)
+            else points[rng.integers(len(points))]
+            for cluster in range(clusters)
+        ]
+    ).astype(np.float32)
+    centres, _ = _lloyd(points, centres)
+    refined = _assign(points, centres)
+    counts = np.bincount(refined, minlength=clusters)
+    if (counts == 0).any():
+        logger.info("refining the pseudo-classes would empty a cluster: they stay as they were")
+        kept = np.bincount(labels, minlength=clusters)
+        return PseudoClasses(labels.astype(np.int32), kept / kept.sum())
+    moved = float(np.mean(refined != labels))
+    logger.info(
+        "pseudo-classes found again in the discriminator's features: %.1f%% of the images moved; the largest "
+        "holds %.1f%%, the smallest %.1f%%",
+        100 * moved,
+        100 * counts.max() / len(rows),
+        100 * counts.min() / len(rows),
+    )
+    return PseudoClasses(refined.astype(np.int32), counts / counts.sum())
+
+
 def _projection(sample: np.ndarray, components: int) -> Callable[[np.ndarray], np.ndarray]:
     """The map from rows to their leading principal components, fitted on `sample`."""
     mean = sample.mean(axis=0)
@@ -99,7 +142,12 @@ def _assign(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
 
 def _kmeans(points: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
     """Centres by k-means++ seeding and Lloyd iterations; also the summed squared distance to them."""
-    centres = _seed_centres(points, k, rng)
+    return _lloyd(points, _seed_centres(points, k, rng))
+
+
+def _lloyd(points: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, float]:
+    """Lloyd's iterations from `centres` (changed in place) until no point changes cluster; also the inertia."""
+    k = len(centres)
     labels = _assign(points, centres)
     for _ in range(MAX_ITERATIONS):
         for cluster in range(k):

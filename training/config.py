@@ -92,6 +92,9 @@ class TrainConfig:
     # cdcgan on images without labels: this many k-means clusters of the images (`training.clusters`) are its
     # classes, never the dataset's labels; the run is published unconditionally. 0: the dataset's labels.
     pseudo_classes: int = 0
+    # With pseudo-classes: every this many epochs they are found again in the discriminator's features
+    # (`training.reclustering`); 0 keeps the first clusters.
+    recluster_every: int = 0
     # Progress and limits.
     eval_every: int = 0  # every K epochs a small-N FID and class score go into history.json; 0 turns it off
     eval_samples: int = 2000
@@ -250,6 +253,15 @@ class TrainConfig:
         if self.conditioning is not None and self.conditioning not in CONDITIONINGS:
             raise ValueError(
                 f"unknown conditioning {self.conditioning!r}: choose one of {', '.join(CONDITIONINGS)}"
+            )
+        if self.recluster_every and (not self.pseudo_classes or self.recluster_every < 0):
+            raise ValueError(
+                f"recluster_every {self.recluster_every} needs pseudo_classes (--pseudo-classes K) and a period of "
+                "at least 1 epoch: it finds a run's pseudo-classes again as the discriminator learns"
+            )
+        if self.recluster_every and self.conditioning not in (None, "projection"):
+            raise ValueError(
+                "recluster_every reads a projection discriminator's features: use --conditioning projection"
             )
         if self.pseudo_classes and (not self.conditional or self.pseudo_classes < 2):
             raise ValueError(

@@ -19,6 +19,7 @@ encoding an image and generating from its latent still reconstructs it exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -41,6 +42,7 @@ from training.metadata import CLASS_FROM_LATENT, CLASS_WEIGHTS, build_metadata, 
 from training.models import EMA_GENERATOR_SLOT, ENCODER_SLOT, GENERATOR_SLOT
 from training.networks import build_generator
 from training.prior import LatentFlow, restore_prior, weights_only_copy
+from training.reclustering import read_pseudo_classes
 from training.run_folder import BEST_DIR, CHECKPOINTS_DIR, HISTORY_FILE, PRIOR_DIR, STOPPED_ON_TIME_BUDGET_KEY
 from training.run_info import RunInfo, read_run_info
 from training.serving_graph import GeneratorServer, float32_copy
@@ -183,6 +185,11 @@ def export_checkpoint(
     """
     run_dir, checkpoint_path = _locate_checkpoint(Path(run_dir_or_checkpoint))
     info = read_run_info(run_dir)
+    trained_classes = (
+        read_pseudo_classes(run_dir, info.config.pseudo_classes) if info.config.pseudo_classes else None
+    )
+    if trained_classes is not None:  # a re-clustered run's last classes, not its first
+        info = dataclasses.replace(info, class_weights=[float(share) for share in trained_classes.weights])
     averaged = use_ema and info.config.ema_decay > 0.0
     if use_ema and not averaged:
         logger.info("run %s kept no averaged generator; exporting the raw one", run_dir)

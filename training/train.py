@@ -11,6 +11,7 @@ VAE's epochs get `config.network_time_budget` and the flow what is left of the b
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import random
@@ -47,6 +48,7 @@ from training.models import GenerativeModel
 from training.options import AUTO_LATENT_SCALE
 from training.prior import LatentFlow, fit_latent_prior
 from training.progress import SampleQuality
+from training.reclustering import PseudoLabels, Reclustering
 from training.run import TimeBudget, fit_epochs, seed_everything
 from training.run_info import RunInfo, read_run_info
 from training.vae import VAE
@@ -79,18 +81,18 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     seed_everything(config.seed)
     scored = _load(config)  # with the dataset's own labels, for the classifier that scores samples
     _check_latent_scale_search(config, scored)
-    dataset, class_weights = _training_classes(config, scored)
+    run_dir = placement.run_dir(config.run_path)
+    dataset, pseudo = _training_classes(config, scored, run_dir, placement)
     info = RunInfo(
         config,
         dataset.image_shape,
         dataset.class_names,
         placement.describe(config.batch_size),
-        class_weights=class_weights,
+        class_weights=pseudo.weights() if pseudo is not None else None,
         sound=scored.sound_format if isinstance(scored, SpectrogramDataset) else None,
     )
     log_distribution(info.distribution or {})
     num_classes = _num_classes(config, dataset)
-    run_dir = placement.run_dir(config.run_path)
     with placement.strategy.scope():
         gan = build_model(config, dataset.image_shape, num_classes)
         if placement.distributed:
@@ -106,10 +108,13 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     if initial_epoch < config.epochs:
         # Every worker must shuffle alike for each to take its own part of every global batch.
         data_seed = chief_value(placement, _data_seed(config.seed))
-        data = _batches(dataset, config, data_seed, placement)
+        data = _batches(dataset, config, data_seed, placement, pseudo)
         # The sample check writes into the epoch's logs, so it runs before the history records them.
         quality = _sample_quality(config, scored)  # checked on every worker, measured on the chief
-        built_in: list[keras.callbacks.Callback] = [*(quality if placement.is_chief else []), history]
+        built_in: list[keras.callbacks.Callback] = [*(quality if placement.is_chief else [])]
+        if pseudo is not None and config.recluster_every:  # before the history, which records what it moved
+            built_in.append(Reclustering(pseudo, dataset.images, config.recluster_every, config.seed or 0))
+        built_in.append(history)
         if placement.is_chief:
             built_in.append(SampleGrid(run_dir, config.latent_dim, config.sample_grid, num_classes))
         built_in += [checkpointer, *([budget] if budget is not None else [])]
@@ -138,6 +143,8 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     summary = training_summary(history.epochs, stopped_on_time_budget=stopped, prior_fit=prior_fit)
     version_dir = None
     if config.export:
+        if pseudo is not None:  # the classes the run trained on last, re-clustered or not
+            info = dataclasses.replace(info, class_weights=pseudo.weights())
         publish: Callable[..., Path] = functools.partial(
             _export, gan, info, epochs_completed, summary, placement, prior
         )
@@ -175,12 +182,14 @@ def _verbosity(placement: Placement) -> int:
 
 
 def _batches(
-    dataset: ImageDataset, config: TrainConfig, seed: int, placement: Placement
+    dataset: ImageDataset, config: TrainConfig, seed: int, placement: Placement, pseudo: PseudoLabels | None
 ) -> tf.data.Dataset | tf.distribute.DistributedDataset:
-    """The training batches: one pipeline, or each replica's rows of the same global batches."""
+    """The training batches: one pipeline, or each replica's rows of the same global batches. Pseudo-classes
+    are read from their table as batches are made, so re-clustering reaches the next epoch."""
+    table = pseudo.table if pseudo is not None else None
 
     def batches_of(rows: int) -> tf.data.Dataset:
-        return make_tf_dataset(dataset, rows, seed=seed, with_labels=config.conditional)
+        return make_tf_dataset(dataset, rows, seed=seed, with_labels=config.conditional, label_table=table)
 
     if not placement.distributed:
         return batches_of(config.batch_size)
@@ -208,14 +217,19 @@ def _sample_quality(config: TrainConfig, dataset: ImageDataset) -> list[SampleQu
     ]
 
 
-def _training_classes(config: TrainConfig, dataset: ImageDataset) -> tuple[ImageDataset, list[float] | None]:
+def _training_classes(
+    config: TrainConfig, dataset: ImageDataset, run_dir: Path, placement: Placement
+) -> tuple[ImageDataset, PseudoLabels | None]:
     """The images with the classes the model trains on: the dataset's labels, or pseudo-classes found in the
-    images alone (the labels dropped), with each class's share of the images."""
+    images alone (the labels dropped; a resumed run's last ones from its folder)."""
     if not config.pseudo_classes:
         return dataset, None
+    if config.recluster_every and placement.distributed:
+        raise ValueError("recluster_every trains on one device: drop --distribute or --recluster-every")
     found = pseudo_classes(dataset.images, config.pseudo_classes, config.seed or 0)
-    relabelled = ImageDataset(dataset.name, dataset.images, found.labels, found.names)
-    return relabelled, [float(weight) for weight in found.weights]
+    labels = PseudoLabels.resumed_or_new(found, run_dir) if config.resume else PseudoLabels(found, run_dir)
+    relabelled = ImageDataset(dataset.name, dataset.images, labels.labels, found.names)
+    return relabelled, labels
 
 
 def _num_classes(config: TrainConfig, dataset: ImageDataset) -> int | None:

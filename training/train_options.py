@@ -101,6 +101,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="a cdcgan on images without labels: K k-means clusters of the images are its classes (the dataset's "
         "labels are never read), and it is published unconditionally (default: 0, the dataset's labels)",
     )
+    gan.add_argument(
+        "--recluster-every",
+        type=int,
+        default=d.recluster_every,
+        metavar="E",
+        help="with --pseudo-classes: every E epochs the clusters are found again in the discriminator's features "
+        "(a self-conditioned GAN; default: 0, the first clusters kept)",
+    )
     progress = parser.add_argument_group("progress and limits")
     progress.add_argument(
         "--eval-every",

@@ -59,8 +59,13 @@ def make_tf_dataset(
     shuffle: bool = True,
     with_labels: bool = False,
     drop_remainder: bool = True,
+    label_table: tf.Variable | None = None,
 ) -> tf.data.Dataset:
-    """Batches of images, or of (images, labels) when `with_labels`, reshuffled every epoch."""
+    """Batches of images, or of (images, labels) when `with_labels`, reshuffled every epoch.
+
+    With a `label_table` (int32 ``[N]``, one label per image) the labels are read from it as each batch is made,
+    not fixed when the pipeline is built, so a run can change its images' classes between epochs.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if drop_remainder and batch_size > len(dataset):
@@ -72,11 +77,18 @@ def make_tf_dataset(
         raise ValueError(
             f"dataset {dataset.name!r} has no labels: pass with_labels=False or use labelled data"
         )
-    tensors = (dataset.images, dataset.labels) if with_labels else dataset.images
+    if label_table is not None:
+        indices = np.arange(len(dataset), dtype=np.int32)
+        tensors: object = (dataset.images, indices)
+    else:
+        tensors = (dataset.images, dataset.labels) if with_labels else dataset.images
     pipeline = tf.data.Dataset.from_tensor_slices(tensors)
     if shuffle:
         pipeline = pipeline.shuffle(len(dataset), seed=seed, reshuffle_each_iteration=True)
     pipeline = pipeline.batch(batch_size, drop_remainder=drop_remainder)
+    if label_table is not None:
+        table = label_table
+        pipeline = pipeline.map(lambda images, rows: (images, tf.gather(table, rows)))
     return pipeline.prefetch(tf.data.AUTOTUNE)
 
 
