@@ -63,7 +63,9 @@ class AudioKind:
         metrics = self.metrics
         observer = metrics.batch_observer(name, version, generated=metrics.clips_generated)
         on_cpu = runtime.device.kind == "CPU"
-        return latent_batcher(self.settings, metrics, name, version, runtime.run, observer, on_cpu=on_cpu)
+        return latent_batcher(
+            self.settings, metrics, name, version, runtime.run, observer, on_cpu=on_cpu, unit="clips"
+        )
 
     async def generate(
         self, model_version: ModelVersion, fields: GenerateBody, http_request: Request

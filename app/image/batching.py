@@ -213,10 +213,13 @@ class Batcher:
         executor: ThreadPoolExecutor | None = None,
         alone: Callable[[], bool] | None = None,
         trace_attributes: Mapping[str, tracing.AttributeValue] | None = None,
+        unit: str = "images",
     ) -> None:
         """`alone` tells whether the service is serving no request but the caller's; without it, no call runs
-        inline (see `BatchingConfig.inline_lone_calls`). `trace_attributes` go on its spans (model, version)."""
+        inline (see `BatchingConfig.inline_lone_calls`). `trace_attributes` go on its spans (model, version);
+        `unit` names its rows in what it says (images, clips)."""
         self.name = name
+        self.unit = unit
         self.config = config
         self.stats = BatcherStats()
         self._run_batch = run_batch
@@ -281,7 +284,9 @@ class Batcher:
         if self._queued_images + size > self.config.max_queue_images:
             self._reject("overload")
             limit = self.config.max_queue_images
-            message = f"{self.name!r} has {self._queued_images} of {limit} images queued; asked for {size}"
+            message = (
+                f"{self.name!r} has {self._queued_images} of {limit} {self.unit} queued; asked for {size}"
+            )
             raise Overloaded(message, retry_after_s=self._retry_after_s())
         if deadline is not None and time.monotonic() >= deadline:
             self._reject("deadline")

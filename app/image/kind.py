@@ -131,6 +131,7 @@ def latent_batcher(
     observer: BatchObserver,
     *,
     on_cpu: bool,
+    unit: str = "images",
 ) -> Batcher:
     """A version's adaptive batcher as the settings configure it, reporting its batches to `observer` and its
     queue to `metrics` (image and sound generators alike: its rows are images or clips)."""
@@ -151,6 +152,7 @@ def latent_batcher(
         observer=observer,
         alone=metrics.requests_in_flight.alone,
         trace_attributes=tracing.named(model=name, version=version),
+        unit=unit,
     )
     metrics.track_batcher(name, version, lambda: batcher.queued_images, lambda: batcher.in_flight_images)
     return batcher

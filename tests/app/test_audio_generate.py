@@ -352,4 +352,5 @@ def test_more_clips_than_the_queue_holds_is_503_with_retry_after(audio_store: Pa
     assert response.status_code == 503
     assert int(response.headers["retry-after"]) >= 1
     assert response.json()["error"]["code"] == "overloaded"
+    assert "0 of 1 clips queued; asked for 2" in response.json()["error"]["message"]
     assert f'genserve_rejections_total{{model="{HUM}",reason="overload",version="1"}} 1.0' in rejections
