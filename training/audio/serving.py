@@ -1,8 +1,8 @@
 """The graph a published sound generator serves: latents (and a class) to a spectrogram, then to sound.
 
 `SoundServer` is the image generators' `GeneratorServer` with another ending: the generator's [-1, 1] image is
-a normalised log-magnitude spectrogram, which the graph scales back to magnitudes and turns into a waveform with
-Griffin-Lim (`training.audio.spectrogram`), so TensorFlow Serving and the inference protocols answer sound too:
+a normalised log-magnitude spectrogram, which the graph smooths (its transposed convolutions' checkerboard
+removed), scales back to magnitudes and turns into a waveform with Griffin-Lim (`training.audio.spectrogram`), so TensorFlow Serving and the inference protocols answer sound too:
 ``serving_default(z, label) -> {"audio": float32 [None, samples]}`` in [-1, 1].
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 import tensorflow as tf
 
 from genserve.store import AUDIO_OUTPUT
-from training.audio.spectrogram import griffin_lim
+from training.audio.spectrogram import griffin_lim, smoothed
 from training.datasets.sounds import SoundFormat
 from training.serving_graph import GeneratorServer
 
@@ -26,5 +26,5 @@ class SoundServer(GeneratorServer):
         super().__init__(*args, **kwargs)
 
     def _outputs(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        waves = griffin_lim(self._sound.normaliser.magnitudes(images))
+        waves = griffin_lim(self._sound.normaliser.magnitudes(smoothed(images)))
         return {AUDIO_OUTPUT: waves[:, : self._sound.samples]}

@@ -86,6 +86,25 @@ class Normaliser:
         return tf.pad(magnitudes, [[0, 0], [0, 0], [0, 1]])
 
 
+def smoothed(images: tf.Tensor) -> tf.Tensor:
+    """Spectrogram images ``[N, FRAMES, BINS, 1]`` through a 3-tap binomial filter (1/4, 1/2, 1/4) along time and
+    then along frequency, edges repeated.
+
+    A generator's stride-2 transposed convolutions leave a checkerboard of alternating frames and bins that no
+    sound has; Griffin-Lim turns it into a hiss. Filtering the drawn picture before inversion removes it (what
+    that changed in how generated clips score: docs/audio.md).
+    """
+    x = tf.convert_to_tensor(images, tf.float32)
+    for axis in (1, 2):
+        padding = [[0, 0]] * 4
+        padding[axis] = [1, 1]
+        padded = tf.pad(x, padding, mode="SYMMETRIC")
+        size = tf.shape(x)[axis]
+        shifted = [tf.gather(padded, tf.range(offset, offset + size), axis=axis) for offset in range(3)]
+        x = 0.25 * shifted[0] + 0.5 * shifted[1] + 0.25 * shifted[2]
+    return x
+
+
 def griffin_lim(magnitudes: tf.Tensor, iterations: int = GRIFFIN_LIM_ITERATIONS) -> tf.Tensor:
     """Magnitudes ``[N, FRAMES, BINS + 1]`` -> waveforms ``[N, CLIP_SAMPLES]`` in [-1, 1].
 

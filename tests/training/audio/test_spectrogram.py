@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from training.audio.data import CLIP_SAMPLES, SAMPLE_RATE
-from training.audio.spectrogram import BINS, FRAMES, Normaliser, griffin_lim, log_magnitudes
+from training.audio.spectrogram import BINS, FRAMES, Normaliser, griffin_lim, log_magnitudes, smoothed
 
 
 def _tones(count: int, seed: int = 0) -> np.ndarray:
@@ -62,3 +62,17 @@ def test_griffin_lim_runs_inside_a_traced_graph() -> None:
     waves = to_sound(tf.zeros([2, FRAMES, BINS, 1])).numpy()
 
     assert waves.shape == (2, CLIP_SAMPLES) and np.isfinite(waves).all()
+
+
+def test_smoothing_removes_a_checkerboard_and_keeps_what_varies_slowly() -> None:
+    frames, bins = np.meshgrid(np.arange(FRAMES), np.arange(BINS), indexing="ij")
+    checkerboard = np.where((frames + bins) % 2 == 0, 0.5, -0.5).astype(np.float32)
+    ramp = (frames / FRAMES - 0.5).astype(np.float32)
+    images = np.stack([checkerboard, ramp, np.full_like(ramp, 0.3)])[..., None]
+
+    out = smoothed(images).numpy()
+
+    assert out.shape == images.shape
+    assert np.abs(out[0, 1:-1, 1:-1]).max() < 1e-6  # the checkerboard is gone inside the edges
+    np.testing.assert_allclose(out[1, 1:-1], images[1, 1:-1], atol=1e-6)  # a linear ramp passes unchanged
+    np.testing.assert_allclose(out[2], images[2], atol=1e-6)  # and so does a constant, edges included
