@@ -88,6 +88,11 @@ def bundled_text_rows() -> dict[str, tuple[int, Row]]:
     return named_rows(first_table(section("Bundled models"), having="bits/char"))
 
 
+def bundled_sound_rows() -> dict[str, tuple[int, Row]]:
+    """README row of each bundled sound model (the section's table with clips heard as asked)."""
+    return named_rows(first_table(section("Bundled models"), having="heard as asked"))
+
+
 def bundled_version(name: str) -> tuple[ModelMetadata, EvaluationRecord]:
     version = store.latest_version(BUNDLED_STORE, name)
     assert version is not None, f"{name} has no complete version in {BUNDLED_STORE}"
@@ -98,11 +103,30 @@ def bundled_version(name: str) -> tuple[ModelMetadata, EvaluationRecord]:
 
 
 def test_the_tables_list_the_served_version_of_every_bundled_model() -> None:
-    rows = bundled_rows() | bundled_text_rows()
+    rows = bundled_rows() | bundled_text_rows() | bundled_sound_rows()
     assert sorted(rows) == store.list_models(BUNDLED_STORE)
-    assert not set(bundled_rows()) & set(bundled_text_rows())
+    assert not set(bundled_rows()) & (set(bundled_text_rows()) | set(bundled_sound_rows()))
     for name, (version, _) in rows.items():
         assert version == store.latest_version(BUNDLED_STORE, name), name
+
+
+@pytest.mark.parametrize("name", sorted(bundled_sound_rows()))
+def test_bundled_sound_model_row_matches_its_evaluation_and_metadata(name: str) -> None:
+    _, row = bundled_sound_rows()[name]
+    metadata, evaluation = bundled_version(name)
+
+    assert metadata.kind == "specgan"
+    fid, score = column(row, "FID"), column(row, "class score")
+    assert fid == shown(evaluation.fid, fid) and score == shown(evaluation.inception_score, score)
+    heard = number(r"([\d.]+)%", column(row, "heard as asked"))
+    assert heard == shown(100 * evaluation.details["label_accuracy"], heard)
+    real = column(row, "real held-out")
+    assert evaluation.real_fid is not None and evaluation.real_inception_score is not None
+    real_fid, real_score = number(r"FID ([\d.]+)", real), number(r"score ([\d.]+)", real)
+    assert real_fid == shown(evaluation.real_fid, real_fid)
+    assert real_score == shown(evaluation.real_inception_score, real_score)
+    assert int(number(r"(\d+) epochs", row["training"])) == metadata.epochs
+    assert f"latent scale {metadata.latent_scale:g}" in row["training"]
 
 
 @pytest.mark.parametrize("name", sorted(bundled_rows()))

@@ -1,9 +1,12 @@
 """The models `make run` serves: every bundled version loads and generates, the VAE encodes real digits and
-the text model writes text that its evaluation says is better than its baselines."""
+the text model writes text that its evaluation says is better than its baselines, the sound model says the
+digit asked for."""
 
 from __future__ import annotations
 
+import io
 import time
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,7 +57,7 @@ def test_every_bundled_image_model_is_served_with_its_evaluation(bundled: TestCl
     assert set(models) == set(store.list_models(BUNDLED))
     for name, model in models.items():
         version = latest(model)
-        if version["kind"] == "char-rnn":
+        if version["kind"] in ("char-rnn", "specgan"):
             continue
         evaluation = version["evaluation"]
         assert evaluation is not None, name
@@ -84,6 +87,29 @@ def test_the_bundled_text_model_beats_its_baselines_and_writes_words(bundled: Te
     # At temperature 0.5 a model of English writes common words; a model of noise would not.
     common = {"the", "a", "of", "to", "and", "is", "in", "it", "you", "that", "be", "for", "i"}
     assert sum(word in common for word in words) >= 0.15 * len(words), texts
+
+
+def test_the_bundled_sound_model_says_the_digit_asked_for_in_different_voices(bundled: TestClient) -> None:
+    version = latest(bundled_models(bundled)["spoken-digits"])
+    evaluation = version["evaluation"]
+    assert version["kind"] == "specgan" and version["sample_rate"] == 16_000
+    # Its clips, Griffin-Lim and all, heard by the classifier of the training voices' spectrograms.
+    assert evaluation["details"]["label_accuracy"] >= 0.9
+    assert min(evaluation["details"]["label_accuracy_by_class"]) >= 0.85
+
+    response = bundled.post("/generate", params={"model": "spoken-digits", "label": 7, "n": 4, "seed": 0})
+    again = bundled.post("/generate", params={"model": "spoken-digits", "label": 7, "n": 4, "seed": 0})
+
+    assert response.status_code == 200 and response.headers["content-type"] == "audio/wav"
+    assert response.content == again.content  # the same seed says it the same way
+    with wave.open(io.BytesIO(response.content)) as reader:
+        samples = np.frombuffer(reader.readframes(reader.getnframes()), "<i2").astype(np.float64) / 32767
+    clip_samples, gap = version["samples"], len(samples) - 4 * version["samples"]
+    clips = [samples[index * (clip_samples + gap // 3) :][:clip_samples] for index in range(4)]
+    for clip in clips:
+        loud = np.abs(clip) > 0.02
+        assert 0.1 < loud.mean() < 0.9, "a spoken word between silences"
+    assert min(np.abs(a - b).mean() for i, a in enumerate(clips) for b in clips[i + 1 :]) > 0.005
 
 
 def test_the_bundled_vae_reconstructs_real_test_digits(bundled: TestClient) -> None:
