@@ -206,7 +206,9 @@ class ModelMetadata(BaseModel):
                 raise ValueError(f"a {self.kind} model needs `text` (vocabulary and state size)")
         elif self.is_audio:
             if self.audio is None or self.latent_dim < 1:
-                raise ValueError(f"a {self.kind} model needs `audio` (sample rate and length) and a latent_dim")
+                raise ValueError(
+                    f"a {self.kind} model needs `audio` (sample rate and length) and a latent_dim"
+                )
         elif self.latent_dim < 1 or self.channels < 1 or min(self.image_shape) < 1:
             raise ValueError(f"a {self.kind} model needs a positive latent_dim, image_shape and channels")
         check_latent_scale(self.latent_scale, self.kind)
