@@ -41,8 +41,14 @@ TRAIN = ["train", "--dataset", "shapes", "--name", "cli-test"]
         (["--eval-samples", "1"], "eval_samples must be an integer of at least 2"),
         (["--time-budget", "0"], "time_budget must be a positive number of minutes"),
         (["--publish", "best"], "set eval_every too"),
-        (["--model", "vae", "--latent-scale", "1.2"], "latent_scale only applies to GANs (dcgan, cdcgan)"),
-        (["--model", "vae", "--latent-scale", "auto"], "latent_scale only applies to GANs (dcgan, cdcgan)"),
+        (
+            ["--model", "vae", "--latent-scale", "1.2"],
+            "latent_scale only applies to GANs (dcgan, cdcgan, specgan)",
+        ),
+        (
+            ["--model", "vae", "--latent-scale", "auto"],
+            "latent_scale only applies to GANs (dcgan, cdcgan, specgan)",
+        ),
     ],
 )
 def test_bad_train_options_exit_2_with_one_line(

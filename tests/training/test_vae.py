@@ -150,7 +150,7 @@ def test_a_vae_cannot_be_published_with_a_latent_scale(
     error = capsys.readouterr().err.strip()
     assert code == 2 and not (tmp_path / "store").exists()
     assert error == (
-        "python -m training export: error: latent_scale only applies to GANs (dcgan, cdcgan), not to 'vae': a "
+        "python -m training export: error: latent_scale only applies to GANs (dcgan, cdcgan, specgan), not to 'vae': a "
         "VAE's encoder shares its latents"
     )
 
