@@ -542,10 +542,20 @@ def read_evaluation(path: Path) -> EvaluationRecord | None:
     return None if data is None else EvaluationRecord.model_validate_json(data)
 
 
+def _umasked(mode: int) -> int:
+    """`mode` as the process's umask leaves it: what open() and mkdir() would have given a new file or folder
+    (temporary files and folders are made private, 0600 and 0700, which would keep a store from the other users,
+    e.g. an image's service user, that it is published for)."""
+    current = os.umask(0)
+    os.umask(current)
+    return mode & ~current
+
+
 def write_json_atomic(file: Path, payload: dict[str, Any]) -> None:
     """Write JSON through a temporary file and a rename, so readers never see half a file."""
     file = Path(file)
     fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=file.parent)
+    os.chmod(tmp_name, _umasked(0o666))
     try:
         with os.fdopen(fd, "w") as handle:
             json.dump(payload, handle, indent=2, sort_keys=True)
@@ -581,6 +591,7 @@ def publish_version(
     folder = model_dir(store, metadata.name)
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=folder))
+    staging.chmod(_umasked(0o777))
     try:
         write_model(staging)
         write_json_atomic(staging / METADATA_FILE, metadata.model_dump(mode="json"))

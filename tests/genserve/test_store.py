@@ -42,6 +42,22 @@ def test_publish_numbers_versions_and_marks_them_complete(tmp_path: Path) -> Non
     assert not [p for p in (tmp_path / "demo").iterdir() if p.name.startswith(store.TEMP_PREFIX)]
 
 
+def test_a_published_version_is_as_readable_as_the_umask_says(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        version = store.publish_version(tmp_path, metadata(), write_dummy)
+        store.write_evaluation(
+            version, store.TextEvaluationRecord(dataset="x", num_samples=1, bits_per_char=2.0)
+        )
+    finally:
+        os.umask(previous)
+
+    # Another user (a container's service user) reads every folder and file.
+    assert stat.S_IMODE(version.stat().st_mode) == 0o755
+    for name in (store.METADATA_FILE, store.EVALUATION_FILE, store.COMPLETE_MARKER):
+        assert stat.S_IMODE((version / name).stat().st_mode) == 0o644, name
+
+
 def test_folders_without_the_marker_are_ignored_but_never_reused(tmp_path: Path) -> None:
     (tmp_path / "demo" / "3").mkdir(parents=True)
     assert store.list_versions(tmp_path, "demo") == []
