@@ -7,6 +7,7 @@ import base64
 import io
 import threading
 import time
+import wave
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -40,6 +41,22 @@ def decode_npy(data: bytes) -> np.ndarray:
 
 def frame_count(data: bytes) -> int:
     return int(getattr(Image.open(io.BytesIO(data)), "n_frames", 1))
+
+
+# Half a step of 16-bit PCM (and float32 arithmetic): what rounding a sample into a WAV may change it by.
+PCM_ROUNDING = 0.5 / 32767 + 1e-6
+
+
+def read_wav(data: bytes) -> tuple[np.ndarray, wave.Wave_read]:
+    """The samples of a 16-bit mono WAV as floats in [-1, 1], and its reader (rate, width, channels)."""
+    reader = wave.open(io.BytesIO(data))
+    frames = reader.readframes(reader.getnframes())
+    return np.frombuffer(frames, dtype="<i2").astype(np.float64) / 32767, reader
+
+
+def assert_pcm_of(samples: np.ndarray, clips: np.ndarray) -> None:
+    """`samples` (from a WAV) are `clips` within the rounding of 16-bit PCM."""
+    np.testing.assert_allclose(samples, clips, rtol=0, atol=PCM_ROUNDING)
 
 
 def max_abs_diff(a: np.ndarray, b: np.ndarray) -> int:

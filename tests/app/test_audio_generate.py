@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import wave
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,14 +27,12 @@ from tests.app.audio_models import (
     ToneModels,
     publish_tones,
 )
-from tests.app.helpers import decode_npy
+from tests.app.helpers import assert_pcm_of, decode_npy, read_wav
 from tests.conftest import make_settings, wait_until_ready
 from tests.training.savedmodels import LATENT_DIM
 
 MAX_CLIPS = 4
 GAP = gap_samples(SAMPLE_RATE)
-# Half a step of 16-bit PCM (and float32 arithmetic): what rounding a sample into a WAV may change it by.
-PCM_ROUNDING = 0.5 / 32767 + 1e-6
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +53,6 @@ def audio_client(audio_store: Path) -> Iterator[TestClient]:
         yield client
 
 
-def read_wav(data: bytes) -> tuple[np.ndarray, wave.Wave_read]:
-    """The samples of a 16-bit mono WAV as floats in [-1, 1], and its reader (rate, width, channels)."""
-    reader = wave.open(io.BytesIO(data))
-    frames = reader.readframes(reader.getnframes())
-    return np.frombuffer(frames, dtype="<i2").astype(np.float64) / 32767, reader
-
-
 def info_chunk(data: bytes) -> dict[str, str]:
     """The subchunks of a WAV's LIST/INFO chunk, by id."""
     position, found = 12, {}
@@ -80,11 +70,6 @@ def info_chunk(data: bytes) -> dict[str, str]:
                 inner += 8 + length + length % 2
         position += 8 + size + size % 2
     return found
-
-
-def assert_pcm_of(samples: np.ndarray, clips: np.ndarray) -> None:
-    """`samples` (from a WAV) are `clips` within the rounding of 16-bit PCM."""
-    np.testing.assert_allclose(samples, clips, rtol=0, atol=PCM_ROUNDING)
 
 
 def test_generate_wav_is_the_clips_in_a_row_with_silence_between(

@@ -4,9 +4,7 @@ digit asked for."""
 
 from __future__ import annotations
 
-import io
 import time
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from PIL import Image
 
 from app.main import create_app
 from genserve import store
-from tests.app.helpers import decode_npy, decode_png
+from tests.app.helpers import decode_npy, decode_png, read_wav
 from tests.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,8 +100,7 @@ def test_the_bundled_sound_model_says_the_digit_asked_for_in_different_voices(bu
 
     assert response.status_code == 200 and response.headers["content-type"] == "audio/wav"
     assert response.content == again.content  # the same seed says it the same way
-    with wave.open(io.BytesIO(response.content)) as reader:
-        samples = np.frombuffer(reader.readframes(reader.getnframes()), "<i2").astype(np.float64) / 32767
+    samples, _ = read_wav(response.content)
     clip_samples, gap = version["samples"], len(samples) - 4 * version["samples"]
     clips = [samples[index * (clip_samples + gap // 3) :][:clip_samples] for index in range(4)]
     for clip in clips:

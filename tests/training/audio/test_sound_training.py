@@ -4,18 +4,18 @@ spectrograms through the evaluation classifier)."""
 
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 import tensorflow as tf
 from fastapi.testclient import TestClient
 
 from app.main import create_app
 from genserve.signatures import audio_signature, signature_of
 from genserve.store import AUDIO_OUTPUT, LABEL_INPUT, LATENT_INPUT, SIGNATURE_NAME, read_metadata
-from tests.app.test_audio_generate import assert_pcm_of, read_wav
+from tests.app.helpers import assert_pcm_of, read_wav
 from tests.conftest import make_settings, wait_until_ready
 from training.audio.data import CLIP_SAMPLES, SAMPLE_RATE
 from training.audio.spectrogram import BINS, FRAMES
@@ -36,11 +36,7 @@ def _write_tone(path: Path, frequency: float, seconds: float, level: float, rate
     time = np.arange(int(seconds * rate)) / rate
     samples = level * np.sin(2 * np.pi * frequency * time) * np.hanning(len(time))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(rate)
-        writer.writeframes((samples * 32767).astype("<i2").tobytes())
+    soundfile.write(path, samples, rate, subtype="PCM_16")
 
 
 @pytest.fixture(scope="module")
