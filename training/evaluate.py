@@ -43,6 +43,7 @@ from training.classifier import (
 from training.datasets import ImageDataset, default_cache_dir, load_dataset
 from training.datasets.sounds import SpectrogramDataset, spectrogram_images
 from training.fid import DEFAULT_NUM_SAMPLES, feature_frechet_distance
+from training.metadata import generated_shape
 from training.sampling import generate_images, reconstruct_images
 from training.serving_graph import LATENT_SCALE_VARIABLE
 
@@ -218,18 +219,11 @@ def _checked_metadata(
     """The version's metadata, once the inputs and the version are known to fit together."""
     _check_inputs(train, held_out, num_samples, batch_size)
     metadata = read_metadata(version_dir)
-    _check_shape(_pictured_shape(metadata), train)
+    _check_shape(generated_shape(metadata), train)
     _check_classes(metadata, train)
     if metadata.is_audio and not isinstance(train, SpectrogramDataset):
         raise ValueError(f"{metadata.name!r} makes sound: evaluate it on sound (spoken-digits or audio:PATH)")
     return metadata
-
-
-def _pictured_shape(metadata: ModelMetadata) -> tuple[int, ...]:
-    """The shape of what the classifier sees of a version's samples: its images, or its clips' spectrograms."""
-    if metadata.audio is not None:
-        return (*metadata.audio.spectrogram_shape, 1)
-    return tuple(metadata.image_shape)
 
 
 def _pictures(generated: np.ndarray, metadata: ModelMetadata, train: ImageDataset) -> np.ndarray:

@@ -38,7 +38,13 @@ from training.cdcgan import (
     build_conditional_generator,
 )
 from training.datasets.sounds import SoundFormat
-from training.metadata import CLASS_FROM_LATENT, CLASS_WEIGHTS, build_metadata, training_summary
+from training.metadata import (
+    CLASS_FROM_LATENT,
+    CLASS_WEIGHTS,
+    build_metadata,
+    generated_shape,
+    training_summary,
+)
 from training.models import EMA_GENERATOR_SLOT, ENCODER_SLOT, GENERATOR_SLOT
 from training.networks import build_generator
 from training.prior import LatentFlow, restore_prior, weights_only_copy
@@ -111,7 +117,7 @@ def _check_generator_matches(
     generator: keras.Model, metadata: ModelMetadata, classes_from_latent: int = 0
 ) -> None:
     latent_dim = generator.inputs[0].shape[-1]
-    expected_shape = _generated_shape(metadata)
+    expected_shape = generated_shape(metadata)
     image_shape = tuple(generator.outputs[0].shape[1:])
     if latent_dim != metadata.latent_dim or image_shape != expected_shape:
         raise ValueError(
@@ -125,13 +131,6 @@ def _check_generator_matches(
             f"{'conditional' if metadata.conditional else 'unconditional'} {metadata.kind!r} model: "
             "export the matching generator, with class_names for conditional ones"
         )
-
-
-def _generated_shape(metadata: ModelMetadata) -> tuple[int, ...]:
-    """The shape of the generator's own output: the image, or a sound generator's one-channel spectrogram."""
-    if metadata.audio is not None:
-        return (*metadata.audio.spectrogram_shape, 1)
-    return tuple(metadata.image_shape)
 
 
 def _check_encoder_matches(encoder: keras.Model | None, metadata: ModelMetadata) -> None:

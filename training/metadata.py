@@ -109,6 +109,14 @@ def build_metadata(
     )
 
 
+def generated_shape(metadata: ModelMetadata) -> tuple[int, ...]:
+    """The shape of what a version's generator draws: its images, or a sound generator's one-channel
+    spectrograms (what the export checks the generator against and the evaluation classifier sees)."""
+    if metadata.audio is not None:
+        return (*metadata.audio.spectrogram_shape, 1)
+    return tuple(metadata.image_shape)
+
+
 def _audio_info(sound: SoundFormat, image_shape: tuple[int, int, int]) -> AudioInfo:
     return AudioInfo(
         sample_rate=sound.sample_rate,
