@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.image.batching import (
+from app.latent.batching import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_CONCURRENT_BATCHES,
     DEFAULT_MAX_DELAY_MS,

@@ -16,11 +16,11 @@ from fastapi import FastAPI
 from app.api.routes import api_router
 from app.audio.kind import AudioKind
 from app.config import Settings
-from app.image.generation import GenerationService
 from app.image.kind import ImageKind
-from app.image.rendering import Renderer, RenderOptions
 from app.image.seed_files import SeedFiles
 from app.image.uploads import UploadLimits, UploadReader
+from app.latent.generation import GenerationService
+from app.latent.rendering import Renderer, RenderOptions
 from app.metrics import HTTPMetricsMiddleware, Metrics
 from app.playground.routes import install_playground
 from app.protocols.inference import Inference

@@ -21,7 +21,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.image.batching import BatchReport
+from app.latent.batching import BatchReport
 from app.server.asgi import WatchedSend
 from app.server.in_flight import RequestsInFlight
 from app.text.batching import StepReport

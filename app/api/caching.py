@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi.responses import Response
 
-from app.image.rendering import model_headers
+from app.api.headers import model_headers
 from app.serving.registry import ModelVersion
 
 # A numbered version's image never changes: caches may keep it for a year without asking again.

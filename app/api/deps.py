@@ -8,10 +8,10 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from app.config import Settings
-from app.image.generation import GenerationService
-from app.image.rendering import Renderer
 from app.image.seed_files import SeedFiles
 from app.image.uploads import UploadReader
+from app.latent.generation import GenerationService
+from app.latent.rendering import Renderer
 from app.metrics import Metrics
 from app.protocols.inference import Inference
 from app.protocols.openai.serving import Completions

@@ -15,7 +15,7 @@ import numpy as np
 import soundfile
 
 from app.api.schemas import Provenance
-from app.image.provenance import json_text
+from app.latent.provenance import json_text
 
 # Silence between clips played one after another, in seconds.
 GAP_SECONDS = 0.25

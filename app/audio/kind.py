@@ -3,8 +3,8 @@
 `AudioKind` loads the versions whose metadata describes a sound generator (`specgan`) and answers, for its
 servables, `POST /generate` (a WAV of the clips in a row, a zip of WAVs, npy or JSON, from seeds or latents),
 `GET /interpolate` (the clips along the path) and the inference protocols (latents and labels to float32
-`audio`). It draws through the generation service and batcher image generators use: seeds map to latents and
-clip i gets class i mod K exactly as images do.
+`audio`). It draws through the generation service and batcher image generators use (`app/latent/`): seeds map
+to latents and clip i gets class i mod K exactly as images do.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from app.audio.rendering import ClipFramesView, ClipsView
 from app.audio.runtime import AudioRuntime
 from app.audio.servable import AUDIO_FORMATS, AudioServable
 from app.config import Settings
-from app.image.batching import Batcher
-from app.image.generation import Frames, GenerationService
-from app.image.kind import latent_batcher, latent_request, refuse_text_fields
-from app.image.rendering import Renderer, View
+from app.latent.batching import Batcher
+from app.latent.generation import Frames, GenerationService
+from app.latent.kind import latent_batcher, latent_request, refuse_text_fields
+from app.latent.rendering import Renderer, View
 from app.metrics import Metrics
 from app.server.errors import InvalidParameter
 from app.serving.registry import ModelVersion

@@ -1,7 +1,8 @@
 """Views of a sound generator's clips, rendered by the one `Renderer`: a `POST /generate` answer (`ClipsView`) and
-an interpolation's clips (`ClipFramesView`), as one WAV or FLAC of the clips in a row, a zip of one WAV per clip, the raw
-float32 array (npy) or, for `POST /generate`, JSON. Every WAV carries a provenance record (`provenance.py`):
-the answer's for a WAV of all the clips, each clip's own (its seed and class) for a WAV of one."""
+an interpolation's clips (`ClipFramesView`), as one WAV or FLAC of the clips in a row, a zip of one WAV per clip,
+the raw float32 array (npy) or, for `POST /generate`, JSON. Every WAV carries a provenance record
+(`app/latent/provenance.py`): the answer's for a WAV of all the clips, each clip's own (its seed and class) for a
+WAV of one."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from app.api.headers import seeds_header
 from app.api.schemas import GenerateAudioJSONResponse, Provenance
 from app.audio import formats
-from app.image import formats as file_formats
-from app.image import provenance
-from app.image.generation import Frames, Generated
-from app.image.rendering import JSON, Body, RenderOptions, seeds_header
+from app.latent import provenance
+from app.latent.formats import archive_bytes, npy_bytes
+from app.latent.generation import Frames, Generated
+from app.latent.rendering import JSON, Body, RenderOptions
 from app.serving.registry import ModelVersion
 
 # What a class name may bring into a file name; anything else becomes "_".
@@ -136,13 +138,13 @@ def _clip_file(
     """Clips as one file: the raw float32 array (npy, which keeps no metadata), one WAV each in a zip (with the
     manifest images' zips have), or else one FLAC or WAV of them all in a row."""
     if format == "npy":
-        return file_formats.npy_bytes(clips.astype(np.float32, copy=False))
+        return npy_bytes(clips.astype(np.float32, copy=False))
     if format == "zip":
         files = [
             (name, formats.wav_bytes(clip, sample_rate, clip_record))
             for name, clip, clip_record in zip(names, clips, clip_records, strict=True)
         ]
-        return file_formats.archive_bytes(files, record)
+        return archive_bytes(files, record)
     encode = formats.flac_bytes if format == "flac" else formats.wav_bytes
     return encode(formats.in_a_row(clips, sample_rate), sample_rate, record)
 

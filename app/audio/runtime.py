@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from app.image.runtime import warm_up_inputs
+from app.latent.runtime import warm_up_inputs
 from app.serving.runtime import (
     DeviceInfo,
     ModelLoadError,

@@ -1,6 +1,6 @@
-"""A sound generator version as a servable: an `AudioRuntime` behind the adaptive batcher image generators use;
-what it answers to `POST /generate`, `GET /interpolate` and the inference protocols is its kind's
-(`app/audio/kind.py`)."""
+"""A sound generator version as a servable: an `AudioRuntime` behind the adaptive batcher image generators use
+(`app/latent/servable.py`); what it answers to `POST /generate`, `GET /interpolate` and the inference protocols
+is its kind's (`app/audio/kind.py`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from app.api.schemas import VersionInfo
 from app.audio.runtime import AudioRuntime
-from app.image.servable import LatentServable
+from app.latent.servable import LatentServable
 from app.server.quotas import CLIPS
 from app.serving.registry import INTERPOLATE
 from genserve.signatures import Signature, audio_signature

@@ -1,1 +1,1 @@
-"""Image generators (GANs and VAEs): a SavedModel's signatures, the batcher, and the generation pipeline."""
+"""Image generators (GANs and VAEs): a SavedModel's signatures, image files, uploads for VAEs and seed URLs."""

@@ -1,25 +1,22 @@
-"""uint8 image batches as file bytes: PNG, PNG grids, WebP, GIF/WebP animations, .zip and .npy (blocking:
-off-loop), and the archive and array files sound generators' answers share (`app/audio/formats.py` writes their
-WAVs). Given a provenance record, each file carries it where its format keeps metadata (see `provenance`)."""
+"""uint8 image batches as file bytes: PNG, PNG grids, WebP, GIF/WebP animations and a zip of PNGs (blocking:
+off-loop; the zip and .npy files every generator's answers share are `app/latent/formats.py`'s). Given a
+provenance record, each file carries it where its format keeps metadata (see `app/latent/provenance.py`)."""
 
 from __future__ import annotations
 
 import base64
 import io
-import json
-import zipfile
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
 from app.api.schemas import Provenance
-from app.image.provenance import PNG_TEXT_KEY, json_text, provenance_fields, xmp_packet
+from app.latent.formats import archive_bytes
+from app.latent.provenance import PNG_TEXT_KEY, json_text, xmp_packet
 from genserve.conventions import tile_images
 
 # Black pixels around each tile of a served grid, so neighbouring images do not run into each other.
 GRID_PADDING = 2
-# The file in a zip that describes the archive: the provenance record and its files, in the record's order.
-ZIP_MANIFEST = "manifest.json"
 _PNG_XMP_KEY = "XML:com.adobe.xmp"
 
 
@@ -66,12 +63,6 @@ def png_base64_list(images: np.ndarray, level: int) -> list[str]:
     return [base64.b64encode(png_bytes(image, level)).decode("ascii") for image in images]
 
 
-def npy_bytes(images: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, images, allow_pickle=False)
-    return buffer.getvalue()
-
-
 def zip_bytes(
     images: np.ndarray, names: list[str], level: int, provenance: Provenance | None = None
 ) -> bytes:
@@ -80,19 +71,6 @@ def zip_bytes(
     return archive_bytes(
         [(name, png_bytes(image, level)) for name, image in zip(names, images, strict=True)], provenance
     )
-
-
-def archive_bytes(files: list[tuple[str, bytes]], provenance: Provenance | None = None) -> bytes:
-    """Named files (compressed already: PNG, or WAV that deflate barely shrinks) in a stored archive; with
-    `provenance`, a `manifest.json` holding the record and the file names, in order."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, data in files:
-            archive.writestr(name, data)
-        if provenance is not None:
-            manifest = {**provenance_fields(provenance), "files": [name for name, _ in files]}
-            archive.writestr(ZIP_MANIFEST, json.dumps(manifest, indent=2))
-    return buffer.getvalue()
 
 
 def animation_bytes(

@@ -2,8 +2,8 @@
 
 `ImageKind` loads image generators (GANs, conditional GANs, VAEs) and answers, for its servables,
 `POST /generate` (a PNG grid, JSON, npy or zip of images from seeds or latents), `GET /interpolate` (a frame
-strip, an animation or JSON) and the inference protocols (latents and labels to uint8 images). Its batcher and
-request checks (`latent_batcher`, `latent_request`) serve sound generators too (`app/audio/kind.py`).
+strip, an animation or JSON) and the inference protocols (latents and labels to uint8 images), with the batcher
+and request checks every generator that draws from latents shares (`app/latent/kind.py`).
 """
 
 from __future__ import annotations
@@ -15,22 +15,22 @@ from pathlib import Path
 from fastapi.responses import Response
 from starlette.requests import Request
 
-from app.api import defaults, params
+from app.api import defaults
 from app.api.schemas import GenerateBody, GenerateFormat
 from app.config import Settings
-from app.image.batching import Batcher, BatchingConfig, BatchObserver, RunBatch
-from app.image.generation import Frames, GenerationService, LatentRequest
-from app.image.rendering import FramesView, GeneratedView, Renderer, View
+from app.image.rendering import FramesView, GeneratedView
 from app.image.runtime import ImageRuntime
 from app.image.servable import ImageServable
+from app.latent.batching import Batcher
+from app.latent.generation import Frames, GenerationService
+from app.latent.kind import latent_batcher, latent_request, refuse_text_fields
+from app.latent.rendering import Renderer, View
 from app.metrics import Metrics
-from app.server import tracing
 from app.server.errors import InvalidParameter
 from app.serving.compiled_calls import ChoiceCache
 from app.serving.registry import ModelVersion
 from app.serving.runtime import DeviceInfo
 from app.serving.servable import CallContext, Tensors
-from app.text.params import TEXT_FIELDS
 from genserve import store
 from genserve.store import ModelMetadata
 
@@ -122,59 +122,6 @@ class AnimationRendering:
         return FramesView(frames, self.fps, self.cols)
 
 
-def latent_batcher(
-    settings: Settings,
-    metrics: Metrics,
-    name: str,
-    version: int,
-    run: RunBatch,
-    observer: BatchObserver,
-    *,
-    on_cpu: bool,
-    unit: str = "images",
-) -> Batcher:
-    """A version's adaptive batcher as the settings configure it, reporting its batches to `observer` and its
-    queue to `metrics` (image and sound generators alike: its rows are images or clips)."""
-    config = BatchingConfig(
-        max_batch_size=settings.max_batch_size,
-        max_delay_ms=settings.max_delay_ms,
-        max_queue_images=settings.max_queue_images,
-        allowed_batch_sizes=tuple(settings.allowed_batch_sizes),
-        max_concurrent_batches=settings.max_concurrent_batches,
-        adaptive_delay=settings.adaptive_delay,
-        share_between_slots=on_cpu,
-        inline_lone_calls=on_cpu,
-    )
-    batcher = Batcher(
-        run,
-        config,
-        name=f"{name}:{version}",
-        observer=observer,
-        alone=metrics.requests_in_flight.alone,
-        trace_attributes=tracing.named(model=name, version=version),
-        unit=unit,
-    )
-    metrics.track_batcher(name, version, lambda: batcher.queued_images, lambda: batcher.in_flight_images)
-    return batcher
-
-
-def latent_request(fields: GenerateBody, max_n: int, default_n: int) -> LatentRequest:
-    """What to draw from a generator of images or clips: the checks that need no model (`n` up to `max_n`,
-    `default_n` without it or latents)."""
-    psi = params.check_truncation(fields.truncation)
-    if fields.cols is not None:
-        params.check_range("cols", fields.cols, 1, max_n)
-    if fields.latents is None:
-        count = params.check_range("n", default_n if fields.n is None else fields.n, 1, max_n)
-        return LatentRequest(seeds=params.seed_range(fields.seed, count), truncation=psi, label=fields.label)
-    if fields.seed is not None:
-        raise InvalidParameter("seed", "give either seed or latents, not both")
-    latents = params.parse_latents(fields.latents, max_n)
-    if fields.n is not None and fields.n != len(latents):
-        raise InvalidParameter("n", f"is {fields.n} but {len(latents)} latents were given")
-    return LatentRequest(latents=latents, truncation=psi, label=fields.label)
-
-
 def _refuse_other_fields(fields: GenerateBody, model_version: ModelVersion) -> None:
     """422 for text-only fields (or format=text) and sound formats sent to an image generator."""
     refuse_text_fields(fields, model_version, "generates images")
@@ -182,12 +129,3 @@ def _refuse_other_fields(fields: GenerateBody, model_version: ModelVersion) -> N
         raise InvalidParameter(
             "format", f"wav is for sound generators; {model_version.name!r} generates images"
         )
-
-
-def refuse_text_fields(fields: GenerateBody, model_version: ModelVersion, makes: str) -> None:
-    """422 for text-only fields (or format=text) sent to a generator that `makes` something else."""
-    for name in TEXT_FIELDS:
-        if getattr(fields, name) is not None:
-            raise InvalidParameter(name, f"is for text generators; {model_version.name!r} {makes}")
-    if fields.format is GenerateFormat.text:
-        raise InvalidParameter("format", f"text is for text generators; {model_version.name!r} {makes}")

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from app.image.inferred import inferred_generator
+from app.latent.runtime import warm_up_inputs
 from app.serving.compiled_calls import BucketedCall, ChoiceCache
 from app.serving.runtime import (
     DeviceInfo,
@@ -159,14 +160,6 @@ class ImageRuntime:
                         f"{(size, 2, self.metadata.latent_dim)}"
                     )
         return time.perf_counter() - started
-
-
-def warm_up_inputs(size: int, latent_dim: int, input_names: list[str]) -> dict[str, np.ndarray]:
-    """Zero latents (and class 0) for `size` outputs of a generator drawing from latents: a warm-up batch."""
-    inputs = {store.LATENT_INPUT: np.zeros((size, latent_dim), dtype=np.float32)}
-    if store.LABEL_INPUT in input_names:
-        inputs[store.LABEL_INPUT] = np.zeros((size,), dtype=np.int32)
-    return inputs
 
 
 def _check_signature(signature: Any, metadata: ModelMetadata) -> list[str]:

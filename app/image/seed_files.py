@@ -15,8 +15,9 @@ from typing import Any
 from starlette.requests import Request
 
 from app.api import defaults, params
-from app.image.generation import GenerationService, LatentRequest
-from app.image.rendering import ImageFileView, Renderer
+from app.image.rendering import ImageFileView
+from app.latent.generation import GenerationService, LatentRequest
+from app.latent.rendering import Renderer
 from app.metrics import Metrics
 from app.serving.registry import ModelVersion
 from app.serving.sized_cache import SizedCache

@@ -15,9 +15,9 @@ import numpy as np
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import Request
 
+from app.api.headers import model_headers
 from app.api.schemas import GenerateBody, GenerateFormat, GenerateTextResponse, TextCompletion
 from app.config import Settings
-from app.image.rendering import model_headers
 from app.metrics import Metrics
 from app.server.errors import InvalidParameter, ServiceError
 from app.serving.registry import ModelVersion

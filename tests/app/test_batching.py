@@ -17,9 +17,9 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
-from app.image.batching import Batcher, BatchingConfig, BatchReport, NullObserver
 from app.image.kind import ImageKind
 from app.image.runtime import ImageRuntime
+from app.latent.batching import Batcher, BatchingConfig, BatchReport, NullObserver
 from app.metrics import Metrics
 from app.server.errors import DeadlineExceeded, ModelCallFailed, Overloaded, ShuttingDown
 from app.serving.runtime import DeviceInfo
@@ -247,7 +247,7 @@ def test_model_failure_reaches_exactly_its_batch_and_later_batches_succeed(
         assert batcher.stats.model_calls == 2
         assert batcher.stats.batches == 1
 
-    with caplog.at_level(logging.ERROR, logger="app.image.batching"):
+    with caplog.at_level(logging.ERROR, logger="app.latent.batching"):
         asyncio.run(scenario())
     assert len([record for record in caplog.records if record.levelno >= logging.ERROR]) == 1
 
@@ -269,7 +269,7 @@ def test_a_shut_down_executor_fails_the_batch_and_the_batcher_goes_on(
         finally:
             await batcher.stop(drain=False, timeout_s=WAIT_S)
 
-    with caplog.at_level(logging.ERROR, logger="app.image.batching"):
+    with caplog.at_level(logging.ERROR, logger="app.latent.batching"):
         asyncio.run(scenario())
     assert len([record for record in caplog.records if record.levelno >= logging.ERROR]) == 2
 
@@ -783,7 +783,7 @@ def test_a_failing_inline_call_fails_its_request_and_the_next_call_succeeds(
         finally:
             await batcher.stop()
 
-    with caplog.at_level(logging.ERROR, logger="app.image.batching"):
+    with caplog.at_level(logging.ERROR, logger="app.latent.batching"):
         failed, succeeded = asyncio.run(scenario())
     assert isinstance(failed, ModelCallFailed)
     assert isinstance(succeeded, np.ndarray) and succeeded.tolist() == doubled(2.0)

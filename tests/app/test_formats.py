@@ -13,7 +13,9 @@ from PIL.PngImagePlugin import PngImageFile
 
 from app.api.schemas import Provenance
 from app.config import Settings
-from app.image import formats, provenance
+from app.image import formats
+from app.latent import provenance
+from app.latent.formats import ZIP_MANIFEST, npy_bytes
 from tests.app.helpers import decode_npy, decode_png, frame_count
 
 # The service's own default level (any level decodes to the same pixels).
@@ -43,7 +45,7 @@ def test_grayscale_png_round_trips() -> None:
 
 def test_npy_and_zip_round_trip() -> None:
     batch = images(3, 3)
-    np.testing.assert_array_equal(decode_npy(formats.npy_bytes(batch)), batch)
+    np.testing.assert_array_equal(decode_npy(npy_bytes(batch)), batch)
     with zipfile.ZipFile(io.BytesIO(formats.zip_bytes(batch, ["a.png", "b.png", "c.png"], LEVEL))) as archive:
         np.testing.assert_array_equal(decode_png(archive.read("c.png")), batch[2])
 
@@ -93,7 +95,7 @@ def test_each_container_carries_the_record_and_keeps_its_pixels() -> None:
     )
     assert json.loads(gif.info["comment"])["truncation"] == 0.5
     with zipfile.ZipFile(io.BytesIO(formats.zip_bytes(batch, ["a.png", "b.png"], LEVEL, RECORD))) as archive:
-        manifest = json.loads(archive.read(formats.ZIP_MANIFEST))
+        manifest = json.loads(archive.read(ZIP_MANIFEST))
         np.testing.assert_array_equal(decode_png(archive.read("b.png")), batch[1])
     assert manifest["files"] == ["a.png", "b.png"] and manifest["seeds"] == [7, 8]
 

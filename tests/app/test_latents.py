@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.image.latents import interpolation_path, lerp, slerp, truncate
+from app.latent.latents import interpolation_path, lerp, slerp, truncate
 from genserve.conventions import latents_from_seeds
 
 

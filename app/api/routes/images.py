@@ -11,9 +11,9 @@ from fastapi.responses import RedirectResponse, Response
 from app.api import params
 from app.api.caching import IMMUTABLE, REVALIDATE, etag_matches, not_modified, strong_etag
 from app.api.deps import RegistryDep, RendererDep, SeedFilesDep
+from app.api.headers import model_headers, seeds_header
 from app.api.openapi import ModelPath, error_responses
 from app.api.schemas import ImageFileFormat
-from app.image.rendering import model_headers, seeds_header
 from app.image.seed_files import SeedFile, SeedFiles
 from app.server.errors import InvalidParameter
 from app.serving.registry import GENERATE, ModelRegistry

@@ -25,8 +25,8 @@ from app.api.openapi import (
     file_responses,
 )
 from app.api.schemas import InterpolateJSONResponse, InterpolationMethodName
-from app.image.generation import InterpolationRequest
-from app.image.servable import latent_servable
+from app.latent.generation import InterpolationRequest
+from app.latent.servable import latent_servable
 from app.server.errors import InvalidParameter
 from app.serving.registry import INTERPOLATE
 from genserve.conventions import MAX_SEED

@@ -35,9 +35,10 @@ from app.api.schemas import (
     InterpolationMethodName,
     ReconstructJSONResponse,
 )
-from app.image.generation import GenerationService, InterpolationRequest, LatentRequest
-from app.image.rendering import JSON, EncodingView, FramesView, ReconstructionView
+from app.image.rendering import EncodingView, FramesView, ReconstructionView
 from app.image.uploads import UploadedImage, UploadReader
+from app.latent.generation import GenerationService, InterpolationRequest, LatentRequest
+from app.latent.rendering import JSON
 from app.serving.registry import ModelVersion
 
 router = APIRouter(tags=["images in (VAE)"])

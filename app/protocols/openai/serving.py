@@ -23,9 +23,9 @@ from pydantic import BaseModel
 from starlette.requests import Request
 
 from app.api import params
+from app.api.headers import model_headers
 from app.api.schemas import GenerateBody
 from app.config import Settings
-from app.image.rendering import model_headers
 from app.protocols.openai.errors import error_body
 from app.protocols.openai.protocol import (
     CompletionChoice,

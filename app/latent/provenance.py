@@ -1,12 +1,13 @@
-"""Provenance: what every served image file says about where it came from, built here and nowhere else.
+"""Provenance: what every served image or sound file says about where it came from, built here and nowhere else.
 
-One record (`schemas.Provenance`) describes an answer's images: model and version, what they were drawn from
-(seeds, latents or uploads), truncation, classes, latent scale, the service's version, and IPTC's digital
-source type, the standard mark of media made by a trained model. `formats.py` writes it into each container:
-a PNG's `genserve` iTXt chunk (the record as JSON) and its XMP packet, WebP's XMP chunk, a GIF's comment, a
-zip's `manifest.json`; JSON answers carry it as a field (their base64 PNGs stay bare: embedding the record in
-each would double the size of a small image). It is built once per answer from what the answer already holds:
-no model call, two short strings. `GENSERVE_IMAGE_METADATA=false` leaves it out.
+One record (`schemas.Provenance`) describes an answer's images or clips: model and version, what they were drawn
+from (seeds, latents or uploads), truncation, classes, latent scale, the service's version, and IPTC's digital
+source type, the standard mark of media made by a trained model. The formats modules write it into each
+container: a PNG's `genserve` iTXt chunk (the record as JSON) and its XMP packet, WebP's XMP chunk, a GIF's
+comment (`app/image/formats.py`), a WAV's `LIST`/`INFO` chunk and a FLAC's comments (`app/audio/formats.py`), a
+zip's `manifest.json` (`app/latent/formats.py`); JSON answers carry it as a field (their base64 PNGs stay bare:
+embedding the record in each would double the size of a small image). It is built once per answer from what the
+answer already holds: no model call, two short strings. `GENSERVE_IMAGE_METADATA=false` leaves it out.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Literal
 from xml.sax.saxutils import escape, quoteattr
 
 from app.api.schemas import Provenance
-from app.image.generation import Frames, Generated
+from app.latent.generation import Frames, Generated
 from app.serving.registry import ModelVersion
 
 IPTC_DIGITAL_SOURCE_TYPES = "http://cv.iptc.org/newscodes/digitalsourcetype/"

@@ -20,8 +20,8 @@ import numpy as np
 from starlette.requests import Request
 
 from app.api import defaults, params
-from app.image.latents import InterpolationMethod, interpolation_path, lerp, truncate
-from app.image.servable import latent_servable
+from app.latent.latents import InterpolationMethod, interpolation_path, lerp, truncate
+from app.latent.servable import latent_servable
 from app.metrics import Metrics
 from app.server import tracing
 from app.server.disconnect import cancel_on_disconnect
