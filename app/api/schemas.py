@@ -98,6 +98,12 @@ class GenerateQuery(BaseModel):
     stream: bool | None = Field(None, description="Text models: server-sent events, one per token.")
 
 
+# The fields of POST /generate that only text generators take, and those that only latent generators (images,
+# sounds) take: the other kinds refuse them with a 422 naming the field.
+TEXT_FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "stop", "stream")
+IMAGE_FIELDS = ("truncation", "label", "cols", "include_latents", "latents")
+
+
 class GenerateBody(BaseModel):
     """Optional JSON body of POST /generate: the query fields, plus explicit latent vectors."""
 

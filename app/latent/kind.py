@@ -6,7 +6,7 @@ need no model (`latent_request`, `refuse_text_fields`).
 from __future__ import annotations
 
 from app.api import params
-from app.api.schemas import GenerateBody, GenerateFormat
+from app.api.schemas import TEXT_FIELDS, GenerateBody, GenerateFormat
 from app.config import Settings
 from app.latent.batching import Batcher, BatchingConfig, BatchObserver, RunBatch
 from app.latent.generation import LatentRequest
@@ -14,7 +14,6 @@ from app.metrics import Metrics
 from app.server import tracing
 from app.server.errors import InvalidParameter
 from app.serving.registry import ModelVersion
-from app.text.params import TEXT_FIELDS
 
 
 def latent_batcher(

@@ -15,7 +15,7 @@ import numpy as np
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import Request
 
-from app.api.headers import model_headers
+from app.api.headers import model_headers, seeds_header
 from app.api.schemas import GenerateBody, GenerateFormat, GenerateTextResponse, TextCompletion
 from app.config import Settings
 from app.metrics import Metrics
@@ -67,7 +67,7 @@ class TextKind:
         service = self.generation
         request = text_request(fields, self.settings, model_version)
         stream = service.start(model_version, request, http_request=http_request)
-        headers = {**model_headers(model_version), "X-Seeds": _seeds_header(request.seeds)}
+        headers = {**model_headers(model_version), **seeds_header(request.seeds)}
         if fields.stream:
             return StreamingResponse(_events(stream), media_type="text/event-stream", headers=headers)
         result = await service.complete(stream, http_request=http_request)
@@ -146,7 +146,3 @@ async def _events(stream: TextStream) -> AsyncIterator[str]:
 
 def _sse(event: str, data: dict[str, object]) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-
-def _seeds_header(seeds: list[int]) -> str:
-    return f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from app.api import defaults, params
-from app.api.schemas import GenerateBody, GenerateFormat
+from app.api.schemas import IMAGE_FIELDS, GenerateBody, GenerateFormat
 from app.config import Settings
 from app.server.errors import InvalidParameter
 from app.serving.registry import ModelVersion
@@ -20,8 +20,6 @@ from app.text.servable import text_servable
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_CHARS = 64
 MAX_TEMPERATURE = 100.0
-TEXT_FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "stop", "stream")
-IMAGE_FIELDS = ("truncation", "label", "cols", "include_latents", "latents")
 _TEXT_FORMATS = (GenerateFormat.json, GenerateFormat.text)
 
 
