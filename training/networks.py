@@ -13,11 +13,14 @@ from training.options import SUPPORTED_IMAGE_SIZES, check_d_width
 # the tutorial's layout (from a 7x7 or 8x8 base); 64 adds a stage; 128 (spectrograms) adds another, with fewer
 # filters at every stage, so that a 128x128 sample costs about what a 64x64 one does, and a thin projection (its
 # dense layer holds most of a generator's weights), so that a published sound generator stays near 1.2 MB.
-_GENERATOR_LAYOUTS: dict[int, tuple[int, int, list[int]]] = {
-    28: (256, 128, [64]),
-    32: (256, 128, [64]),
-    64: (256, 128, [128, 64]),
-    128: (16, 64, [48, 32, 16]),
+# The last number is the transposed convolutions' kernel: the tutorial's 5 for images; 4 for spectrograms, a
+# multiple of the stride, so that every output pixel gathers the same number of kernel taps and no checkerboard
+# of alternating loud and quiet bins is left for Griffin-Lim to turn into a buzz (docs/audio.md).
+_GENERATOR_LAYOUTS: dict[int, tuple[int, int, list[int], int]] = {
+    28: (256, 128, [64], 5),
+    32: (256, 128, [64], 5),
+    64: (256, 128, [128, 64], 5),
+    128: (16, 64, [48, 32, 16], 4),
 }
 # The discriminator's filters per stride-2 convolution, by image size: down to a 7x7 or 8x8 map for 128.
 _DISCRIMINATOR_FILTERS: dict[int, list[int]] = {
@@ -75,7 +78,7 @@ def generator_layers(
 ) -> list[keras.layers.Layer]:
     """The generator's layers from its flat input vector to the image, for any model that feeds them."""
     size, _, channels = check_image_shape(image_shape)
-    projection, refine, stages = _GENERATOR_LAYOUTS[size]
+    projection, refine, stages, kernel = _GENERATOR_LAYOUTS[size]
     base = size // 2 ** (len(stages) + 1)
     hidden = {"dtype": dtype_policy}
     layers: list[keras.layers.Layer] = [
@@ -83,14 +86,14 @@ def generator_layers(
         keras.layers.BatchNormalization(name="project_bn", **hidden),
         keras.layers.LeakyReLU(_LEAKY_SLOPE, name="project_act", **hidden),
         keras.layers.Reshape((base, base, projection), name="reshape", **hidden),
-        *_transpose_block(refine, strides=1, name="refine", dtype_policy=dtype_policy),
+        *_transpose_block(refine, kernel, strides=1, name="refine", dtype_policy=dtype_policy),
     ]
     for index, filters in enumerate(stages, start=1):
-        layers += _transpose_block(filters, strides=2, name=f"up{index}", dtype_policy=dtype_policy)
+        layers += _transpose_block(filters, kernel, strides=2, name=f"up{index}", dtype_policy=dtype_policy)
     layers.append(
         keras.layers.Conv2DTranspose(
             channels,
-            _KERNEL_SIZE,
+            kernel,
             strides=2,
             padding="same",
             use_bias=False,
@@ -102,11 +105,13 @@ def generator_layers(
     return layers
 
 
-def _transpose_block(filters: int, *, strides: int, name: str, dtype_policy: str) -> list[keras.layers.Layer]:
+def _transpose_block(
+    filters: int, kernel: int, *, strides: int, name: str, dtype_policy: str
+) -> list[keras.layers.Layer]:
     return [
         keras.layers.Conv2DTranspose(
             filters,
-            _KERNEL_SIZE,
+            kernel,
             strides=strides,
             padding="same",
             use_bias=False,

@@ -36,6 +36,33 @@ def test_28_pixel_generator_matches_the_tutorial_layout() -> None:
     assert shapes == [(7, 7, 128), (14, 14, 64)]
 
 
+def _uniform_weights(generator: keras.Model) -> None:
+    """Every weight of the generator's convolutions and projection set to one small constant (its batch
+    normalisation left at its initial identity), so that what its layout alone does to a flat map shows."""
+    for layer in generator.layers:
+        if isinstance(layer, keras.layers.Dense | keras.layers.Conv2DTranspose):
+            layer.kernel.assign(np.full(layer.kernel.shape, 1e-3, dtype="float32"))
+
+
+@pytest.mark.parametrize(("size", "checkered"), [(128, False), (64, True), (28, True)])
+def test_spectrogram_generator_leaves_no_checkerboard_where_the_image_ones_do(
+    size: int, checkered: bool
+) -> None:
+    # Kernel 4 with stride 2 gives every output pixel the same number of taps (the spectrogram layout); kernel 5
+    # gives alternate pixels three and two (the images'). From one flat input the former draws a smooth map
+    # (neighbours differ about half as much as pixels two apart), the latter one whose neighbours alternate.
+    generator = build_generator(LATENT_DIM, (size, size, 1))
+    _uniform_weights(generator)
+
+    image = np.asarray(generator(np.ones((1, LATENT_DIM), dtype="float32"), training=False))[0, :, :, 0]
+    neighbours = np.abs(np.diff(image, axis=0)).mean()
+    two_apart = np.abs(image[2:] - image[:-2]).mean()
+
+    assert two_apart > 0
+    assert (neighbours / two_apart > 2) == checkered, neighbours / two_apart
+    assert (neighbours / two_apart < 1) == (not checkered), neighbours / two_apart
+
+
 @pytest.mark.parametrize("image_shape", [(48, 48, 1), (28, 32, 1), (16, 16, 3), (28, 28, 2), (28, 28)])
 def test_unsupported_image_shapes_are_rejected_with_a_hint(image_shape: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match="image_shape|pixels|channels"):
