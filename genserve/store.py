@@ -48,9 +48,9 @@ import json
 import math
 import os
 import re
+import secrets
 import shutil
 import stat
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -542,20 +542,18 @@ def read_evaluation(path: Path) -> EvaluationRecord | None:
     return None if data is None else EvaluationRecord.model_validate_json(data)
 
 
-def _umasked(mode: int) -> int:
-    """`mode` as the process's umask leaves it: what open() and mkdir() would have given a new file or folder
-    (temporary files and folders are made private, 0600 and 0700, which would keep a store from the other users,
-    e.g. an image's service user, that it is published for)."""
-    current = os.umask(0)
-    os.umask(current)
-    return mode & ~current
+def _temporary_path(folder: Path) -> Path:
+    """A fresh name in `folder` for a file or folder on its way to its final name. Made with open() or mkdir()
+    rather than tempfile's calls, so the umask sets its mode as for any new file: tempfile makes them private
+    (0600, 0700), which would keep a store from the other users it is published for (an image's service user)."""
+    return Path(folder) / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
 
 
 def write_json_atomic(file: Path, payload: dict[str, Any]) -> None:
     """Write JSON through a temporary file and a rename, so readers never see half a file."""
     file = Path(file)
-    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=file.parent)
-    os.chmod(tmp_name, _umasked(0o666))
+    tmp_name = _temporary_path(file.parent)
+    fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w") as handle:
             json.dump(payload, handle, indent=2, sort_keys=True)
@@ -590,8 +588,8 @@ def publish_version(
     """
     folder = model_dir(store, metadata.name)
     folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=folder))
-    staging.chmod(_umasked(0o777))
+    staging = _temporary_path(folder)
+    staging.mkdir()
     try:
         write_model(staging)
         write_json_atomic(staging / METADATA_FILE, metadata.model_dump(mode="json"))

@@ -13,9 +13,9 @@ from training.options import SUPPORTED_IMAGE_SIZES, check_d_width
 # the tutorial's layout (from a 7x7 or 8x8 base); 64 adds a stage; 128 (spectrograms) adds another, with fewer
 # filters at every stage, so that a 128x128 sample costs about what a 64x64 one does, and a thin projection (its
 # dense layer holds most of a generator's weights), so that a published sound generator stays near 1.2 MB.
-# The last number is the transposed convolutions' kernel: the tutorial's 5 for images; 4 for spectrograms, a
-# multiple of the stride, so that every output pixel gathers the same number of kernel taps and no checkerboard
-# of alternating loud and quiet bins is left for Griffin-Lim to turn into a buzz (docs/audio.md).
+# The last number is the transposed convolutions' kernel: the tutorial's 5 up to 64 pixels; 4 at 128 (the
+# spectrograms' size), a multiple of the stride, so that every output pixel gathers the same number of kernel taps
+# and no checkerboard of alternating loud and quiet bins is left for Griffin-Lim to turn into hiss (docs/audio.md).
 _GENERATOR_LAYOUTS: dict[int, tuple[int, int, list[int], int]] = {
     28: (256, 128, [64], 5),
     32: (256, 128, [64], 5),
